@@ -1,0 +1,3 @@
+from aismm.cli import main
+
+main()

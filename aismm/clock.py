@@ -1,0 +1,69 @@
+"""The one source of time: inject a :class:`FixedClock` in tests, never sleep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock", "FixedClock", "default_clock", "parse_duration", "iso"]
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime: ...
+
+
+class SystemClock:
+    """Wall-clock UTC time."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+class FixedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: dt.datetime | str) -> None:
+        self._now = _parse_instant(start) if isinstance(start, str) else start
+
+    def now(self) -> dt.datetime:
+        return self._now
+
+    def advance(self, delta: dt.timedelta | str) -> None:
+        self._now += parse_duration(delta) if isinstance(delta, str) else delta
+
+
+def _parse_instant(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def default_clock() -> Clock:
+    """The system clock, or a fixed one when ``AISMM_NOW`` is set (for tests and demos)."""
+    fixed = os.environ.get("AISMM_NOW")
+    return FixedClock(fixed) if fixed else SystemClock()
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
+)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse an ISO 8601 duration of days/hours/minutes/seconds (``P3D``, ``PT2H30M``)."""
+    match = _DURATION.match(text.strip().upper())
+    if not match or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration like P3D or PT2H")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v}
+    return dt.timedelta(
+        days=parts.get("d", 0), hours=parts.get("h", 0),
+        minutes=parts.get("m", 0), seconds=parts.get("s", 0),
+    )
+
+
+def iso(moment: dt.datetime) -> str:
+    """Render an instant as ``2026-11-25T14:00:00Z``."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

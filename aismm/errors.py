@@ -1,0 +1,114 @@
+"""The exceptions AISMM raises, all rooted at :class:`AismmError`.
+
+::
+
+    AismmError                  exit 3 unless a subclass says otherwise
+    ├── UsageError              exit 2: bad input (arguments, files, unknown ids)
+    │   ├── ContractError       a contract or its schemas are invalid or unknown
+    │   ├── ActorError          an actor is unknown, malformed or lacks a role
+    │   └── MissionError        a mission is unknown or the request does not fit its state
+    ├── Rejection               exit 1: a check failed or a write was refused
+    │   ├── GateRejection       the gate refused a set of ref updates (carries every problem)
+    │   └── CheckFailed         a verification (ledger check, verify) found violations
+    ├── SignatureError          exit 1: a signature is missing, malformed or does not verify
+    ├── LedgerError             exit 2: a transfer is invalid (funds, idempotency conflict)
+    ├── RepositoryError         exit 3: git failed underneath us
+    └── ConflictError           exit 1: a concurrent writer won a race; retry or re-read
+
+Messages read ``<where>: <what>; <how to fix>``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AismmError",
+    "UsageError",
+    "ContractError",
+    "ActorError",
+    "MissionError",
+    "Rejection",
+    "GateRejection",
+    "CheckFailed",
+    "SignatureError",
+    "LedgerError",
+    "RepositoryError",
+    "ConflictError",
+    "Problem",
+]
+
+from dataclasses import dataclass
+
+
+class AismmError(Exception):
+    """Root of every error AISMM raises on purpose."""
+
+    exit_code = 3
+
+
+class UsageError(AismmError):
+    """The caller gave bad input; nothing was changed."""
+
+    exit_code = 2
+
+
+class ContractError(UsageError):
+    """A contract, its schema or a document checked against it is invalid."""
+
+
+class ActorError(UsageError):
+    """An actor is unknown, malformed, or lacks the role an action needs."""
+
+
+class MissionError(UsageError):
+    """A mission is unknown, or the action does not fit its current state."""
+
+
+class LedgerError(UsageError):
+    """A ledger operation was refused (insufficient funds, conflicting replay, bad amount)."""
+
+
+class Rejection(AismmError):
+    """A check failed or a write was refused by policy."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a ref update was refused."""
+
+    ref: str
+    where: str
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"aismm: {self.ref}: {self.where}: {self.what}; {self.fix}"
+
+
+class GateRejection(Rejection):
+    """The gate refused a set of ref updates; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CheckFailed(Rejection):
+    """A verification found violations; ``violations`` lists them one per line."""
+
+    def __init__(self, what: str, violations: list[str]) -> None:
+        self.violations = list(violations)
+        super().__init__(f"{what}: " + "; ".join(violations) if violations else what)
+
+
+class SignatureError(Rejection):
+    """A signature is missing, malformed, or does not verify."""
+
+
+class ConflictError(Rejection):
+    """Another writer changed the same thing first; re-read and retry."""
+
+
+class RepositoryError(AismmError):
+    """git failed underneath us (corrupt object, I/O error, locked ref)."""
