@@ -1,0 +1,287 @@
+"""Contracts: the published, versioned instruction an agent executes (DESIGN §4)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import jsonschema
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from aismm.errors import ContractError
+from aismm.model import Strict, describe_validation, load_yaml
+
+__all__ = [
+    "Contract", "Check", "Review", "RubricItem", "FileSpec", "Limits", "Tier", "TIERS",
+    "load_contract_dir", "contract_files", "digest", "parse_ref", "validate_document",
+    "match_glob",
+]
+
+CONTRACT_ID = r"^contract\.[a-z0-9_]+$"
+SEMVER = r"^\d+\.\d+\.\d+$"
+TIERS = ("T0", "T1", "T2")
+Tier = Literal["T0", "T1", "T2"]
+RelPath = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.*/\-\[\]]+$", max_length=200)]
+
+
+class FileSpec(Strict):
+    """A file (or glob) a contract requires or allows, with an optional JSON Schema."""
+
+    path: RelPath
+    required: bool = True
+    schema_: str | None = Field(default=None, alias="schema")
+    description: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative path without '..'")
+        return value
+
+
+class Limits(Strict):
+    """Size limits on the files of a deliverable."""
+
+    max_file_bytes: int = Field(default=1 << 20, gt=0)
+    max_files: int = Field(default=100, gt=0)
+    max_total_bytes: int = Field(default=8 << 20, gt=0)
+
+
+class Inputs(Strict):
+    """What the client must provide under ``inputs/``."""
+
+    files: list[FileSpec]
+    limits: Limits = Limits()
+
+
+class Deliverable(Strict):
+    """What the agent must deliver under ``deliverable/``."""
+
+    files: list[FileSpec]
+    allowed: list[RelPath] = Field(default_factory=lambda: ["deliverable/**"])
+    limits: Limits = Limits()
+
+
+class Check(Strict):
+    """One automatic DoD check: ``schema``, ``files`` or a sandboxed ``command``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    kind: Literal["schema", "files", "command"]
+    run: list[str] | None = None
+    timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    memory_mb: int = Field(default=1024, gt=0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _run_only_for_command(self) -> "Check":
+        if self.kind == "command" and not self.run:
+            raise ValueError("a command check needs 'run' (an argv list)")
+        if self.kind != "command" and self.run is not None:
+            raise ValueError(f"a {self.kind} check takes no 'run'")
+        return self
+
+
+class RubricItem(Strict):
+    """A review criterion with its weight."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    description: str
+    weight: int = Field(default=1, gt=0)
+
+
+class Review(Strict):
+    """Independent review: how many distinct reviewers, what score passes, on which rubric."""
+
+    quorum: int = Field(default=1, ge=0, le=9)
+    threshold: int = Field(default=70, ge=0, le=100)
+    rubric: list[RubricItem] = Field(min_length=1)
+
+
+class Dod(Strict):
+    """Definition of done."""
+
+    checks: list[Check] = Field(min_length=1)
+    review: Review
+
+
+class Sla(Strict):
+    """Deadline, rework budget and the auto-acceptance window, as ISO 8601 durations."""
+
+    deadline: str = "P3D"
+    max_rework: int = Field(default=3, ge=0, le=20)
+    acceptance_window: str = "P2D"
+
+    @field_validator("deadline", "acceptance_window")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from aismm.clock import parse_duration
+
+        parse_duration(value)
+        return value
+
+
+class Pricing(Strict):
+    """Price bounds in integer tokens."""
+
+    model: Literal["per_task"] = "per_task"
+    min: int = Field(ge=0)
+    max: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Pricing":
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class TierTerms(Strict):
+    """The platform fee of one tier, in basis points (1000 = 10 %)."""
+
+    fee_bp: int = Field(ge=0, le=10000)
+
+
+class Disputes(Strict):
+    """Who arbitrates and when a client may escalate."""
+
+    arbiter: str | None = None
+    rework_scope: str = "only what the DoD and the rubric name"
+    escalate_after_reworks: int = Field(default=1, ge=0)
+
+
+class Step(Strict):
+    """One step of a workflow contract."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    contract: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+
+
+class Benchmark(Strict):
+    """Thresholds an agent must meet on the benchmark suite to be listed."""
+
+    quality: int = Field(default=70, ge=0, le=100)
+    p50_seconds: float = Field(default=30, gt=0)
+    max_cost: int = Field(default=1000, ge=0)
+
+
+class Contract(Strict):
+    """A contract (``contract.yaml``)."""
+
+    schema_version: Literal[1] = 1
+    id: Annotated[str, Field(pattern=CONTRACT_ID)]
+    version: Annotated[str, Field(pattern=SEMVER)]
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    category: str = Field(min_length=1)
+    supersedes: list[str] = Field(default_factory=list)
+    inputs: Inputs
+    deliverable: Deliverable
+    dod: Dod
+    sla: Sla = Sla()
+    pricing: Pricing
+    tiers: dict[Tier, TierTerms] = Field(min_length=1)
+    disputes: Disputes = Disputes()
+    steps: list[Step] = Field(default_factory=list)
+    benchmark: Benchmark = Benchmark()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def name(self) -> str:
+        return self.id.removeprefix("contract.")
+
+    def schema_paths(self) -> list[str]:
+        """Every schema file the contract references, relative to its folder."""
+        specs = [*self.inputs.files, *self.deliverable.files]
+        return sorted({s.schema_ for s in specs if s.schema_})
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``contract.x@1.0.0`` into id and version (version None when absent)."""
+    cid, _, version = ref.partition("@")
+    if not re.match(CONTRACT_ID, cid) or (version and not re.match(SEMVER, version)):
+        raise ContractError(
+            f"{ref}: not a contract reference; write it as contract.<name>@<x.y.z>"
+        )
+    return cid, version or None
+
+
+def match_glob(path: str, pattern: str) -> bool:
+    """Match a repository path against a glob where ``**`` spans directories."""
+    if pattern.endswith("/**"):
+        return path.startswith(pattern[:-2])
+    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
+
+
+def contract_files(folder: Path) -> dict[str, bytes]:
+    """The files frozen into a mission: contract.yaml and its schemas."""
+    contract = load_contract_dir(folder)
+    files = {"contract.yaml": (folder / "contract.yaml").read_bytes()}
+    for rel in contract.schema_paths():
+        files[rel] = (folder / rel).read_bytes()
+    return files
+
+
+def digest(files: dict[str, bytes]) -> str:
+    """sha256 over ``path NUL sha256(content) LF`` of the frozen files, sorted by path."""
+    lines = b"".join(
+        path.encode() + b"\0" + hashlib.sha256(files[path]).hexdigest().encode() + b"\n"
+        for path in sorted(files)
+    )
+    return hashlib.sha256(lines).hexdigest()
+
+
+def parse_contract(text: bytes | str, where: str) -> Contract:
+    """Parse and validate ``contract.yaml`` text; raise ContractError naming each field."""
+    try:
+        data = load_yaml(text, where)
+    except ValueError as exc:
+        raise ContractError(f"{exc}; fix the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise ContractError(f"{where}: expected a mapping at the top; see docs/protocol.md")
+    try:
+        return Contract.model_validate(data)
+    except ValidationError as exc:
+        lines = describe_validation(exc)
+        raise ContractError(
+            "\n".join(f"{where}: {line}; see `aismm schema export`" for line in lines)
+        ) from exc
+
+
+def load_contract_dir(folder: Path) -> Contract:
+    """Load a contract folder and check that every referenced schema exists and is valid."""
+    path = folder / "contract.yaml"
+    if not path.is_file():
+        raise ContractError(f"{folder}: no contract.yaml; a contract is a folder with contract.yaml")
+    contract = parse_contract(path.read_bytes(), str(path))
+    problems = []
+    for rel in contract.schema_paths():
+        try:
+            schema = json.loads((folder / rel).read_text(encoding="utf-8"))
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except FileNotFoundError:
+            problems.append(f"{folder / rel}: schema file missing; add it or fix the reference")
+        except (ValueError, jsonschema.SchemaError) as exc:
+            first = str(exc).splitlines()[0]
+            problems.append(f"{folder / rel}: not a valid JSON Schema ({first}); fix the schema")
+    if problems:
+        raise ContractError("\n".join(problems))
+    return contract
+
+
+def validate_document(schema_text: bytes, data: Any, where: str) -> list[str]:
+    """Validate data against a JSON Schema; return ``where: field: message`` lines."""
+    schema = json.loads(schema_text)
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
+        field = "/".join(str(p) for p in err.path) or "(document)"
+        out.append(f"{where}: {field}: {err.message}")
+    return out

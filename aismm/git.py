@@ -1,0 +1,318 @@
+"""The git layer: the only module that imports pygit2 and turns its errors into ours."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pygit2
+from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
+
+from aismm.errors import ConflictError, RepositoryError
+from aismm.signing import PrivateKey, sign, split_armored
+
+__all__ = ["Repo", "Entry", "CommitInfo", "TagInfo", "ZERO", "Identity", "MODE_FILE", "MODE_EXEC"]
+
+ZERO = "0" * 40
+MODE_FILE = 0o100644
+MODE_EXEC = 0o100755
+MODE_TREE = 0o040000
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A name and e-mail written into author/committer/tagger fields (they grant nothing)."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A non-tree entry of a flattened tree: path, file mode and object id."""
+
+    path: str
+    mode: int
+    oid: str
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What the gate needs to know about a commit."""
+
+    id: str
+    tree: str
+    parents: tuple[str, ...]
+    message: str
+    author: str
+    time: int
+    signature: bytes | None
+    payload: bytes | None
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """An annotated tag: its target, name, message and signature."""
+
+    id: str
+    name: str
+    target: str
+    message: str
+    signature: bytes | None
+    payload: bytes | None
+
+
+def _sig(who: Identity, when: dt.datetime) -> pygit2.Signature:
+    return pygit2.Signature(who.name, who.email, int(when.timestamp()), 0)
+
+
+class Repo:
+    """A git repository (bare for everything the hub owns)."""
+
+    def __init__(self, path: Path | str, *, from_env: bool = False) -> None:
+        try:
+            if from_env:
+                self._r = pygit2.Repository(str(path), RepositoryOpenFlag.FROM_ENV)
+            else:
+                self._r = pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+        except (pygit2.GitError, KeyError) as exc:
+            raise RepositoryError(f"{path}: not a git repository ({exc}); check the path") from exc
+        self.path = Path(self._r.path)
+
+    @classmethod
+    def init_bare(cls, path: Path) -> "Repo":
+        """Create a bare repository (refusing an existing one)."""
+        if path.exists():
+            raise RepositoryError(f"{path}: already exists; choose another path")
+        try:
+            pygit2.init_repository(str(path), bare=True, initial_head="main")
+        except pygit2.GitError as exc:
+            raise RepositoryError(f"{path}: cannot create repository ({exc})") from exc
+        return cls(path)
+
+    # -- config ---------------------------------------------------------------------------
+    def set_config(self, key: str, value: str | int | bool) -> None:
+        self._r.config[key] = value
+
+    # -- refs -----------------------------------------------------------------------------
+    def ref(self, name: str) -> str | None:
+        """The object a ref points at, or None."""
+        try:
+            return str(self._r.references[name].target)
+        except (KeyError, pygit2.InvalidSpecError):
+            return None
+
+    def refs(self, prefix: str = "refs/") -> dict[str, str]:
+        """Every ref under ``prefix`` with its target."""
+        out = {}
+        for name in self._r.references:
+            if name.startswith(prefix):
+                ref = self._r.references[name]
+                if ref.type == pygit2.enums.ReferenceType.DIRECT:
+                    out[name] = str(ref.target)
+        return out
+
+    def update_ref(self, name: str, new: str, old: str | None, message: str = "aismm") -> None:
+        """Compare-and-swap a ref: move it from ``old`` (None = must not exist) to ``new``."""
+        for attempt in range(40):
+            try:
+                current = self.ref(name)
+                if current != old:
+                    raise ConflictError(
+                        f"{name}: moved to {current or 'nothing'} while we expected "
+                        f"{old or 'nothing'}; re-read the repository and retry"
+                    )
+                if old is None:
+                    self._r.create_reference_direct(name, pygit2.Oid(hex=new), False, message)
+                else:
+                    # libgit2 moves the ref only if it still holds the value we loaded (CAS).
+                    self._r.references[name].set_target(pygit2.Oid(hex=new), message)
+                return
+            except (pygit2.GitError, OSError, pygit2.AlreadyExistsError) as exc:
+                if attempt == 39:
+                    raise RepositoryError(f"{name}: cannot update ref ({exc}); retry") from exc
+                time.sleep(0.005 * (attempt + 1))
+
+    # -- objects --------------------------------------------------------------------------
+    def exists(self, oid: str) -> bool:
+        try:
+            return oid in self._r.odb
+        except ValueError:
+            return False
+
+    def object_type(self, oid: str) -> str | None:
+        try:
+            obj = self._r.get(oid)
+        except ValueError:
+            return None
+        return None if obj is None else obj.type_str
+
+    def commit(self, oid: str) -> CommitInfo:
+        """Read a commit, with its signature and the payload that was signed."""
+        try:
+            obj = self._r[oid]
+        except (KeyError, ValueError) as exc:
+            raise RepositoryError(f"{oid}: no such object; fetch it first") from exc
+        if not isinstance(obj, pygit2.Commit):
+            raise RepositoryError(f"{oid}: is a {obj.type_str}, not a commit")
+        signature, payload = obj.gpg_signature
+        return CommitInfo(
+            id=str(obj.id), tree=str(obj.tree_id),
+            parents=tuple(str(p) for p in obj.parent_ids),
+            message=obj.message, author=f"{obj.author.name} <{obj.author.email}>",
+            time=obj.commit_time, signature=signature, payload=payload,
+        )
+
+    def tag(self, oid: str) -> TagInfo:
+        """Read an annotated tag object and split off its signature."""
+        obj = self._r.get(oid)
+        if not isinstance(obj, pygit2.Tag):
+            raise RepositoryError(f"{oid}: not an annotated tag")
+        raw = self._r.odb.read(oid)[1]
+        split = split_armored(raw)
+        return TagInfo(
+            id=oid, name=obj.name, target=str(obj.target), message=obj.message or "",
+            signature=split[1] if split else None, payload=split[0] if split else None,
+        )
+
+    def blob(self, oid: str) -> bytes:
+        obj = self._r[oid]
+        if not isinstance(obj, pygit2.Blob):
+            raise RepositoryError(f"{oid}: not a blob")
+        return bytes(obj.data)
+
+    def blob_size(self, oid: str) -> int:
+        return int(self._r.odb.read_header(oid)[1]) if hasattr(self._r.odb, "read_header") \
+            else len(self.blob(oid))
+
+    def tree_of(self, commit: str) -> str:
+        return str(self._r[commit].tree_id)
+
+    def subtree_id(self, commit: str, path: str) -> str | None:
+        """The tree id at ``path`` in a commit (e.g. the deliverable tree), or None."""
+        tree = self._r[commit].tree
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        return str(entry.id) if entry.type_str == "tree" else None
+
+    def read(self, commit: str, path: str) -> bytes | None:
+        """A file's bytes at a commit, or None."""
+        tree = self._r[commit].tree
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        return bytes(entry.data) if isinstance(entry, pygit2.Blob) else None
+
+    def flatten(self, tree_or_commit: str, prefix: str = "") -> dict[str, Entry]:
+        """Every non-tree entry under a tree (raw bytes names decoded with surrogateescape)."""
+        obj = self._r[tree_or_commit]
+        tree = obj.tree if isinstance(obj, pygit2.Commit) else obj
+        out: dict[str, Entry] = {}
+        self._walk(tree, prefix, out)
+        return out
+
+    def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
+        for entry in tree:
+            raw = entry.raw_name if hasattr(entry, "raw_name") else entry.name.encode()
+            name = raw.decode("utf-8", "surrogateescape")
+            path = f"{prefix}{name}"
+            if entry.filemode == FileMode.TREE:
+                sub = self._r.get(entry.id)
+                if sub is None:
+                    out[path + "/"] = Entry(path + "/", MODE_TREE, str(entry.id))
+                else:
+                    self._walk(sub, path + "/", out)
+            else:
+                out[path] = Entry(path, int(entry.filemode), str(entry.id))
+
+    def new_commits(self, new: str, known: list[str]) -> list[str]:
+        """Commits reachable from ``new`` but from none of ``known``, oldest first."""
+        walker = self._r.walk(new, SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        for oid in known:
+            if oid and oid != ZERO and self.exists(oid):
+                walker.hide(oid)
+        return [str(c.id) for c in walker]
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        if ancestor == descendant:
+            return True
+        return bool(self._r.descendant_of(descendant, ancestor))
+
+    def iter_commits(self, tip: str) -> Iterator[CommitInfo]:
+        for c in self._r.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE):
+            yield self.commit(str(c.id))
+
+    # -- writing --------------------------------------------------------------------------
+    def write_blob(self, data: bytes) -> str:
+        return str(self._r.create_blob(data))
+
+    def build_tree(self, base: str | None, changes: dict[str, bytes | None]) -> str:
+        """A tree: ``base`` (a tree id or None) with files set (bytes) or removed (None)."""
+        base_tree = self._r[base] if base else None
+        return str(self._build(base_tree, changes))
+
+    def _build(self, base: pygit2.Tree | None, changes: dict[str, bytes | None]) -> pygit2.Oid:
+        builder = self._r.TreeBuilder(base) if base is not None else self._r.TreeBuilder()
+        nested: dict[str, dict[str, bytes | None]] = {}
+        for path, data in changes.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                nested.setdefault(head, {})[rest] = data
+            elif data is None:
+                if builder.get(head) is not None:
+                    builder.remove(head)
+            else:
+                builder.insert(head, self._r.create_blob(data), FileMode.BLOB)
+        for head, sub in nested.items():
+            existing = builder.get(head)
+            sub_base = self._r[existing.id] if existing is not None and \
+                existing.filemode == FileMode.TREE else None
+            oid = self._build(sub_base, sub)
+            if len(self._r[oid]) == 0:
+                if existing is not None:
+                    builder.remove(head)
+            else:
+                builder.insert(head, oid, FileMode.TREE)
+        return builder.write()
+
+    def write_commit(
+        self, *, tree: str, parents: list[str], message: str, key: PrivateKey,
+        who: Identity, when: dt.datetime,
+    ) -> str:
+        """Write an SSH-signed commit object (no ref moves)."""
+        sig = _sig(who, when)
+        content = self._r.create_commit_string(
+            sig, sig, message, pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents]
+        )
+        signature = sign(key, content.encode("utf-8"))
+        return str(self._r.create_commit_with_signature(content, signature))
+
+    def write_tag(
+        self, *, target: str, name: str, message: str, key: PrivateKey,
+        who: Identity, when: dt.datetime,
+    ) -> str:
+        """Write an SSH-signed annotated tag object pointing at a commit (no ref moves)."""
+        body = (
+            f"object {target}\ntype commit\ntag {name}\n"
+            f"tagger {who.name} <{who.email}> {int(when.timestamp())} +0000\n\n"
+            f"{message.rstrip()}\n"
+        ).encode("utf-8")
+        data = body + sign(key, body).encode()
+        return str(self._r.odb.write(ObjectType.TAG, data))
+
+
+def hooks_dir(repo_path: Path) -> Path:
+    """Where a bare repository's hooks live."""
+    return repo_path / "hooks"
+
+
+def env_without_git() -> dict[str, str]:
+    """The environment minus GIT_* variables a hook inherits (for spawning clean git work)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

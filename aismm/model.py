@@ -1,0 +1,60 @@
+"""Shared pydantic conventions: strict models and readable validation errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = ["Strict", "describe_validation", "load_yaml", "dump_yaml"]
+
+
+class Strict(BaseModel):
+    """A frozen model that refuses unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def describe_validation(exc: ValidationError) -> list[str]:
+    """Turn pydantic errors into ``field.path: message`` lines."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(document)"
+        lines.append(f"{loc}: {err['msg']}")
+    return lines
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """Parse YAML safely; raise ValueError('<where>: line N: ...') on malformed input."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - safe loader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: {at}malformed YAML ({problem})") from exc
+
+
+def dump_yaml(data: Any) -> str:
+    """Reproducible YAML: keys in the given order, block style, trailing newline."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
