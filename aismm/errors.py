@@ -99,7 +99,7 @@ class CheckFailed(Rejection):
 
     def __init__(self, what: str, violations: list[str]) -> None:
         self.violations = list(violations)
-        super().__init__(f"{what}: " + "; ".join(violations) if violations else what)
+        super().__init__("\n".join(f"{what}: {v}" for v in violations) or what)
 
 
 class SignatureError(Rejection):

@@ -232,6 +232,41 @@ class Repo:
             else:
                 out[path] = Entry(path, int(entry.filemode), str(entry.id))
 
+    def diff_trees(self, old_tree: str | None, new_tree: str, prefix: str = ""
+                   ) -> dict[str, tuple[Entry | None, Entry | None]]:
+        """Paths that differ between two trees, skipping identical subtrees by id."""
+        out: dict[str, tuple[Entry | None, Entry | None]] = {}
+        self._diff(self._r[old_tree] if old_tree else None, self._r[new_tree], prefix, out)
+        return out
+
+    def _entries(self, tree: pygit2.Tree | None) -> dict[bytes, pygit2.Object]:
+        if tree is None:
+            return {}
+        return {(e.raw_name if hasattr(e, "raw_name") else e.name.encode()): e for e in tree}
+
+    def _diff(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
+              out: dict[str, tuple[Entry | None, Entry | None]]) -> None:
+        a, b = self._entries(old), self._entries(new)
+        for raw in sorted(set(a) | set(b)):
+            ea, eb = a.get(raw), b.get(raw)
+            if ea is not None and eb is not None and ea.id == eb.id and \
+                    ea.filemode == eb.filemode:
+                continue
+            path = prefix + raw.decode("utf-8", "surrogateescape")
+            a_tree = ea is not None and ea.filemode == FileMode.TREE
+            b_tree = eb is not None and eb.filemode == FileMode.TREE
+            if a_tree or b_tree:
+                sub_a = self._r.get(ea.id) if a_tree and ea is not None else None
+                sub_b = self._r.get(eb.id) if b_tree and eb is not None else None
+                self._diff(sub_a, sub_b, path + "/", out)
+            if not a_tree or not b_tree:
+                left = Entry(path, int(ea.filemode), str(ea.id)) if ea is not None and \
+                    not a_tree else None
+                right = Entry(path, int(eb.filemode), str(eb.id)) if eb is not None and \
+                    not b_tree else None
+                if left or right:
+                    out[path] = (left, right)
+
     def new_commits(self, new: str, known: list[str]) -> list[str]:
         """Commits reachable from ``new`` but from none of ``known``, oldest first."""
         walker = self._r.walk(new, SortMode.TOPOLOGICAL | SortMode.REVERSE)

@@ -1,0 +1,57 @@
+"""``aismm hub``: create and describe a hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from aismm.cli import emit, hub_from
+
+
+@click.group("hub")
+def group() -> None:
+    """Create and inspect the embedded hub."""
+
+
+@group.command("init")
+@click.argument("directory", type=click.Path(path_type=Path), required=False)
+@click.option("--with-reference-agents", is_flag=True,
+              help="Register the bundled reference agents as hosted agents.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool,
+         as_json: bool) -> None:
+    """Create a hub in DIRECTORY (default: --hub / $AISMM_HUB)."""
+    from aismm.hub import Hub, find_hub
+
+    root = directory or find_hub(ctx.find_root().obj.hub_arg)
+    hub = Hub.init(root)
+    agents: list[str] = []
+    if with_reference_agents:
+        from aismm import reference
+
+        agents = reference.register_all(hub)
+    from aismm import registry
+
+    data = {"hub": str(hub.root), "platform": hub.config.platform,
+            "contracts": sorted(registry.contracts(hub)), "agents": agents}
+    emit(data, as_json, f"Created hub {hub.root}\n  platform: {hub.config.platform}\n"
+         f"  contracts: {', '.join(data['contracts'])}" +
+         (f"\n  agents: {', '.join(agents)}" if agents else "") +
+         f"\nUse it with: export AISMM_HUB={hub.root}")
+
+
+@group.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def info(ctx: click.Context, as_json: bool) -> None:
+    """Show the hub's layout and configuration."""
+    hub = hub_from(ctx)
+    data = {"hub": str(hub.root), "config": hub.config.model_dump(mode="json"),
+            "allowed_signers": str(hub.allowed_signers_path)}
+    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(group)

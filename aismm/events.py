@@ -1,0 +1,51 @@
+"""The outbox: accepted ref updates become events, each processed exactly once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aismm.clock import iso
+from aismm.store import Store
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+
+__all__ = ["record", "record_and_process", "process"]
+
+
+def record(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
+           pusher: str | None) -> None:
+    """Append accepted ref updates to the durable outbox in hub.db."""
+    name = repo_path.resolve().relative_to(hub.root).as_posix()
+    with Store(hub.db_path) as store:
+        store.record_updates(name, updates, pusher, iso(hub.clock.now()))
+
+
+def process(hub: "Hub", limit: int | None = None) -> list[str]:
+    """Drain the outbox: handle each pending event exactly once; return summary lines."""
+    from aismm import lifecycle
+
+    lines: list[str] = []
+    worker = f"{os.getpid()}"
+    done = 0
+    with Store(hub.db_path) as store:
+        while limit is None or done < limit:
+            event = store.claim(worker)
+            if event is None:
+                break
+            result, out = lifecycle.handle_event(hub, event)
+            store.finish(event.id, result, iso(hub.clock.now()))
+            lines.extend(out)
+            done += 1
+    return lines
+
+
+def record_and_process(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
+                       pusher: str | None) -> list[str]:
+    """What post-receive does: record, then (inline mode) process before returning."""
+    record(hub, repo_path, updates, pusher)
+    if hub.config.processing != "inline":
+        return [f"aismm: {len(updates)} update(s) queued for the hub"]
+    return process(hub)

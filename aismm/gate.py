@@ -1,0 +1,724 @@
+"""The gate: the one validator that decides whether a set of ref updates is allowed (DESIGN §6).
+
+Everything is judged against the policy already in the repository (``main``'s mission.yaml and
+frozen contract, the registry's actors), never against the incoming objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from aismm.actor import Actor, Manifest
+from aismm.clock import parse_duration
+from aismm.contract import Contract, match_glob, parse_contract, validate_document
+from aismm.document import MissionDoc, Request, Verdict
+from aismm.errors import AismmError, GateRejection, Problem, SignatureError
+from aismm.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
+from aismm.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
+from aismm.registry import Snapshot, load_actors, snapshot
+from aismm.safepath import case_collisions, path_problem
+from aismm.signing import verify
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+
+__all__ = ["judge", "configure", "Update", "MissionPolicy", "load_policy", "quorum"]
+
+Update = tuple["str | None", str, str]
+MAIN, ACCEPTED = "refs/heads/main", "refs/heads/accepted"
+ATTEMPT = "refs/heads/attempts/"
+TAGS = ("refs/tags/settled", "refs/tags/refunded")
+REQUEST_NAME = re.compile(r"^requests/(\d{3})-(rework|escalation)\.yaml$")
+
+
+def configure(repo: Repo, max_input: int = 64 << 20) -> None:
+    """The receive settings of DESIGN §5 on a bare repository."""
+    for key, value in (("receive.fsckObjects", True), ("receive.denyNonFastForwards", True),
+                       ("receive.denyDeletes", True), ("receive.advertisePushOptions", True),
+                       ("receive.maxInputSize", max_input), ("core.logAllRefUpdates", "always"),
+                       ("gc.auto", 0)):
+        repo.set_config(key, value)
+
+
+@dataclass
+class _Judge:
+    hub: "Hub"
+    repo: Repo
+    registry: Snapshot
+    pusher: str | None
+    problems: list[Problem] = field(default_factory=list)
+
+    def reject(self, ref: str, where: str, what: str, fix: str) -> None:
+        self.problems.append(Problem(ref, where, what, fix))
+
+    def signer(self, ref: str, oid: str, signature: bytes | None, payload: bytes | None,
+               keys: dict[str, Actor]) -> Actor | None:
+        """The registered actor whose key signed an object, or None (with a problem)."""
+        short = oid[:12]
+        if not signature or payload is None:
+            self.reject(ref, f"commit {short}", "unsigned",
+                        "sign it with `git commit -S` (gpg.format=ssh) using your registered key")
+            return None
+        try:
+            public = verify(signature, payload)
+        except SignatureError as exc:
+            self.reject(ref, f"commit {short}", f"bad signature ({exc})",
+                        "re-sign it with your registered key")
+            return None
+        actor = keys.get(public)
+        if actor is None:
+            self.reject(ref, f"commit {short}", "signed by an unregistered or revoked key",
+                        "sign with the key registered for your actor (`aismm actor show`)")
+            return None
+        if self.pusher is not None and actor.id != self.pusher:
+            self.reject(ref, f"commit {short}", f"signed by {actor.id} but pushed by "
+                        f"{self.pusher}", "push only commits you signed yourself")
+            return None
+        return actor
+
+    def commit_signer(self, ref: str, oid: str, keys: dict[str, Actor]) -> Actor | None:
+        info = self.repo.commit(oid)
+        return self.signer(ref, oid, info.signature, info.payload, keys)
+
+    def content(self, ref: str, entry: Entry) -> bool:
+        """Path and mode rules for one added or changed entry."""
+        limits = self.hub.config.limits
+        problem = path_problem(entry.path, limits.max_path_length, limits.max_path_depth)
+        if problem:
+            self.reject(ref, _shown(entry.path), problem, "")
+            return False
+        if entry.mode == 0o120000:
+            self.reject(ref, entry.path, "symbolic links are not allowed",
+                        "commit the file's content instead of a link")
+            return False
+        if entry.mode == 0o160000:
+            self.reject(ref, entry.path, "submodules (gitlinks) are not allowed",
+                        "commit the files themselves")
+            return False
+        if entry.mode not in (MODE_FILE, MODE_EXEC):
+            self.reject(ref, entry.path, f"unsupported file mode {entry.mode:o}",
+                        "commit regular files only")
+            return False
+        return True
+
+    def document(self, ref: str, path: str, oid: str, model: type[BaseModel]) -> Any:
+        """Parse and validate a YAML document blob; None (with a problem) when invalid."""
+        try:
+            data = load_yaml(self.repo.blob(oid), path)
+            return model.model_validate(data)
+        except ValueError as exc:
+            first = describe_validation(exc)[0] if isinstance(exc, ValidationError) else \
+                str(exc).split(": ", 1)[-1]
+            self.reject(ref, path, f"invalid document ({first})",
+                        "fix the file so it matches its schema (see docs/protocol.md)")
+            return None
+
+    def fast_forward(self, old: str | None, new: str | None, ref: str) -> bool:
+        if new is None:
+            self.reject(ref, "ref", "deleting refs is not allowed", "refs are append-only")
+            return False
+        if old is not None and not self.repo.is_ancestor(old, new):
+            self.reject(ref, "ref", "non-fast-forward update (history rewrite)",
+                        "fetch, rebase your commits on the current tip and push again")
+            return False
+        return True
+
+
+def _shown(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
+        .encode("unicode_escape").decode("ascii")
+
+
+def _norm(value: str | None) -> str | None:
+    return None if value in (None, "", ZERO) else value
+
+
+def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None = None,
+          bootstrap: bool = False, creating: bool = False) -> None:
+    """Allow a set of ref updates or raise :class:`GateRejection` listing every problem."""
+    norm = [(_norm(old), _norm(new), ref) for old, new, ref in updates]
+    is_registry = repo.path.resolve() == hub.registry_path.resolve()
+    reg_repo = repo if is_registry else Repo(hub.registry_path)
+    try:
+        registry = snapshot(reg_repo)
+    except AismmError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt registry must fail closed
+        raise GateRejection([Problem("registry", "registry.git", f"unreadable ({exc})",
+                                     "repair the hub registry")]) from exc
+    j = _Judge(hub, repo, registry, pusher)
+    try:
+        if is_registry:
+            _judge_registry(j, norm, bootstrap)
+        else:
+            _judge_mission(j, norm, creating)
+    except GateRejection:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything unexpected rejects (fail closed)
+        j.reject(norm[0][2] if norm else "?", "gate", f"internal error ({type(exc).__name__}: "
+                 f"{exc})", "report this; the push was refused to stay safe")
+    if j.problems:
+        raise GateRejection(j.problems)
+
+
+# -- registry ---------------------------------------------------------------------------------
+def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]],
+                    bootstrap: bool) -> None:
+    platform = j.hub.config.platform
+    for old, new, ref in updates:
+        if ref != MAIN:
+            j.reject(ref, "ref", "registry.git has only refs/heads/main",
+                     "push to main")
+            continue
+        if not j.fast_forward(old, new, ref) or new is None:
+            continue
+        known = [t for t in j.repo.refs().values()]
+        commits = j.repo.new_commits(new, known)
+        for oid in commits:
+            info = j.repo.commit(oid)
+            if not info.parents:
+                if not (bootstrap and old is None and oid == commits[0]):
+                    j.reject(ref, f"commit {oid[:12]}", "a second root commit",
+                             "build on the registry's main")
+                    continue
+                keys = {a.key: a for a in load_actors(j.repo, oid).values()}
+            else:
+                keys = j.registry.by_key if old is not None else {}
+            if len(info.parents) > 1:
+                j.reject(ref, f"commit {oid[:12]}", "merge commits are not allowed",
+                         "rebase instead of merging")
+                continue
+            signer = j.commit_signer(ref, oid, keys)
+            if signer is None:
+                continue
+            parent_tree = j.repo.tree_of(info.parents[0]) if info.parents else None
+            for path, (before, after) in j.repo.diff_trees(parent_tree, info.tree).items():
+                _registry_path(j, ref, path, before, after, signer, platform)
+
+
+def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: Entry | None,
+                   signer: Actor, platform: str) -> None:
+    if after is not None and not j.content(ref, after):
+        return
+    top = path.split("/", 1)[0]
+    if top in ("contracts", "actors", "assessments") and signer.id != platform:
+        j.reject(ref, path, f"{top}/ is written by the platform only, not {signer.id}",
+                 "ask the hub operator to publish it")
+        return
+    if top == "contracts":
+        if before is not None:
+            j.reject(ref, path, "published contracts are immutable",
+                     "publish a new version instead of changing this one")
+        elif path.endswith("/contract.yaml") and after is not None:
+            try:
+                contract = parse_contract(j.repo.blob(after.oid), path)
+            except AismmError as exc:
+                j.reject(ref, path, f"invalid contract ({str(exc).splitlines()[0]})",
+                         "fix it with `aismm contract validate`")
+                return
+            if path != f"contracts/{contract.id}/{contract.version}/contract.yaml":
+                j.reject(ref, path, "folder does not match the contract's id and version",
+                         f"put it at contracts/{contract.id}/{contract.version}/")
+        return
+    if top == "actors":
+        if after is None:
+            j.reject(ref, path, "actors are revoked, never deleted", "set revoked: true")
+            return
+        actor = j.document(ref, path, after.oid, Actor)
+        if actor is not None and path != f"actors/{actor.id}.yaml":
+            j.reject(ref, path, f"file name does not match id {actor.id}",
+                     f"name it actors/{actor.id}.yaml")
+        return
+    if top == "agents":
+        _registry_manifest(j, ref, path, before, after, signer)
+        return
+    if top == "assessments":
+        return
+    j.reject(ref, path, "not a registry path", "write under contracts/, actors/, agents/ or "
+             "assessments/")
+
+
+def _registry_manifest(j: _Judge, ref: str, path: str, before: Entry | None,
+                       after: Entry | None, signer: Actor) -> None:
+    if after is None:
+        j.reject(ref, path, "manifests are never deleted", "set capacity or contracts instead")
+        return
+    manifest = j.document(ref, path, after.oid, Manifest)
+    if manifest is None:
+        return
+    if path != f"agents/{manifest.id}.yaml":
+        j.reject(ref, path, f"file name does not match id {manifest.id}",
+                 f"name it agents/{manifest.id}.yaml")
+        return
+    owners = {manifest.owner}
+    existing = j.registry.manifests.get(manifest.id)
+    if existing is not None:
+        owners.add(existing.owner)
+    agent = j.registry.actors.get(manifest.id)
+    if agent is None:
+        j.reject(ref, path, f"agent {manifest.id} is not a registered actor",
+                 "register the agent's actor first (`aismm actor add`)")
+        return
+    if agent.owner != manifest.owner:
+        j.reject(ref, f"{path}: owner", f"{manifest.owner} does not own actor {manifest.id} "
+                 f"(owner {agent.owner})", "set owner to the actor's registered owner")
+        return
+    if any(signer.id != o and signer.owner != o for o in owners):
+        j.reject(ref, path, f"{signer.id} may not publish a manifest owned by "
+                 f"{', '.join(sorted(owners))}", "sign it with the provider's key")
+
+
+# -- missions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MissionPolicy:
+    """The rules a mission repository holds on main: its definition and frozen contract."""
+
+    main: str
+    doc: MissionDoc
+    contract: Contract
+    schemas: dict[str, bytes]
+
+
+def load_policy(repo: Repo) -> MissionPolicy | None:
+    """The mission's policy from ``main`` (None when main does not exist yet)."""
+    main = repo.ref(MAIN)
+    if main is None:
+        return None
+    raw = repo.read(main, "mission.yaml")
+    if raw is None:
+        raise GateRejection([Problem(MAIN, "mission.yaml", "missing", "repair the mission")])
+    doc = MissionDoc.model_validate(load_yaml(raw, "mission.yaml"))
+    contract = parse_contract(repo.read(main, "contract.yaml") or b"", "contract.yaml")
+    schemas = {p: repo.read(main, p) or b"{}" for p in contract.schema_paths()}
+    return MissionPolicy(main, doc, contract, schemas)
+
+
+def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
+                   creating: bool) -> None:
+    policy = load_policy(j.repo)
+    if policy is None:
+        if creating:
+            _judge_creation(j, updates)
+        else:
+            j.reject(updates[0][2] if updates else MAIN, "repository", "has no mission yet",
+                     "missions are created with `aismm mission create`")
+        return
+    after = dict(j.repo.refs())
+    for old, new, ref in updates:
+        if new is not None:
+            after[ref] = new
+    for old, new, ref in updates:
+        if ref == MAIN:
+            j.reject(ref, "ref", "main never changes after the mission is created",
+                     "write under your attempt branch instead")
+        elif ref.startswith(ATTEMPT):
+            _judge_attempt(j, policy, old, new, ref)
+        elif ref == ACCEPTED:
+            _judge_acceptance(j, policy, old, new, ref, after)
+        elif ref in TAGS:
+            _judge_tag(j, policy, old, new, ref, after)
+        else:
+            j.reject(ref, "ref", "unknown ref namespace", "push only attempts/<agent>, accepted "
+                     "or (platform) the settled/refunded tags")
+
+
+def _judge_creation(j: _Judge, updates: list[tuple[str | None, str | None, str]]) -> None:
+    by_ref = {ref: new for _old, new, ref in updates}
+    main = by_ref.get(MAIN)
+    if main is None or any(old is not None for old, _n, _r in updates):
+        j.reject(MAIN, "ref", "a new mission must create main", "use `aismm mission create`")
+        return
+    info = j.repo.commit(main)
+    if info.parents:
+        j.reject(MAIN, "commit", "main must be a single root commit", "create it afresh")
+    raw = j.repo.read(main, "mission.yaml")
+    doc = j.document(MAIN, "mission.yaml", j.repo.flatten(main)["mission.yaml"].oid,
+                     MissionDoc) if raw is not None else None
+    if doc is None:
+        j.reject(MAIN, "mission.yaml", "missing or invalid", "use `aismm mission create`")
+        return
+    signer = j.commit_signer(MAIN, main, j.registry.by_key)
+    if signer is not None and signer.id != doc.client:
+        j.reject(MAIN, "commit", f"signed by {signer.id}, not the client {doc.client}",
+                 "the client signs its mission")
+    for entry in j.repo.flatten(main).values():
+        j.content(MAIN, entry)
+    allowed = {MAIN, ACCEPTED} | {f"{ATTEMPT}{a}" for a in doc.assignment.agents}
+    for ref, new in by_ref.items():
+        if ref not in allowed:
+            j.reject(ref, "ref", "not a ref of this mission", "create only main, accepted "
+                     "and attempts/<assigned agent>")
+        elif new != main:
+            j.reject(ref, "ref", "must start at main", "point it at main")
+
+
+def _agent_of(ref: str) -> str:
+    return ref[len(ATTEMPT):]
+
+
+def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
+                   ref: str) -> None:
+    agent_id = _agent_of(ref)
+    doc = policy.doc
+    if agent_id not in doc.assignment.agents:
+        j.reject(ref, "ref", f"{agent_id} is not assigned to this mission",
+                 f"push to attempts/<one of {', '.join(doc.assignment.agents)}>")
+        return
+    if old is None:
+        j.reject(ref, "ref", "attempt branches are created with the mission",
+                 "push to the existing attempts branch")
+        return
+    if not j.fast_forward(old, new, ref) or new is None:
+        return
+    if not j.repo.is_ancestor(policy.main, new):
+        j.reject(ref, "history", "does not descend from this mission's main",
+                 "clone this mission and build on its attempt branch")
+        return
+    actors = j.registry.actors
+    agent, client = actors.get(agent_id), actors.get(doc.client)
+    for oid in j.repo.new_commits(new, list(j.repo.refs().values())):
+        info = j.repo.commit(oid)
+        if len(info.parents) != 1:
+            j.reject(ref, f"commit {oid[:12]}", "merge commits are not allowed on attempts",
+                     "rebase onto the attempt branch instead of merging")
+            continue
+        signer = j.commit_signer(ref, oid, j.registry.by_key)
+        if signer is None:
+            continue
+        changes = j.repo.diff_trees(j.repo.tree_of(info.parents[0]), info.tree)
+        tree = j.repo.subtree_id(oid, "deliverable")
+        for path, (before, after_entry) in changes.items():
+            if after_entry is not None and not j.content(ref, after_entry):
+                continue
+            _attempt_write(j, policy, ref, oid, path, before, after_entry, signer, agent,
+                           client, tree)
+    _deliverable_limits(j, policy, ref, new)
+
+
+def _attempt_write(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
+                   before: Entry | None, after: Entry | None, signer: Actor,
+                   agent: Actor | None, client: Actor | None, tree: str | None) -> None:
+    doc = policy.doc
+    agent_id = _agent_of(ref)
+    who = signer.id
+    if who == agent_id:
+        if not path.startswith("deliverable/"):
+            j.reject(ref, path, f"agent {who} may write only under deliverable/",
+                     "move the file under deliverable/")
+        return
+    if who == j.hub.config.platform:
+        if path != "verdicts/platform.yaml":
+            j.reject(ref, path, "the platform writes only verdicts/platform.yaml",
+                     "drop this change")
+        elif after is not None:
+            _verdict(j, doc, ref, path, after, who, tree)
+        return
+    if who == doc.client:
+        if not path.startswith("requests/"):
+            j.reject(ref, path, f"the client {who} may only add files under requests/",
+                     "ask for rework with a requests/<nnn>-rework.yaml file")
+        elif before is not None or after is None:
+            j.reject(ref, path, "requests are never changed or removed",
+                     "add a new request file instead")
+        else:
+            _request(j, policy, ref, oid, path, after, tree)
+        return
+    if who == doc.arbiter and "arbiter" in signer.roles:
+        if path != "verdicts/arbiter.yaml":
+            j.reject(ref, path, "the arbiter writes only verdicts/arbiter.yaml",
+                     "drop this change")
+        elif after is not None:
+            parent = j.repo.commit(oid).parents[0]
+            if not any(m and m.group(2) == "escalation" for m in
+                       (REQUEST_NAME.match(p) for p in j.repo.flatten(parent))):
+                j.reject(ref, path, "no escalation is open on this attempt",
+                         "rule only after the client escalates")
+            else:
+                _verdict(j, doc, ref, path, after, who, tree)
+        return
+    if "reviewer" in signer.roles:
+        if path != f"verdicts/{who}.yaml":
+            j.reject(ref, path, f"reviewer {who} may write only verdicts/{who}.yaml",
+                     f"put your verdict in verdicts/{who}.yaml")
+            return
+        if doc.reviewers and who not in doc.reviewers:
+            j.reject(ref, path, f"{who} is not a reviewer of this mission",
+                     f"the mission's reviewers are {', '.join(doc.reviewers)}")
+            return
+        conflict = _dependence(signer, agent_id, agent, client)
+        if conflict:
+            j.reject(ref, path, f"reviewer {who} is not independent ({conflict})",
+                     "leave this review to an independent reviewer")
+            return
+        if after is not None:
+            _verdict(j, doc, ref, path, after, who, tree)
+        return
+    j.reject(ref, path, f"{who} has no write access on {ref}",
+             "only the agent, the mission's reviewers, the client, the arbiter and the platform "
+             "write here")
+
+
+def _dependence(reviewer: Actor, agent_id: str, agent: Actor | None, client: Actor | None
+                ) -> str | None:
+    if reviewer.id == agent_id:
+        return "it is the agent"
+    if agent is not None and reviewer.owner == agent.owner:
+        return f"same owner {agent.owner} as the agent"
+    if client is not None and (reviewer.owner == client.owner or reviewer.id == client.id):
+        return f"same owner {client.owner} as the client"
+    return None
+
+
+def _verdict(j: _Judge, doc: MissionDoc, ref: str, path: str, entry: Entry, who: str,
+             tree: str | None) -> None:
+    verdict = j.document(ref, path, entry.oid, Verdict)
+    if verdict is None:
+        return
+    if verdict.mission != doc.id:
+        j.reject(ref, f"{path}: mission", f"names mission {verdict.mission}, not {doc.id}",
+                 "write a verdict for this mission (replays are refused)")
+    if verdict.reviewer != who:
+        j.reject(ref, f"{path}: reviewer", f"names {verdict.reviewer} but is signed by {who}",
+                 "set reviewer to your own id")
+    if verdict.deliverable_tree != tree:
+        j.reject(ref, f"{path}: deliverable_tree", f"{verdict.deliverable_tree[:12]} is not the "
+                 f"current deliverable tree {str(tree)[:12]}",
+                 "review the current deliverable (git rev-parse HEAD:deliverable)")
+    arbiter = path == "verdicts/arbiter.yaml"
+    if arbiter != (verdict.verdict in ("release", "refund")):
+        j.reject(ref, f"{path}: verdict", f"{verdict.verdict!r} is not allowed here",
+                 "arbiters rule release|refund; reviewers and the platform judge pass|fail")
+
+
+def _request(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str, entry: Entry,
+             tree: str | None) -> None:
+    match = REQUEST_NAME.match(path)
+    if match is None:
+        j.reject(ref, path, "request file name must be requests/<nnn>-<rework|escalation>.yaml",
+                 "name it like requests/001-rework.yaml")
+        return
+    request = j.document(ref, path, entry.oid, Request)
+    if request is None:
+        return
+    parent = j.repo.commit(oid).parents[0]
+    earlier = [m for m in (REQUEST_NAME.match(p) for p in j.repo.flatten(parent)) if m]
+    if int(match.group(1)) != len(earlier) + 1:
+        j.reject(ref, path, f"request number must be {len(earlier) + 1:03d}",
+                 "number requests consecutively")
+    if request.kind != match.group(2):
+        j.reject(ref, f"{path}: kind", "does not match the file name", "make them agree")
+    if request.mission != policy.doc.id:
+        j.reject(ref, f"{path}: mission", f"names mission {request.mission}",
+                 "write a request for this mission")
+    if tree is None or request.deliverable_tree != tree:
+        j.reject(ref, f"{path}: deliverable_tree", "is not the current deliverable tree",
+                 "request rework on the current deliverable")
+    reworks = sum(1 for m in earlier if m.group(2) == "rework") + (request.kind == "rework")
+    if request.kind == "rework" and reworks > policy.contract.sla.max_rework:
+        j.reject(ref, path, f"rework #{reworks} exceeds max_rework "
+                 f"{policy.contract.sla.max_rework}", "accept, or escalate to the arbiter")
+
+
+def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) -> None:
+    files = j.repo.flatten(tip)
+    for a, b in case_collisions(list(files)):
+        j.reject(ref, _shown(b), f"collides with {_shown(a)} on case-insensitive file systems",
+                 "rename one of them")
+    spec = policy.contract.deliverable
+    limits = spec.limits
+    deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
+    if len(deliverable) > limits.max_files:
+        j.reject(ref, "deliverable/", f"{len(deliverable)} files exceed the contract's limit of "
+                 f"{limits.max_files}", "deliver fewer files")
+    total = 0
+    for path, entry in sorted(deliverable.items()):
+        size = j.repo.blob_size(entry.oid)
+        total += size
+        if size > limits.max_file_bytes:
+            j.reject(ref, path, f"{size} bytes exceed the per-file limit of "
+                     f"{limits.max_file_bytes}", "make the file smaller")
+        if not any(match_glob(path, g) for g in spec.allowed):
+            j.reject(ref, path, "not an allowed deliverable path",
+                     f"deliver only {', '.join(spec.allowed)}")
+    if total > limits.max_total_bytes:
+        j.reject(ref, "deliverable/", f"{total} bytes exceed the total limit of "
+                 f"{limits.max_total_bytes}", "deliver less")
+    for fs in spec.files:
+        if not fs.schema_:
+            continue
+        for path, entry in deliverable.items():
+            if match_glob(path, fs.path):
+                _schema(j, ref, path, entry, policy.schemas.get(fs.schema_, b"{}"))
+
+
+def _schema(j: _Judge, ref: str, path: str, entry: Entry, schema: bytes) -> None:
+    raw = j.repo.blob(entry.oid)
+    try:
+        data = json.loads(raw) if path.endswith(".json") else load_yaml(raw, path)
+    except ValueError as exc:
+        j.reject(ref, path, f"cannot be parsed ({str(exc)[:120]})", "deliver valid JSON/YAML")
+        return
+    for line in validate_document(schema, data, path)[:5]:
+        where, _, what = line.partition(": ")
+        j.reject(ref, where, f"fails the contract schema ({what[:200]})",
+                 "make the file match the contract's schema")
+
+
+def quorum(repo: Repo, policy: MissionPolicy, head: str, registry: Snapshot) -> list[str]:
+    """Distinct independent reviewers whose passing verdict is bound to the current tree."""
+    tree = repo.subtree_id(head, "deliverable")
+    agent_id = _agent_of_head(repo, head, policy)
+    actors = registry.actors
+    agent, client = actors.get(agent_id or ""), actors.get(policy.doc.client)
+    out = []
+    threshold = policy.contract.dod.review.threshold
+    for path, entry in repo.flatten(head).items():
+        if not path.startswith("verdicts/") or path in ("verdicts/platform.yaml",
+                                                        "verdicts/arbiter.yaml"):
+            continue
+        try:
+            v = Verdict.model_validate(load_yaml(repo.blob(entry.oid), path))
+        except (ValueError, ValidationError):
+            continue
+        reviewer = actors.get(v.reviewer)
+        if (reviewer is None or path != f"verdicts/{v.reviewer}.yaml" or tree is None
+                or v.deliverable_tree != tree or v.verdict != "pass" or v.score < threshold
+                or _dependence(reviewer, agent_id or "", agent, client)):
+            continue
+        out.append(v.reviewer)
+    return sorted(set(out))
+
+
+def _agent_of_head(repo: Repo, head: str, policy: MissionPolicy) -> str | None:
+    for ref, tip in repo.refs(ATTEMPT).items():
+        if repo.is_ancestor(head, tip):
+            return _agent_of(ref)
+    return None
+
+
+def read_verdict(repo: Repo, head: str, path: str) -> Verdict | None:
+    raw = repo.read(head, path)
+    if raw is None:
+        return None
+    try:
+        return Verdict.model_validate(load_yaml(raw, path))
+    except (ValueError, ValidationError):
+        return None
+
+
+def _judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
+                      ref: str, after: dict[str, str]) -> None:
+    if not j.fast_forward(old, new, ref) or new is None:
+        return
+    if old != policy.main:
+        j.reject(ref, "ref", "this mission is already accepted", "nothing to do")
+        return
+    if j.repo.ref("refs/tags/refunded"):
+        j.reject(ref, "ref", "this mission was refunded", "it can no longer be accepted")
+        return
+    info = j.repo.commit(new)
+    heads = {tip: r for r, tip in after.items() if r.startswith(ATTEMPT)}
+    if len(info.parents) != 2 or info.parents[0] != old or info.parents[1] not in heads:
+        j.reject(ref, f"commit {new[:12]}", "acceptance must be a merge with parents "
+                 "[accepted, attempt head]", "run `git merge --no-ff -S origin/attempts/<agent>` "
+                 "on accepted")
+        return
+    if j.repo.new_commits(new, [info.parents[1], old]) != [new]:
+        j.reject(ref, f"commit {new[:12]}", "acceptance must add exactly one merge commit",
+                 "merge the attempt head directly")
+        return
+    head = info.parents[1]
+    attempt_ref = heads[head]
+    if info.tree != j.repo.tree_of(head):
+        j.reject(ref, f"commit {new[:12]}", "merge tree differs from the attempt head's tree",
+                 "merge without changing anything (no conflict edits)")
+        return
+    signer = j.commit_signer(ref, new, j.registry.by_key)
+    if signer is None:
+        return
+    tree = j.repo.subtree_id(head, "deliverable")
+    if tree is None:
+        j.reject(ref, attempt_ref, "nothing has been delivered", "wait for a delivery")
+        return
+    requests = [m for m in (REQUEST_NAME.match(p) for p in j.repo.flatten(head)) if m]
+    reworks = sum(1 for m in requests if m.group(2) == "rework")
+    if reworks > policy.contract.sla.max_rework:
+        j.reject(ref, attempt_ref, f"{reworks} rework requests exceed max_rework",
+                 "escalate instead")
+    ruling = read_verdict(j.repo, head, "verdicts/arbiter.yaml")
+    escalated = any(m.group(2) == "escalation" for m in requests)
+    if escalated and ruling is None:
+        j.reject(ref, attempt_ref, "an escalation is open", "wait for the arbiter's ruling")
+        return
+    if ruling is not None and ruling.verdict == "refund":
+        j.reject(ref, attempt_ref, "the arbiter ruled refund", "the mission cannot be accepted")
+        return
+    platform_verdict = read_verdict(j.repo, head, "verdicts/platform.yaml")
+    dod_ok = platform_verdict is not None and platform_verdict.verdict == "pass" and \
+        platform_verdict.deliverable_tree == tree
+    if signer.id == policy.doc.client:
+        pass
+    elif signer.id == j.hub.config.platform:
+        released = ruling is not None and ruling.verdict == "release"
+        if not released and not _window_elapsed(j, policy, head, dod_ok):
+            j.reject(ref, f"commit {new[:12]}", "the platform may accept only after an "
+                     "arbiter's release or an elapsed acceptance window",
+                     "let the client accept")
+            return
+    else:
+        j.reject(ref, f"commit {new[:12]}", f"signed by {signer.id}, not the client "
+                 f"{policy.doc.client}", "only the client accepts (git merge --no-ff -S)")
+        return
+    if policy.doc.tier in ("T1", "T2") and not (ruling and ruling.verdict == "release"):
+        if not dod_ok:
+            j.reject(ref, attempt_ref, f"the platform DoD verdict does not pass on the current "
+                     f"deliverable ({policy.doc.tier})", "wait for verdicts or request rework")
+        need = policy.contract.dod.review.quorum
+        have = quorum(j.repo, policy, head, j.registry)
+        if len(have) < need:
+            j.reject(ref, attempt_ref, f"review quorum not met ({len(have)} of {need} "
+                     "independent passing verdicts on the current deliverable)",
+                     "wait for reviewers or request rework")
+
+
+def _window_elapsed(j: _Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:
+    if not dod_ok:
+        return False
+    window = parse_duration(policy.contract.sla.acceptance_window)
+    since = j.repo.commit(head).time
+    return j.hub.clock.now().timestamp() - since >= window.total_seconds()
+
+
+def _judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None, ref: str,
+               after: dict[str, str]) -> None:
+    if old is not None or new is None:
+        j.reject(ref, "ref", "settlement tags are create-once", "never move or delete them")
+        return
+    if j.repo.object_type(new) != "tag":
+        j.reject(ref, "ref", "must be an annotated, signed tag", "only the platform tags")
+        return
+    tag = j.repo.tag(new)
+    signer = j.signer(ref, new, tag.signature, tag.payload, j.registry.by_key)
+    if signer is None:
+        return
+    if signer.id != j.hub.config.platform:
+        j.reject(ref, "tag", f"signed by {signer.id}; only the platform tags",
+                 "tags are written by the hub when it settles or refunds")
+        return
+    other = "refs/tags/refunded" if ref.endswith("settled") else "refs/tags/settled"
+    if other in after:
+        j.reject(ref, "tag", f"{other.rsplit('/', 1)[1]} already exists",
+                 "a mission is settled or refunded, never both")
+    expected = after.get(ACCEPTED) if ref.endswith("settled") else policy.main
+    if ref.endswith("settled") and expected == policy.main:
+        j.reject(ref, "tag", "nothing has been accepted", "settle only after acceptance")
+    elif tag.target != expected:
+        j.reject(ref, "tag", f"points at {tag.target[:12]}, not {str(expected)[:12]}",
+                 "tag the acceptance merge (settled) or main (refunded)")
+
+

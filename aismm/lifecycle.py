@@ -1,0 +1,152 @@
+"""Mission state, derived from the refs and the ledger, never stored (DESIGN §7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from aismm import gate, registry
+from aismm.clock import iso
+from aismm.git import Repo
+from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+    from aismm.store import Event
+
+__all__ = ["status", "list_missions", "handle_event", "attempt_status"]
+
+STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
+          "accepted", "settled", "refunded", "expired")
+
+
+def attempt_status(repo: Repo, policy: gate.MissionPolicy, agent: str, tip: str,
+                   snap: registry.Snapshot) -> dict[str, Any]:
+    """Everything known about one attempt at its tip."""
+    tree = repo.subtree_id(tip, "deliverable")
+    files = repo.flatten(tip)
+    requests = sorted(p for p in files if gate.REQUEST_NAME.match(p))
+    reworks = sum(1 for p in requests if p.endswith("-rework.yaml"))
+    verdicts: dict[str, Any] = {}
+    for path in sorted(p for p in files if p.startswith("verdicts/")):
+        v = gate.read_verdict(repo, tip, path)
+        if v is not None:
+            verdicts[v.reviewer] = {"verdict": v.verdict, "score": v.score,
+                                    "current": v.deliverable_tree == tree,
+                                    "checks": [c.model_dump() for c in v.checks]}
+    platform = gate.read_verdict(repo, tip, "verdicts/platform.yaml")
+    dod = None if platform is None or platform.deliverable_tree != tree else platform.verdict
+    quorum = gate.quorum(repo, policy, tip, snap) if tree else []
+    need = policy.contract.dod.review.quorum
+    last_request = requests[-1] if requests else None
+    open_request = None
+    if last_request:
+        req = gate.load_yaml(repo.read(tip, last_request) or b"", last_request)
+        if isinstance(req, dict) and req.get("deliverable_tree") == tree:
+            open_request = last_request
+    arbiter = gate.read_verdict(repo, tip, "verdicts/arbiter.yaml")
+    if tree is None:
+        state = "assigned"
+    elif open_request and open_request.endswith("-escalation.yaml") and arbiter is None:
+        state = "escalated"
+    elif open_request and open_request.endswith("-rework.yaml"):
+        state = "rework"
+    elif dod is None:
+        state = "in_review"
+    elif dod == "fail":
+        state = "failed"
+    elif policy.doc.tier == "T0" or len(quorum) >= need:
+        state = "awaiting_acceptance"
+    else:
+        state = "in_review"
+    return {"agent": agent, "head": tip, "deliverable_tree": tree, "state": state, "dod": dod,
+            "quorum": {"have": quorum, "need": need}, "verdicts": verdicts,
+            "requests": requests, "reworks": reworks, "open_request": open_request,
+            "ruling": arbiter.verdict if arbiter else None}
+
+
+_ORDER = {s: i for i, s in enumerate(("assigned", "failed", "in_review", "rework", "escalated",
+                                      "awaiting_acceptance"))}
+
+
+def status(hub: "Hub", mission_id: str) -> dict[str, Any]:
+    """The derived state of a mission, its attempts, escrow and who acts next."""
+    repo, policy = open_mission(hub, mission_id)
+    snap = registry.snapshot(Repo(hub.registry_path))
+    doc = policy.doc
+    attempts = [attempt_status(repo, policy, ref[len(ATTEMPT):], tip, snap)
+                for ref, tip in sorted(repo.refs(ATTEMPT).items())]
+    accepted = repo.ref(ACCEPTED)
+    accepted_agent = None
+    if accepted and accepted != policy.main:
+        head = repo.commit(accepted).parents[1]
+        accepted_agent = next((a["agent"] for a in attempts if repo.is_ancestor(head, a["head"])),
+                              None)
+    deadline = dt.datetime.fromisoformat(doc.deadline.replace("Z", "+00:00"))
+    if repo.ref("refs/tags/refunded"):
+        state = "refunded"
+    elif repo.ref("refs/tags/settled"):
+        state = "settled"
+    elif accepted_agent:
+        state = "accepted"
+    elif hub.clock.now() >= deadline:
+        state = "expired"
+    else:
+        state = max((a["state"] for a in attempts), key=lambda s: _ORDER.get(s, 0),
+                    default="assigned")
+    for a in attempts:
+        if accepted_agent:
+            a["state"] = "accepted" if a["agent"] == accepted_agent else "not_selected"
+    return {"id": mission_id, "state": state, "contract": doc.contract.ref, "tier": doc.tier,
+            "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": doc.deadline,
+            "agents": doc.assignment.agents, "mode": doc.assignment.mode,
+            "attempts": attempts, "accepted": accepted_agent, "escrow": _escrow(hub, mission_id),
+            "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
+
+
+def _escrow(hub: "Hub", mission_id: str) -> dict[str, Any]:
+    from aismm.ledger import Ledger
+
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        balance = ledger.balance(f"escrow:{mission_id}")
+        closure = ledger.closure(mission_id)
+    if closure is None:
+        return {"state": "funded" if balance else "unfunded", "balance": balance}
+    return {"state": closure.kind, "balance": balance, **closure.to_dict()}
+
+
+def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
+    return {
+        "assigned": "the assigned agents deliver under deliverable/ on attempts/<agent>",
+        "in_review": "the platform and reviewers grade the delivery",
+        "failed": "the agent delivers again (the DoD failed)",
+        "rework": "the agent reworks the delivery as requested",
+        "escalated": "the arbiter rules release or refund",
+        "awaiting_acceptance": f"{client} accepts (aismm mission accept / git merge --no-ff -S) "
+                               "or requests rework",
+        "accepted": "the platform settles the escrow",
+        "settled": "nothing: the mission is closed",
+        "refunded": "nothing: the mission is closed",
+        "expired": "`aismm tick` refunds the escrow (deadline passed)",
+    }.get(state, "")
+
+
+def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
+                  ) -> list[dict[str, Any]]:
+    rows = []
+    for mission_id in mission_ids(hub):
+        st = status(hub, mission_id)
+        if state and st["state"] != state:
+            continue
+        if agent and agent not in st["agents"]:
+            continue
+        rows.append({k: st[k] for k in ("id", "state", "contract", "tier", "client", "agents",
+                                        "price", "fee")})
+    return rows
+
+
+def handle_event(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
+    """Process one outbox event; return its result record and summary lines."""
+    from aismm import assessment
+
+    return assessment.on_update(hub, event)

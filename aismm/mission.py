@@ -1,0 +1,268 @@
+"""Mission repositories: creation (DESIGN §5), listing and inspection."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aismm import gate, registry
+from aismm.clock import iso, parse_duration
+from aismm.contract import Contract, match_glob, validate_document
+from aismm.document import Assignment, ContractPin, MissionDoc
+from aismm.errors import ActorError, ContractError, MissionError, UsageError
+from aismm.git import Repo
+from aismm.model import dump_yaml, load_yaml
+from aismm.safepath import case_collisions, path_problem
+from aismm.signing import PrivateKey
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+
+__all__ = ["create", "open_mission", "mission_ids", "show", "read_inputs", "fee_rate",
+           "ATTEMPT", "MAIN", "ACCEPTED"]
+
+MAIN, ACCEPTED, ATTEMPT = "refs/heads/main", "refs/heads/accepted", "refs/heads/attempts/"
+
+
+def read_inputs(folder: Path) -> dict[str, bytes]:
+    """Every file under an inputs folder, keyed ``inputs/<relative path>``."""
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: inputs folder not found; pass --inputs DIR")
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            raise ContractError(f"{path}: symbolic links are not accepted as inputs; copy the "
+                                "file")
+        if path.is_file():
+            out[f"inputs/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
+    return out
+
+
+def check_inputs(contract: Contract, schemas: dict[str, bytes], files: dict[str, bytes],
+                 where: Path) -> None:
+    """Validate inputs against the contract; raise one ContractError listing every problem."""
+    problems = []
+    for path in files:
+        why = path_problem(path)
+        if why:
+            problems.append(f"{where}: {path}: {why}")
+        elif not any(match_glob(path, spec.path) for spec in contract.inputs.files):
+            allowed = ", ".join(s.path for s in contract.inputs.files)
+            problems.append(f"{where}: {path}: not an input of {contract.ref}; "
+                            f"provide only {allowed}")
+    for a, b in case_collisions(list(files)):
+        problems.append(f"{where}: {b}: collides with {a} by case; rename one")
+    limits = contract.inputs.limits
+    if len(files) > limits.max_files:
+        problems.append(f"{where}: {len(files)} files exceed {limits.max_files}; send fewer")
+    for path, data in files.items():
+        if len(data) > limits.max_file_bytes:
+            problems.append(f"{where}: {path}: {len(data)} bytes exceed {limits.max_file_bytes}")
+    for spec in contract.inputs.files:
+        matching = [p for p in files if match_glob(p, spec.path)]
+        if spec.required and not matching:
+            problems.append(f"{where}: {spec.path}: required input missing; add it")
+        for path in matching:
+            if not spec.schema_:
+                continue
+            try:
+                data = json.loads(files[path]) if path.endswith(".json") else \
+                    load_yaml(files[path], path)
+            except ValueError as exc:
+                problems.append(f"{where}: {path}: cannot be parsed ({str(exc)[:100]}); fix it")
+                continue
+            for line in validate_document(schemas[spec.schema_], data, path):
+                problems.append(f"{where}: {line}; make it match {spec.schema_}")
+    if problems:
+        raise ContractError("\n".join(problems))
+
+
+def fee_rate(hub: "Hub", contract: Contract, tier: str) -> int:
+    """The fee rate (basis points) of a tier: the contract's, inside the hub's band."""
+    if tier not in contract.tiers:
+        raise ContractError(f"--tier {tier}: {contract.ref} allows only "
+                            f"{', '.join(sorted(contract.tiers))}; pick one of those")
+    rate = contract.tiers[tier].fee_bp  # type: ignore[index]
+    band = hub.config.fees[tier]  # type: ignore[index]
+    if not band.min_bp <= rate <= band.max_bp:
+        raise ContractError(f"{contract.ref}: tier {tier} fee {rate} bp is outside the hub's band "
+                            f"{band.min_bp}-{band.max_bp} bp; fix the contract or hub.yaml")
+    return rate
+
+
+def _render_readme(doc: MissionDoc, contract: Contract) -> bytes:
+    from aismm.hub import bundled
+
+    template = string.Template((bundled("templates") / "mission_readme.md").read_text())
+    bullet = lambda items: "\n".join(f"- {i}" for i in items) or "- (none)"  # noqa: E731
+    text = template.safe_substitute(
+        mission_id=doc.id, contract_ref=doc.contract.ref, contract_title=contract.title,
+        contract_description=contract.description.strip(), client=doc.client, tier=doc.tier,
+        price=doc.price, fee=doc.fee, deadline=doc.deadline,
+        agents=", ".join(doc.assignment.agents), reviewers=", ".join(doc.reviewers) or
+        "picked by the hub",
+        deliverables=bullet(f"`{f.path}`" + (f" (schema `{f.schema_}`)" if f.schema_ else "") +
+                            (f": {f.description}" if f.description else "")
+                            for f in contract.deliverable.files),
+        checks=bullet(f"`{c.name}` ({c.kind})" + (f": {c.description}" if c.description else "")
+                      for c in contract.dod.checks),
+        quorum=contract.dod.review.quorum, threshold=contract.dod.review.threshold,
+        rubric=", ".join(r.id for r in contract.dod.review.rubric),
+        inputs=bullet(f"`{f.path}`" + (f": {f.description}" if f.description else "")
+                      for f in contract.inputs.files),
+    )
+    return text.encode()
+
+
+@dataclass(frozen=True)
+class Created:
+    """What `mission create` reports."""
+
+    doc: MissionDoc
+    path: Path
+    main: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.doc.id, "state": "assigned", "url": str(self.path),
+                "contract": self.doc.contract.ref, "tier": self.doc.tier,
+                "price": self.doc.price, "fee": self.doc.fee, "fee_bp": self.doc.fee_bp,
+                "total": self.doc.price + self.doc.fee, "agents": self.doc.assignment.agents,
+                "main": self.main}
+
+
+def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: int,
+           tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
+           deadline: str | None = None, key: PrivateKey | None = None,
+           mode: str = "direct", parent: str | None = None, fund: bool = True) -> Created:
+    """Create and fund a mission; on any error nothing is left behind."""
+    from aismm.ledger import Ledger, fee_for
+
+    reviewers = reviewers or []
+    client_actor = registry.actor(hub, client)
+    if not {"client", "orchestrator"} & set(client_actor.roles):
+        raise ActorError(f"--client {client}: lacks the client role; use a client actor")
+    contract, files, sha = registry.resolve_contract(hub, contract_ref)
+    if price < 0:
+        raise UsageError(f"--price {price}: must not be negative; give a whole number of tokens")
+    if not contract.pricing.min <= price <= contract.pricing.max:
+        raise ContractError(f"--price {price}: outside {contract.ref}'s range "
+                            f"{contract.pricing.min}-{contract.pricing.max}; pick a price in it")
+    rate = fee_rate(hub, contract, tier)
+    if not agents:
+        raise UsageError("--agent: assign at least one agent (or use --auto / --contest N)")
+    if len(set(agents)) != len(agents):
+        raise UsageError("--agent: an agent is named twice; name each once")
+    actors = registry.actors(hub)
+    for agent_id in agents:
+        agent = registry.actor(hub, agent_id)
+        if not {"specialist", "orchestrator"} & set(agent.roles):
+            raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
+                             "specialist")
+    for rid in reviewers:
+        reviewer = registry.actor(hub, rid, "reviewer")
+        for agent_id in agents:
+            if rid == agent_id or reviewer.owner in (actors[agent_id].owner, client_actor.owner):
+                raise ActorError(f"--reviewer {rid}: not independent of {agent_id} or the "
+                                 f"client {client}; pick an independent reviewer")
+    try:
+        span = parse_duration(deadline or contract.sla.deadline)
+    except ValueError as exc:
+        raise UsageError(f"--deadline {deadline}: {exc}") from exc
+    input_files = read_inputs(inputs)
+    check_inputs(contract, files, input_files, inputs)
+    if key is None:
+        key = hub.hosted_key(client)
+    if key.public_line != client_actor.key:
+        raise ActorError(f"--key: does not match the key registered for {client}; use the "
+                         "client's own private key")
+    now = hub.clock.now()
+    mission_id = f"{contract.name.replace('_', '-')}-{secrets.token_hex(4)}"
+    doc = MissionDoc(
+        id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
+        tier=tier,  # type: ignore[arg-type]
+        price=price, fee=fee_for(price, rate), fee_bp=rate, created=iso(now),
+        deadline=iso(now + span), assignment=Assignment(mode=mode, agents=agents),  # type: ignore[arg-type]
+        reviewers=reviewers, arbiter=contract.disputes.arbiter or hub.config.arbiter,
+        parent=parent,
+    )
+    frozen = {p: d for p, d in files.items() if p == "contract.yaml" or p in
+              contract.schema_paths()}
+    tree_files: dict[str, bytes | None] = {
+        "mission.yaml": dump_yaml(doc.model_dump(mode="json")).encode(),
+        "README.md": _render_readme(doc, contract), **frozen, **input_files,
+    }
+    final = hub.mission_path(mission_id)
+    staging = hub.missions_dir / f".tmp-{mission_id}.git"
+    try:
+        repo = Repo.init_bare(staging)
+        gate.configure(repo, hub.config.limits.max_push_bytes)
+        tree = repo.build_tree(None, tree_files)
+        main = repo.write_commit(tree=tree, parents=[], message=f"Open mission {mission_id}\n\n"
+                                 f"contract: {contract.ref}\nclient: {client}\n", key=key,
+                                 who=registry.identity(client), when=now)
+        updates: list[gate.Update] = [(None, main, MAIN), (None, main, ACCEPTED)]
+        updates += [(None, main, f"{ATTEMPT}{a}") for a in agents]
+        gate.judge(hub, repo, updates, creating=True)
+        for _old, new, ref in updates:
+            repo.update_ref(ref, new, None)
+        repo.set_config("gpg.format", "ssh")
+        repo.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
+        from aismm.hook import install
+
+        install(staging)
+        if fund:
+            with Ledger(hub.db_path, hub.clock) as ledger:
+                ledger.fund(mission_id, client, doc.price, doc.fee, cause=main)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Created(doc, final, main)
+
+
+def mission_ids(hub: "Hub") -> list[str]:
+    return sorted(p.name[:-4] for p in hub.missions_dir.glob("*.git")
+                  if not p.name.startswith("."))
+
+
+def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, gate.MissionPolicy]:
+    """A mission's repository and policy, or a MissionError naming the id."""
+    path = hub.mission_path(mission_id)
+    if not path.is_dir() or mission_id.startswith(".") or "/" in mission_id:
+        raise MissionError(f"{mission_id}: no such mission; see `aismm mission list`")
+    repo = Repo(path)
+    policy = gate.load_policy(repo)
+    if policy is None:
+        raise MissionError(f"{mission_id}: repository has no main; it is not a mission")
+    return repo, policy
+
+
+def show(hub: "Hub", mission_id: str) -> dict[str, Any]:
+    """Refs, files on main and who signed each ref's tip."""
+    from aismm.signing import verify
+
+    repo, policy = open_mission(hub, mission_id)
+    snap = registry.snapshot(Repo(hub.registry_path))
+    refs = {}
+    for ref, oid in sorted(repo.refs().items()):
+        signer = None
+        try:
+            if repo.object_type(oid) == "tag":
+                info = repo.tag(oid)
+                sig, payload = info.signature, info.payload
+            else:
+                c = repo.commit(oid)
+                sig, payload = c.signature, c.payload
+            if sig and payload is not None:
+                actor = snap.by_key.get(verify(sig, payload))
+                signer = actor.id if actor else "unknown key"
+        except Exception:  # noqa: BLE001 - show what we can
+            signer = "invalid signature"
+        refs[ref] = {"id": oid, "signer": signer}
+    return {"id": mission_id, "path": str(repo.path), "mission": policy.doc.model_dump(
+        mode="json"), "refs": refs, "files": sorted(repo.flatten(policy.main))}

@@ -1,0 +1,57 @@
+"""What a path inside a mission or registry repository may look like (DESIGN §6.5)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["path_problem", "case_collisions", "FORBIDDEN_NAMES"]
+
+FORBIDDEN_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
+
+
+def _is_dotgit(component: str) -> bool:
+    # NTFS and HFS+ ignore trailing dots/spaces, case and some zero-width characters.
+    folded = "".join(ch for ch in component if unicodedata.category(ch) != "Cf")
+    folded = folded.rstrip(". ").casefold()
+    return folded == ".git" or folded.startswith("git~")
+
+
+def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str | None:
+    """Why a repository path is unsafe, or None when it is fine."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8; rename it to UTF-8"
+    if unicodedata.normalize("NFC", path) != path:
+        return "name is not in Unicode NFC form; rename it (NFC-normalise the name)"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return "name contains a control character; rename it"
+    if "\\" in path:
+        return "name contains a backslash; use forward slashes only"
+    if path.startswith("/"):
+        return "path is absolute; use a relative path"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "path has an empty, '.' or '..' component; use a plain relative path"
+    if any(_is_dotgit(p) for p in parts):
+        return "path names .git (in some spelling); git metadata cannot be committed"
+    if any(p.casefold() in FORBIDDEN_NAMES for p in parts):
+        return f"{parts[-1]} is not allowed; git attribute and module files are refused"
+    if len(path.encode("utf-8")) > max_length:
+        return f"path is longer than {max_length} bytes; shorten it"
+    if len(parts) > max_depth:
+        return f"path is deeper than {max_depth} levels; flatten it"
+    return None
+
+
+def case_collisions(paths: list[str]) -> list[tuple[str, str]]:
+    """Pairs of paths that differ only in case (they collide on macOS and Windows)."""
+    seen: dict[str, str] = {}
+    out = []
+    for path in sorted(paths):
+        key = unicodedata.normalize("NFC", path).casefold()
+        if key in seen:
+            out.append((seen[key], path))
+        else:
+            seen[key] = path
+    return out

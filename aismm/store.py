@@ -1,0 +1,173 @@
+"""The hub database (SQLite, WAL): the event outbox and execution records.
+
+The ledger keeps its own tables in the same file through :mod:`aismm.ledger`; every other SQL
+statement in AISMM lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["Store", "Event", "connect"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL, ref TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL,
+    pusher TEXT, created TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT, claimed_at REAL,
+    done_at TEXT, result TEXT,
+    UNIQUE (repo, ref, old, new)
+);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, id);
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY, agent TEXT NOT NULL, agent_owner TEXT NOT NULL,
+    client TEXT NOT NULL, client_owner TEXT NOT NULL, contract TEXT NOT NULL,
+    mission TEXT NOT NULL, finished_at TEXT NOT NULL, latency_seconds REAL NOT NULL,
+    quality REAL, outcome TEXT NOT NULL, reworks INTEGER NOT NULL, cost INTEGER NOT NULL,
+    commits TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the hub's settings: WAL, synchronous=FULL, a generous busy timeout."""
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@dataclass(frozen=True)
+class Event:
+    """One accepted ref update waiting to be processed."""
+
+    id: int
+    repo: str
+    ref: str
+    old: str
+    new: str
+    pusher: str | None
+
+
+class Store:
+    """Outbox and execution records in ``hub.db``."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- outbox ---------------------------------------------------------------------------
+    def record_updates(self, repo: str, updates: list[tuple[str, str, str]], pusher: str | None,
+                       created: str) -> None:
+        """Append accepted ref updates to the outbox (a replay of the same update is a no-op)."""
+        with self._tx():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO events (repo, ref, old, new, pusher, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(repo, ref, old, new, pusher, created) for old, new, ref in updates],
+            )
+
+    def claim(self, worker: str, lease_seconds: float = 300.0) -> Event | None:
+        """Claim the oldest pending event (or one whose lease expired); None when drained."""
+        now = time.time()
+        with self._tx():
+            row = self.conn.execute(
+                "SELECT id, repo, ref, old, new, pusher FROM events WHERE status = 'pending' "
+                "AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY id LIMIT 1",
+                (now - lease_seconds,),
+            ).fetchone()
+            if row is None:
+                return None
+            self.conn.execute(
+                "UPDATE events SET claimed_by = ?, claimed_at = ? WHERE id = ?",
+                (worker, now, row[0]),
+            )
+        return Event(*row)
+
+    def finish(self, event_id: int, result: dict[str, Any], done_at: str,
+               status: str = "done") -> None:
+        with self._tx():
+            self.conn.execute(
+                "UPDATE events SET status = ?, done_at = ?, result = ? WHERE id = ?",
+                (status, done_at, json.dumps(result, sort_keys=True), event_id),
+            )
+
+    def pending(self) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
+
+    def events(self, repo: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, repo, ref, old, new, pusher, status, result FROM events"
+        rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
+                                 (repo,) if repo else ()).fetchall()
+        keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
+        return [dict(zip(keys, row)) for row in rows]
+
+    # -- executions -----------------------------------------------------------------------
+    def add_execution(self, record: dict[str, Any]) -> bool:
+        """Append one execution record; False when its id was already recorded."""
+        cols = ("id", "agent", "agent_owner", "client", "client_owner", "contract", "mission",
+                "finished_at", "latency_seconds", "quality", "outcome", "reworks", "cost",
+                "commits")
+        values = [json.dumps(record[c], sort_keys=True) if c == "commits" else record[c]
+                  for c in cols]
+        with self._tx():
+            cur = self.conn.execute(
+                f"INSERT OR IGNORE INTO executions ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' for _ in cols)})", values)
+        return cur.rowcount == 1
+
+    def executions(self, agent: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT id, agent, agent_owner, client, client_owner, contract, mission, "
+               "finished_at, latency_seconds, quality, outcome, reworks, cost, commits "
+               "FROM executions")
+        rows = self.conn.execute(sql + (" WHERE agent = ?" if agent else "") + " ORDER BY id",
+                                 (agent,) if agent else ()).fetchall()
+        keys = ("id", "agent", "agent_owner", "client", "client_owner", "contract", "mission",
+                "finished_at", "latency_seconds", "quality", "outcome", "reworks", "cost",
+                "commits")
+        out = []
+        for row in rows:
+            rec = dict(zip(keys, row))
+            rec["commits"] = json.loads(rec["commits"])
+            out.append(rec)
+        return out
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _tx(self) -> "_Tx":
+        return _Tx(self.conn)
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def iter_rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
+    yield from conn.execute(sql)
