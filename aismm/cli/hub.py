@@ -29,9 +29,11 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
     hub = Hub.init(root)
     agents: list[str] = []
     if with_reference_agents:
-        from aismm import reference
+        from aismm import market
 
-        agents = reference.register_all(hub)
+        agents = market.register_reference_agents(
+            hub, progress=None if as_json else lambda line: click.echo(f"  assessing {line}",
+                                                                        err=True))
     from aismm import registry
 
     data = {"hub": str(hub.root), "platform": hub.config.platform,

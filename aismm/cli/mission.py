@@ -91,3 +91,115 @@ def show(ctx: click.Context, mission_id: str, as_json: bool) -> None:
 
 def register(cli: click.Group) -> None:
     cli.add_command(group)
+
+
+@group.command("status")
+@click.argument("mission_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
+    """Derive a mission's state: attempts, verdicts, escrow, and who acts next."""
+    from aismm import lifecycle
+
+    st = lifecycle.status(hub_from(ctx), mission_id)
+    lines = [f"mission {st['id']}: {st['state'].upper()}  ({st['contract']}, {st['tier']}, "
+             f"client {st['client']}, deadline {st['deadline']})"]
+    esc = st["escrow"]
+    lines.append(f"  escrow: {esc['state']}" + (
+        f" — {esc.get('provider', 0)} to provider:{esc.get('provider_owner')}, "
+        f"{esc.get('fee', 0)} fee, {esc.get('client_refund', 0)} back to the client"
+        if esc["state"] in ("settled", "refunded") else f" ({esc['balance']} tokens held)"))
+    for a in st["attempts"]:
+        lines.append(f"  attempts/{a['agent']}: {a['state']}  head {a['head'][:12]}  "
+                     f"deliverable {(a['deliverable_tree'] or '-')[:12]}  DoD {a['dod'] or '-'}  "
+                     f"quorum {len(a['quorum']['have'])}/{a['quorum']['need']}  "
+                     f"reworks {a['reworks']}")
+        for who, v in a["verdicts"].items():
+            lines.append(f"      {who:<20} {v['verdict']:<8} {v['score']:>3}/100"
+                         f"{'' if v['current'] else '  (stale)'}")
+    lines.append(f"  next: {st['next']}")
+    emit(st, as_json, "\n".join(lines))
+
+
+def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> None:
+    from aismm import assessment, settlement
+    from aismm.signing import read_private_key_file
+
+    hub = hub_from(ctx)
+    key = kw.pop("key", None)
+    private = read_private_key_file(key) if key else None  # type: ignore[arg-type]
+    if action == "run":
+        lines = assessment.dispatch(hub, mission_id)
+        from aismm import events
+
+        lines += events.process(hub)
+    elif action in ("rework", "escalate"):
+        lines = settlement.request(hub, mission_id, str(kw["attempt"]),
+                                   "rework" if action == "rework" else "escalation",
+                                   str(kw["reason"]), private)
+    elif action == "accept":
+        lines = settlement.accept(hub, mission_id, str(kw["attempt"]),
+                                  kw.get("as_actor") or None, private)  # type: ignore[arg-type]
+    else:
+        lines = settlement.cancel(hub, mission_id)
+    emit({"mission": mission_id, "action": action, "lines": lines}, bool(kw.get("as_json")),
+         "\n".join(line.removeprefix("aismm: ") for line in lines))
+
+
+@group.command("run")
+@click.argument("mission_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def run(ctx: click.Context, mission_id: str, as_json: bool) -> None:
+    """Dispatch the mission's hosted agents, then assess what they deliver."""
+    _acting(ctx, mission_id, "run", as_json=as_json)
+
+
+@group.command("rework")
+@click.argument("mission_id")
+@click.option("--attempt", required=True, help="The agent whose attempt needs rework.")
+@click.option("--reason", required=True, help="What to change.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def rework(ctx: click.Context, mission_id: str, attempt: str, reason: str, key: Path | None,
+           as_json: bool) -> None:
+    """Ask an agent to rework its delivery (bound to the current deliverable)."""
+    _acting(ctx, mission_id, "rework", attempt=attempt, reason=reason, key=key, as_json=as_json)
+
+
+@group.command("escalate")
+@click.argument("mission_id")
+@click.option("--attempt", required=True, help="The attempt in dispute.")
+@click.option("--reason", required=True, help="Why the client disputes it.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def escalate(ctx: click.Context, mission_id: str, attempt: str, reason: str, key: Path | None,
+             as_json: bool) -> None:
+    """Escalate to the contract's arbiter (it rules release or refund)."""
+    _acting(ctx, mission_id, "escalate", attempt=attempt, reason=reason, key=key,
+            as_json=as_json)
+
+
+@group.command("accept")
+@click.argument("mission_id")
+@click.option("--attempt", required=True, help="The agent whose attempt is accepted.")
+@click.option("--as", "as_actor", help="Sign as this actor (default: the client).")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def accept(ctx: click.Context, mission_id: str, attempt: str, as_actor: str | None,
+           key: Path | None, as_json: bool) -> None:
+    """Accept an attempt: a signed merge into accepted, which settles the escrow."""
+    _acting(ctx, mission_id, "accept", attempt=attempt, as_actor=as_actor, key=key,
+            as_json=as_json)
+
+
+@group.command("cancel")
+@click.argument("mission_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def cancel(ctx: click.Context, mission_id: str, as_json: bool) -> None:
+    """Cancel a mission before any delivery; the client gets everything back."""
+    _acting(ctx, mission_id, "cancel", as_json=as_json)

@@ -1,0 +1,286 @@
+"""The assessment loop: a delivery becomes platform and reviewer verdicts, committed back.
+
+Also runs hosted agents (``mission run``) and reacts to client requests (rework, escalation).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aismm import dod, gate, registry
+from aismm.actor import Manifest
+from aismm.document import Verdict
+from aismm.errors import AismmError, ConflictError, GateRejection, MissionError
+from aismm.git import Repo
+from aismm.mission import ACCEPTED, ATTEMPT, open_mission
+from aismm.model import dump_yaml, load_yaml
+from aismm.signing import PrivateKey
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+    from aismm.store import Event
+
+__all__ = ["on_update", "assess", "dispatch", "write_to_attempt", "pick_reviewers",
+           "run_agent"]
+
+
+def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes | None],
+                     message: str, signer: str, key: PrivateKey | None = None,
+                     expect_tree: str | None = None) -> str:
+    """Commit files onto attempts/<agent> as ``signer``, through the gate (CAS, retried)."""
+    ref = f"{ATTEMPT}{agent}"
+    key = key or hub.hosted_key(signer)
+    for _ in range(5):
+        old = repo.ref(ref)
+        if old is None:
+            raise MissionError(f"{agent}: no attempt branch; assign the agent first")
+        if expect_tree is not None and repo.subtree_id(old, "deliverable") != expect_tree:
+            raise ConflictError(f"{ref}: the deliverable changed meanwhile; judge the new one")
+        tree = repo.build_tree(repo.tree_of(old), files)
+        new = repo.write_commit(tree=tree, parents=[old], message=message, key=key,
+                                who=registry.identity(signer), when=hub.clock.now())
+        gate.judge(hub, repo, [(old, new, ref)])
+        try:
+            repo.update_ref(ref, new, old)
+            return new
+        except ConflictError:
+            continue
+    raise ConflictError(f"{ref}: kept moving while we wrote; retry")
+
+
+def _hosted_manifest(hub: "Hub", actor_id: str) -> Manifest | None:
+    man = registry.manifests(hub).get(actor_id)
+    if man is None or man.runtime.kind == "git" or not hub.key_path(actor_id).is_file():
+        return None
+    return man
+
+
+def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
+              writable: tuple[Path, ...] = ()) -> tuple[bool, str]:
+    """Invoke a hosted agent's runtime on a checkout; (ok, detail)."""
+    from aismm import sandbox
+
+    if man.runtime.kind == "http":
+        files = {p.relative_to(checkout).as_posix(): p.read_text(errors="replace")
+                 for p in checkout.rglob("*") if p.is_file()}
+        body = json.dumps({"env": env, "files": files}).encode()
+        req = urllib.request.Request(man.runtime.url or "", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=man.runtime.timeout_seconds) as resp:
+                answer = json.loads(resp.read(8 << 20))
+            for path, text in dict(answer.get("files", {})).items():
+                target = (checkout / path).resolve()
+                if not str(target).startswith(str(checkout.resolve()) + "/"):
+                    return False, f"http runtime wrote outside the checkout: {path}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(str(text))
+            return True, "http ok"
+        except Exception as exc:  # noqa: BLE001 - a failing agent is an outcome, not a crash
+            return False, f"http runtime failed: {exc}"
+    argv = [sys.executable if a == "{python}" else a for a in man.runtime.argv or []]
+    limits = sandbox.Limits(timeout_seconds=man.runtime.timeout_seconds,
+                            cpu_seconds=int(man.runtime.timeout_seconds) + 1)
+    result = sandbox.run(argv, checkout, limits=limits, env=env, readonly_paths=[hub.root],
+                         writable_paths=writable)
+    if result.ok:
+        return True, "ok"
+    why = "timed out" if result.timed_out else f"exit {result.returncode}"
+    return False, f"{why}: {(result.stderr or result.stdout).strip()[-300:]}"
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink()}
+
+
+def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
+             request: str | None = None) -> list[str]:
+    """Run the mission's hosted specialists and commit what they deliver; summary lines."""
+    repo, policy = open_mission(hub, mission_id)
+    lines = []
+    for agent in agents or policy.doc.assignment.agents:
+        man = _hosted_manifest(hub, agent)
+        if man is None:
+            lines.append(f"aismm: {agent}: external agent; it delivers by git push")
+            continue
+        tip = repo.ref(f"{ATTEMPT}{agent}")
+        assert tip is not None
+        with tempfile.TemporaryDirectory(prefix="aismm-agent-") as tmp:
+            checkout = Path(tmp)
+            repo.export(tip, checkout)
+            before = _snapshot(checkout)
+            env = {"AISMM_ACTOR": agent, "AISMM_MISSION": mission_id,
+                   "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_ROLE": "specialist"}
+            if request:
+                env["AISMM_REQUEST"] = request
+            ok, detail = run_agent(hub, man, checkout, env)
+            after = _snapshot(checkout)
+        changed = {p: after.get(p) for p in set(before) | set(after)
+                   if before.get(p) != after.get(p)}
+        outside = sorted(p for p in changed if not p.startswith("deliverable/"))
+        if not ok or outside or not changed:
+            why = detail if not ok else (f"wrote outside deliverable/: {', '.join(outside[:3])}"
+                                         if outside else "delivered nothing")
+            _record_failure(hub, mission_id, agent, why)
+            lines.append(f"aismm: {agent}: attempt failed ({why}); nothing committed")
+            continue
+        try:
+            new = write_to_attempt(hub, repo, agent, changed,
+                                   "Rework deliverable\n" if request else "Deliver\n", agent)
+        except GateRejection as exc:
+            _record_failure(hub, mission_id, agent, str(exc.problems[0]))
+            lines.append(f"aismm: {agent}: delivery refused by the gate: {exc.problems[0]}")
+            continue
+        lines.append(f"aismm: {agent} delivered {new[:12]} (deliverable "
+                     f"{repo.subtree_id(new, 'deliverable') or '-'}"[:80] + ")")
+        from aismm import events
+
+        events.record(hub, repo.path, [(tip, new, f"{ATTEMPT}{agent}")], agent)
+    return lines
+
+
+def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> None:
+    """A failed hosted run is an execution outcome: it feeds reputation."""
+    from aismm import settlement
+
+    settlement.record_execution(hub, mission_id, agent, "failed", detail=why)
+
+
+def pick_reviewers(hub: "Hub", policy: gate.MissionPolicy, agent: str) -> list[str]:
+    """The mission's reviewers, or independent hosted reviewers serving the contract."""
+    doc = policy.doc
+    if doc.reviewers:
+        return list(doc.reviewers)
+    snap = registry.snapshot(Repo(hub.registry_path))
+    agent_actor, client = snap.actors.get(agent), snap.actors.get(doc.client)
+    out = []
+    for rid, man in sorted(snap.manifests.items()):
+        actor = snap.actors.get(rid)
+        if actor is None or "reviewer" not in actor.roles or doc.contract.ref not in \
+                man.contracts or _hosted_manifest(hub, rid) is None:
+            continue
+        if gate._dependence(actor, agent, agent_actor, client) is None:
+            out.append(rid)
+    return out[:max(1, policy.contract.dod.review.quorum)]
+
+
+def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
+    """Run the DoD checks and the reviewers on an attempt's current deliverable (idempotent)."""
+    repo, policy = open_mission(hub, mission_id)
+    platform = hub.config.platform
+    tip = repo.ref(f"{ATTEMPT}{agent}")
+    tree = repo.subtree_id(tip, "deliverable") if tip else None
+    if tip is None or tree is None:
+        return []
+    lines = []
+    current = gate.read_verdict(repo, tip, "verdicts/platform.yaml")
+    if current is None or current.deliverable_tree != tree:
+        with tempfile.TemporaryDirectory(prefix="aismm-dod-") as tmp:
+            repo.export(tip, Path(tmp))
+            checks = dod.run_checks(hub, policy, Path(tmp))
+        passed = all(c.status == "pass" for c in checks)
+        verdict = Verdict(mission=mission_id, reviewer=platform, deliverable_tree=tree,
+                          verdict="pass" if passed else "fail", score=dod.score(checks),
+                          checks=checks, comments="automatic DoD checks")
+        try:
+            write_to_attempt(hub, repo, agent, {"verdicts/platform.yaml": _doc(verdict)},
+                             f"DoD {verdict.verdict} on {tree[:12]}\n", platform,
+                             expect_tree=tree)
+        except ConflictError:
+            return [f"aismm: {agent}: deliverable changed during assessment; re-assessing later"]
+        failed = [c.name for c in checks if c.status != "pass"]
+        lines.append(f"aismm: platform DoD on {agent}: {verdict.verdict.upper()} "
+                     f"({verdict.score}/100" + (f"; failed: {', '.join(failed)}" if failed
+                                                else "") + ")")
+    for rid in pick_reviewers(hub, policy, agent):
+        tip = repo.ref(f"{ATTEMPT}{agent}")
+        assert tip is not None
+        existing = gate.read_verdict(repo, tip, f"verdicts/{rid}.yaml")
+        if existing is not None and existing.deliverable_tree == tree:
+            continue
+        man = _hosted_manifest(hub, rid)
+        if man is None:
+            lines.append(f"aismm: reviewer {rid} is external; it pushes verdicts/{rid}.yaml")
+            continue
+        with tempfile.TemporaryDirectory(prefix="aismm-review-") as tmp:
+            checkout = Path(tmp) / "checkout"
+            checkout.mkdir()
+            repo.export(tip, checkout)
+            output = Path(tmp) / "out" / "verdict.yaml"
+            output.parent.mkdir()
+            env = {"AISMM_ACTOR": rid, "AISMM_MISSION": mission_id, "AISMM_ROLE": "reviewer",
+                   "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_OUTPUT": str(output)}
+            ok, detail = run_agent(hub, man, checkout, env, writable=(output.parent,))
+            produced = output.read_bytes() if output.is_file() else None
+        verdict_or_error = _review(mission_id, rid, tree, produced) if ok else detail
+        if isinstance(verdict_or_error, str):
+            lines.append(f"aismm: reviewer {rid} failed ({verdict_or_error[:200]})")
+            continue
+        try:
+            write_to_attempt(hub, repo, agent, {f"verdicts/{rid}.yaml": _doc(verdict_or_error)},
+                             f"Review by {rid}: {verdict_or_error.verdict}\n", rid,
+                             expect_tree=tree)
+        except (ConflictError, GateRejection) as exc:
+            lines.append(f"aismm: reviewer {rid}'s verdict not committed ({exc})")
+            continue
+        lines.append(f"aismm: reviewer {rid} on {agent}: {verdict_or_error.verdict.upper()} "
+                     f"({verdict_or_error.score}/100)")
+    return lines
+
+
+def _review(mission_id: str, rid: str, tree: str, produced: bytes | None) -> Verdict | str:
+    if produced is None:
+        return "wrote no verdict"
+    try:
+        data = load_yaml(produced, "verdict")
+        if not isinstance(data, dict):
+            return "verdict is not a mapping"
+        return Verdict(mission=mission_id, reviewer=rid, deliverable_tree=tree,
+                       verdict=data.get("verdict"), score=data.get("score"),
+                       rubric=data.get("rubric") or {}, comments=str(data.get("comments", "")))
+    except (ValueError, TypeError) as exc:
+        return f"malformed verdict: {str(exc).splitlines()[0]}"
+
+
+def _doc(model: Any) -> bytes:
+    return dump_yaml(model.model_dump(mode="json")).encode()
+
+
+def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
+    """React to one accepted ref update (an outbox event)."""
+    if not event.repo.startswith("missions/"):
+        return {"skipped": "not a mission"}, []
+    mission_id = Path(event.repo).name.removesuffix(".git")
+    try:
+        repo, _policy = open_mission(hub, mission_id)
+    except AismmError as exc:
+        return {"error": str(exc)}, [f"aismm: {exc}"]
+    lines: list[str] = []
+    old = None if set(event.old) == {"0"} else event.old
+    if event.ref.startswith(ATTEMPT):
+        agent = event.ref[len(ATTEMPT):]
+        old_tree = repo.subtree_id(old, "deliverable") if old else None
+        new_tree = repo.subtree_id(event.new, "deliverable")
+        if new_tree is not None and new_tree != old_tree:
+            lines += assess(hub, mission_id, agent)
+        before = set(repo.flatten(old)) if old else set()
+        added = sorted(p for p in repo.flatten(event.new) if gate.REQUEST_NAME.match(p)
+                       and p not in before)
+        for path in added:
+            if path.endswith("-rework.yaml"):
+                lines += dispatch(hub, mission_id, [agent], request=path)
+            else:
+                from aismm import settlement
+
+                lines += settlement.arbitrate(hub, mission_id, agent)
+    elif event.ref == ACCEPTED:
+        from aismm import settlement
+
+        lines += settlement.settle(hub, mission_id)
+    return {"lines": lines}, lines

@@ -1,0 +1,50 @@
+"""``aismm process``, ``tick`` and ``reconcile``: the hub's background work, by hand."""
+
+from __future__ import annotations
+
+import click
+
+from aismm.cli import emit, hub_from
+
+
+def _out(lines: list[str], as_json: bool) -> None:
+    emit({"lines": lines}, as_json, "\n".join(line.removeprefix("aismm: ") for line in lines)
+         or "nothing to do")
+
+
+@click.command("process")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def process(ctx: click.Context, as_json: bool) -> None:
+    """Drain the event outbox (idempotent; safe to run twice or concurrently)."""
+    from aismm import events, settlement
+
+    hub = hub_from(ctx)
+    lines = settlement.reconcile(hub)
+    _out([line for line in lines if "nothing to finish" not in line] + events.process(hub),
+         as_json)
+
+
+@click.command("tick")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tick(ctx: click.Context, as_json: bool) -> None:
+    """Apply every due timer (deadlines, acceptance windows) at the hub clock's time."""
+    from aismm import settlement
+
+    _out(settlement.tick(hub_from(ctx)), as_json)
+
+
+@click.command("reconcile")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def reconcile(ctx: click.Context, as_json: bool) -> None:
+    """Finish half-done settlements and refunds; cross-check tags against the ledger."""
+    from aismm import settlement
+
+    _out(settlement.reconcile(hub_from(ctx)), as_json)
+
+
+def register(cli: click.Group) -> None:
+    for command in (process, tick, reconcile):
+        cli.add_command(command)

@@ -1,0 +1,274 @@
+"""The marketplace: agent manifests, assessment before listing, the listing and routing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import ValidationError
+
+from aismm import registry
+from aismm.actor import Manifest
+from aismm.errors import ActorError, UsageError
+from aismm.git import Repo
+from aismm.model import describe_validation, dump_yaml, load_yaml
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+
+__all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "status_of",
+           "pick", "ranking", "REFERENCE_PROVIDERS"]
+
+REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
+
+
+def load_manifest(text: bytes | str, where: str) -> Manifest:
+    try:
+        return Manifest.model_validate(load_yaml(text, where))
+    except ValidationError as exc:
+        raise UsageError("\n".join(f"{where}: {line}; see `aismm schema export`"
+                                   for line in describe_validation(exc))) from exc
+    except ValueError as exc:
+        raise UsageError(f"{exc}; fix the YAML") from exc
+
+
+def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = None,
+                      hosted: bool = False) -> Manifest:
+    """Commit a manifest to registry.git signed by its provider (registering a hosted actor)."""
+    provider = provider or manifest.owner
+    registry.actor(hub, provider)
+    contracts = registry.contracts(hub)
+    for ref in manifest.contracts:
+        if ref not in contracts:
+            raise UsageError(f"{manifest.id}: contracts: {ref} is not published; see "
+                             "`aismm contract list`")
+    if manifest.id not in registry.actors(hub):
+        if not hosted:
+            raise ActorError(f"{manifest.id}: not a registered actor; register it with "
+                             "`aismm actor add` (or --hosted) first")
+        registry.add_actor(hub, manifest.id, list(manifest.roles), manifest.owner, None, True)
+    registry.commit_files(hub, {f"agents/{manifest.id}.yaml": dump_yaml(
+        manifest.model_dump(mode="json")).encode()}, f"Publish manifest {manifest.id}\n",
+        provider)
+    return manifest
+
+
+def register_reference_agents(hub: "Hub", assess_them: bool = True,
+                              progress: Callable[[str], None] | None = None) -> list[str]:
+    """Register the bundled reference agents as hosted agents (and assess them)."""
+    folder = Path(__file__).resolve().parent / "agents" / "manifests"
+    known = registry.actors(hub)
+    for provider in REFERENCE_PROVIDERS:
+        if provider not in known:
+            registry.add_actor(hub, provider, ["client"], None, None, True)
+    ids = []
+    for path in sorted(folder.glob("*.yaml")):
+        man = load_manifest(path.read_bytes(), str(path))
+        register_manifest(hub, man, man.owner, hosted=True)
+        ids.append(man.id)
+    if assess_them:
+        for agent in ids:
+            if "specialist" in registry.manifests(hub)[agent].roles:
+                assess(hub, agent, progress=progress)
+    return ids
+
+
+def _assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
+    repo = Repo(hub.registry_path)
+    tip = repo.ref("refs/heads/main")
+    out: dict[str, list[dict[str, Any]]] = {}
+    if tip is None:
+        return out
+    for path, entry in sorted(repo.flatten(tip).items()):
+        parts = path.split("/")
+        if parts[0] == "assessments" and len(parts) == 3:
+            out.setdefault(parts[1], []).append(load_yaml(repo.blob(entry.oid), path))
+    for records in out.values():
+        records.sort(key=lambda r: int(r.get("n", 0)))
+    return out
+
+
+def status_of(hub: "Hub", agent: str) -> dict[str, Any] | None:
+    """The latest assessment record of an agent, or None."""
+    records = _assessments(hub).get(agent)
+    return records[-1] if records else None
+
+
+def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: Manifest,
+                 contract_ref: str) -> None:
+    for path, data in contract_files.items():
+        if path == "contract.yaml" or path.startswith("schemas/"):
+            target = dest / path
+        elif path.startswith(f"benchmark/{task}/inputs/"):
+            target = dest / "inputs" / path[len(f"benchmark/{task}/inputs/"):]
+        else:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (dest / "README.md").write_text(f"Assessment task {task} of {contract_ref} for {man.id}\n")
+
+
+def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
+           ) -> dict[str, Any]:
+    """Run the contract benchmark suites against an agent; commit a platform-signed record."""
+    from aismm import assessment, dod
+    from aismm.checks.expect import evaluate
+    from aismm.gate import MissionPolicy
+
+    man = registry.manifests(hub).get(agent)
+    if man is None:
+        raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
+    if man.runtime.kind == "git":
+        raise UsageError(f"{agent}: external (git) agents are assessed by pushing to sandbox "
+                         "missions, which this hub does not run yet; host the agent instead")
+    results, durations, qualities = [], [], []
+    for ref in man.contracts:
+        contract, files, sha = registry.resolve_contract(hub, ref)
+        tasks = sorted({p.split("/")[1] for p in files if p.startswith("benchmark/")})
+        for i, task in enumerate(tasks, 1):
+            if progress:
+                progress(f"[{i}/{len(tasks)}] {agent} on {ref} task {task}")
+            with tempfile.TemporaryDirectory(prefix="aismm-assess-") as tmp:
+                root = Path(tmp) / "checkout"
+                root.mkdir()
+                _task_layout(files, task, root, man, ref)
+                env = {"AISMM_ACTOR": agent, "AISMM_MISSION": f"assess-{task}",
+                       "AISMM_CONTRACT": ref, "AISMM_ROLE": "specialist"}
+                started = time.monotonic()
+                ok, detail = assessment.run_agent(hub, man, root, env)
+                durations.append(time.monotonic() - started)
+                schemas = {p: files[p] for p in contract.schema_paths()}
+                policy = MissionPolicy("", None, contract, schemas)  # type: ignore[arg-type]
+                checks = dod.run_checks(hub, policy, root) if ok else []
+                dod_pass = ok and all(c.status == "pass" for c in checks)
+                task_dir = Path(tmp) / "task"
+                for path, data in files.items():
+                    if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
+                        target = task_dir / path[len(f"benchmark/{task}/"):]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(data)
+                score, misses = evaluate(contract.id, task_dir, root / "deliverable") \
+                    if ok and (root / "deliverable").is_dir() else (0, [detail])
+            quality = score if dod_pass else min(score, 40)
+            qualities.append(quality)
+            results.append({"contract": ref, "task": task, "dod": "pass" if dod_pass else "fail",
+                            "quality": quality, "seconds": round(durations[-1], 3),
+                            "misses": misses[:5], "failed_checks": [
+                                c.name for c in checks if c.status != "pass"]})
+    contract, _, _ = registry.resolve_contract(hub, man.contracts[0])
+    bench = contract.benchmark
+    quality = round(statistics.mean(qualities), 1) if qualities else 0.0
+    p50 = round(statistics.median(durations), 3) if durations else 0.0
+    reasons = []
+    if quality < bench.quality:
+        reasons.append(f"quality {quality} < {bench.quality}")
+    if any(r["dod"] != "pass" for r in results):
+        reasons.append("DoD failed on " + ", ".join(r["task"] for r in results
+                                                     if r["dod"] != "pass"))
+    if p50 > bench.p50_seconds:
+        reasons.append(f"p50 {p50}s > {bench.p50_seconds}s")
+    if man.price > bench.max_cost:
+        reasons.append(f"price {man.price} > max_cost {bench.max_cost}")
+    previous = _assessments(hub).get(agent, [])
+    record = {"schema_version": 1, "agent": agent, "n": len(previous) + 1,
+              "status": "listed" if not reasons else "rejected",
+              "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
+              if not reasons else None, "quality": quality, "p50_seconds": p50,
+              "cost": man.price, "reasons": reasons, "tasks": results,
+              "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    registry.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
+                                dump_yaml(record).encode()},
+                          f"Assess {agent}: {record['status']}\n", hub.config.platform)
+    return record
+
+
+def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:
+    from aismm.reputation import Execution, compute
+    from aismm.store import Store
+
+    with Store(hub.db_path) as store:
+        rows = store.executions()
+    records = [Execution(id=r["id"], agent=r["agent"], agent_owner=r["agent_owner"],
+                         client=r["client"], client_owner=r["client_owner"],
+                         contract=r["contract"], mission=r["mission"],
+                         finished_at=dt.datetime.fromisoformat(
+                             r["finished_at"].replace("Z", "+00:00")),
+                         latency_seconds=r["latency_seconds"], quality=r["quality"],
+                         outcome=r["outcome"], reworks=r["reworks"], cost=r["cost"])
+               for r in rows]
+    return compute(records, hub.clock.now(), contract=contract)
+
+
+def _open_attempts(hub: "Hub") -> dict[str, int]:
+    from aismm import lifecycle
+
+    counts: dict[str, int] = {}
+    for row in lifecycle.list_missions(hub):
+        if row["state"] not in ("settled", "refunded", "accepted", "expired"):
+            for agent in row["agents"]:
+                counts[agent] = counts.get(agent, 0) + 1
+    return counts
+
+
+def listing(hub: "Hub", contract: str | None = None, role: str | None = None
+            ) -> list[dict[str, Any]]:
+    """The marketplace listing: status, badge, price, reputation figures."""
+    mans = registry.manifests(hub)
+    reps = _reputations(hub, contract)
+    rows = []
+    for agent, man in sorted(mans.items()):
+        if contract and not any(c == contract or c.split("@")[0] == contract
+                                for c in man.contracts):
+            continue
+        if role and role not in man.roles:
+            continue
+        st = status_of(hub, agent)
+        rep = reps.get(agent)
+        rows.append({
+            "agent": agent, "owner": man.owner, "roles": man.roles, "contracts": man.contracts,
+            "status": st["status"] if st else "unassessed", "badge": st.get("badge") if st
+            else None, "price": man.price, "capacity": man.capacity,
+            "assessed_quality": st["quality"] if st else None,
+            **({k: v for k, v in rep.to_dict().items() if k != "agent"} if rep else
+               {"executions": 0, "quality": None, "quality_lcb": None, "speed_p50": None,
+                "cost_per_accepted": None, "acceptance_rate": None, "stars": None,
+                "rank": None, "trend_30d": None}),
+        })
+    return rows
+
+
+def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[str, Any]]:
+    """Listed agents for a contract, ranked by the routing score, with every input."""
+    from aismm.routing import Candidate, exclusions, rank
+
+    cid = contract.split("@")[0]
+    mans = {a: m for a, m in registry.manifests(hub).items()
+            if "specialist" in m.roles and any(c.split("@")[0] == cid for c in m.contracts)}
+    load = _open_attempts(hub)
+    candidates = [Candidate(agent=a, owner=m.owner, price=m.price, capacity=m.capacity,
+                            open_attempts=load.get(a, 0),
+                            listed=(status_of(hub, a) or {}).get("status") == "listed")
+                  for a, m in sorted(mans.items())]
+    owner = registry.actor(hub, client).owner if client else None
+    ranked = rank(candidates, _reputations(hub, None), client_owner=owner)
+    out = [{"agent": r.agent, "score": round(r.score, 2), "reputation": r.reputation,
+            "price_score": round(r.price_score, 3), "load_score": round(r.load_score, 3),
+            "inputs": r.inputs, "eligible": True} for r in ranked]
+    out += [{"agent": a, "eligible": False, "why": why}
+            for a, why in exclusions(candidates, client_owner=owner).items()]
+    return out
+
+
+def pick(hub: "Hub", contract: str, client: str, n: int) -> list[str]:
+    """The top ``n`` eligible agents for a contest (never the client's own)."""
+    if n < 1:
+        raise UsageError(f"--contest {n}: must be at least 1")
+    eligible = [r["agent"] for r in ranking(hub, contract, client) if r["eligible"]]
+    if len(eligible) < n:
+        raise UsageError(f"--contest {n}: only {len(eligible)} listed agent(s) eligible for "
+                         f"{contract}; lower N or list more agents (`aismm agent list`)")
+    return eligible[:n]
