@@ -1,0 +1,118 @@
+"""The hosted ``command`` runtime as an agent sees it: the checkout and the environment.
+
+The hub runs ``python -m aismm.agents.<module>`` with the current directory set to a checkout of
+the attempt branch and these variables::
+
+    AISMM_ACTOR      the agent's id
+    AISMM_MISSION    the mission id
+    AISMM_CONTRACT   the contract ref, e.g. contract.code_review@1.0.0
+    AISMM_ROLE       specialist | reviewer
+    AISMM_REQUEST    relative path of the open rework request (specialists, on rework only)
+    AISMM_OUTPUT     where a reviewer writes its verdict YAML (reviewers only)
+
+Specialists write under ``deliverable/`` only; reviewers write the one file at AISMM_OUTPUT.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aismm.contract import Contract, parse_contract
+from aismm.errors import AismmError, UsageError
+from aismm.model import load_yaml
+
+__all__ = ["Invocation", "invocation", "write_json", "write_text", "rework_notes", "run"]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One run of an agent: where it runs, for whom, and what it was asked."""
+
+    root: Path
+    actor: str
+    mission: str
+    role: str
+    contract: Contract
+    request_path: str | None
+    request: dict[str, Any] | None
+    output: Path | None
+
+    @property
+    def deliverable(self) -> Path:
+        return self.root / "deliverable"
+
+
+def invocation(root: Path, environ: Mapping[str, str]) -> Invocation:
+    """Read the checkout's contract and the AISMM_* variables."""
+    contract = parse_contract((root / "contract.yaml").read_bytes(), "contract.yaml")
+    wanted = environ.get("AISMM_CONTRACT")
+    if wanted and wanted.partition("@")[0] != contract.id:
+        raise UsageError(f"AISMM_CONTRACT: {wanted} does not match contract.yaml ({contract.ref});"
+                         " run the agent in the attempt's checkout")
+    request_path = environ.get("AISMM_REQUEST") or None
+    request = None
+    if request_path:
+        loaded = load_yaml((root / request_path).read_bytes(), request_path)
+        request = loaded if isinstance(loaded, dict) else {"reason": str(loaded)}
+    output = environ.get("AISMM_OUTPUT")
+    return Invocation(
+        root=root,
+        actor=environ.get("AISMM_ACTOR", ""),
+        mission=environ.get("AISMM_MISSION", ""),
+        role=environ.get("AISMM_ROLE", "specialist"),
+        contract=contract,
+        request_path=request_path,
+        request=request,
+        output=(root / output) if output else None,
+    )
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text with exactly one trailing newline, creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write reproducible JSON: keys in the given order, two-space indent, trailing newline."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def rework_notes(inv: Invocation, answer: list[str]) -> str:
+    """``deliverable/notes.md`` text answering the open rework request."""
+    reason = str((inv.request or {}).get("reason", "")).strip() or "(no reason given)"
+    lines = [
+        "# Rework",
+        "",
+        f"Request: `{inv.request_path}`",
+        "",
+        "Reason given:",
+        "",
+        *[f"> {line}" for line in reason.splitlines()],
+        "",
+        "What changed:",
+        "",
+        *[f"- {line}" for line in answer],
+    ]
+    return "\n".join(lines)
+
+
+def run(serve: Callable[[Invocation], None], contracts: tuple[str, ...]) -> int:
+    """Entry point shared by the agents: 0 on success, 2 on a contract it does not serve."""
+    import os
+
+    try:
+        inv = invocation(Path.cwd(), os.environ)
+        if inv.contract.id not in contracts:
+            raise UsageError(f"contract.yaml: {inv.contract.id} is not served by this agent"
+                             f" (serves {', '.join(contracts)}); route the mission elsewhere")
+        serve(inv)
+    except AismmError as exc:
+        print(f"aismm: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

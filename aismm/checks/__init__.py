@@ -1,0 +1,15 @@
+"""DoD check programs, each run as ``python -m aismm.checks.<name>`` inside a checkout.
+
+A check reads ``inputs/`` and ``deliverable/`` relative to the current directory, prints one
+line per problem and exits 0 when the deliverable passes. Only the standard library, PyYAML
+and jsonschema are used, so checks run wherever the hub's interpreter runs.
+
+::
+
+    findings     contract.code_review   findings point at real lines, no duplicates, summary adds up
+    schema_fit   contract.schema_design valid schema, accepts every sample, rejects counter-examples
+    run_tests    contract.unit_tests    every test passes against the module, at least N tests
+    mutants      contract.unit_tests    stubbing any public function makes a test fail
+    expect       benchmarks             score a deliverable against a task's expect.yaml
+    local        benchmarks and tests   run a contract's whole DoD against a local folder
+"""
