@@ -1,0 +1,318 @@
+"""Agent reputation recomputed from execution records: decayed quality, lower bound, trend.
+
+Pure computation: callers load :class:`Execution` records and pass them in. The formulas are
+written out in ``docs/reputation.md`` so that every figure can be recomputed by hand.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HALF_LIFE_DAYS",
+    "LCB_Z",
+    "OUTCOMES",
+    "PRIOR_QUALITY",
+    "PRIOR_WEIGHT",
+    "TREND_DAYS",
+    "Execution",
+    "Reputation",
+    "compute",
+    "newcomer",
+]
+
+import datetime as dt
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import accumulate, compress
+from operator import mul
+from typing import Any, NamedTuple
+
+from aismm.errors import UsageError
+
+OUTCOMES = frozenset({"accepted", "not_selected", "rejected", "failed", "refunded"})
+PRIOR_QUALITY = 50.0
+"""Neutral quality (0-100) the prior pulls every estimate towards."""
+PRIOR_WEIGHT = 3.0
+"""Pseudo-observations of weight 1 at :data:`PRIOR_QUALITY` added to every agent."""
+LCB_Z = 1.645
+"""Standard normal quantile of the one-sided 95 % lower confidence bound."""
+HALF_LIFE_DAYS = 30.0
+TREND_DAYS = 30.0
+
+_DAY_SECONDS = 86400.0
+_ACCEPTED = "accepted"
+_FAILED = "failed"
+_MISSING = -1.0  # quality column value of a record that delivered nothing
+_SECONDS = dt.timedelta.total_seconds
+_TREND_SECONDS = TREND_DAYS * _DAY_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One attempt by an agent on a mission, as recorded by the hub."""
+
+    id: str
+    agent: str
+    agent_owner: str
+    client: str
+    client_owner: str
+    contract: str
+    mission: str
+    finished_at: dt.datetime
+    latency_seconds: float
+    quality: float | None
+    outcome: str
+    reworks: int
+    cost: int
+
+    def __post_init__(self) -> None:
+        where = f"execution {self.id}"
+        if self.outcome not in OUTCOMES:
+            raise UsageError(
+                f"{where}: outcome {self.outcome!r} is unknown; use one of {sorted(OUTCOMES)}"
+            )
+        if self.finished_at.tzinfo is None:
+            raise UsageError(f"{where}: finished_at has no time zone; pass an aware UTC instant")
+        if not (math.isfinite(self.latency_seconds) and self.latency_seconds >= 0):
+            raise UsageError(
+                f"{where}: latency_seconds {self.latency_seconds!r} is invalid; "
+                "pass a finite number of seconds >= 0"
+            )
+        if self.quality is not None and not 0 <= self.quality <= 100:
+            raise UsageError(
+                f"{where}: quality {self.quality!r} is out of range; pass 0-100 or None"
+            )
+        if self.reworks < 0 or self.cost < 0:
+            raise UsageError(f"{where}: reworks and cost must be >= 0; fix the record")
+
+
+@dataclass(frozen=True, slots=True)
+class Reputation:
+    """An agent's reputation as of one instant, recomputable from its records."""
+
+    agent: str
+    executions: int
+    quality: float
+    quality_lcb: float
+    speed_p50: float | None
+    cost_per_accepted: float | None
+    acceptance_rate: float
+    stars: float
+    rank: float
+    trend_30d: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict, in declaration order."""
+        return {
+            "agent": self.agent,
+            "executions": self.executions,
+            "quality": self.quality,
+            "quality_lcb": self.quality_lcb,
+            "speed_p50": self.speed_p50,
+            "cost_per_accepted": self.cost_per_accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "stars": self.stars,
+            "rank": self.rank,
+            "trend_30d": self.trend_30d,
+        }
+
+
+def _posterior(weighted_quality: float, weight: float) -> float:
+    """Posterior mean quality (0-100) given the decayed sums of one agent's records."""
+    return (PRIOR_WEIGHT * PRIOR_QUALITY + weighted_quality) / (PRIOR_WEIGHT + weight)
+
+
+def _lower_bound(quality: float, weight: float) -> float:
+    """Lower confidence bound (0-100) of a posterior mean backed by ``weight`` observations."""
+    p = quality / 100.0
+    spread = LCB_Z * 100.0 * math.sqrt(p * (1.0 - p) / (PRIOR_WEIGHT + weight + 1.0))
+    return max(0.0, quality - spread)
+
+
+def _stars(quality_lcb: float) -> float:
+    return round(quality_lcb / 20.0, 1)
+
+
+def _weighted_median(values: list[float], weights: list[float]) -> float | None:
+    """Lower weighted median: the smallest value whose cumulative weight reaches half the total."""
+    if not values:
+        return None
+    weight_of = dict(zip(values, weights))
+    if len(weight_of) == len(values):
+        ordered_values = sorted(values)
+        ordered_weights = list(map(weight_of.__getitem__, ordered_values))
+    else:  # ties: order by (value, weight) so the running sum never depends on input order
+        pairs = sorted(zip(values, weights))
+        ordered_values = [v for v, _ in pairs]
+        ordered_weights = [w for _, w in pairs]
+    running = list(accumulate(ordered_weights))
+    return float(ordered_values[bisect_left(running, running[-1] / 2.0)])
+
+
+class _Columns(NamedTuple):
+    """One agent's counted records, one compact column per field used."""
+
+    age: array[float]  # seconds from finished_at to now
+    latency: array[float]
+    quality: array[float]  # _MISSING where nothing was delivered
+    outcome: list[str]
+    cost: array[float]
+
+    @classmethod
+    def empty(cls) -> _Columns:
+        return cls(array("d"), array("d"), array("d"), [], array("d"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    executions: int
+    quality: float
+    quality_lcb: float
+    speed_p50: float | None
+    cost_per_accepted: float | None
+    acceptance_rate: float
+    trend_30d: float
+
+
+def _until_now(columns: _Columns) -> _Columns:
+    """Only the records that finished at or before ``now`` (age >= 0)."""
+    keep = [age >= 0.0 for age in columns.age]
+    return _Columns(
+        array("d", compress(columns.age, keep)),
+        array("d", compress(columns.latency, keep)),
+        array("d", compress(columns.quality, keep)),
+        list(compress(columns.outcome, keep)),
+        array("d", compress(columns.cost, keep)),
+    )
+
+
+def _summarise(columns: _Columns, half_life_days: float) -> _Partial:
+    """Reduce one agent's counted records to everything but its rank."""
+    ages, latency, quality, outcome, cost = columns
+    scale = _DAY_SECONDS * half_life_days
+    weights = [0.5 ** (age / scale) for age in ages]
+    delivered = [q >= 0.0 and o != _FAILED for q, o in zip(quality, outcome)]
+    scores = [q if d else 0.0 for q, d in zip(quality, delivered)]
+    weighted = list(map(mul, weights, scores))
+    weight = math.fsum(weights)
+    mean = _posterior(math.fsum(weighted), weight)
+
+    # As of TREND_DAYS ago only older records count, each weighing 2 ** (TREND_DAYS / h) more.
+    old = list(map(_TREND_SECONDS.__le__, ages))
+    factor = 2.0 ** (TREND_DAYS / half_life_days)
+    before = _posterior(
+        factor * math.fsum(compress(weighted, old)), factor * math.fsum(compress(weights, old))
+    )
+
+    accepted = list(map(_ACCEPTED.__eq__, outcome))
+    accepted_weight = math.fsum(compress(weights, accepted))
+    spent = math.fsum(map(mul, weights, cost))
+    return _Partial(
+        executions=len(ages),
+        quality=mean,
+        quality_lcb=_lower_bound(mean, weight),
+        speed_p50=_weighted_median(
+            list(compress(latency, delivered)), list(compress(weights, delivered))
+        ),
+        cost_per_accepted=spent / accepted_weight if accepted_weight > 0 else None,
+        acceptance_rate=accepted_weight / weight if weight > 0 else 0.0,
+        trend_30d=mean - before,
+    )
+
+
+def _ranks(bounds: dict[str, float]) -> dict[str, float]:
+    """Mid-rank percentile (0-100) of each agent's lower bound among all of them."""
+    ordered = sorted(bounds.values())
+    others = len(ordered) - 1
+    if others == 0:
+        return {agent: 100.0 for agent in bounds}
+    ranks = {}
+    for agent, bound in bounds.items():
+        below = bisect_left(ordered, bound)
+        ties = bisect_right(ordered, bound) - below - 1
+        ranks[agent] = 100.0 * (below + 0.5 * ties) / others
+    return ranks
+
+
+def _wanted(contract: str) -> Callable[[Execution], bool]:
+    """A filter on records by contract: exact with ``@version``, any version without."""
+    if "@" in contract:
+        return lambda record: record.contract == contract
+    prefix = contract + "@"
+    return lambda record: record.contract == contract or record.contract.startswith(prefix)
+
+
+def compute(
+    records: Iterable[Execution],
+    now: dt.datetime,
+    *,
+    contract: str | None = None,
+    half_life_days: float = HALF_LIFE_DAYS,
+) -> dict[str, Reputation]:
+    """Reputation of every agent with at least one counted record, keyed and ordered by agent."""
+    if now.tzinfo is None:
+        raise UsageError("reputation: now has no time zone; pass an aware UTC instant")
+    if not (math.isfinite(half_life_days) and half_life_days > 0):
+        raise UsageError(
+            f"reputation: half_life_days {half_life_days!r} is invalid; pass a positive number"
+        )
+    if contract is not None:
+        records = filter(_wanted(contract), records)
+    groups: dict[str, _Columns] = {}
+    seconds, missing, empty = _SECONDS, _MISSING, _Columns.empty
+    for record in records:  # the hot loop: one pass, columns filled while the record is cached
+        if record.client_owner == record.agent_owner:
+            continue
+        columns = groups.get(record.agent)
+        if columns is None:
+            columns = groups[record.agent] = empty()
+        columns[0].append(seconds(now - record.finished_at))
+        columns[1].append(record.latency_seconds)
+        quality = record.quality
+        columns[2].append(missing if quality is None else quality)
+        columns[3].append(record.outcome)
+        columns[4].append(record.cost)
+
+    partials = {}
+    for agent in sorted(groups):
+        columns = groups[agent]
+        if min(columns.age) < 0.0:
+            columns = _until_now(columns)
+            if not columns.age:
+                continue
+        partials[agent] = _summarise(columns, half_life_days)
+    ranks = _ranks({agent: p.quality_lcb for agent, p in partials.items()})
+    return {
+        agent: Reputation(
+            agent=agent,
+            executions=p.executions,
+            quality=p.quality,
+            quality_lcb=p.quality_lcb,
+            speed_p50=p.speed_p50,
+            cost_per_accepted=p.cost_per_accepted,
+            acceptance_rate=p.acceptance_rate,
+            stars=_stars(p.quality_lcb),
+            rank=ranks[agent],
+            trend_30d=p.trend_30d,
+        )
+        for agent, p in partials.items()
+    }
+
+
+def newcomer(agent: str) -> Reputation:
+    """The prior reputation of an agent with no counted records (unranked: rank 0)."""
+    bound = _lower_bound(PRIOR_QUALITY, 0.0)
+    return Reputation(
+        agent=agent,
+        executions=0,
+        quality=PRIOR_QUALITY,
+        quality_lcb=bound,
+        speed_p50=None,
+        cost_per_accepted=None,
+        acceptance_rate=0.0,
+        stars=_stars(bound),
+        rank=0.0,
+        trend_30d=0.0,
+    )
