@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -115,50 +117,29 @@ def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: M
 def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
            ) -> dict[str, Any]:
     """Run the contract benchmark suites against an agent; commit a platform-signed record."""
-    from aismm import assessment, dod
-    from aismm.checks.expect import evaluate
-    from aismm.gate import MissionPolicy
-
     man = registry.manifests(hub).get(agent)
     if man is None:
         raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
     if man.runtime.kind == "git":
         raise UsageError(f"{agent}: external (git) agents are assessed by pushing to sandbox "
                          "missions, which this hub does not run yet; host the agent instead")
-    results, durations, qualities = [], [], []
+    jobs = []
     for ref in man.contracts:
-        contract, files, sha = registry.resolve_contract(hub, ref)
+        contract, files, _sha = registry.resolve_contract(hub, ref)
         tasks = sorted({p.split("/")[1] for p in files if p.startswith("benchmark/")})
-        for i, task in enumerate(tasks, 1):
+        jobs += [(contract, files, task) for task in tasks]
+    workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_assess_task, hub, man, c, f, t) for c, f, t in jobs]
+        results = []
+        for i, future in enumerate(futures, 1):
+            results.append(future.result())
             if progress:
-                progress(f"[{i}/{len(tasks)}] {agent} on {ref} task {task}")
-            with tempfile.TemporaryDirectory(prefix="aismm-assess-") as tmp:
-                root = Path(tmp) / "checkout"
-                root.mkdir()
-                _task_layout(files, task, root, man, ref)
-                env = {"AISMM_ACTOR": agent, "AISMM_MISSION": f"assess-{task}",
-                       "AISMM_CONTRACT": ref, "AISMM_ROLE": "specialist"}
-                started = time.monotonic()
-                ok, detail = assessment.run_agent(hub, man, root, env)
-                durations.append(time.monotonic() - started)
-                schemas = {p: files[p] for p in contract.schema_paths()}
-                policy = MissionPolicy("", None, contract, schemas)  # type: ignore[arg-type]
-                checks = dod.run_checks(hub, policy, root) if ok else []
-                dod_pass = ok and all(c.status == "pass" for c in checks)
-                task_dir = Path(tmp) / "task"
-                for path, data in files.items():
-                    if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
-                        target = task_dir / path[len(f"benchmark/{task}/"):]
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(data)
-                score, misses = evaluate(contract.id, task_dir, root / "deliverable") \
-                    if ok and (root / "deliverable").is_dir() else (0, [detail])
-            quality = score if dod_pass else min(score, 40)
-            qualities.append(quality)
-            results.append({"contract": ref, "task": task, "dod": "pass" if dod_pass else "fail",
-                            "quality": quality, "seconds": round(durations[-1], 3),
-                            "misses": misses[:5], "failed_checks": [
-                                c.name for c in checks if c.status != "pass"]})
+                r = results[-1]
+                progress(f"[{i}/{len(jobs)}] {agent} on {r['contract']} task {r['task']}: "
+                         f"DoD {r['dod']}, quality {r['quality']}")
+    durations = [r["seconds"] for r in results]
+    qualities = [r["quality"] for r in results]
     contract, _, _ = registry.resolve_contract(hub, man.contracts[0])
     bench = contract.benchmark
     quality = round(statistics.mean(qualities), 1) if qualities else 0.0
@@ -184,6 +165,41 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
                                 dump_yaml(record).encode()},
                           f"Assess {agent}: {record['status']}\n", hub.config.platform)
     return record
+
+
+def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, bytes], task: str
+                 ) -> dict[str, Any]:
+    """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
+    from aismm import assessment, dod
+    from aismm.checks.expect import evaluate
+    from aismm.gate import MissionPolicy
+
+    ref = contract.ref
+    with tempfile.TemporaryDirectory(prefix="aismm-assess-") as tmp:
+        root = Path(tmp) / "checkout"
+        root.mkdir()
+        _task_layout(files, task, root, man, ref)
+        env = {"AISMM_ACTOR": man.id, "AISMM_MISSION": f"assess-{task}",
+               "AISMM_CONTRACT": ref, "AISMM_ROLE": "specialist"}
+        started = time.monotonic()
+        ok, detail = assessment.run_agent(hub, man, root, env)
+        seconds = time.monotonic() - started
+        schemas = {p: files[p] for p in contract.schema_paths()}
+        policy = MissionPolicy("", None, contract, schemas)  # type: ignore[arg-type]
+        checks = dod.run_checks(hub, policy, root) if ok else []
+        dod_pass = ok and all(c.status == "pass" for c in checks)
+        task_dir = Path(tmp) / "task"
+        for path, data in files.items():
+            if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
+                target = task_dir / path[len(f"benchmark/{task}/"):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        score, misses = evaluate(contract.id, task_dir, root / "deliverable") \
+            if ok and (root / "deliverable").is_dir() else (0, [detail])
+    return {"contract": ref, "task": task, "dod": "pass" if dod_pass else "fail",
+            "quality": score if dod_pass else min(score, 40), "seconds": round(seconds, 3),
+            "misses": misses[:5], "failed_checks": [c.name for c in checks
+                                                    if c.status != "pass"]}
 
 
 def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:

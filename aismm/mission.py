@@ -135,7 +135,7 @@ class Created:
                 "main": self.main}
 
 
-def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: int,
+def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: int | None,
            tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
            deadline: str | None = None, key: PrivateKey | None = None,
            mode: str = "direct", parent: str | None = None, fund: bool = True) -> Created:
@@ -147,6 +147,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     if not {"client", "orchestrator"} & set(client_actor.roles):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
+    price = _price(hub, agents, price)
     if price < 0:
         raise UsageError(f"--price {price}: must not be negative; give a whole number of tokens")
     if not contract.pricing.min <= price <= contract.pricing.max:
@@ -223,6 +224,20 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Created(doc, final, main)
+
+
+def _price(hub: "Hub", agents: list[str], price: int | None) -> int:
+    """The mission price: given, or the highest asking price of the assigned agents."""
+    asks = {a: m.price for a, m in registry.manifests(hub).items() if a in agents}
+    if price is None:
+        if not asks:
+            raise UsageError("--price: required when no assigned agent publishes a price")
+        return max(asks.values())
+    for agent, ask in sorted(asks.items()):
+        if price < ask:
+            raise UsageError(f"--price {price}: {agent} asks {ask} tokens; offer at least that "
+                             "or pick another agent")
+    return price
 
 
 def mission_ids(hub: "Hub") -> list[str]:

@@ -19,7 +19,8 @@ def group() -> None:
 @click.option("--client", required=True, help="The paying client actor.")
 @click.option("--inputs", type=click.Path(path_type=Path), required=True,
               help="Folder with the inputs (becomes inputs/).")
-@click.option("--price", type=int, required=True, help="The agent's price in tokens.")
+@click.option("--price", type=int, default=None,
+              help="Price in tokens (default: the highest asking price of the assigned agents).")
 @click.option("--tier", type=click.Choice(["T0", "T1", "T2"]), default="T1", show_default=True)
 @click.option("--agent", "agents", multiple=True, help="Assign an agent (repeatable).")
 @click.option("--reviewer", "reviewers", multiple=True, help="Name a reviewer (repeatable).")
@@ -30,7 +31,7 @@ def group() -> None:
               help="The client's private key (for a client that keeps its own).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, price: int,
+def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, price: int | None,
            tier: str, agents: tuple[str, ...], reviewers: tuple[str, ...], contest: int | None,
            auto: bool, deadline: str | None, key: Path | None, as_json: bool) -> None:
     """Create and fund a mission; print its id."""

@@ -1,0 +1,127 @@
+"""``aismm agent``: manifests, assessment, the listing and the routing ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from aismm.cli import emit, hub_from
+
+
+@click.group("agent")
+def group() -> None:
+    """Publish agents, assess them, and browse the marketplace."""
+
+
+@group.command("register")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as", "provider", help="Sign as this provider (default: the manifest's owner).")
+@click.option("--hosted", is_flag=True, help="Register the agent as a hosted actor if needed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def register_(ctx: click.Context, manifest: Path, provider: str | None, hosted: bool,
+              as_json: bool) -> None:
+    """Validate MANIFEST and publish it in registry.git, signed by the provider."""
+    from aismm import market
+
+    hub = hub_from(ctx)
+    man = market.load_manifest(manifest.read_bytes(), str(manifest))
+    market.register_manifest(hub, man, provider, hosted=hosted)
+    emit(man.model_dump(mode="json"), as_json,
+         f"Published {man.id} (owner {man.owner}) for {', '.join(man.contracts)}; "
+         f"assess it with `aismm agent assess {man.id}`")
+
+
+@group.command("show")
+@click.argument("agent_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
+    """Show an agent's manifest and latest assessment."""
+    from aismm import market, registry
+    from aismm.errors import UsageError
+    from aismm.model import dump_yaml
+
+    hub = hub_from(ctx)
+    man = registry.manifests(hub).get(agent_id)
+    if man is None:
+        raise UsageError(f"{agent_id}: no such agent; see `aismm agent list`")
+    data = {"manifest": man.model_dump(mode="json"), "assessment": market.status_of(hub, agent_id)}
+    emit(data, as_json, dump_yaml(data).rstrip())
+
+
+@group.command("assess")
+@click.argument("agent_id")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds an external agent gets per sandbox task (external agents only).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bool) -> None:
+    """Run the contract's benchmark suite against AGENT_ID; list it only if it passes."""
+    from aismm import market
+    from aismm.errors import Rejection
+
+    hub = hub_from(ctx)
+    record = market.assess(hub, agent_id, progress=None if as_json else
+                           lambda line: click.echo(f"  {line}", err=True))
+    lines = [f"{agent_id}: {record['status'].upper()}" + (f" ({record['badge']} badge)"
+                                                           if record["badge"] else ""),
+             f"  quality {record['quality']}  p50 {record['p50_seconds']}s  cost "
+             f"{record['cost']}"]
+    lines += [f"  {t['contract']} {t['task']}: DoD {t['dod']}, quality {t['quality']}"
+              for t in record["tasks"]]
+    lines += [f"  reason: {r}" for r in record["reasons"]]
+    emit(record, as_json, "\n".join(lines))
+    if record["status"] != "listed":
+        raise Rejection(f"{agent_id}: rejected by assessment ({'; '.join(record['reasons'])}); "
+                        "improve the agent and assess again")
+
+
+@group.command("list")
+@click.option("--contract", help="Only agents serving this contract.")
+@click.option("--role", help="Only agents with this role.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: bool) -> None:
+    """The marketplace listing with reputation figures."""
+    from aismm import market
+
+    rows = market.listing(hub_from(ctx), contract, role)
+    fmt = "{:<20} {:<10} {:<7} {:>6} {:>8} {:>8} {:>10} {:>6} {:>6} {:>7} {:>5}"
+    lines = [fmt.format("agent", "status", "badge", "price", "quality", "p50 s", "cost/acc",
+                        "stars", "rank", "trend", "n")]
+    for r in rows:
+        def f(v: object, spec: str = "{:.1f}") -> str:
+            return "-" if v is None else spec.format(v)
+        lines.append(fmt.format(r["agent"], r["status"], r["badge"] or "-", r["price"],
+                                f(r["quality"]), f(r["speed_p50"]), f(r["cost_per_accepted"]),
+                                f(r["stars"]), f(r["rank"], "{:.0f}"), f(r["trend_30d"], "{:+.1f}"),
+                                r["executions"]))
+    emit(rows, as_json, "\n".join(lines))
+
+
+@group.command("rank")
+@click.option("--contract", required=True, help="The contract to route for.")
+@click.option("--client", help="Rank as seen by this client (its own agents are excluded).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def rank(ctx: click.Context, contract: str, client: str | None, as_json: bool) -> None:
+    """Rank listed agents for a contract, showing every input of the routing score."""
+    from aismm import market
+
+    rows = market.ranking(hub_from(ctx), contract, client)
+    lines = []
+    for r in rows:
+        if r["eligible"]:
+            i = r["inputs"]
+            lines.append(f"{r['agent']:<20} score {r['score']:6.2f}  reputation(lcb) "
+                         f"{r['reputation']:5.1f}  price {i['price']} (score {r['price_score']})"
+                         f"  load {i['open_attempts']}/{i['capacity']} (score {r['load_score']})")
+        else:
+            lines.append(f"{r['agent']:<20} excluded: {r['why']}")
+    emit(rows, as_json, "\n".join(lines) or "(no agents)")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(group)
