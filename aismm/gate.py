@@ -623,6 +623,14 @@ def _judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: st
         return
     info = j.repo.commit(new)
     heads = {tip: r for r, tip in after.items() if r.startswith(ATTEMPT)}
+    if len(info.parents) == 2 and info.parents[0] == old and info.parents[1] not in heads:
+        stale = [r for tip, r in heads.items() if j.repo.exists(info.parents[1])
+                 and j.repo.is_ancestor(info.parents[1], tip)]
+        if stale:
+            j.reject(ref, f"commit {new[:12]}", f"merges an old head of {stale[0]} (verdicts "
+                     "or requests were added since)", "git fetch, then merge "
+                     f"origin/{stale[0].removeprefix('refs/heads/')} again")
+            return
     if len(info.parents) != 2 or info.parents[0] != old or info.parents[1] not in heads:
         j.reject(ref, f"commit {new[:12]}", "acceptance must be a merge with parents "
                  "[accepted, attempt head]", "run `git merge --no-ff -S origin/attempts/<agent>` "
