@@ -17,9 +17,7 @@ from aismm.reputation import Execution, Reputation, compute, newcomer
 
 NOW = dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def rec(
@@ -90,7 +88,7 @@ def test_decay_halves_weight_every_half_life() -> None:
     )
     assert reps["agent.a"].quality == (150 + 0.5 * 100) / 3.5
     assert reps["agent.b"].quality == (150 + 0.25 * 100) / 3.25
-    weight = 0.5 ** 0.5
+    weight = 0.5**0.5
     assert reps["agent.c"].quality == pytest.approx((150 + weight * 100) / (3 + weight), abs=1e-12)
     assert reps["agent.a"].quality_lcb == pytest.approx(lcb((150 + 50) / 3.5, 0.5), abs=1e-12)
 
@@ -176,9 +174,7 @@ def test_result_is_ordered_by_agent() -> None:
 
 def test_newcomer_with_two_perfect_results_ranks_below_a_good_veteran() -> None:
     fresh = [rec("agent.new", quality=100.0, age=i * DAY, n=i) for i in range(2)]
-    veteran = [
-        rec("agent.old", quality=85.0, age=dt.timedelta(hours=i), n=i) for i in range(200)
-    ]
+    veteran = [rec("agent.old", quality=85.0, age=dt.timedelta(hours=i), n=i) for i in range(200)]
     reps = compute(fresh + veteran, NOW)
     new, old = reps["agent.new"], reps["agent.old"]
     assert new.quality < old.quality  # the prior already pulls the newcomer down ...
@@ -261,8 +257,10 @@ def test_half_life_must_be_positive(half_life: float) -> None:
     [
         (
             {"outcome": "won"},
-            "execution exec.x: outcome 'won' is unknown; use one of ['accepted', 'failed', "
-            "'not_selected', 'refunded', 'rejected']",
+            (
+                "execution exec.x: outcome 'won' is unknown; use one of ['accepted', 'failed', "
+                "'not_selected', 'refunded', 'rejected']"
+            ),
         ),
         (
             {"finished_at": NOW.replace(tzinfo=None)},
@@ -270,13 +268,17 @@ def test_half_life_must_be_positive(half_life: float) -> None:
         ),
         (
             {"latency_seconds": -1.0},
-            "execution exec.x: latency_seconds -1.0 is invalid; pass a finite number of "
-            "seconds >= 0",
+            (
+                "execution exec.x: latency_seconds -1.0 is invalid; pass a finite number of "
+                "seconds >= 0"
+            ),
         ),
         (
             {"latency_seconds": math.inf},
-            "execution exec.x: latency_seconds inf is invalid; pass a finite number of "
-            "seconds >= 0",
+            (
+                "execution exec.x: latency_seconds inf is invalid; pass a finite number of "
+                "seconds >= 0"
+            ),
         ),
         (
             {"quality": 100.5},
@@ -396,8 +398,11 @@ def test_rank_follows_the_lower_bound(records: list[Execution]) -> None:
 def test_trend_sign_follows_improving_or_degrading_records(old: int, new: int) -> None:
     """Two records a day for 90 days: ``old`` quality before 30 days ago, ``new`` since."""
     records = [
-        rec(quality=float(new if day < 30 else old), age=day * DAY + k * 12 * dt.timedelta(hours=1),
-            n=2 * day + k)
+        rec(
+            quality=float(new if day < 30 else old),
+            age=day * DAY + k * 12 * dt.timedelta(hours=1),
+            n=2 * day + k,
+        )
         for day in range(90)
         for k in range(2)
     ]
