@@ -1,27 +1,28 @@
 """The escrow ledger: double-entry, integer tokens, immutable transfers with deterministic ids.
 
-The only module that writes ledger SQL. Tables (``ledger_`` prefix, shared ``hub.db``):
-``ledger_transfers`` (append-only), ``ledger_balances`` (cache, updated in the same
-transaction), ``ledger_closures`` (one row per settled or refunded mission).
+The only module that writes ledger SQL. Tables in the hub's SQLite file: ``ledger_transfers``
+(append-only), ``ledger_balances`` (a cache updated in the same transaction) and
+``ledger_closures`` (one row per settled or refunded mission).
 
-Leg names, used as the ``leg`` of :func:`transfer_id` and kept in ``action``:
-``deposit`` (world → client; the leg is the client account), ``fund`` legs ``price`` and ``fee`` (client → escrow),
-``settle`` legs ``price`` (→ provider), ``fee`` (→ platform:fees), ``remainder`` (→ client),
-``refund`` legs ``fee`` (→ platform:fees) and ``refund`` (→ client). Zero-amount legs are skipped.
+Transfer ids are ``transfer_id(mission, action, cause, leg)``; the actions and their legs:
+``deposit`` (world → client; leg = the client account), ``fund`` legs ``price`` and ``fee``
+(client → escrow), ``settle`` legs ``price`` (→ provider), ``fee`` (→ platform:fees) and
+``remainder`` (→ client), ``refund`` legs ``fee`` (→ platform:fees) and ``refund`` (→ client).
+Legs of zero tokens are not posted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import json
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aismm.clock import Clock, default_clock, iso
@@ -36,43 +37,39 @@ WORLD = "world"
 FEES = "platform:fees"
 _ACTOR = r"[a-z][a-z0-9-]{1,38}"
 _MISSION = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-_ACCOUNT = re.compile(rf"^(?:world|platform:fees|(?:client|provider):{_ACTOR}|escrow:{_MISSION})$")
-_ACTOR_RE = re.compile(rf"^{_ACTOR}$")
-_MISSION_RE = re.compile(rf"^{_MISSION}$")
-_ID_RE = re.compile(r"^[0-9a-f]{32,64}$")
-_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-_CAUSE_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
-_ATTEMPTS = 8
+_NAMES = {kind: (re.compile(f"^(?:{pattern})$"), hint) for kind, pattern, hint in [
+    ("account", rf"world|platform:fees|(?:client|provider):{_ACTOR}|escrow:{_MISSION}",
+     "use world, platform:fees, client:<actor>, provider:<owner> or escrow:<mission>"),
+    ("actor", _ACTOR, "use ^[a-z][a-z0-9-]{1,38}$"),
+    ("mission", _MISSION, "use 1-128 letters, digits, '.', '_' or '-'"),
+    ("action", r"[a-z][a-z0-9_.-]{0,63}", "use ^[a-z][a-z0-9_.-]{0,63}$"),
+    ("cause", r"[^\x00-\x1f\x7f]{1,256}", "give 1-256 printable characters"),
+    ("id", r"[0-9a-f]{32,64}", "use 32-64 lowercase hex; derive it with transfer_id()"),
+]}
+_ATTEMPTS = 4  # on top of SQLite's own 10 s busy wait
 _T = TypeVar("_T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_transfers (
-    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
-    debit TEXT NOT NULL, credit TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
-    mission TEXT, action TEXT NOT NULL, cause TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_balances (
-    account TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_closures (
-    mission TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('settled', 'refunded')),
-    cause TEXT NOT NULL, client TEXT NOT NULL, provider_owner TEXT,
-    provider INTEGER NOT NULL, fee INTEGER NOT NULL, client_refund INTEGER NOT NULL,
-    transfers TEXT NOT NULL, at TEXT NOT NULL) WITHOUT ROWID;
-"""
-_COLS = "seq, id, debit, credit, amount, mission, action, cause, at"
-_INSERT = (
-    "INSERT INTO ledger_transfers (id, debit, credit, amount, mission, action, cause, at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-)
-_UPSERT = (
-    "INSERT INTO ledger_balances (account, balance) VALUES (?, ?) ON CONFLICT (account)"
-    " DO UPDATE SET balance = balance + excluded.balance RETURNING balance"
-)
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS ledger_transfers (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, debit TEXT NOT NULL,
+        credit TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0), mission TEXT,
+        action TEXT NOT NULL, cause TEXT NOT NULL, at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ledger_balances (
+        account TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS ledger_closures (
+        mission TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('settled', 'refunded')),
+        cause TEXT NOT NULL, client TEXT NOT NULL, provider_owner TEXT,
+        provider INTEGER NOT NULL, fee INTEGER NOT NULL, client_refund INTEGER NOT NULL,
+        transfers TEXT NOT NULL, at TEXT NOT NULL) WITHOUT ROWID""",
+]
+_SELECT = "SELECT seq, id, debit, credit, amount, mission, action, cause, at FROM ledger_transfers"
 
 
 def transfer_id(mission: str | None, action: str, cause: str, leg: str = "") -> str:
     """The deterministic id of one transfer: 32 hex chars of sha256 over its parts."""
-    body = json.dumps([mission, action, cause, leg], separators=(",", ":"))
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
+    head = "~" if mission is None else f"{len(mission)}:{mission}"  # length-prefixed parts
+    text = f"{head}{len(action)}:{action}{len(cause)}:{cause}{len(leg)}:{leg}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def fee_for(price: int, rate_bp: int) -> int:
@@ -96,25 +93,25 @@ class TransferSpec:
     cause: str
 
     def body(self) -> tuple[str, str, int, str | None, str, str]:
-        """Everything but the id: what must match when the id is replayed."""
+        """Everything but the id: what a replay of the id must repeat exactly."""
         return (self.debit, self.credit, self.amount, self.mission, self.action, self.cause)
 
 
 @dataclass(frozen=True)
 class Transfer(TransferSpec):
-    """A posted transfer: its insertion order ``seq`` and ISO UTC time ``at``."""
+    """A posted transfer, with its insertion order ``seq`` and ISO UTC time ``at``."""
 
     seq: int
     at: str
 
     def to_dict(self) -> dict[str, Any]:
-        """The transfer as a plain dict in field order."""
+        """The transfer as a dict in field order."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
 class Closure:
-    """How a mission's escrow was closed: who got what, by which transfers."""
+    """How a mission's escrow was closed (``settled`` or ``refunded``): who got what, and how."""
 
     mission: str
     kind: str
@@ -133,7 +130,7 @@ class Closure:
         return self.provider + self.fee + self.client_refund
 
     def to_dict(self) -> dict[str, Any]:
-        """The closure as a plain dict with a stable key order."""
+        """The closure as a dict with a stable key order."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["transfers"] = list(self.transfers)
         return data
@@ -151,72 +148,54 @@ def _amount(where: str, value: object, allow_zero: bool = False) -> int:
     return value
 
 
-def _check_name(kind: str, value: object, pattern: re.Pattern[str], hint: str) -> str:
+def _name(kind: str, value: object) -> str:
+    pattern, hint = _NAMES[kind]
     if not isinstance(value, str) or not pattern.match(value):
-        raise LedgerError(f"{kind} {value!r}: not a valid name; {hint}")
+        raise LedgerError(f"{kind} {value!r}: not a valid {kind}; {hint}")
     return value
 
 
-def _account(value: object) -> str:
-    hint = "use world, platform:fees, client:<actor>, provider:<owner> or escrow:<mission>"
-    return _check_name("account", value, _ACCOUNT, hint)
-
-
-def _actor(value: object) -> str:
-    return _check_name("actor", value, _ACTOR_RE, "use ^[a-z][a-z0-9-]{1,38}$")
-
-
-def _mission(value: object) -> str:
-    return _check_name("mission", value, _MISSION_RE, "use letters, digits, '.', '_', '-'")
-
-
-def _cause(value: object) -> str:
-    return _check_name("cause", value, _CAUSE_RE, "give 1-256 printable characters")
-
-
 def _validate(spec: TransferSpec) -> None:
-    where = f"transfer {spec.id!r}"
-    if not isinstance(spec.id, str) or not _ID_RE.match(spec.id):
-        raise LedgerError(f"{where}: id is not 32-64 lowercase hex; derive it with transfer_id()")
-    _account(spec.debit)
-    _account(spec.credit)
-    if spec.debit == spec.credit:
-        raise LedgerError(f"{where}: debit and credit are both {spec.debit}; use two accounts")
-    _amount(where, spec.amount)
+    _name("id", spec.id)
+    if _name("account", spec.debit) == _name("account", spec.credit):
+        raise LedgerError(f"transfer {spec.id}: debit and credit are both {spec.debit}; "
+                          "move tokens between two different accounts")
+    _amount(f"transfer {spec.id}", spec.amount)
     if spec.mission is not None:
-        _mission(spec.mission)
-    _check_name("action", spec.action, _ACTION_RE, "use ^[a-z][a-z0-9_.-]{0,63}$")
-    _cause(spec.cause)
+        _name("mission", spec.mission)
+    _name("action", spec.action)
+    _name("cause", spec.cause)
 
 
-def _locked(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+def _legs(where: str, cause: str, legs: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    _name("cause", cause)
+    return [(leg, acct, amount) for leg, acct, amount in legs
+            if _amount(f"{where}: {leg}", amount, allow_zero=True)]
+
+
+@lru_cache(maxsize=64)
+def _rows(n: int, width: int) -> str:
+    return ", ".join(["(" + ", ".join(["?"] * width) + ")"] * n)
 
 
 class Ledger:
-    """The ledger tables in one SQLite file; one connection per instance."""
+    """The ledger tables of one SQLite file, through one connection."""
 
     def __init__(self, db_path: Path, clock: Clock | None = None) -> None:
         self._path = Path(db_path)
         self._clock = clock or default_clock()
         self._batch = False
+        self._stamp: tuple[dt.datetime | None, str] = (None, "")
         try:
             self._conn = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 10000")
             self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchall())
             self._conn.execute("PRAGMA synchronous = FULL")
-            self._write(self._create)
+            self._conn.execute("PRAGMA cache_size = -65536")
+            self._write(lambda: [self._conn.execute(sql) for sql in _SCHEMA])
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(
-                f"{self._path}: cannot open the ledger database ({exc}); "
-                "check the path and that it is a SQLite file"
-            ) from exc
-
-    def _create(self) -> None:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                self._conn.execute(statement)
+            raise LedgerError(f"{self._path}: cannot open the ledger database ({exc}); "
+                              "check the path and that it is a SQLite file") from exc
 
     def close(self) -> None:
         """Close the connection."""
@@ -225,10 +204,14 @@ class Ledger:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _now(self) -> str:
+        moment = self._clock.now()
+        if moment != self._stamp[0]:
+            self._stamp = (moment, iso(moment))
+        return self._stamp[1]
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -239,49 +222,38 @@ class Ledger:
             except sqlite3.OperationalError as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                if not _locked(exc):
+                if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if attempt == _ATTEMPTS - 1:
-                    raise ConflictError(
-                        f"{self._path}: the ledger stayed locked by another writer; retry later"
-                    ) from exc
-                time.sleep(0.01 * 2**attempt)
+                    raise ConflictError(f"{self._path}: the ledger stayed locked by another "
+                                        "writer; retry later") from exc
+                time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _write(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` atomically: its own BEGIN IMMEDIATE, or a SAVEPOINT inside a batch."""
+        """Run ``fn`` all-or-nothing: in its own BEGIN IMMEDIATE, or a SAVEPOINT in a batch."""
         conn = self._conn
-        if self._batch:
-            conn.execute("SAVEPOINT chain")
-            try:
-                result = fn()
-            except BaseException:
-                conn.execute("ROLLBACK TO chain")
-                conn.execute("RELEASE chain")
-                raise
-            conn.execute("RELEASE chain")
-            return result
+        begin, commit, undo = (
+            ("SAVEPOINT op", "RELEASE op", ("ROLLBACK TO op", "RELEASE op")) if self._batch
+            else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+        )
 
         def once() -> _T:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             try:
                 result = fn()
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                for sql in undo:
+                    conn.execute(sql)
                 raise
-            conn.execute("COMMIT")
+            conn.execute(commit)
             return result
 
-        return self._retry(once)
+        return once() if self._batch else self._retry(once)
 
     @contextmanager
-    def batch(self) -> Iterator[Ledger]:
-        """One transaction for many operations; each still all-or-nothing (SAVEPOINT).
-
-        An operation that raises inside the block is undone alone; an exception that
-        leaves the block rolls back the whole batch.
-        """
+    def batch(self) -> Iterator[Self]:
+        """One transaction for many operations; a failing one is undone alone (SAVEPOINT)."""
         if self._batch:
             yield self
             return
@@ -300,13 +272,13 @@ class Ledger:
     # -- transfers ----------------------------------------------------------------------------
 
     def post(self, specs: list[TransferSpec]) -> list[Transfer]:
-        """Post one chain of transfers atomically; replays of identical transfers are no-ops."""
+        """Post one chain of transfers atomically; replaying identical transfers is a no-op."""
         for spec in specs:
             _validate(spec)
         return self._write(lambda: self._post(specs))
 
     def post_many(self, chains: list[list[TransferSpec]]) -> list[list[Transfer] | LedgerError]:
-        """Post many chains in one transaction; each result is the chain's transfers or its error."""
+        """Post many chains in one transaction; each result is a chain's transfers or its error."""
         results: list[list[Transfer] | LedgerError] = []
         with self.batch():
             for chain in chains:
@@ -317,44 +289,51 @@ class Ledger:
         return results
 
     def _post(self, specs: list[TransferSpec]) -> list[Transfer]:
-        conn, now = self._conn, iso(self._clock.now())
-        out: list[Transfer] = []
+        unique: dict[str, TransferSpec] = {}
+        for spec in specs:
+            _same(unique.setdefault(spec.id, spec), spec)
+        if not unique:
+            return []
+        now, conn = self._now(), self._conn
+        values = [v for s in unique.values() for v in (s.id, *s.body(), now)]
+        seqs = dict(conn.execute(
+            "INSERT INTO ledger_transfers (id, debit, credit, amount, mission, action, cause, at)"
+            f" VALUES {_rows(len(unique), 8)} ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+            values).fetchall())
+        done = {t.id: t for t in self._transfers([i for i in unique if i not in seqs])}
         deltas: dict[str, int] = {}
-        for s in specs:
-            cur = conn.execute(_INSERT, (s.id, *s.body(), now))
-            if cur.rowcount == 1:
-                out.append(Transfer(*(s.id, *s.body()), seq=int(cur.lastrowid or 0), at=now))
-                deltas[s.debit] = deltas.get(s.debit, 0) - s.amount
-                deltas[s.credit] = deltas.get(s.credit, 0) + s.amount
-                continue
-            old = self._transfer(s.id)
-            if old.body() != s.body():
-                raise LedgerError(
-                    f"transfer {s.id}: was already posted with a different body "
-                    f"({old.debit} -> {old.credit} {old.amount}, {old.action}, {old.cause}); "
-                    "derive a new id for a new transfer or replay the original exactly"
-                )
-            out.append(old)
-        for account, delta in deltas.items():
-            if delta == 0:
-                continue
-            (after,) = conn.execute(_UPSERT, (account, delta)).fetchall()[0]
-            if after < 0 and account != WORLD:
-                raise LedgerError(
-                    f"{account}: insufficient funds: balance {after - delta}, the chain takes "
-                    f"{-delta}, short by {-after}; deposit at least {-after} more or lower the amount"
-                )
-        return out
+        for tid, spec in unique.items():
+            if tid in seqs:
+                done[tid] = Transfer(tid, *spec.body(), seq=seqs[tid], at=now)
+                deltas[spec.debit] = deltas.get(spec.debit, 0) - spec.amount
+                deltas[spec.credit] = deltas.get(spec.credit, 0) + spec.amount
+            else:
+                _same(done[tid], spec)
+        moved = [(a, d) for a, d in deltas.items() if d]
+        if moved:
+            after = dict(conn.execute(
+                f"INSERT INTO ledger_balances (account, balance) VALUES {_rows(len(moved), 2)}"
+                " ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance"
+                " RETURNING account, balance", [v for pair in moved for v in pair]).fetchall())
+            for account, delta in moved:
+                if after[account] < 0 and account != WORLD:
+                    short = -after[account]
+                    raise LedgerError(
+                        f"{account}: insufficient funds: balance {after[account] - delta}, the "
+                        f"chain takes {-delta}, short by {short}; deposit at least {short} more "
+                        "or lower the amount")
+        return [done[s.id] for s in specs]
 
-    def _transfer(self, tid: str) -> Transfer:
-        row = self._conn.execute(f"SELECT {_COLS} FROM ledger_transfers WHERE id = ?", (tid,))
-        return _row_transfer(row.fetchone())
+    def _transfers(self, ids: list[str]) -> list[Transfer]:
+        if not ids:
+            return []
+        sql = f"{_SELECT} WHERE id IN ({', '.join('?' * len(ids))})"
+        return [_row_transfer(r) for r in self._conn.execute(sql, ids)]
 
     def balance(self, account: str) -> int:
         """The balance of one account (0 if it never moved)."""
-        row = self._conn.execute(
-            "SELECT balance FROM ledger_balances WHERE account = ?", (_account(account),)
-        ).fetchone()
+        row = self._conn.execute("SELECT balance FROM ledger_balances WHERE account = ?",
+                                 (_name("account", account),)).fetchone()
         return int(row[0]) if row else 0
 
     def balances(self) -> dict[str, int]:
@@ -363,38 +342,34 @@ class Ledger:
         return {a: int(b) for a, b in rows}
 
     def history(self, account: str | None = None) -> list[Transfer]:
-        """Every transfer in posting order, or only those touching ``account``."""
-        sql, args = f"SELECT {_COLS} FROM ledger_transfers", tuple[str, ...]()
-        if account is not None:  # no index: an account's history is a rare, audit-time read
-            sql, args = sql + " WHERE debit = ? OR credit = ?", (_account(account),) * 2
-        return [_row_transfer(r) for r in self._conn.execute(sql + " ORDER BY seq", args)]
+        """Every transfer in posting order, or those touching ``account`` (a full scan)."""
+        where, args = ("", ()) if account is None else (
+            " WHERE debit = ? OR credit = ?", (_name("account", account),) * 2)
+        rows = self._conn.execute(f"{_SELECT}{where} ORDER BY seq", args)
+        return [_row_transfer(r) for r in rows]
 
     # -- mission operations -------------------------------------------------------------------
 
     def deposit(self, actor: str, amount: int, cause: str) -> list[Transfer]:
-        """Issue ``amount`` new tokens to ``client:<actor>``."""
-        acct = f"client:{_actor(actor)}"
-        tid = transfer_id(None, "deposit", _cause(cause), acct)
+        """Issue ``amount`` new tokens from ``world`` to ``client:<actor>``."""
+        acct = f"client:{_name('actor', actor)}"
+        tid = transfer_id(None, "deposit", cause, acct)
         return self.post([TransferSpec(tid, WORLD, acct, amount, None, "deposit", cause)])
 
     def fund(self, mission: str, client: str, price: int, fee: int, cause: str) -> list[Transfer]:
         """Move ``price`` and ``fee`` (two legs) from ``client:<client>`` into the escrow."""
-        escrow, payer = f"escrow:{_mission(mission)}", f"client:{_actor(client)}"
-        _amount(f"{escrow}: price", price, allow_zero=True)
-        _amount(f"{escrow}: fee", fee, allow_zero=True)
-        if price + fee == 0:
+        escrow, payer = f"escrow:{_name('mission', mission)}", f"client:{_name('actor', client)}"
+        legs = _legs(escrow, cause, [("price", escrow, price), ("fee", escrow, fee)])
+        if not legs:
             raise LedgerError(f"{escrow}: price and fee are both 0; fund at least one token")
-        specs = [
-            TransferSpec(transfer_id(mission, "fund", cause, leg), payer, escrow, amt,
-                         mission, "fund", cause)
-            for leg, amt in (("price", price), ("fee", fee)) if amt > 0
-        ]
-        for spec in specs:
-            _validate(spec)
+        specs = [TransferSpec(transfer_id(mission, "fund", cause, leg), payer, credit, amount,
+                              mission, "fund", cause) for leg, credit, amount in legs]
 
         def run() -> list[Transfer]:
-            if self._closure(mission) is not None and not self._all_posted(specs):
-                raise LedgerError(f"{escrow}: mission is already closed; open a new mission")
+            if self._closure(mission) is not None:
+                old = {t.id: t.body() for t in self._transfers([s.id for s in specs])}
+                if any(old.get(s.id) != s.body() for s in specs):
+                    raise LedgerError(f"{escrow}: mission is already closed; open a new mission")
             return self._post(specs)
 
         return self._write(run)
@@ -403,96 +378,58 @@ class Ledger:
         self, mission: str, client: str, provider_owner: str, price: int, fee: int, cause: str
     ) -> Settlement:
         """Pay the provider the price and the platform the fee; return the rest to the client."""
-        _actor(provider_owner)
-        _amount(f"escrow:{mission}: price", price, allow_zero=True)
-        _amount(f"escrow:{mission}: fee", fee, allow_zero=True)
-        plan = [("price", f"provider:{provider_owner}", price), ("fee", FEES, fee)]
-        return self._close(mission, "settled", client, provider_owner, plan, cause)
+        return self._close(mission, "settled", client, _name("actor", provider_owner), price, fee,
+                           cause)
 
     def refund(self, mission: str, client: str, fee_to_platform: int, cause: str) -> Settlement:
         """Return the escrow to the client, except ``fee_to_platform`` for the platform."""
-        _amount(f"escrow:{mission}: fee", fee_to_platform, allow_zero=True)
-        return self._close(mission, "refunded", client, None, [("fee", FEES, fee_to_platform)],
-                           cause)
+        return self._close(mission, "refunded", client, None, 0, fee_to_platform, cause)
 
     def closure(self, mission: str) -> Closure | None:
-        """How the mission was closed, or None while its escrow is open."""
-        return self._closure(_mission(mission))
+        """How the mission's escrow was closed, or None while it is open."""
+        return self._closure(_name("mission", mission))
 
-    def _close(
-        self, mission: str, kind: str, client: str, owner: str | None,
-        plan: list[tuple[str, str, int]], cause: str,
-    ) -> Settlement:
-        escrow, payee = f"escrow:{_mission(mission)}", f"client:{_actor(client)}"
-        _cause(cause)
-        action = "settle" if kind == "settled" else "refund"
+    def _closure(self, mission: str) -> Closure | None:
+        row = self._conn.execute("SELECT * FROM ledger_closures WHERE mission = ?",
+                                 (mission,)).fetchone()
+        return None if row is None else _row_closure(row)
+
+    def _close(self, mission: str, kind: str, client: str, owner: str | None, price: int,
+               fee: int, cause: str) -> Settlement:
+        escrow, payee = f"escrow:{_name('mission', mission)}", f"client:{_name('actor', client)}"
+        action, rest = ("settle", "remainder") if kind == "settled" else ("refund", "refund")
+        plan = _legs(escrow, cause, [("price", f"provider:{owner}", price), ("fee", FEES, fee)])
 
         def run() -> Settlement:
             old = self._closure(mission)
             if old is not None:
-                return self._replay(old, kind, cause, client, owner, plan)
+                if (old.kind, old.cause) != (kind, cause):
+                    raise ConflictError(f"{escrow}: already {old.kind} by {old.cause}; "
+                                        "re-read the mission, its escrow is closed")
+                if (old.client, old.provider_owner, old.provider, old.fee) != (
+                        client, owner, price, fee):
+                    raise LedgerError(f"{escrow}: {kind} by {cause} was already posted with a "
+                                      "different body; repeat the original client, provider "
+                                      "and amounts")
+                return old
             held = self.balance(escrow)
             if held == 0:
                 raise LedgerError(f"{escrow}: mission is not funded; fund it before closing it")
-            wanted = sum(amt for _, _, amt in plan)
-            if wanted > held:
-                raise LedgerError(
-                    f"{escrow}: insufficient funds: balance {held}, {kind} takes {wanted}, "
-                    f"short by {wanted - held}; fund the escrow or lower the amounts"
-                )
-            rest_leg = "remainder" if kind == "settled" else "refund"
-            legs = [*plan, (rest_leg, payee, held - wanted)]
-            specs = [
-                TransferSpec(transfer_id(mission, action, cause, leg), escrow, credit, amt,
-                             mission, action, cause)
-                for leg, credit, amt in legs if amt > 0
-            ]
-            posted = self._post(specs)
-            amounts = {leg: amt for leg, _, amt in legs}
-            done = Closure(mission, kind, cause, client, owner, amounts.get("price", 0),
-                           amounts["fee"], held - wanted, tuple(t.id for t in posted),
-                           iso(self._clock.now()))
-            self._conn.execute(
-                "INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _closure_row(done),
-            )
+            if price + fee > held:
+                raise LedgerError(f"{escrow}: insufficient funds: balance {held}, {kind} takes "
+                                  f"{price + fee}, short by {price + fee - held}; "
+                                  "lower the amounts")
+            legs = [*plan, (rest, payee, held - price - fee)] if held > price + fee else plan
+            posted = self._post([TransferSpec(transfer_id(mission, action, cause, leg), escrow,
+                                              credit, amount, mission, action, cause)
+                                 for leg, credit, amount in legs])
+            done = Closure(mission, kind, cause, client, owner, price, fee, held - price - fee,
+                           tuple(t.id for t in posted), self._now())
+            self._conn.execute("INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               _closure_row(done))
             return done
 
         return self._write(run)
-
-    def _replay(
-        self, old: Closure, kind: str, cause: str, client: str, owner: str | None,
-        plan: list[tuple[str, str, int]],
-    ) -> Closure:
-        escrow = f"escrow:{old.mission}"
-        if old.kind != kind or old.cause != cause:
-            raise ConflictError(
-                f"{escrow}: already {old.kind} by {old.cause}; re-read the mission, "
-                "its escrow is closed"
-            )
-        amounts = {leg: amt for leg, _, amt in plan}
-        if (old.client, old.provider_owner, old.fee) != (client, owner, amounts["fee"]) or (
-            kind == "settled" and old.provider != amounts["price"]
-        ):
-            raise LedgerError(
-                f"{escrow}: {kind} by {cause} was already posted with a different body; "
-                "replay it with the original client, provider and amounts"
-            )
-        return old
-
-    def _closure(self, mission: str) -> Closure | None:
-        row = self._conn.execute(
-            "SELECT * FROM ledger_closures WHERE mission = ?", (mission,)
-        ).fetchone()
-        return None if row is None else _row_closure(row)
-
-    def _all_posted(self, specs: list[TransferSpec]) -> bool:
-        for spec in specs:
-            row = self._conn.execute(f"SELECT {_COLS} FROM ledger_transfers WHERE id = ?",
-                                     (spec.id,)).fetchone()
-            if row is None or _row_transfer(row).body() != spec.body():
-                return False
-        return True
 
     # -- invariants ---------------------------------------------------------------------------
 
@@ -512,11 +449,11 @@ class Ledger:
                 out.append(f"{acct}: cached balance {cached.get(acct, 0)} != replayed {replayed}")
             if acct != WORLD and replayed < 0:
                 out.append(f"{acct}: balance {replayed} is below zero")
-        closing = {m: (int(total), sorted(ids.split(","))) for m, total, ids in conn.execute(
+        closing = {m: (int(paid), sorted(ids.split(","))) for m, paid, ids in conn.execute(
             "SELECT mission, SUM(amount), group_concat(id) FROM ledger_transfers"
             " WHERE action IN ('settle', 'refund') AND mission IS NOT NULL GROUP BY mission")}
-        closures = {c.mission: c for c in map(_row_closure, conn.execute(
-            "SELECT * FROM ledger_closures"))}
+        closures = {c.mission: c for c in map(_row_closure,
+                                              conn.execute("SELECT * FROM ledger_closures"))}
         for mission in sorted(set(closing) - set(closures)):
             out.append(f"escrow:{mission}: has closing transfers but no closure")
         for mission, c in sorted(closures.items()):
@@ -524,9 +461,9 @@ class Ledger:
             held = credits.get(escrow, 0) - debits.get(escrow, 0)
             paid, ids = closing.get(mission, (0, []))
             if held != 0:
-                out.append(f"{escrow}: {c.kind} but holds {held}")
+                out.append(f"{escrow}: {c.kind} but still holds {held}")
             if sorted(c.transfers) != ids:
-                out.append(f"{escrow}: closure lists {len(c.transfers)} transfers, "
+                out.append(f"{escrow}: the closure lists {len(c.transfers)} transfers, "
                            f"the ledger has {len(ids)} closing transfers")
             funded = credits.get(escrow, 0) - (debits.get(escrow, 0) - paid)
             if not funded == paid == c.total:
@@ -535,15 +472,23 @@ class Ledger:
         return out
 
 
-def _row_closure(row: tuple[Any, ...]) -> Closure:
-    mission, kind, cause, client, owner, provider, fee, refund, transfers, at = row
-    return Closure(mission, kind, cause, client, owner, int(provider), int(fee), int(refund),
-                   tuple(transfers.split()), at)
+def _same(old: TransferSpec, new: TransferSpec) -> None:
+    if old.body() != new.body():
+        raise LedgerError(
+            f"transfer {new.id}: was already posted with a different body ({old.debit} -> "
+            f"{old.credit} {old.amount}, {old.action} by {old.cause}); derive a new id for a "
+            "new transfer or repeat the original exactly")
 
 
 def _row_transfer(row: tuple[Any, ...]) -> Transfer:
     seq, tid, debit, credit, amount, mission, action, cause, at = row
     return Transfer(tid, debit, credit, int(amount), mission, action, cause, int(seq), at)
+
+
+def _row_closure(row: tuple[Any, ...]) -> Closure:
+    mission, kind, cause, client, owner, provider, fee, refund, transfers, at = row
+    return Closure(mission, kind, cause, client, owner, int(provider), int(fee), int(refund),
+                   tuple(transfers.split()), at)
 
 
 def _closure_row(c: Closure) -> tuple[Any, ...]:

@@ -1,0 +1,107 @@
+"""Ledger throughput: settlements (fund + settle) per second, single, batched and naive.
+
+Run from the repository root: ``python benchmarks/bench_ledger.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aismm.clock import FixedClock
+from aismm.ledger import Ledger, transfer_id
+
+PRICE, FEE = 100, 10
+CLOCK = "2026-01-01T00:00:00Z"
+
+
+def _single(db: Path, n: int) -> float:
+    """One transaction per fund and one per settle."""
+    with Ledger(db, FixedClock(CLOCK)) as ledger:
+        ledger.deposit("alice", n * (PRICE + FEE), "bench-deposit")
+        start = time.perf_counter()
+        for i in range(n):
+            ledger.fund(f"s{i}", "alice", PRICE, FEE, f"open-{i}")
+            ledger.settle(f"s{i}", "alice", "bob", PRICE, FEE, f"merge-{i}")
+        return n / (time.perf_counter() - start)
+
+
+def _batched(db: Path, n: int, size: int = 1000) -> float:
+    """Many fund + settle pairs per transaction, each operation in its own SAVEPOINT."""
+    with Ledger(db, FixedClock(CLOCK)) as ledger:
+        ledger.deposit("alice", n * (PRICE + FEE), "bench-deposit")
+        start = time.perf_counter()
+        for first in range(0, n, size):
+            with ledger.batch():
+                for i in range(first, min(first + size, n)):
+                    ledger.fund(f"b{i}", "alice", PRICE, FEE, f"open-{i}")
+                    ledger.settle(f"b{i}", "alice", "bob", PRICE, FEE, f"merge-{i}")
+        return n / (time.perf_counter() - start)
+
+
+def _naive(db: Path, n: int) -> float:
+    """Baseline: one SQLite transaction per transfer (5 per settlement), same pragmas."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, debit TEXT, credit TEXT, amount INTEGER)")
+    conn.execute("CREATE TABLE b (account TEXT PRIMARY KEY, balance INTEGER NOT NULL)")
+
+    def move(tid: str, debit: str, credit: str, amount: int) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", (tid, debit, credit, amount))
+        for account, delta in ((debit, -amount), (credit, amount)):
+            conn.execute(
+                "INSERT INTO b VALUES (?, ?) ON CONFLICT (account)"
+                " DO UPDATE SET balance = balance + excluded.balance", (account, delta))
+        conn.execute("COMMIT")
+
+    move(transfer_id(None, "deposit", "naive"), "world", "client:alice", n * (PRICE + FEE))
+    start = time.perf_counter()
+    for i in range(n):
+        m = f"n{i}"
+        move(transfer_id(m, "fund", "o", "price"), "client:alice", f"escrow:{m}", PRICE)
+        move(transfer_id(m, "fund", "o", "fee"), "client:alice", f"escrow:{m}", FEE)
+        move(transfer_id(m, "settle", "s", "price"), f"escrow:{m}", "provider:bob", PRICE)
+        move(transfer_id(m, "settle", "s", "fee"), f"escrow:{m}", "platform:fees", FEE)
+    rate = n / (time.perf_counter() - start)
+    conn.close()
+    return rate
+
+
+def run(quick: bool) -> dict[str, float]:
+    """Measure all three modes in fresh databases; figures in settlements per second."""
+    n_single, n_batched = (300, 5000) if quick else (2000, 50000)
+    with tempfile.TemporaryDirectory(prefix="aismm-bench-") as tmp:
+        root = Path(tmp)
+        single = _single(root / "single.db", n_single)
+        batched = _batched(root / "batched.db", n_batched)
+        naive = _naive(root / "naive.db", n_single)
+    return {
+        "single_per_s": single,
+        "batched_per_s": batched,
+        "naive_per_s": naive,
+        "single_vs_naive": single / naive,
+        "batched_vs_naive": batched / naive,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs")
+    figures = run(parser.parse_args().quick)
+    print(f"settlements/s single  (fund+settle, 1 tx per call): {figures['single_per_s']:9.0f}")
+    print(f"settlements/s batched (1 tx per 1000, SAVEPOINTs):  {figures['batched_per_s']:9.0f}")
+    print(f"settlements/s naive   (1 tx per transfer):          {figures['naive_per_s']:9.0f}")
+    print(f"single / naive: {figures['single_vs_naive']:.1f}x   "
+          f"batched / naive: {figures['batched_vs_naive']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
