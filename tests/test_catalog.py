@@ -12,7 +12,11 @@ import yaml
 from aismm.checks import findings, mutants, run_tests, schema_fit
 from aismm.checks.expect import evaluate
 from aismm.checks.local import (
-    benchmark_checkout, benchmark_tasks, file_problems, run_dod, schema_problems,
+    benchmark_checkout,
+    benchmark_tasks,
+    file_problems,
+    run_dod,
+    schema_problems,
 )
 from aismm.contract import Contract, load_contract_dir, parse_ref
 
@@ -158,18 +162,18 @@ def test_findings_check_reports_bad_anchors_duplicates_and_summary(tmp_path: Pat
                              {**first, "file": "inputs/src/nope.py"}]
     path.write_text(json.dumps(document))
     assert findings.check(root) == [
-        "deliverable/findings.json: findings/3: repeats inputs/src/formulas.py:12 eval-used;"
-        " report each finding once",
-        "deliverable/findings.json: findings/4: line 999 is outside inputs/src/formulas.py"
-        " (1-26); point at a real line",
-        "deliverable/findings.json: findings/5: inputs/src/formulas.py:2 is a blank line;"
-        " point at the offending code",
-        "deliverable/findings.json: findings/6: file 'inputs/src/nope.py' is not one of"
-        " inputs/src/*.py; name a reviewed file",
-        "deliverable/findings.json: summary: total is 3 but there are 7 findings;"
-        " make them agree",
-        "deliverable/findings.json: summary: by_severity/warning is 1 but 5 findings have it;"
-        " make them agree",
+        ("deliverable/findings.json: findings/3: repeats inputs/src/formulas.py:12 eval-used;"
+        " report each finding once"),
+        ("deliverable/findings.json: findings/4: line 999 is outside inputs/src/formulas.py"
+        " (1-26); point at a real line"),
+        ("deliverable/findings.json: findings/5: inputs/src/formulas.py:2 is a blank line;"
+        " point at the offending code"),
+        ("deliverable/findings.json: findings/6: file 'inputs/src/nope.py' is not one of"
+        " inputs/src/*.py; name a reviewed file"),
+        ("deliverable/findings.json: summary: total is 3 but there are 7 findings;"
+        " make them agree"),
+        ("deliverable/findings.json: summary: by_severity/warning is 1 but 5 findings have it;"
+        " make them agree"),
     ]
 
 
@@ -181,20 +185,20 @@ def test_schema_fit_rejects_a_permissive_schema_and_names_each_gap(tmp_path: Pat
     schema["properties"]["tags"] = {}
     path.write_text(json.dumps(schema))
     assert schema_fit.check(root) == [
-        "deliverable/schema.json: accepts sample 0 without the field 'ip' present in every"
-        " sample; tighten it (required, types, additionalProperties: false)",
-        "deliverable/schema.json: accepts sample 0 with 'tags' set to a string; tighten it"
-        " (required, types, additionalProperties: false)",
+        ("deliverable/schema.json: accepts sample 0 without the field 'ip' present in every"
+        " sample; tighten it (required, types, additionalProperties: false)"),
+        ("deliverable/schema.json: accepts sample 0 with 'tags' set to a string; tighten it"
+        " (required, types, additionalProperties: false)"),
     ]
     schema["properties"]["battery"] = {"type": "integer"}
     path.write_text(json.dumps(schema))
     assert schema_fit.check(root)[:3] == [
-        "deliverable/schema.json: rejects inputs/samples.json[0] (battery: 0.93 is not of type"
-        " 'integer'); accept every sample",
-        "deliverable/schema.json: rejects inputs/samples.json[1] (battery: 0.4 is not of type"
-        " 'integer'); accept every sample",
-        "deliverable/schema.json: rejects inputs/samples.json[3] (battery: 0.71 is not of type"
-        " 'integer'); accept every sample",
+        ("deliverable/schema.json: rejects inputs/samples.json[0] (battery: 0.93 is not of type"
+        " 'integer'); accept every sample"),
+        ("deliverable/schema.json: rejects inputs/samples.json[1] (battery: 0.4 is not of type"
+        " 'integer'); accept every sample"),
+        ("deliverable/schema.json: rejects inputs/samples.json[3] (battery: 0.71 is not of type"
+        " 'integer'); accept every sample"),
     ]
 
 
@@ -213,14 +217,14 @@ def test_run_tests_reports_failures_pytest_imports_and_too_few_tests(tmp_path: P
                      "def test_c(tmp_path):\n    pass\n")
     assert run_tests.check(root, min_tests=4, report="none.json") == [
         "deliverable/test_module.py::test_b: fails: AssertionError",
-        "deliverable/test_module.py::test_c: fails: takes arguments (tmp_path); fixtures are"
-        " not supported",
+        ("deliverable/test_module.py::test_c: fails: takes arguments (tmp_path); fixtures are"
+        " not supported"),
         "deliverable/test_module.py: 3 tests found; the contract asks for at least 4",
     ]
     tests.write_text("import pytest\n\n\ndef test_a():\n    assert True\n")
     assert run_tests.check(root) == [
-        "deliverable/test_module.py: line 1: imports pytest; use plain asserts (pytest may be"
-        " absent where checks run)"
+        ("deliverable/test_module.py: line 1: imports pytest; use plain asserts (pytest may be"
+        " absent where checks run)")
     ]
 
 
@@ -232,10 +236,10 @@ def test_run_tests_checks_the_report_against_the_file(tmp_path: Path) -> None:
     document["functions_covered"] += ["shout"]
     report.write_text(json.dumps(document))
     assert run_tests.check(root, min_tests=3) == [
-        f"deliverable/report.json: tests is {document['tests']} but the file has"
-        f" {document['tests'] - 1} tests; make them agree",
-        "deliverable/report.json: functions_covered names 'shout', not a public function of"
-        " inputs/module.py; list only real functions",
+        (f"deliverable/report.json: tests is {document['tests']} but the file has"
+        f" {document['tests'] - 1} tests; make them agree"),
+        ("deliverable/report.json: functions_covered names 'shout', not a public function of"
+        " inputs/module.py; list only real functions"),
     ]
 
 
@@ -247,12 +251,12 @@ def test_mutants_check_names_functions_whose_stub_survives(tmp_path: Path) -> No
         "def test_split():\n    split_evenly(10, 2)\n"
     )
     assert mutants.check(root) == [
-        "inputs/module.py: format_cents() replaced by a stub returning None breaks no test;"
-        " assert on its results",
-        "inputs/module.py: split_evenly() replaced by a stub returning None breaks no test;"
-        " assert on its results",
-        "inputs/module.py: apply_discount() replaced by a stub returning None breaks no test;"
-        " assert on its results",
+        ("inputs/module.py: format_cents() replaced by a stub returning None breaks no test;"
+        " assert on its results"),
+        ("inputs/module.py: split_evenly() replaced by a stub returning None breaks no test;"
+        " assert on its results"),
+        ("inputs/module.py: apply_discount() replaced by a stub returning None breaks no test;"
+        " assert on its results"),
     ]
 
 

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from aismm.agents.runtime import Invocation, rework_notes, run, write_json, write_text
+from aismm.agents.runtime import (
+    Invocation,
+    fresh_deliverable,
+    rework_notes,
+    run,
+    write_json,
+    write_text,
+)
 
-__all__ = ["Finding", "RULES", "analyze", "review", "main"]
+__all__ = ["RULES", "Finding", "analyze", "main", "review"]
 
 RULES: dict[str, tuple[str, str]] = {
     "syntax-error": ("error", "the file does not parse"),
@@ -272,7 +281,7 @@ class _Visitor(ast.NodeVisitor):
         super().generic_visit(node)
 
     def _unreachable(self, stmts: list[ast.stmt]) -> None:
-        for stmt, after in zip(stmts, stmts[1:]):
+        for stmt, after in itertools.pairwise(stmts):
             keyword = _TERMINAL.get(type(stmt))
             if keyword:
                 self.add(after, "unreachable-code",
@@ -312,7 +321,7 @@ def analyze(source: str, file: str) -> list[Finding]:
     return sorted(unique.values())
 
 
-def review(root: Path) -> dict[str, object]:
+def review(root: Path) -> dict[str, Any]:
     """The ``findings.json`` document for the sources under ``root/inputs/src``."""
     files = sorted((root / "inputs" / "src").glob("*.py"))
     findings: list[Finding] = []
@@ -332,15 +341,15 @@ def review(root: Path) -> dict[str, object]:
 
 
 def _serve(inv: Invocation) -> None:
+    fresh_deliverable(inv)
     document = review(inv.root)
     write_json(inv.deliverable / "findings.json", document)
     if inv.request is not None:
         summary = document["summary"]
-        assert isinstance(summary, dict)
         rules = ", ".join(f"{r} ({n})" for r, n in summary["by_rule"].items()) or "none"
         write_text(inv.deliverable / "notes.md", rework_notes(inv, [
-            f"Re-ran the full review of {summary['files_reviewed']} files:"
-            f" {summary['total']} findings.",
+            (f"Re-ran the full review of {summary['files_reviewed']} files:"
+            f" {summary['total']} findings."),
             f"Findings by rule: {rules}.",
             "Every finding names an existing file and line; duplicates are removed.",
         ]))

@@ -26,7 +26,15 @@ from aismm.contract import Contract, parse_contract
 from aismm.errors import AismmError, UsageError
 from aismm.model import load_yaml
 
-__all__ = ["Invocation", "invocation", "write_json", "write_text", "rework_notes", "run"]
+__all__ = [
+    "Invocation",
+    "fresh_deliverable",
+    "invocation",
+    "rework_notes",
+    "run",
+    "write_json",
+    "write_text",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,16 @@ def invocation(root: Path, environ: Mapping[str, str]) -> Invocation:
     )
 
 
+def fresh_deliverable(inv: Invocation) -> None:
+    """Remove an earlier delivery's files so the new one is complete and nothing is stale."""
+    if inv.deliverable.is_dir():
+        for path in sorted(inv.deliverable.rglob("*"), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
+
+
 def write_text(path: Path, text: str) -> None:
     """Write UTF-8 text with exactly one trailing newline, creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +124,7 @@ def run(serve: Callable[[Invocation], None], contracts: tuple[str, ...]) -> int:
     """Entry point shared by the agents: 0 on success, 2 on a contract it does not serve."""
     import os
 
+    sys.dont_write_bytecode = True  # importing client code must not write outside deliverable/
     try:
         inv = invocation(Path.cwd(), os.environ)
         if inv.contract.id not in contracts:

@@ -14,9 +14,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aismm.agents.runtime import Invocation, rework_notes, run, write_json, write_text
+from aismm.agents.runtime import (
+    Invocation,
+    fresh_deliverable,
+    rework_notes,
+    run,
+    write_json,
+    write_text,
+)
 
-__all__ = ["infer", "design", "main"]
+__all__ = ["design", "infer", "main"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -35,7 +42,7 @@ def _is_date(text: str) -> bool:
 
 def _is_datetime(text: str) -> bool:
     try:
-        dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt.datetime.fromisoformat(text)
     except ValueError:
         return False
     return bool(_DATETIME.match(text))
@@ -179,6 +186,7 @@ def design(entity: str, samples: list[dict[str, Any]], description: str = "") ->
 
 
 def _serve(inv: Invocation) -> None:
+    fresh_deliverable(inv)
     request = json.loads((inv.root / "inputs" / "request.json").read_text(encoding="utf-8"))
     samples = json.loads((inv.root / "inputs" / "samples.json").read_text(encoding="utf-8"))
     schema, report = design(request["entity"], samples, request.get("description", ""))

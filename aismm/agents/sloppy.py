@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 
 def _code_review(inv: Invocation) -> None:
-    first = sorted((inv.root / "inputs" / "src").glob("*.py"))[0].relative_to(inv.root)
+    first = min((inv.root / "inputs" / "src").glob("*.py")).relative_to(inv.root)
     finding = {"file": first.as_posix(), "line": 9999, "rule": "style", "message": "looks off"}
     write_json(inv.deliverable / "findings.json", {
         "findings": [finding, finding, {"file": "inputs/src/missing.py", "line": 1,
@@ -25,13 +25,8 @@ def _schema_design(inv: Invocation) -> None:
 
 
 def _unit_tests(inv: Invocation) -> None:
-    write_text(inv.deliverable / "test_module.py", "\n".join([
-        "import module",
-        "",
-        "",
-        "def test_everything():",
-        "    assert module.main() == 'ok'",
-    ]))
+    write_text(inv.deliverable / "test_module.py",
+               "import module\n\n\ndef test_everything():\n    assert module.main() == 'ok'\n")
 
 
 def _serve(inv: Invocation) -> None:

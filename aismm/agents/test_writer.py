@@ -26,11 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aismm.agents.runtime import Invocation, rework_notes, run, write_json, write_text
+from aismm.agents.runtime import (
+    Invocation,
+    fresh_deliverable,
+    rework_notes,
+    run,
+    write_json,
+    write_text,
+)
 from aismm.checks.mutants import Mutant, run_mutants
 from aismm.checks.run_tests import MODULE_NAME, public_functions, run_suite
 
-__all__ = ["TestCase", "write_tests", "main"]
+__all__ = ["TestCase", "main", "write_tests"]
 
 MAX_CASES = 10
 MAX_RAISES = 2
@@ -74,6 +81,15 @@ def _load(inputs: Path) -> types.ModuleType:
 
 
 def _literal(value: Any) -> str | None:
+    if isinstance(value, (set, frozenset)) and value:
+        try:
+            items = [_literal(v) for v in sorted(value)]
+        except TypeError:
+            return None
+        if None in items:
+            return None
+        inner = "{" + ", ".join(str(i) for i in items) + "}"
+        return inner if isinstance(value, set) else f"frozenset({inner})"
     text = repr(value)
     try:
         back = ast.literal_eval(text)
@@ -218,8 +234,9 @@ def _generated_case(name: str, node: ast.FunctionDef, module: types.ModuleType) 
     for args, kwargs in _argument_sets(node, fn):
         if values + raises >= MAX_CASES:
             break
-        rendered = [_literal(a) for a in args] + [_literal(v) for v in kwargs.values()]
-        if any(r is None for r in rendered):
+        literals = [_literal(a) for a in args] + [_literal(v) for v in kwargs.values()]
+        rendered = [r for r in literals if r is not None]
+        if len(rendered) != len(literals):
             continue
         call = f"{name}(" + ", ".join(
             [*rendered[:len(args)], *(f"{k}={r}" for k, r in zip(kwargs, rendered[len(args):]))]
@@ -337,6 +354,7 @@ def _weak(text: str, source: str, inputs: Path, functions: list[str]) -> list[st
 
 
 def _serve(inv: Invocation) -> None:
+    fresh_deliverable(inv)
     inputs = inv.root / "inputs"
     request = json.loads((inputs / "request.json").read_text(encoding="utf-8"))
     text, report = write_tests(inputs, request)

@@ -20,8 +20,15 @@ from aismm.contract import Check, Contract, FileSpec, match_glob, validate_docum
 from aismm.model import load_yaml
 
 __all__ = [
-    "CheckResult", "run_dod", "platform_verdict", "file_problems", "schema_problems",
-    "scrubbed_env", "benchmark_checkout", "benchmark_tasks", "package_root",
+    "CheckResult",
+    "benchmark_checkout",
+    "benchmark_tasks",
+    "file_problems",
+    "package_root",
+    "platform_verdict",
+    "run_dod",
+    "schema_problems",
+    "scrubbed_env",
 ]
 
 Part = Literal["inputs", "deliverable"]
@@ -116,23 +123,14 @@ def schema_problems(contract: Contract, root: Path, part: Part = "deliverable") 
     return problems
 
 
-def _limit_memory(megabytes: int) -> None:
-    import resource
-
-    limit = megabytes * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
 def _command(check: Check, root: Path, python: str) -> CheckResult:
     argv = [token.replace("{python}", python) for token in check.run or []]
-    preexec = None
-    if sys.platform != "win32":
-        def preexec() -> None:
-            _limit_memory(check.memory_mb)
+    prlimit = shutil.which("prlimit")  # util-linux; no preexec_fn, which is unsafe with threads
+    if prlimit:
+        argv = [prlimit, f"--as={check.memory_mb << 20}", "--", *argv]
     try:
         done = subprocess.run(argv, cwd=root, env=scrubbed_env(root), capture_output=True,
-                              text=True, timeout=check.timeout_seconds, preexec_fn=preexec,
-                              check=False)
+                              text=True, timeout=check.timeout_seconds, check=False)
     except subprocess.TimeoutExpired:
         return CheckResult(check.name, "fail", f"timed out after {check.timeout_seconds:g}s")
     except OSError as exc:

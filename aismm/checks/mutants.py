@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aismm.checks.run_tests import INPUTS, TESTS, SuiteResult, public_functions, run_suite
 
-__all__ = ["Mutant", "make_mutant", "run_mutants", "default_mutants", "check", "main"]
+__all__ = ["Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
 
 STUB = "return None"
 
@@ -90,8 +90,8 @@ def check(root: Path, *, tests: str = TESTS, inputs: str = INPUTS) -> list[str]:
     module_source = (root / inputs / "module.py").read_text(encoding="utf-8")
     baseline = run_suite(test_path, module_source, root / inputs)
     if not baseline.passed:
-        return [f"{tests}: the tests do not all pass against the unmodified module;"
-                " fix them first (see the tests check)"]
+        return [(f"{tests}: the tests do not all pass against the unmodified module;"
+                " fix them first (see the tests check)")]
     problems = []
     for mutant, killed, _ in run_mutants(test_path, module_source, root / inputs,
                                          default_mutants(root, module_source)):

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TestOutcome", "SuiteResult", "run_suite", "public_functions", "referenced_names",
-    "pytest_imports", "check", "main", "MODULE_NAME",
+    "MODULE_NAME",
+    "SuiteResult",
+    "TestOutcome",
+    "check",
+    "main",
+    "public_functions",
+    "pytest_imports",
+    "referenced_names",
+    "run_suite",
 ]
 
 MODULE_NAME = "module"
@@ -94,9 +101,7 @@ def pytest_imports(source: str) -> list[int]:
     """Line numbers where a source imports pytest."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pytest" for a in node.names):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pytest":
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pytest" for a in node.names) or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pytest":
             lines.append(node.lineno)
     return lines
 
@@ -174,6 +179,8 @@ def run_suite(
     """Load ``module_source`` as ``module``, import the test file and run every test in it."""
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
+    saved_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ next to the client's or the agent's files
     sys.path.insert(0, str(inputs.resolve()))
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = str(inputs / "module.py")
@@ -185,7 +192,7 @@ def run_suite(
             code = compile(module_source, str(inputs / "module.py"), "exec")
             with _quiet(), _time_limit(per_test_seconds):
                 exec(code, module.__dict__)  # noqa: S102 - the client's own module, sandboxed
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
             return SuiteResult((), f"inputs/module.py: fails to import ({_describe(exc)})")
         spec = importlib.util.spec_from_file_location(test_name, tests)
         if spec is None or spec.loader is None:
@@ -195,7 +202,7 @@ def run_suite(
         try:
             with _quiet(), _time_limit(per_test_seconds):
                 spec.loader.exec_module(test_module)
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
             return SuiteResult((), f"{tests.name}: fails to import ({_describe(exc)})")
         outcomes = []
         for name, fn, why in _collect(test_module):
@@ -205,12 +212,13 @@ def run_suite(
             try:
                 with _quiet(), _time_limit(per_test_seconds):
                     fn()
-            except (Exception, SystemExit) as exc:
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
                 outcomes.append(TestOutcome(name, False, _describe(exc)))
             else:
                 outcomes.append(TestOutcome(name, True))
         return SuiteResult(tuple(outcomes))
     finally:
+        sys.dont_write_bytecode = saved_bytecode
         sys.path[:] = saved_path
         for name in set(sys.modules) - saved_modules:
             origin = getattr(sys.modules[name], "__file__", None) or ""

@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-__all__ = ["check", "counter_examples", "json_kind", "validator", "first_error", "main"]
+__all__ = ["check", "counter_examples", "first_error", "json_kind", "main", "validator"]
 
 SCHEMA = "deliverable/schema.json"
 SAMPLES = "inputs/samples.json"
