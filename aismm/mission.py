@@ -147,15 +147,11 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     if not {"client", "orchestrator"} & set(client_actor.roles):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
-    price = _price(hub, agents, price)
-    if price < 0:
+    if price is not None and price < 0:
         raise UsageError(f"--price {price}: must not be negative; give a whole number of tokens")
-    if not contract.pricing.min <= price <= contract.pricing.max:
-        raise ContractError(f"--price {price}: outside {contract.ref}'s range "
-                            f"{contract.pricing.min}-{contract.pricing.max}; pick a price in it")
-    rate = fee_rate(hub, contract, tier)
     if not agents:
         raise UsageError("--agent: assign at least one agent (or use --auto / --contest N)")
+    rate = fee_rate(hub, contract, tier)
     if len(set(agents)) != len(agents):
         raise UsageError("--agent: an agent is named twice; name each once")
     actors = registry.actors(hub)
@@ -164,12 +160,24 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         if not {"specialist", "orchestrator"} & set(agent.roles):
             raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
                              "specialist")
+        if tier != "T0":
+            from aismm.market import status_of
+
+            listed = (status_of(hub, agent_id) or {}).get("status") == "listed"
+            if not listed:
+                raise ActorError(f"--agent {agent_id}: not listed (no passing assessment); at "
+                                 f"{tier} only listed agents can be hired: run `aismm agent "
+                                 "assess`, or hire it at --tier T0 at your own risk")
     for rid in reviewers:
         reviewer = registry.actor(hub, rid, "reviewer")
         for agent_id in agents:
             if rid == agent_id or reviewer.owner in (actors[agent_id].owner, client_actor.owner):
                 raise ActorError(f"--reviewer {rid}: not independent of {agent_id} or the "
                                  f"client {client}; pick an independent reviewer")
+    price = _price(hub, agents, price)
+    if not contract.pricing.min <= price <= contract.pricing.max:
+        raise ContractError(f"--price {price}: outside {contract.ref}'s range "
+                            f"{contract.pricing.min}-{contract.pricing.max}; pick a price in it")
     try:
         span = parse_duration(deadline or contract.sla.deadline)
     except ValueError as exc:
