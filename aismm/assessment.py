@@ -86,7 +86,8 @@ def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
     argv = [sys.executable if a == "{python}" else a for a in man.runtime.argv or []]
     limits = sandbox.Limits(timeout_seconds=man.runtime.timeout_seconds,
                             cpu_seconds=int(man.runtime.timeout_seconds) + 1)
-    result = sandbox.run(argv, checkout, limits=limits, env=env, readonly_paths=[hub.root],
+    result = sandbox.run(argv, checkout, limits=limits, env=dod.python_env(env),
+                         readonly_paths=[hub.root],
                          writable_paths=writable)
     if result.ok:
         return True, "ok"

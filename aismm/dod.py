@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from aismm.gate import MissionPolicy
     from aismm.hub import Hub
 
-__all__ = ["run_checks", "score"]
+__all__ = ["run_checks", "score", "python_env"]
+
+
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for sandboxed Python: the aismm package importable, nothing else leaked."""
+    import aismm
+
+    return {"PYTHONPATH": str(Path(aismm.__file__).resolve().parent.parent), **(extra or {})}
 
 
 def run_checks(hub: "Hub", policy: "MissionPolicy", checkout: Path) -> list[CheckResult]:
@@ -57,7 +64,7 @@ def run_checks(hub: "Hub", policy: "MissionPolicy", checkout: Path) -> list[Chec
             limits = sandbox.Limits(timeout_seconds=check.timeout_seconds,
                                     cpu_seconds=int(check.timeout_seconds) + 1,
                                     memory_bytes=check.memory_mb << 20)
-            result = sandbox.run(argv, checkout, limits=limits,
+            result = sandbox.run(argv, checkout, limits=limits, env=python_env(),
                                  readonly_paths=[hub.root])
             tail = (result.stdout + result.stderr).strip()[-1500:]
             if result.timed_out:

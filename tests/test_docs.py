@@ -1,0 +1,54 @@
+"""Generated artefacts must not drift from the code: README CLI table, JSON Schemas, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aismm.errors
+from aismm.cli.docs import END, START, reference
+from aismm.schemas import MODELS, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_cli_table_is_generated_from_click() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(START, 1)[1].split(END, 1)[0]
+    assert block.strip() == reference().strip(), \
+        "README CLI table drifted: run python -m aismm.cli.docs --write README.md"
+
+
+def test_published_schemas_match_models() -> None:
+    for name in MODELS:
+        path = ROOT / "docs" / "schemas" / f"{name}.schema.json"
+        assert path.read_text() == render(name), \
+            f"{path} drifted: run aismm schema export docs/schemas"
+
+
+def test_readme_quickstart_has_exactly_two_setup_lines() -> None:
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines()
+             if line.startswith("python3 -m venv ")]
+    assert len(lines) == 2
+    assert lines[0].endswith("aismm demo") and "pytest" in lines[1]
+
+
+def test_errors_all_is_complete_and_documented() -> None:
+    classes = {name for name, obj in vars(aismm.errors).items()
+               if isinstance(obj, type) and issubclass(obj, Exception)}
+    assert classes <= set(aismm.errors.__all__)
+    for name in classes:
+        assert getattr(aismm.errors, name).__doc__, f"{name} lacks a docstring"
+        assert name in (aismm.errors.__doc__ or "") or name == "AismmError"
+
+
+def test_core_never_imports_click() -> None:
+    for path in (ROOT / "aismm").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT / "aismm").parts:
+            continue
+        assert "import click" not in path.read_text(), f"{path} imports click"
+
+
+def test_only_git_module_imports_pygit2() -> None:
+    offenders = [p for p in (ROOT / "aismm").rglob("*.py")
+                 if "import pygit2" in p.read_text() and p.name != "git.py"]
+    assert offenders == []
