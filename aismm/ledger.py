@@ -243,8 +243,9 @@ class Ledger:
             try:
                 result = fn()
             except BaseException:
-                for sql in undo:
-                    conn.execute(sql)
+                if conn.in_transaction:  # SQLite may have rolled back already (I/O, full disk)
+                    for sql in undo:
+                        conn.execute(sql)
                 raise
             conn.execute(commit)
             return result
@@ -262,7 +263,8 @@ class Ledger:
         try:
             yield self
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         else:
             self._conn.execute("COMMIT")

@@ -363,7 +363,7 @@ def test_check_reports_tampering(tmp_path: Path, ledger: Ledger) -> None:
 # -- concurrency --------------------------------------------------------------------------------
 
 RACER = textwrap.dedent("""
-    import sys
+    import sys, time
     from pathlib import Path
     from aismm.clock import FixedClock
     from aismm.errors import ConflictError
@@ -372,8 +372,10 @@ RACER = textwrap.dedent("""
     with Ledger(Path(db), FixedClock("2026-01-01T00:00:00Z")) as ledger:
         for i in range(count):
             (gate / f"{i}-{mode}").touch()  # meet the rival at every mission, then race it
+            deadline = time.monotonic() + 20
             while len(list(gate.glob(f"{i}-*"))) < 2:
-                pass
+                if time.monotonic() > deadline:
+                    sys.exit(f"m{i}: the rival never arrived")
             try:
                 if mode == "refund":
                     done = ledger.refund(f"m{i}", "alice", 10, "deadline-1")
@@ -399,7 +401,13 @@ def test_two_processes_close_each_mission_exactly_once(tmp_path: Path, rival: st
         procs = [subprocess.Popen([sys.executable, "-c", RACER, str(db), mode, str(gate),
                                    str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env) for mode in ("settle", rival)]
-        outputs = [p.communicate(timeout=60) for p in procs]
+        try:
+            outputs = [p.communicate(timeout=60) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
         lines = [dict(line.split(" ", 2)[1::-1] for line in out.splitlines())
                  for out, _ in outputs]
