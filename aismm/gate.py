@@ -381,7 +381,10 @@ def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str |
         return
     actors = j.registry.actors
     agent, client = actors.get(agent_id), actors.get(doc.client)
-    for oid in j.repo.new_commits(new, list(j.repo.refs().values())):
+    # Every commit this branch gains is judged under this branch's rules, including commits
+    # already on another ref (a competitor's attempt, accepted): hiding those would let an agent
+    # take over someone else's signed delivery by fast-forwarding onto it.
+    for oid in j.repo.new_commits(new, [old]):
         info = j.repo.commit(oid)
         if len(info.parents) != 1:
             j.reject(ref, f"commit {oid[:12]}", "merge commits are not allowed on attempts",
