@@ -47,9 +47,12 @@ def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes 
         gate.judge(hub, repo, [(old, new, ref)])
         try:
             repo.update_ref(ref, new, old)
-            return new
         except ConflictError:
             continue
+        from aismm import events
+
+        events.record(hub, repo.path, [(old, new, ref)], signer)  # every ref move is an event
+        return new
     raise ConflictError(f"{ref}: kept moving while we wrote; retry")
 
 
@@ -139,10 +142,7 @@ def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
             lines.append(f"aismm: {agent}: delivery refused by the gate: {exc.problems[0]}")
             continue
         lines.append(f"aismm: {agent} delivered {new[:12]} (deliverable "
-                     f"{repo.subtree_id(new, 'deliverable') or '-'}"[:80] + ")")
-        from aismm import events
-
-        events.record(hub, repo.path, [(tip, new, f"{ATTEMPT}{agent}")], agent)
+                     f"{(repo.subtree_id(new, 'deliverable') or '-')[:12]})")
     return lines
 
 

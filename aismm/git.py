@@ -94,6 +94,10 @@ class Repo:
             raise RepositoryError(f"{path}: cannot create repository ({exc})") from exc
         return cls(path)
 
+    def add_objects(self, object_dir: str) -> None:
+        """Also read objects from another directory (a push's quarantine)."""
+        self._r.odb.add_disk_alternate(object_dir)
+
     # -- config ---------------------------------------------------------------------------
     def set_config(self, key: str, value: str | int | bool) -> None:
         self._r.config[key] = value

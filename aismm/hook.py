@@ -1,17 +1,25 @@
-"""Server-side hooks: install them, and the code the thin hook scripts call."""
+"""Server-side hooks: install them, and the code the thin hook scripts (or the server) run.
+
+A hook script first offers its work to a resident ``aismm serve`` over ``<hub>/run/aismm.sock``
+(stdlib only, so it starts fast); without one it imports this module and does the work itself.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+from contextlib import redirect_stderr
 from pathlib import Path
+from typing import Any
 
 from aismm.errors import AismmError, GateRejection
 
-__all__ = ["install", "main", "hub_of", "MARKER"]
+__all__ = ["install", "main", "hub_of", "handle", "MARKER", "SOCKET"]
 
 MARKER = "# aismm-hook:"
 NAMES = ("pre-receive", "post-receive")
+SOCKET = "run/aismm.sock"
 
 
 def install(repo_path: Path) -> None:
@@ -51,44 +59,61 @@ def _updates(stdin: bytes) -> list[tuple[str, str, str]]:
     return out
 
 
-def main(name: str, stdin: bytes) -> int:
-    """Entry point of the hook scripts; returns the exit status."""
-    try:
-        if name == "pre-receive":
-            return _pre_receive(stdin)
-        return _post_receive(stdin)
-    except GateRejection as exc:
-        for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        return 1
-    except AismmError as exc:
-        print(f"aismm: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
-        print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the push was "
-              "refused to stay safe", file=sys.stderr)
-        return 1 if name == "pre-receive" else 0
+def request_from_env(name: str, stdin: bytes) -> dict[str, Any]:
+    """What a hook needs from its environment, as a plain dict (also the socket message)."""
+    return {
+        "hook": name, "stdin": stdin.decode("utf-8", "replace"),
+        "git_dir": str(Path(os.environ.get("GIT_DIR", ".")).resolve()),
+        "object_dir": os.environ.get("GIT_OBJECT_DIRECTORY") or None,
+        "pusher": os.environ.get("AISMM_PUSHER") or os.environ.get("REMOTE_USER") or None,
+    }
 
 
-def _pre_receive(stdin: bytes) -> int:
-    from aismm import gate
-    from aismm.git import Repo
+def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None) -> tuple[int, str]:
+    """Run one hook request; return (exit status, text for the pusher's stderr)."""
+    name = request["hook"]
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        try:
+            code = _run(request, hubs)
+        except GateRejection as exc:
+            print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+            code = 1
+        except AismmError as exc:
+            print(f"aismm: {exc}", file=sys.stderr)
+            code = 1
+        except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
+            print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the push "
+                  "was refused to stay safe", file=sys.stderr)
+            code = 1 if name == "pre-receive" else 0
+    return code, buffer.getvalue()
+
+
+def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> int:
     from aismm.hub import Hub
 
-    repo = Repo(os.environ.get("GIT_DIR", "."), from_env=True)
-    hub = Hub(hub_of(repo.path))
-    pusher = os.environ.get("AISMM_PUSHER") or os.environ.get("REMOTE_USER") or None
-    gate.judge(hub, repo, _updates(stdin), pusher=pusher)
-    return 0
+    git_dir = Path(request["git_dir"])
+    root = hub_of(git_dir)
+    hub = (hubs or {}).get(root) or Hub(root)
+    updates = _updates(request["stdin"].encode())
+    if request["hook"] == "pre-receive":
+        from aismm import gate
+        from aismm.git import Repo
 
-
-def _post_receive(stdin: bytes) -> int:
+        repo = Repo(git_dir)
+        if request.get("object_dir"):
+            repo.add_objects(request["object_dir"])
+        gate.judge(hub, repo, updates, pusher=request.get("pusher"))
+        return 0
     from aismm import events
-    from aismm.hub import Hub
 
-    repo_path = Path(os.environ.get("GIT_DIR", ".")).resolve()
-    hub = Hub(hub_of(repo_path))
-    pusher = os.environ.get("AISMM_PUSHER") or os.environ.get("REMOTE_USER") or None
-    for line in events.record_and_process(hub, repo_path, _updates(stdin), pusher):
+    for line in events.record_and_process(hub, git_dir, updates, request.get("pusher")):
         print(line, file=sys.stderr)
     return 0
+
+
+def main(name: str, stdin: bytes) -> int:
+    """Entry point of the hook scripts when no server answers; returns the exit status."""
+    code, text = handle(request_from_env(name, stdin))
+    sys.stderr.write(text)
+    return code

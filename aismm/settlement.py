@@ -89,7 +89,6 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
     new = assessment.write_to_attempt(
         hub, repo, agent, {path: dump_yaml(doc.model_dump(mode="json")).encode()},
         f"Request {kind}: {reason[:60]}\n", client, key, expect_tree=tree)
-    events.record(hub, repo.path, [(head, new, f"{ATTEMPT}{agent}")], client)
     lines = [f"aismm: {client} filed {path} on attempts/{agent} ({new[:12]})"]
     return lines + (events.process(hub) if hub.config.processing == "inline" else [])
 
@@ -138,7 +137,10 @@ def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) ->
     try:
         repo.update_ref(ref, tag, None)
     except ConflictError:
-        pass  # a concurrent settler tagged first; the ledger kept it exactly once
+        return tag  # a concurrent settler tagged first; the ledger kept it exactly once
+    from aismm import events
+
+    events.record(hub, repo.path, [("0" * 40, tag, ref)], platform)
     return tag
 
 

@@ -45,6 +45,24 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
     _out(settlement.reconcile(hub_from(ctx)), as_json)
 
 
+
+
+@click.command("serve")
+@click.option("--interval", type=float, default=5.0, show_default=True,
+              help="Seconds between periodic passes (timers, reconciler).")
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.pass_context
+def serve(ctx: click.Context, interval: float, once: bool) -> None:
+    """Run the resident hub process: hook socket, outbox, timers, reconciler, watcher."""
+    from aismm.serve import Server
+
+    hub = hub_from(ctx)
+    try:
+        Server(hub, lambda line: click.echo(line, err=True), interval).run(once=once)
+    except KeyboardInterrupt:
+        click.echo("aismm serve: stopped", err=True)
+
+
 def register(cli: click.Group) -> None:
-    for command in (process, tick, reconcile):
+    for command in (process, tick, reconcile, serve):
         cli.add_command(command)

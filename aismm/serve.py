@@ -1,0 +1,188 @@
+"""``aismm serve``: the resident hub process.
+
+It answers the thin hooks over ``<hub>/run/aismm.sock`` (warm imports: a push costs a socket
+round trip instead of a Python start-up), drains the event outbox, applies timers and runs the
+reconciler periodically, and watches the repositories with watchdog: file events are hints that
+trigger a rescan of refs, and a ref that moved without passing the gate (a write that skipped the
+hooks) is judged after the fact and put back if the gate rejects it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socketserver
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from aismm.errors import AismmError, GateRejection
+
+if TYPE_CHECKING:
+    from aismm.hub import Hub
+
+__all__ = ["Server", "rescan"]
+
+Log = Callable[[str], None]
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        from aismm.hook import handle
+
+        server: "_SocketServer" = self.server  # type: ignore[assignment]
+        try:
+            request = json.loads(self.rfile.readline())
+            with server.lock if request.get("hook") == "post-receive" else _NoLock():
+                code, text = handle(request, {server.hub.root: server.hub})
+            if code == 0 and request.get("hook") == "pre-receive":
+                repo = Path(request["git_dir"]).resolve().relative_to(server.hub.root)
+                for line in str(request.get("stdin", "")).splitlines():
+                    parts = line.split()
+                    if len(parts) == 3:
+                        server.approved.add((repo.as_posix(), parts[2], parts[1]))
+        except (ValueError, KeyError) as exc:
+            code, text = 1, f"aismm: malformed hook request ({exc}); refused\n"
+        self.wfile.write(json.dumps({"code": code, "stderr": text}).encode() + b"\n")
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, hub: "Hub", lock: threading.Lock) -> None:
+        self.hub = hub
+        self.lock = lock
+        self.approved: set[tuple[str, str, str]] = set()  # (repo, ref, new) the gate passed
+        super().__init__(path, _Handler)
+
+
+def _ref_state(hub: "Hub") -> dict[tuple[str, str], str]:
+    from aismm.git import Repo
+    from aismm.mission import mission_ids
+
+    state = {}
+    for mission_id in mission_ids(hub):
+        for ref, oid in Repo(hub.mission_path(mission_id)).refs().items():
+            state[(mission_id, ref)] = oid
+    return state
+
+
+def rescan(hub: "Hub", known: dict[tuple[str, str], str], log: Log,
+           approved: set[tuple[str, str, str]] | None = None) -> dict[tuple[str, str], str]:
+    """Judge ref moves nobody reported; restore refs the gate rejects; record the rest."""
+    from aismm import events, gate
+    from aismm.git import Repo
+    from aismm.store import Store
+
+    current = _ref_state(hub)
+    with Store(hub.db_path) as store:
+        reported = {(e["repo"], e["ref"], e["new"]) for e in store.events()}
+    for (mission_id, ref), new in sorted(current.items()):
+        old = known.get((mission_id, ref))
+        repo_name = f"missions/{mission_id}.git"
+        if old == new or old is None and (mission_id, "refs/heads/main") not in known:
+            continue  # unchanged, or a whole new mission (created through the gate)
+        if (repo_name, ref, new) in reported or (repo_name, ref, new) in (approved or set()):
+            continue
+        repo = Repo(hub.mission_path(mission_id))
+        try:
+            gate.judge(hub, repo, [(old, new, ref)])
+        except GateRejection as exc:
+            if old is not None:
+                repo.update_ref(ref, old, new, "aismm serve: restored after a gate rejection")
+            log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
+            current[(mission_id, ref)] = old or new
+            continue
+        events.record(hub, repo.path, [(old or "0" * 40, new, ref)], None)
+        log(f"recorded an unreported update of {mission_id} {ref}")
+    return current
+
+
+class Server:
+    """The resident process: socket, outbox, timers, reconciler, watcher."""
+
+    def __init__(self, hub: "Hub", log: Log, interval: float = 5.0) -> None:
+        self.hub, self.log, self.interval = hub, log, interval
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.socket_path = hub.root / "run" / "aismm.sock"
+        self.approved: set[tuple[str, str, str]] = set()
+
+    def run(self, once: bool = False) -> None:
+        """Serve until interrupted (or one pass with ``once``)."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        server = self._listen()
+        self.approved = server.approved
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        wake = self.wake
+
+        class Hint(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                path = str(event.src_path)
+                if "/refs/" in path or path.endswith("packed-refs"):
+                    wake.set()
+
+        import warnings
+
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
+        observer = Observer()
+        observer.schedule(Hint(), str(self.hub.missions_dir), recursive=True)
+        observer.start()
+        known = _ref_state(self.hub)
+        self.log(f"serving {self.hub.root} on {self.socket_path}")
+        try:
+            while not self.stop.is_set():
+                known = self._pass(known)
+                if once:
+                    break
+                self.wake.wait(self.interval)
+                self.wake.clear()
+        finally:
+            observer.stop()
+            server.shutdown()
+            server.server_close()
+            self.socket_path.unlink(missing_ok=True)
+
+    def _listen(self) -> _SocketServer:
+        path = str(self.socket_path)
+        if self.socket_path.exists():
+            import socket
+
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(path)
+                except OSError:
+                    self.socket_path.unlink()  # a stale socket from a crashed server
+                else:
+                    raise AismmError(f"{path}: another `aismm serve` is running; stop it first")
+        old = os.umask(0o177)
+        try:
+            return _SocketServer(path, self.hub, self.lock)
+        finally:
+            os.umask(old)
+
+    def _pass(self, known: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+        from aismm import events, settlement
+
+        with self.lock:
+            try:
+                known = rescan(self.hub, known, self.log, self.approved)
+                for line in settlement.reconcile(self.hub) + events.process(self.hub) + \
+                        settlement.tick(self.hub):
+                    if "nothing to finish" not in line:
+                        self.log(line.removeprefix("aismm: "))
+            except AismmError as exc:
+                self.log(f"error: {exc}")
+        return known
