@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aismm.errors import AismmError, GateRejection
+from aismm.errors import AismmError, ConflictError, GateRejection
 
 if TYPE_CHECKING:
     from aismm.hub import Hub
@@ -166,7 +166,7 @@ class Server:
                 except OSError:
                     self.socket_path.unlink()  # a stale socket from a crashed server
                 else:
-                    raise AismmError(f"{path}: another `aismm serve` is running; stop it first")
+                    raise ConflictError(f"{path}: another `aismm serve` is running; stop it first")
         old = os.umask(0o177)
         try:
             return _SocketServer(path, self.hub, self.lock)
