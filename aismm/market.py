@@ -42,16 +42,26 @@ def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = Non
                       hosted: bool = False) -> Manifest:
     """Commit a manifest to registry.git signed by its provider (registering a hosted actor)."""
     provider = provider or manifest.owner
-    registry.actor(hub, provider)
+    signer = registry.actor(hub, provider)
     contracts = registry.contracts(hub)
     for ref in manifest.contracts:
         if ref not in contracts:
             raise UsageError(f"{manifest.id}: contracts: {ref} is not published; see "
                              "`aismm contract list`")
-    if manifest.id not in registry.actors(hub):
+    agent = registry.actors(hub).get(manifest.id)
+    if agent is not None and agent.owner != manifest.owner:
+        raise ActorError(f"{manifest.id}: owner: {manifest.owner} does not own actor "
+                         f"{manifest.id} (owner {agent.owner}); set owner to the actor's "
+                         "registered owner")
+    if agent is None:
         if not hosted:
             raise ActorError(f"{manifest.id}: not a registered actor; register it with "
                              "`aismm actor add` (or --hosted) first")
+        if manifest.owner not in (signer.id, signer.owner):
+            # Checked before the actor is created: the gate would refuse the manifest only
+            # after the registry had already gained the agent's actor.
+            raise ActorError(f"{manifest.id}: {provider} may not publish a manifest owned by "
+                             f"{manifest.owner}; sign it as {manifest.owner} (--as)")
         registry.add_actor(hub, manifest.id, list(manifest.roles), manifest.owner, None, True)
     registry.commit_files(hub, {f"agents/{manifest.id}.yaml": dump_yaml(
         manifest.model_dump(mode="json")).encode()}, f"Publish manifest {manifest.id}\n",
