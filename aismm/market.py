@@ -150,20 +150,28 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
                          f"DoD {r['dod']}, quality {r['quality']}")
     durations = [r["seconds"] for r in results]
     qualities = [r["quality"] for r in results]
-    contract, _, _ = registry.resolve_contract(hub, man.contracts[0])
-    bench = contract.benchmark
     quality = round(statistics.mean(qualities), 1) if qualities else 0.0
     p50 = round(statistics.median(durations), 3) if durations else 0.0
     reasons = []
-    if quality < bench.quality:
-        reasons.append(f"quality {quality} < {bench.quality}")
+    # Each contract's thresholds judge that contract's tasks (not the first contract's for all).
+    benches = {c.ref: c.benchmark for c, _, _ in jobs}
+    for ref in man.contracts:
+        if ref not in benches:
+            benches[ref] = registry.resolve_contract(hub, ref)[0].benchmark
+    for ref, bench in benches.items():
+        where = f"{ref}: " if len(benches) > 1 else ""
+        mine = [r for r in results if r["contract"] == ref]
+        q = round(statistics.mean(r["quality"] for r in mine), 1) if mine else 0.0
+        p = round(statistics.median(r["seconds"] for r in mine), 3) if mine else 0.0
+        if q < bench.quality:
+            reasons.append(f"{where}quality {q} < {bench.quality}")
+        if p > bench.p50_seconds:
+            reasons.append(f"{where}p50 {p}s > {bench.p50_seconds}s")
+        if man.price > bench.max_cost:
+            reasons.append(f"{where}price {man.price} > max_cost {bench.max_cost}")
     if any(r["dod"] != "pass" for r in results):
         reasons.append("DoD failed on " + ", ".join(r["task"] for r in results
                                                      if r["dod"] != "pass"))
-    if p50 > bench.p50_seconds:
-        reasons.append(f"p50 {p50}s > {bench.p50_seconds}s")
-    if man.price > bench.max_cost:
-        reasons.append(f"price {man.price} > max_cost {bench.max_cost}")
     previous = _assessments(hub).get(agent, [])
     record = {"schema_version": 1, "agent": agent, "n": len(previous) + 1,
               "status": "listed" if not reasons else "rejected",
