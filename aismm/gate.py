@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class _Judge:
     problems: list[Problem] = field(default_factory=list)
 
     def reject(self, ref: str, where: str, what: str, fix: str) -> None:
-        self.problems.append(Problem(ref, where, what, fix))
+        self.problems.append(Problem(*(_printable(part) for part in (ref, where, what, fix))))
 
     def signer(self, ref: str, oid: str, signature: bytes | None, payload: bytes | None,
                keys: dict[str, Actor]) -> Actor | None:
@@ -67,7 +68,8 @@ class _Judge:
         try:
             public = verify(signature, payload)
         except SignatureError as exc:
-            self.reject(ref, f"commit {short}", f"bad signature ({exc})",
+            reason = str(exc).removeprefix("signature: ").split("; ")[0]
+            self.reject(ref, f"commit {short}", f"bad signature ({reason})",
                         "re-sign it with your registered key")
             return None
         actor = keys.get(public)
@@ -90,7 +92,8 @@ class _Judge:
         limits = self.hub.config.limits
         problem = path_problem(entry.path, limits.max_path_length, limits.max_path_depth)
         if problem:
-            self.reject(ref, _shown(entry.path), problem, "")
+            what, _, fix = problem.partition("; ")
+            self.reject(ref, _shown(entry.path), what, fix or "rename it")
             return False
         if entry.mode == 0o120000:
             self.reject(ref, entry.path, "symbolic links are not allowed",
@@ -132,6 +135,15 @@ class _Judge:
 def _shown(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
         .encode("unicode_escape").decode("ascii")
+
+
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def _printable(text: str) -> str:
+    """One terminal line: control, format and surrogate characters escaped (no injected lines)."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in text)
 
 
 def _norm(value: str | None) -> str | None:
@@ -543,10 +555,10 @@ def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) ->
         size = j.repo.blob_size(entry.oid)
         total += size
         if size > limits.max_file_bytes:
-            j.reject(ref, path, f"{size} bytes exceed the per-file limit of "
+            j.reject(ref, _shown(path), f"{size} bytes exceed the per-file limit of "
                      f"{limits.max_file_bytes}", "make the file smaller")
         if not any(match_glob(path, g) for g in spec.allowed):
-            j.reject(ref, path, "not an allowed deliverable path",
+            j.reject(ref, _shown(path), "not an allowed deliverable path",
                      f"deliver only {', '.join(spec.allowed)}")
     if total > limits.max_total_bytes:
         j.reject(ref, "deliverable/", f"{total} bytes exceed the total limit of "

@@ -35,8 +35,10 @@ def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str |
         return "path has an empty, '.' or '..' component; use a plain relative path"
     if any(_is_dotgit(p) for p in parts):
         return "path names .git (in some spelling); git metadata cannot be committed"
-    if any(p.casefold() in FORBIDDEN_NAMES for p in parts):
-        return f"{parts[-1]} is not allowed; git attribute and module files are refused"
+    forbidden = [p for p in parts if p.casefold() in FORBIDDEN_NAMES]
+    if forbidden:
+        return (f"{forbidden[0]} is not allowed (git attribute, ignore, module and mailmap files "
+                "are refused); remove it")
     if len(path.encode("utf-8")) > max_length:
         return f"path is longer than {max_length} bytes; shorten it"
     if len(parts) > max_depth:
