@@ -47,10 +47,17 @@ def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str |
 
 
 def case_collisions(paths: list[str]) -> list[tuple[str, str]]:
-    """Pairs of paths that differ only in case (they collide on macOS and Windows)."""
+    """Pairs of paths that differ only in case (they collide on macOS and Windows).
+
+    Folders count too: ``a/B`` (a file) and ``a/b/c`` collide on ``a/B`` versus ``a/b``.
+    """
+    names = set(paths)
+    for path in paths:
+        parts = path.split("/")
+        names.update("/".join(parts[:i]) for i in range(1, len(parts)))
     seen: dict[str, str] = {}
     out = []
-    for path in sorted(paths):
+    for path in sorted(names):
         key = unicodedata.normalize("NFC", path).casefold()
         if key in seen:
             out.append((seen[key], path))
