@@ -238,8 +238,12 @@ def reconcile(hub: "Hub") -> list[str]:
         elif closure is not None and closure.kind == "refunded" and refunded is None:
             reason = closure.cause.split(":", 1)[0]
             lines += refund(hub, mission_id, reason)
-        for ref, kind in ((SETTLED, "settled"), (REFUNDED, "refunded")):
-            tip = repo.ref(ref)
+        tips = {kind: repo.ref(ref) for ref, kind in ((SETTLED, "settled"),
+                                                      (REFUNDED, "refunded"))}
+        if any(tips.values()):  # re-read after the tags: closers post the ledger, then tag
+            with Ledger(hub.db_path, hub.clock) as ledger:
+                closure = ledger.closure(mission_id)
+        for kind, tip in tips.items():
             if tip is not None and (closure is None or closure.kind != kind):
                 problems.append(f"{mission_id}: tag {kind} exists but the ledger has "
                                 f"{closure.kind if closure else 'no closure'}")
