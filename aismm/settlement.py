@@ -76,7 +76,8 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
     if tree is None:
         raise MissionError(f"--attempt {agent}: nothing delivered yet; wait for a delivery")
     if repo.ref(ACCEPTED) != policy.main or repo.ref(REFUNDED):
-        raise MissionError(f"{mission_id}: already closed; nothing to {kind}")
+        verb = "escalate" if kind == "escalation" else kind
+        raise MissionError(f"{mission_id}: already closed; nothing to {verb}")
     existing = [p for p in repo.flatten(head) if gate.REQUEST_NAME.match(p)]
     reworks = sum(1 for p in existing if p.endswith("-rework.yaml"))
     if kind == "rework" and reworks >= policy.contract.sla.max_rework:
