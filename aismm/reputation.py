@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate, compress
 from operator import mul
-from typing import Any, NamedTuple
+from typing import Any
 
 from aismm.errors import UsageError
 
@@ -42,8 +42,10 @@ HALF_LIFE_DAYS = 30.0
 TREND_DAYS = 30.0
 
 _DAY_SECONDS = 86400.0
-_ACCEPTED = "accepted"
-_FAILED = "failed"
+_OUTCOME_CODE = {name: float(i) for i, name in enumerate(sorted(OUTCOMES))}
+_ACCEPTED = _OUTCOME_CODE["accepted"]
+_FAILED = _OUTCOME_CODE["failed"]
+_FIELDS = 5
 _MISSING = -1.0  # quality column value of a record that delivered nothing
 _SECONDS = dt.timedelta.total_seconds
 _TREND_SECONDS = TREND_DAYS * _DAY_SECONDS
@@ -151,20 +153,6 @@ def _weighted_median(values: list[float], weights: list[float]) -> float | None:
     return float(ordered_values[bisect_left(running, running[-1] / 2.0)])
 
 
-class _Columns(NamedTuple):
-    """One agent's counted records, one compact column per field used."""
-
-    age: array[float]  # seconds from finished_at to now
-    latency: array[float]
-    quality: array[float]  # _MISSING where nothing was delivered
-    outcome: list[str]
-    cost: array[float]
-
-    @classmethod
-    def empty(cls) -> _Columns:
-        return cls(array("d"), array("d"), array("d"), [], array("d"))
-
-
 @dataclass(frozen=True, slots=True)
 class _Partial:
     executions: int
@@ -176,21 +164,16 @@ class _Partial:
     trend_30d: float
 
 
-def _until_now(columns: _Columns) -> _Columns:
-    """Only the records that finished at or before ``now`` (age >= 0)."""
-    keep = [age >= 0.0 for age in columns.age]
-    return _Columns(
-        array("d", compress(columns.age, keep)),
-        array("d", compress(columns.latency, keep)),
-        array("d", compress(columns.quality, keep)),
-        list(compress(columns.outcome, keep)),
-        array("d", compress(columns.cost, keep)),
-    )
-
-
-def _summarise(columns: _Columns, half_life_days: float) -> _Partial:
-    """Reduce one agent's counted records to everything but its rank."""
-    ages, latency, quality, outcome, cost = columns
+def _summarise(row: array[float], half_life_days: float) -> _Partial | None:
+    """Reduce one agent's interleaved record fields to everything but its rank."""
+    ages, latency, quality, cost, outcome = (row[i::_FIELDS] for i in range(_FIELDS))
+    if min(ages) < 0.0:  # records after ``now`` do not exist yet
+        keep = [age >= 0.0 for age in ages]
+        ages, latency, quality, cost, outcome = (
+            array("d", compress(column, keep)) for column in (ages, latency, quality, cost, outcome)
+        )
+        if not ages:
+            return None
     scale = _DAY_SECONDS * half_life_days
     weights = [0.5 ** (age / scale) for age in ages]
     delivered = [q >= 0.0 and o != _FAILED for q, o in zip(quality, outcome)]
@@ -260,29 +243,32 @@ def compute(
         )
     if contract is not None:
         records = filter(_wanted(contract), records)
-    groups: dict[str, _Columns] = {}
-    seconds, missing, empty = _SECONDS, _MISSING, _Columns.empty
-    for record in records:  # the hot loop: one pass, columns filled while the record is cached
+    # The hot loop: one pass, each record's fields copied while it is in cache into one flat
+    # array per agent (age, latency, quality or _MISSING, cost, outcome code), _FIELDS apart.
+    groups: dict[str, array[float]] = {}
+    seconds, code = _SECONDS, _OUTCOME_CODE
+    for record in records:
         if record.client_owner == record.agent_owner:
             continue
-        columns = groups.get(record.agent)
-        if columns is None:
-            columns = groups[record.agent] = empty()
-        columns[0].append(seconds(now - record.finished_at))
-        columns[1].append(record.latency_seconds)
+        row = groups.get(record.agent)
+        if row is None:
+            row = groups[record.agent] = array("d")
         quality = record.quality
-        columns[2].append(missing if quality is None else quality)
-        columns[3].append(record.outcome)
-        columns[4].append(record.cost)
+        row.extend(
+            (
+                seconds(now - record.finished_at),
+                record.latency_seconds,
+                _MISSING if quality is None else quality,
+                record.cost,
+                code[record.outcome],
+            )
+        )
 
     partials = {}
     for agent in sorted(groups):
-        columns = groups[agent]
-        if min(columns.age) < 0.0:
-            columns = _until_now(columns)
-            if not columns.age:
-                continue
-        partials[agent] = _summarise(columns, half_life_days)
+        partial = _summarise(groups[agent], half_life_days)
+        if partial is not None:
+            partials[agent] = partial
     ranks = _ranks({agent: p.quality_lcb for agent, p in partials.items()})
     return {
         agent: Reputation(
