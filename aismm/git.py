@@ -141,6 +141,12 @@ class Repo:
                     raise RepositoryError(f"{name}: cannot update ref ({exc}); retry") from exc
                 time.sleep(0.005 * (attempt + 1))
 
+    def delete_ref(self, name: str, expected: str) -> None:
+        """Delete a ref that still points at ``expected`` (used only to undo forged refs)."""
+        ref = self._r.references.get(name)
+        if ref is not None and str(ref.target) == expected:
+            ref.delete()
+
     # -- objects --------------------------------------------------------------------------
     def exists(self, oid: str) -> bool:
         try:

@@ -231,6 +231,9 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    from aismm import events
+
+    events.record(hub, final, [("0" * 40, new, ref) for _old, new, ref in updates], client)
     return Created(doc, final, main)
 
 

@@ -64,46 +64,44 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
-def _ref_state(hub: "Hub") -> dict[tuple[str, str], str]:
-    from aismm.git import Repo
-    from aismm.mission import mission_ids
-
-    state = {}
-    for mission_id in mission_ids(hub):
-        for ref, oid in Repo(hub.mission_path(mission_id)).refs().items():
-            state[(mission_id, ref)] = oid
-    return state
-
-
-def rescan(hub: "Hub", known: dict[tuple[str, str], str], log: Log,
-           approved: set[tuple[str, str, str]] | None = None) -> dict[tuple[str, str], str]:
-    """Judge ref moves nobody reported; restore refs the gate rejects; record the rest."""
+def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str]] | None = None) -> None:
+    """Judge ref moves the ref-state log (the outbox) never saw; restore what the gate rejects."""
     from aismm import events, gate
-    from aismm.git import Repo
+    from aismm.git import ZERO, Repo
+    from aismm.mission import mission_ids
     from aismm.store import Store
 
-    current = _ref_state(hub)
     with Store(hub.db_path) as store:
-        reported = {(e["repo"], e["ref"], e["new"]) for e in store.events()}
-    for (mission_id, ref), new in sorted(current.items()):
-        old = known.get((mission_id, ref))
-        repo_name = f"missions/{mission_id}.git"
-        if old == new or old is None and (mission_id, "refs/heads/main") not in known:
-            continue  # unchanged, or a whole new mission (created through the gate)
-        if (repo_name, ref, new) in reported or (repo_name, ref, new) in (approved or set()):
-            continue
+        known = store.last_known()
+    for mission_id in mission_ids(hub):
+        name = f"missions/{mission_id}.git"
+        recorded = known.get(name)
+        if not recorded:
+            continue  # created before the log existed (or mid-creation): nothing to compare
         repo = Repo(hub.mission_path(mission_id))
-        try:
-            gate.judge(hub, repo, [(old, new, ref)])
-        except GateRejection as exc:
-            if old is not None:
-                repo.update_ref(ref, old, new, "aismm serve: restored after a gate rejection")
-            log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
-            current[(mission_id, ref)] = old or new
-            continue
-        events.record(hub, repo.path, [(old or "0" * 40, new, ref)], None)
-        log(f"recorded an unreported update of {mission_id} {ref}")
-    return current
+        current = repo.refs()
+        for ref in sorted(set(current) | set(recorded)):
+            old, new = recorded.get(ref), current.get(ref)
+            if old == ZERO:
+                old = None
+            if old == new or (name, ref, str(new)) in (approved or set()):
+                continue
+            if new is None:
+                assert old is not None
+                repo.update_ref(ref, old, None, "aismm serve: restored a deleted ref")
+                log(f"restored deleted {mission_id} {ref} at {old[:12]}")
+                continue
+            try:
+                gate.judge(hub, repo, [(old, new, ref)])
+            except GateRejection as exc:
+                if old is None:
+                    repo.delete_ref(ref, new)
+                else:
+                    repo.update_ref(ref, old, new, "aismm serve: restored after a rejection")
+                log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
+                continue
+            events.record(hub, repo.path, [(old or ZERO, new, ref)], None)
+            log(f"recorded an unreported update of {mission_id} {ref}")
 
 
 class Server:
@@ -140,11 +138,10 @@ class Server:
         observer = Observer()
         observer.schedule(Hint(), str(self.hub.missions_dir), recursive=True)
         observer.start()
-        known = _ref_state(self.hub)
         self.log(f"serving {self.hub.root} on {self.socket_path}")
         try:
             while not self.stop.is_set():
-                known = self._pass(known)
+                self._pass()
                 if once:
                     break
                 self.wake.wait(self.interval)
@@ -173,16 +170,15 @@ class Server:
         finally:
             os.umask(old)
 
-    def _pass(self, known: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    def _pass(self) -> None:
         from aismm import events, settlement
 
         with self.lock:
             try:
-                known = rescan(self.hub, known, self.log, self.approved)
+                rescan(self.hub, self.log, self.approved)
                 for line in settlement.reconcile(self.hub) + events.process(self.hub) + \
                         settlement.tick(self.hub):
                     if "nothing to finish" not in line:
                         self.log(line.removeprefix("aismm: "))
             except AismmError as exc:
                 self.log(f"error: {exc}")
-        return known

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["Store", "Event", "connect"]
 
@@ -120,6 +120,13 @@ class Store:
         keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
         return [dict(zip(keys, row)) for row in rows]
 
+    def last_known(self) -> dict[str, dict[str, str]]:
+        """The latest recorded value of every ref, per repository (the ref-state log)."""
+        out: dict[str, dict[str, str]] = {}
+        for repo, ref, new in self.conn.execute("SELECT repo, ref, new FROM events ORDER BY id"):
+            out.setdefault(repo, {})[ref] = new
+        return out
+
     # -- executions -----------------------------------------------------------------------
     def add_execution(self, record: dict[str, Any]) -> bool:
         """Append one execution record; False when its id was already recorded."""
@@ -167,7 +174,3 @@ class _Tx:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def iter_rows(conn: sqlite3.Connection, sql: str) -> Iterator[tuple[Any, ...]]:
-    yield from conn.execute(sql)

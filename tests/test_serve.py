@@ -43,7 +43,8 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
                              inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "aismm", "--hub", str(hub.root), "serve",
-                             "--interval", "0.5"], stderr=log, stdout=log)
+                             "--interval", "0.5"], stderr=log, stdout=log,
+                            env={**os.environ, "AISMM_NOW": "2026-01-01T00:00:00Z"})
     assert _wait(lambda: (hub.root / "run" / "aismm.sock").exists()), "server did not start"
     clone = tmp_path / "clone"
     git("clone", "-q", str(created.path), str(clone))
@@ -95,7 +96,7 @@ def test_ref_moved_behind_the_gates_back_is_restored(served) -> None:  # type: i
     git("-C", bare, "fetch", "-q", str(clone), "HEAD")  # objects in, no hooks run
     git("-C", bare, "update-ref", "refs/heads/attempts/me", forged)
     assert _wait(lambda: git("-C", bare, "rev-parse", "attempts/me").stdout.strip()
-                 == created.main), "the server did not restore the ref"
+                 == created.main), log.read_text()
     assert _wait(lambda: "restored" in log.read_text())
     assert "agent me may write only under deliverable/" in log.read_text()
 
@@ -106,3 +107,12 @@ def test_second_server_on_the_same_hub_is_refused(served) -> None:  # type: igno
                            "--once"], capture_output=True, text=True, env=os.environ)
     assert done.returncode == 1
     assert "another `aismm serve` is running" in done.stderr
+
+
+def test_deleted_ref_is_restored(served) -> None:  # type: ignore[no-untyped-def]
+    hub, created, clone, log = served
+    bare = str(created.path)
+    git("-C", bare, "update-ref", "-d", "refs/heads/accepted")
+    assert _wait(lambda: git("-C", bare, "rev-parse", "--verify", "-q", "accepted",
+                             check=False).stdout.strip() == created.main), log.read_text()
+    assert "restored deleted" in log.read_text()
