@@ -6,6 +6,7 @@ frozen contract, the registry's actors), never against the incoming objects.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -165,6 +166,8 @@ def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None =
                                      "repair the hub registry")]) from exc
     j = _Judge(hub, repo, registry, pusher)
     try:
+        if not _objects_exist(j, norm):
+            raise GateRejection(j.problems)
         if is_registry:
             _judge_registry(j, norm, bootstrap)
         else:
@@ -176,6 +179,21 @@ def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None =
                  f"{exc})", "report this; the push was refused to stay safe")
     if j.problems:
         raise GateRejection(j.problems)
+
+
+def _objects_exist(j: _Judge, updates: list[tuple[str | None, str | None, str]]) -> bool:
+    """Both ends of every update name objects in the repository; branches hold commits."""
+    for old, new, ref in updates:
+        for label, oid in (("old", old), ("new", new)):
+            if oid is not None and not (re.fullmatch(r"[0-9a-f]{40}", oid) and
+                                        j.repo.exists(oid)):
+                j.reject(ref, "ref", f"{label} value {oid[:40]!r} is not an object in this "
+                         "repository", "push the objects along with the ref")
+        if new is not None and ref.startswith("refs/heads/") and j.repo.exists(new) and \
+                j.repo.object_type(new) != "commit":
+            j.reject(ref, "ref", f"points at a {j.repo.object_type(new)}, not a commit",
+                     "branches hold commits only")
+    return not j.problems
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -296,6 +314,12 @@ class MissionPolicy:
     schemas: dict[str, bytes]
 
 
+@functools.lru_cache(maxsize=64)
+def _frozen_contract(raw: bytes) -> Contract:
+    """Parse a mission's frozen contract once per distinct content (models are immutable)."""
+    return parse_contract(raw, "contract.yaml")
+
+
 def load_policy(repo: Repo) -> MissionPolicy | None:
     """The mission's policy from ``main`` (None when main does not exist yet)."""
     main = repo.ref(MAIN)
@@ -305,7 +329,7 @@ def load_policy(repo: Repo) -> MissionPolicy | None:
     if raw is None:
         raise GateRejection([Problem(MAIN, "mission.yaml", "missing", "repair the mission")])
     doc = MissionDoc.model_validate(load_yaml(raw, "mission.yaml"))
-    contract = parse_contract(repo.read(main, "contract.yaml") or b"", "contract.yaml")
+    contract = _frozen_contract(repo.read(main, "contract.yaml") or b"")
     schemas = {p: repo.read(main, p) or b"{}" for p in contract.schema_paths()}
     return MissionPolicy(main, doc, contract, schemas)
 
@@ -552,6 +576,11 @@ def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) ->
                  f"{limits.max_files}", "deliver fewer files")
     total = 0
     for path, entry in sorted(deliverable.items()):
+        if entry.mode not in (MODE_FILE, MODE_EXEC):
+            if not any(match_glob(path, g) for g in spec.allowed):
+                j.reject(ref, _shown(path), "not an allowed deliverable path",
+                         f"deliver only {', '.join(spec.allowed)}")
+            continue  # links and gitlinks are refused per commit; they have no blob to read
         size = j.repo.blob_size(entry.oid)
         total += size
         if size > limits.max_file_bytes:
@@ -567,7 +596,7 @@ def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) ->
         if not fs.schema_:
             continue
         for path, entry in deliverable.items():
-            if match_glob(path, fs.path):
+            if match_glob(path, fs.path) and entry.mode in (MODE_FILE, MODE_EXEC):
                 _schema(j, ref, path, entry, policy.schemas.get(fs.schema_, b"{}"))
 
 

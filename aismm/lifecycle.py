@@ -69,10 +69,11 @@ _ORDER = {s: i for i, s in enumerate(("assigned", "failed", "in_review", "rework
                                       "awaiting_acceptance"))}
 
 
-def status(hub: "Hub", mission_id: str) -> dict[str, Any]:
+def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
+           ledger: Any = None) -> dict[str, Any]:
     """The derived state of a mission, its attempts, escrow and who acts next."""
     repo, policy = open_mission(hub, mission_id)
-    snap = registry.snapshot(Repo(hub.registry_path))
+    snap = snap or registry.snapshot(Repo(hub.registry_path))
     doc = policy.doc
     attempts = [attempt_status(repo, policy, ref[len(ATTEMPT):], tip, snap)
                 for ref, tip in sorted(repo.refs(ATTEMPT).items())]
@@ -89,7 +90,7 @@ def status(hub: "Hub", mission_id: str) -> dict[str, Any]:
         state = "settled"
     elif accepted_agent:
         state = "accepted"
-    elif hub.clock.now() >= deadline:
+    elif hub.clock.now() >= deadline and not _met_in_time(repo, attempts, deadline):
         state = "expired"
     else:
         state = max((a["state"] for a in attempts), key=lambda s: _ORDER.get(s, 0),
@@ -100,16 +101,25 @@ def status(hub: "Hub", mission_id: str) -> dict[str, Any]:
     return {"id": mission_id, "state": state, "contract": doc.contract.ref, "tier": doc.tier,
             "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": doc.deadline,
             "agents": doc.assignment.agents, "mode": doc.assignment.mode,
-            "attempts": attempts, "accepted": accepted_agent, "escrow": _escrow(hub, mission_id),
+            "attempts": attempts, "accepted": accepted_agent,
+            "escrow": _escrow(hub, mission_id, ledger),
             "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
 
 
-def _escrow(hub: "Hub", mission_id: str) -> dict[str, Any]:
+def _met_in_time(repo: Repo, attempts: list[dict[str, Any]], deadline: dt.datetime) -> bool:
+    """An attempt awaits acceptance since before the deadline: the acceptance window decides."""
+    return any(a["state"] == "awaiting_acceptance" and
+               repo.commit(a["head"]).time <= deadline.timestamp() for a in attempts)
+
+
+def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:
     from aismm.ledger import Ledger
 
-    with Ledger(hub.db_path, hub.clock) as ledger:
-        balance = ledger.balance(f"escrow:{mission_id}")
-        closure = ledger.closure(mission_id)
+    if ledger is None:
+        with Ledger(hub.db_path, hub.clock) as own:
+            return _escrow(hub, mission_id, own)
+    balance = ledger.balance(f"escrow:{mission_id}")
+    closure = ledger.closure(mission_id)
     if closure is None:
         return {"state": "funded" if balance else "unfunded", "balance": balance}
     return {"state": closure.kind, "balance": balance, **closure.to_dict()}
@@ -133,9 +143,13 @@ def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
 
 def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
                   ) -> list[dict[str, Any]]:
+    from aismm.ledger import Ledger
+
     rows = []
-    for mission_id in mission_ids(hub):
-        st = status(hub, mission_id)
+    snap = registry.snapshot(Repo(hub.registry_path))
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        statuses = [status(hub, m, snap, ledger) for m in mission_ids(hub)]
+    for st in statuses:
         if state and st["state"] != state:
             continue
         if agent and agent not in st["agents"]:
