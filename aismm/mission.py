@@ -35,6 +35,8 @@ def read_inputs(folder: Path) -> dict[str, bytes]:
         raise UsageError(f"{folder}: inputs folder not found; pass --inputs DIR")
     out = {}
     for path in sorted(folder.rglob("*")):
+        if "__pycache__" in path.relative_to(folder).parts:
+            continue  # Python's bytecode caches are never inputs (pip and imports make them)
         if path.is_symlink():
             raise ContractError(f"{path}: symbolic links are not accepted as inputs; copy the "
                                 "file")
@@ -138,13 +140,15 @@ class Created:
 def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: int | None,
            tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
            deadline: str | None = None, key: PrivateKey | None = None,
-           mode: str = "direct", parent: str | None = None, fund: bool = True) -> Created:
+           mode: str = "direct", parent: str | None = None, fund: bool = True,
+           sandbox: bool = False) -> Created:
     """Create and fund a mission; on any error nothing is left behind."""
     from aismm.ledger import Ledger, fee_for
 
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
-    if not {"client", "orchestrator"} & set(client_actor.roles):
+    if not {"client", "orchestrator"} & set(client_actor.roles) and not (
+            sandbox and client == hub.config.platform):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
     if price is not None and price < 0:
@@ -190,7 +194,8 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         raise ActorError(f"--key: does not match the key registered for {client}; use the "
                          "client's own private key")
     now = hub.clock.now()
-    mission_id = f"{contract.name.replace('_', '-')}-{secrets.token_hex(4)}"
+    mission_id = f"{SANDBOX if sandbox else ''}{contract.name.replace('_', '-')}-" \
+        f"{secrets.token_hex(4)}"
     doc = MissionDoc(
         id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
         tier=tier,  # type: ignore[arg-type]
@@ -224,7 +229,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         from aismm.hook import install
 
         install(staging)
-        if fund:
+        if fund and not sandbox:
             with Ledger(hub.db_path, hub.clock) as ledger:
                 ledger.fund(mission_id, client, doc.price, doc.fee, cause=main)
         staging.rename(final)
@@ -251,9 +256,13 @@ def _price(hub: "Hub", agents: list[str], price: int | None) -> int:
     return price
 
 
-def mission_ids(hub: "Hub") -> list[str]:
+SANDBOX = "sandbox-"
+
+
+def mission_ids(hub: "Hub", sandbox: bool = False) -> list[str]:
+    """Mission ids; assessment sandbox missions only when asked (they hold no money)."""
     return sorted(p.name[:-4] for p in hub.missions_dir.glob("*.git")
-                  if not p.name.startswith("."))
+                  if not p.name.startswith(".") and (sandbox or not p.name.startswith(SANDBOX)))
 
 
 def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, gate.MissionPolicy]:
