@@ -24,7 +24,7 @@ def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str |
         return "name is not valid UTF-8; rename it to UTF-8"
     if unicodedata.normalize("NFC", path) != path:
         return "name is not in Unicode NFC form; rename it (NFC-normalise the name)"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if any(unicodedata.category(ch) == "Cc" for ch in path):  # C0, DEL and C1 (e.g. 8-bit CSI)
         return "name contains a control character; rename it"
     if "\\" in path:
         return "name contains a backslash; use forward slashes only"
