@@ -124,30 +124,21 @@ def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: M
     (dest / "README.md").write_text(f"Assessment task {task} of {contract_ref} for {man.id}\n")
 
 
-def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
-           ) -> dict[str, Any]:
+def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None,
+           timeout: float | None = None) -> dict[str, Any]:
     """Run the contract benchmark suites against an agent; commit a platform-signed record."""
     man = registry.manifests(hub).get(agent)
     if man is None:
         raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
-    if man.runtime.kind == "git":
-        raise UsageError(f"{agent}: external (git) agents are assessed by pushing to sandbox "
-                         "missions, which this hub does not run yet; host the agent instead")
     jobs = []
     for ref in man.contracts:
         contract, files, _sha = registry.resolve_contract(hub, ref)
         tasks = sorted({p.split("/")[1] for p in files if p.startswith("benchmark/")})
         jobs += [(contract, files, task) for task in tasks]
-    workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_assess_task, hub, man, c, f, t) for c, f, t in jobs]
-        results = []
-        for i, future in enumerate(futures, 1):
-            results.append(future.result())
-            if progress:
-                r = results[-1]
-                progress(f"[{i}/{len(jobs)}] {agent} on {r['contract']} task {r['task']}: "
-                         f"DoD {r['dod']}, quality {r['quality']}")
+    if man.runtime.kind == "git":
+        results = _assess_external(hub, man, jobs, timeout or 600.0, progress)
+    else:
+        results = _assess_hosted(hub, man, jobs, progress)
     durations = [r["seconds"] for r in results]
     qualities = [r["quality"] for r in results]
     quality = round(statistics.mean(qualities), 1) if qualities else 0.0
@@ -183,6 +174,86 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
                                 dump_yaml(record).encode()},
                           f"Assess {agent}: {record['status']}\n", hub.config.platform)
     return record
+
+
+def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
+                   progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Run every benchmark task of a hosted agent, in parallel sandboxes."""
+    workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
+    results = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_assess_task, hub, man, c, f, t) for c, f, t in jobs]
+        for i, future in enumerate(futures, 1):
+            results.append(future.result())
+            if progress:
+                r = results[-1]
+                progress(f"[{i}/{len(jobs)}] {man.id} on {r['contract']} task {r['task']}: "
+                         f"DoD {r['dod']}, quality {r['quality']}")
+    return results
+
+
+def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
+                     progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Open one unfunded sandbox mission per task; wait for the agent to deliver by git."""
+    from aismm import mission
+    from aismm.checks.expect import evaluate
+    from aismm.gate import read_verdict
+
+    opened = []
+    for contract, files, task in jobs:
+        with tempfile.TemporaryDirectory(prefix="aismm-task-") as tmp:
+            inputs = Path(tmp)
+            prefix = f"benchmark/{task}/inputs/"
+            for path, data in files.items():
+                if path.startswith(prefix):
+                    (inputs / path[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+                    (inputs / path[len(prefix):]).write_bytes(data)
+            created = mission.create(hub, contract_ref=contract.ref, client=hub.config.platform,
+                                     inputs=inputs, price=None, tier="T0", agents=[man.id],
+                                     sandbox=True)
+        opened.append((contract, files, task, created, time.monotonic()))
+        if progress:
+            progress(f"sandbox mission {created.doc.id} ({contract.ref} task {task}) waits for "
+                     f"{man.id}: git clone {created.path}")
+    deadline = time.monotonic() + timeout
+    done: dict[str, dict[str, Any]] = {}
+    while len(done) < len(opened) and time.monotonic() < deadline:
+        for contract, files, task, created, started in opened:
+            if created.doc.id in done:
+                continue
+            repo = Repo(created.path)
+            tip = repo.ref(f"refs/heads/attempts/{man.id}") or created.main
+            tree = repo.subtree_id(tip, "deliverable")
+            verdict = read_verdict(repo, tip, "verdicts/platform.yaml")
+            if tree is None or verdict is None or verdict.deliverable_tree != tree:
+                continue
+            with tempfile.TemporaryDirectory(prefix="aismm-score-") as tmp:
+                repo.export(tip, Path(tmp) / "checkout")
+                task_dir = Path(tmp) / "task"
+                for path, data in files.items():
+                    if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
+                        target = task_dir / path[len(f"benchmark/{task}/"):]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(data)
+                score, misses = evaluate(contract.id, task_dir,
+                                         Path(tmp) / "checkout" / "deliverable")
+            passed = verdict.verdict == "pass"
+            done[created.doc.id] = {
+                "contract": contract.ref, "task": task, "dod": "pass" if passed else "fail",
+                "quality": score if passed else min(score, 40), "mission": created.doc.id,
+                "seconds": round(time.monotonic() - started, 3), "misses": misses[:5],
+                "failed_checks": [c.name for c in verdict.checks if c.status != "pass"]}
+            if progress:
+                progress(f"[{len(done)}/{len(opened)}] {man.id} delivered {task}: DoD "
+                         f"{done[created.doc.id]['dod']}")
+        time.sleep(0.2)
+    results = []
+    for contract, _files, task, created, _started in opened:
+        results.append(done.get(created.doc.id) or {
+            "contract": contract.ref, "task": task, "dod": "fail", "quality": 0,
+            "mission": created.doc.id, "seconds": round(timeout, 3),
+            "misses": [f"no delivery within {timeout:g}s"], "failed_checks": []})
+    return results
 
 
 def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, bytes], task: str

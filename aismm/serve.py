@@ -73,7 +73,7 @@ def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str]] | None = No
 
     with Store(hub.db_path) as store:
         known = store.last_known()
-    for mission_id in mission_ids(hub):
+    for mission_id in mission_ids(hub, sandbox=True):
         name = f"missions/{mission_id}.git"
         recorded = known.get(name)
         if not recorded:

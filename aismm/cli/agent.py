@@ -64,7 +64,7 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
 
     hub = hub_from(ctx)
     record = market.assess(hub, agent_id, progress=None if as_json else
-                           lambda line: click.echo(f"  {line}", err=True))
+                           lambda line: click.echo(f"  {line}", err=True), timeout=timeout)
     lines = [f"{agent_id}: {record['status'].upper()}" + (f" ({record['badge']} badge)"
                                                            if record["badge"] else ""),
              f"  quality {record['quality']}  p50 {record['p50_seconds']}s  cost "

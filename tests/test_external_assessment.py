@@ -1,0 +1,107 @@
+"""An external (git runtime) agent is assessed through sandbox missions it completes by git."""
+
+from __future__ import annotations
+
+
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from aismm import market, mission, registry
+from aismm.actor import Manifest, Runtime
+from aismm.clock import FixedClock
+from aismm.errors import ActorError
+from aismm.git import Repo
+from aismm.hub import Hub
+from aismm.ledger import Ledger
+from tests.conftest import git
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "contracts" / "schema_design" / "benchmark"
+
+
+def _setup(tmp_path: Path) -> tuple[Hub, Path]:
+    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ext")],
+                   check=True)
+    registry.add_actor(hub, "extco", ["client"], None, None, True)
+    registry.add_actor(hub, "ext", ["specialist"], "extco", (tmp_path / "ext.pub").read_text(),
+                       False)
+    market.register_manifest(hub, Manifest(
+        id="ext", owner="extco", roles=["specialist"], contracts=["contract.schema_design@1.0.0"],
+        price=100, capacity=2, runtime=Runtime(kind="git")), "extco")
+    return hub, tmp_path / "ext"
+
+
+def _agent(hub: Hub, key: Path, work: Path, stop: threading.Event, good: bool) -> None:
+    """A plain-git agent: clones each sandbox mission and pushes the matching golden files."""
+    served: set[str] = set()
+    while not stop.is_set():
+        for mid in mission.mission_ids(hub, sandbox=True):
+            if mid in served:
+                continue
+            repo = Repo(hub.mission_path(mid))
+            request = repo.read(repo.ref("refs/heads/main") or "", "inputs/request.json")
+            task = next(t for t in BENCH.iterdir()
+                        if (t / "inputs" / "request.json").read_bytes() == request)
+            clone = work / mid
+            git("clone", "-q", str(hub.mission_path(mid)), str(clone))
+            git("switch", "-q", "attempts/ext", cwd=clone)
+            shutil.copytree(task / "golden", clone / "deliverable")
+            if not good:
+                (clone / "deliverable" / "schema.json").write_text(
+                    '{"type": "object", "properties": {}, "required": [], '
+                    '"additionalProperties": false}')
+            git("add", "deliverable", cwd=clone)
+            git("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S",
+                "-m", "Deliver", cwd=clone)
+            git("push", "-q", "origin", "attempts/ext", cwd=clone, check=False)
+            served.add(mid)
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
+    hub, key = _setup(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    stop = threading.Event()
+    thread = threading.Thread(target=_agent, args=(hub, key, work, stop, good), daemon=True)
+    thread.start()
+    try:
+        record = market.assess(hub, "ext", timeout=90)
+    finally:
+        stop.set()
+        thread.join(10)
+    tasks = sorted(p.name for p in BENCH.iterdir())
+    assert sorted(r["task"] for r in record["tasks"]) == tasks
+    if good:
+        assert record["status"] == "listed", record["reasons"]
+        assert all(r["dod"] == "pass" for r in record["tasks"])
+    else:
+        assert record["status"] == "rejected"
+        assert any("DoD failed" in r for r in record["reasons"])
+    assert market.status_of(hub, "ext")["status"] == record["status"]
+    # sandbox missions hold no money and stay out of the mission list
+    assert mission.mission_ids(hub) == []
+    assert len(mission.mission_ids(hub, sandbox=True)) == len(tasks)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        assert ledger.history() == []
+
+
+def test_silent_external_agent_is_rejected_after_the_timeout(tmp_path: Path) -> None:
+    hub, _ = _setup(tmp_path)
+    record = market.assess(hub, "ext", timeout=1)
+    assert record["status"] == "rejected"
+    assert all(r["misses"] == ["no delivery within 1s"] for r in record["tasks"])
+    registry.add_actor(hub, "bea", ["client"], None, None, True)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("bea", 1000, cause="seed")
+    with pytest.raises(ActorError, match="not listed"):
+        mission.create(hub, contract_ref="contract.schema_design", client="bea",
+                       inputs=BENCH / "order" / "inputs", price=None, tier="T1", agents=["ext"])
+
