@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -29,19 +30,26 @@ def _task(contract: str, task: str) -> Path:
     return bundled("contracts") / contract / "benchmark" / task / "inputs"
 
 
-def run(directory: Path, say: Say) -> dict[str, object]:
+_HEX = re.compile(r"\b[0-9a-f]{12,40}\b")
+
+
+def run(directory: Path, out: Say) -> dict[str, object]:
     """Run the story in ``directory`` (a new hub is created there) and narrate it."""
     started = time.monotonic()
+    named: list[str] = []
+
+    def say(line: str) -> None:
+        named.extend(_HEX.findall(line))
+        out(line)
+
     root = directory.resolve()
     hub_dir, work = root / "hub", root / "work"
-    mentioned: list[tuple[str, str]] = []  # (repository, commit) the story names
 
     say("1. The platform opens a hub and publishes the contract catalog")
     hub = Hub.init(hub_dir)
     reg = hub.registry_path
     contracts = registry.contracts(hub)
     tip = _git("rev-parse", "HEAD", cwd=reg).strip()
-    mentioned.append((str(reg), tip))
     say(f"   {hub_dir}: registry.git {tip[:12]} signed by 'platform' publishes "
         f"{', '.join(sorted(contracts))}")
 
@@ -86,7 +94,6 @@ def run(directory: Path, say: Say) -> dict[str, object]:
                             inputs=_task("code_review", "inventory_service"), price=None,
                             tier="T1", agents=top, mode="contest")
     mid = review.doc.id
-    mentioned.append((str(review.path), review.main))
     say(f"   mission {mid}: main {review.main[:12]} signed by dana; escrow holds "
         f"{review.doc.price} + {review.doc.fee} fee ({review.doc.fee_bp / 100:g}%)")
     for line in _dispatch(hub, mid):
@@ -109,7 +116,7 @@ def run(directory: Path, say: Say) -> dict[str, object]:
     _git("merge", "-q", "--no-ff", "-S", "-m", f"Accept attempts/{first}",
          f"origin/attempts/{first}", cwd=clone)
     merge = _git("rev-parse", "HEAD", cwd=clone).strip()
-    mentioned.append((str(review.path), merge))
+    say(f"   merge commit {merge[:12]} signed by dana")
     say("   $ git push origin accepted")
     pushed = _git("push", "origin", "accepted", cwd=clone)
     for line in pushed.splitlines():
@@ -123,7 +130,6 @@ def run(directory: Path, say: Say) -> dict[str, object]:
     schema = mission.create(hub, contract_ref="contract.schema_design", client="dana",
                             inputs=_task("schema_design", "order"), price=None, tier="T1",
                             agents=["ref-schema-designer"])
-    mentioned.append((str(schema.path), schema.main))
     for line in _dispatch(hub, schema.doc.id):
         say(f"   {line}")
     for line in settlement.accept(hub, schema.doc.id, "ref-schema-designer"):
@@ -141,9 +147,9 @@ def run(directory: Path, say: Say) -> dict[str, object]:
         say(f"   {row['agent']:<20} {row['status']:<9} quality {quality:>5}  {stars:>5}  "
             f"executions {row['executions']}")
 
-    verified = _verify(hub, mentioned)
-    say(f"\nEvery commit named above verifies with git verify-commit ({verified} checked). "
-        f"Done in {time.monotonic() - started:.1f}s.")
+    verified = _verify(hub, named)
+    say(f"\nEvery commit and tag named above exists and verifies with git verify-commit / "
+        f"verify-tag ({verified} checked). Done in {time.monotonic() - started:.1f}s.")
     say(f"""
 Try next:
   export AISMM_HUB={hub_dir}
@@ -152,7 +158,7 @@ Try next:
       log --show-signature --oneline attempts/{first}
   aismm agent list
   the plain-git walk-through: docs/plain-git.md""")
-    return {"hub": str(hub_dir), "missions": [mid, schema.doc.id], "commits": mentioned}
+    return {"hub": str(hub_dir), "missions": [mid, schema.doc.id], "named": named}
 
 
 def _dispatch(hub: Hub, mission_id: str) -> list[str]:
@@ -162,9 +168,22 @@ def _dispatch(hub: Hub, mission_id: str) -> list[str]:
     return [line.removeprefix("aismm: ") for line in lines]
 
 
-def _verify(hub: Hub, commits: list[tuple[str, str]]) -> int:
-    for repo, commit in commits:
-        _git("-c", "gpg.format=ssh", "-c",
-             f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}", "verify-commit", commit,
-             cwd=Path(repo))
-    return len(commits)
+def _verify(hub: Hub, named: list[str]) -> int:
+    """Every commit or tag id the story printed exists in a hub repository and verifies."""
+    repos = [hub.registry_path, *sorted(hub.missions_dir.glob("*.git"))]
+    checked = 0
+    for oid in dict.fromkeys(named):
+        for repo in repos:
+            kind = subprocess.run(["git", "cat-file", "-t", oid], cwd=repo, capture_output=True,
+                                  text=True).stdout.strip()
+            if kind in ("commit", "tag"):
+                _git("-c", "gpg.format=ssh", "-c",
+                     f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}",
+                     f"verify-{kind}", oid, cwd=repo)
+                checked += 1
+                break
+            if kind == "tree":
+                break
+        else:
+            raise RuntimeError(f"demo: {oid} was named but is in no hub repository")
+    return checked
