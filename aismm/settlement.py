@@ -217,8 +217,7 @@ def tick(hub: "Hub") -> list[str]:
         if ready:
             lines += accept(hub, mission_id, ready[0]["agent"], as_actor=hub.config.platform)
             continue
-        deadline = dt.datetime.fromisoformat(st["deadline"].replace("Z", "+00:00"))
-        if now >= deadline:
+        if st["state"] == "expired":  # not when the DoD passed in time: the window runs on
             lines += refund(hub, mission_id, "deadline")
     return lines
 
