@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aismm.clock import iso
+from aismm.errors import AismmError
 from aismm.store import Store
 
 if TYPE_CHECKING:
@@ -35,7 +36,14 @@ def process(hub: "Hub", limit: int | None = None) -> list[str]:
             event = store.claim(worker)
             if event is None:
                 break
-            result, out = lifecycle.handle_event(hub, event)
+            try:
+                result, out = lifecycle.handle_event(hub, event)
+            except AismmError as exc:  # one bad event must not block the others
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                store.finish(event.id, {"error": str(exc)}, iso(hub.clock.now()), "failed")
+                lines.append(f"aismm: {event.repo} {event.ref}: processing failed ({first})")
+                done += 1
+                continue
             store.finish(event.id, result, iso(hub.clock.now()))
             lines.extend(out)
             done += 1
