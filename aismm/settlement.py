@@ -61,8 +61,16 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
     from aismm import events
 
     events.record(hub, repo.path, [(old, new, ACCEPTED)], signer)
-    return [f"aismm: {signer} accepted attempts/{agent} with merge {new[:12]}"] + \
-        (events.process(hub) if hub.config.processing == "inline" else [])
+    lines = [f"aismm: {signer} accepted attempts/{agent} with merge {new[:12]}"]
+    if hub.config.processing != "inline":
+        return lines
+    lines += events.process(hub)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        closure = ledger.closure(mission_id)
+    if closure is not None and closure.kind == "refunded":  # a refund won the race
+        raise ConflictError(f"escrow:{mission_id}: already refunded by {closure.cause}; "
+                            f"merge {new[:12]} landed but pays nothing")
+    return lines
 
 
 def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
