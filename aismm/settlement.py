@@ -180,10 +180,12 @@ def refund(hub: "Hub", mission_id: str, reason: str) -> list[str]:
     """Return the escrow (minus the kept fee at T0/T1) and tag the mission ``refunded``."""
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
-    if repo.ref(ACCEPTED) != policy.main:
-        raise MissionError(f"{mission_id}: already accepted; it settles instead")
     kept = _fee_on_refund(doc.tier, reason, doc.fee)
     with Ledger(hub.db_path, hub.clock) as ledger:
+        done = ledger.closure(mission_id)
+        # a merge that landed after the refund's ledger transaction must not block its tag
+        if repo.ref(ACCEPTED) != policy.main and (done is None or done.kind != "refunded"):
+            raise MissionError(f"{mission_id}: already accepted; it settles instead")
         closure = ledger.refund(mission_id, doc.client, kept, cause=f"{reason}:{policy.main}")
     _crash_point("after-ledger")
     if repo.ref(REFUNDED) is None:
