@@ -644,3 +644,22 @@ def test_requests_after_closure_are_refused(site: Site) -> None:
             f"aismm: {mid}: refs/heads/attempts/{AGENT} has delivered; cancel only before any "
             "delivery (escalate instead)")
     assert site.state(mid) == before
+
+
+def test_a_refund_killed_after_the_ledger_survives_a_late_acceptance(site: Site) -> None:
+    mid = sloppy_failed(site)
+    site.advance("P3D")
+    assert site.cli("tick", AISMM_CRASH_AT="after-ledger").code == KILLED  # refunded, untagged
+    closure = site.closure(mid)
+    assert closure is not None and closure.kind == "refunded"
+
+    late = site.cli("mission", "accept", mid, "--attempt", SLOPPY)  # no tag yet: the merge lands
+
+    merge = site.refs(mid)["refs/heads/accepted"]
+    assert merge != site.refs(mid)["refs/heads/main"]
+    assert one_line_error(late) == (f"aismm: escrow:{mid}: already refunded by {closure.cause}; "
+                                    f"merge {merge[:12]} landed but pays nothing")
+    assert site.cli("reconcile") == Result(
+        0, f"escrow refunded (deadline): 100 back to {CLIENT}, 2 fee kept by the platform\n", "")
+    assert closed_one_way(site, mid, total=102, fee=2) == "refunded"
+    assert site.cli("tick") == Result(0, "nothing to do\n", "")
