@@ -116,11 +116,12 @@ class Site:
     # -- acting -----------------------------------------------------------------------------
     def create(self, tier: str = "T1", agents: tuple[str, ...] = (AGENT,),
                contract: str = REVIEW, inputs: Path = REVIEW_INPUTS,
-               reviewers: tuple[str, ...] = (), price: int | None = None) -> str:
+               reviewers: tuple[str, ...] = (), price: int | None = None,
+               mode: str = "direct") -> str:
         """A funded mission; its id."""
         created = mission.create(self.hub, contract_ref=contract, client=CLIENT, inputs=inputs,
                                  price=price, tier=tier, agents=list(agents),
-                                 reviewers=list(reviewers))
+                                 reviewers=list(reviewers), mode=mode)
         return created.doc.id
 
     def deliver(self, mission_id: str) -> list[str]:

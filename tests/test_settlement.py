@@ -184,6 +184,33 @@ def test_accepting_a_passing_delivery_settles_once_at_each_tier(site: Site, tier
         assert site.state(mid) == again
 
 
+def test_a_contest_pays_the_accepted_attempt_and_records_the_other_not_selected(
+        site: Site) -> None:
+    mid = site.create("T0", agents=("ref-test-writer", SLOPPY), contract="contract.unit_tests",
+                      inputs=UNIT_INPUTS, mode="contest")  # T0: unlisted agents may compete
+    site.deliver(mid)
+    assert (site.status(mid)["mode"], site.status(mid)["price"]) == ("contest", 500)  # top ask
+    states = {a["agent"]: a["state"] for a in site.status(mid)["attempts"]}
+    assert states == {"ref-test-writer": "awaiting_acceptance", SLOPPY: "failed"}
+
+    result = site.cli("mission", "accept", mid, "--attempt", "ref-test-writer")
+
+    merge = site.refs(mid)["refs/heads/accepted"]
+    paid = "escrow settled: 500 to provider:acme, 10 fee to platform:fees (2% T0); tag settled on"
+    assert (result.code, result.out.splitlines()[-1]) == (0, f"{paid} {merge[:12]}")
+    assert without_zero(site.balances()) == {f"client:{CLIENT}": SEED - 510,
+                                             "provider:acme": 500, "platform:fees": 10,
+                                             "world": -SEED}
+    assert site.tag_body(mid, "settled")["agent"] == "ref-test-writer"
+    status = site.status(mid)
+    assert (status["state"], status["accepted"]) == ("settled", "ref-test-writer")
+    assert {a["agent"]: a["state"] for a in status["attempts"]} == {
+        "ref-test-writer": "accepted", SLOPPY: "not_selected"}
+    assert sorted((r["agent"], r["outcome"], r["cost"]) for r in site.executions(mid)) == [
+        ("ref-test-writer", "accepted", 500), (SLOPPY, "not_selected", 0)]
+    assert site.check() == []
+
+
 # -- 2. refunds ---------------------------------------------------------------------------------
 
 
