@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aismm import gate, mission, registry  # noqa: E402
-from aismm.git import Repo  # noqa: E402
-from aismm.hub import Hub, HubConfig  # noqa: E402
-from aismm.ledger import Ledger  # noqa: E402
-from aismm.model import dump_yaml, load_yaml  # noqa: E402
+from aismm import gate, mission, registry
+from aismm.git import Repo
+from aismm.hub import Hub, HubConfig
+from aismm.ledger import Ledger
+from aismm.model import dump_yaml, load_yaml
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 GOLDEN = (TASK / "golden" / "findings.json").read_bytes()
@@ -46,7 +46,8 @@ BULK = "contract.bench_bulk"
 
 
 def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(["git", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          check=False)
     if done.returncode:
         raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout + done.stderr
@@ -136,7 +137,7 @@ def push_overhead(root: Path, n: int) -> dict[str, float]:
             tip = "origin/attempts/bob"
             tree = git("rev-parse", f"{tip}:deliverable", cwd=clone).strip()
             shown = subprocess.run(["git", "show", f"{tip}:verdicts/platform.yaml"], cwd=clone,
-                                   env=ENV, capture_output=True, text=True).stdout
+                                   env=ENV, capture_output=True, text=True, check=False).stdout
             if f"deliverable_tree: {tree}" in shown:
                 git("reset", "-q", "--hard", tip, cwd=clone)
                 git("push", "-q", "--force", "plain", f"{tip}:refs/heads/attempts/bob", cwd=clone)

@@ -15,9 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import pytest
 
@@ -29,9 +29,25 @@ from aismm.ledger import Ledger
 from aismm.mission import Created
 from aismm.model import dump_yaml
 
-__all__ = ["ROOT", "GOLDEN", "INPUTS", "CONTRACT", "GIT_ENV", "Kit", "Clone", "Push", "RepoState",
-           "make_kit", "kit_fixture", "isolated_env", "ssh_keygen", "verdict", "request",
-           "findings", "run_git"]
+__all__ = [
+    "CONTRACT",
+    "GIT_ENV",
+    "GOLDEN",
+    "INPUTS",
+    "ROOT",
+    "Clone",
+    "Kit",
+    "Push",
+    "RepoState",
+    "findings",
+    "isolated_env",
+    "kit_fixture",
+    "make_kit",
+    "request",
+    "run_git",
+    "ssh_keygen",
+    "verdict",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = "contract.code_review"
@@ -68,7 +84,8 @@ def run_git(*args: str | bytes, cwd: Path | None = None, check: bool = True,
             ) -> subprocess.CompletedProcess[bytes]:
     """Run the real git binary (bytes in and out, so raw path names survive)."""
     full = {**os.environ, **(env or {})}
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=full, input=input)
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=full, input=input,
+                          check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stderr.decode(errors='replace')}")
@@ -133,7 +150,7 @@ class Push:
 
 def _strip_remote(line: str) -> str:
     line = line.rstrip().replace("\x1b[K", "").rstrip()
-    return line[len("remote: "):] if line.startswith("remote: ") else line
+    return line.removeprefix("remote: ")
 
 
 class Clone:
@@ -244,7 +261,7 @@ class Clone:
             mp.setenv("GIT_DIR", str(self.origin))
             mp.setenv("GIT_ALTERNATE_OBJECT_DIRECTORIES", str(self.path / ".git" / "objects"))
             repo = Repo(self.origin, from_env=True)
-            gate.judge(self.hub, repo, updates)  # type: ignore[arg-type]
+            gate.judge(self.hub, repo, updates)
         result = self.push(*refspecs, hooks="none")
         assert result.returncode == 0 and not result.problems, result.text
         assert all(self.remote_state().refs.get(ref) == new for _o, new, ref in updates)

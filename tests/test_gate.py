@@ -9,9 +9,9 @@ way, so the suite also proves the gate is not simply refusing everything.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import pytest
 
@@ -105,7 +105,7 @@ class Scene:
                    "-m", f"{name}\n", target)
         return self.c.rev(f"refs/tags/{name}")
 
-    def attack(self, expect: str, *refspecs: str, **push: object) -> "Attack":
+    def attack(self, expect: str, *refspecs: str, **push: object) -> Attack:
         return Attack(self.c, refspecs or (self.branch,), expect, push)
 
 
@@ -713,7 +713,7 @@ def _(kit: Kit) -> Attack:
     return s.attack(line(A, "ref", "this mission is already accepted"), "accepted")
 
 
-def _names() -> dict[str, tuple[bytes, str, str | None]]:
+def _names() -> dict[str, tuple[bytes, str, str, str | None]]:
     """Hostile names: raw path, the gate's rendering and complaint, and git fsck's complaint."""
     deep = "deliverable/" + "d/" * 12 + "x.md"
     long = "deliverable/" + ("a" * 60 + "/") * 4 + "x.md"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from typing import Iterator
+from collections.abc import Iterator
 
 import pygit2
 import pytest
@@ -32,7 +32,7 @@ from tests import hubkit
 from tests.hubkit import Kit, findings, verdict
 
 ATTEMPT = "refs/heads/attempts/bob"
-WHEN = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -107,7 +107,7 @@ class World:
                 here[head] = (mode, oid)
         for head, children in sub.items():
             here[head] = (0o040000, self.tree(children))
-        key = lambda item: item[0] + (b"/" if item[1][0] == 0o040000 else b"")  # noqa: E731
+        key = lambda item: item[0] + (b"/" if item[1][0] == 0o040000 else b"")
         data = b"".join(f"{mode:o}".encode() + b" " + name + b"\0" + bytes.fromhex(oid)
                         for name, (mode, oid) in sorted(here.items(), key=key))
         return str(self.raw.odb.write(ObjectType.TREE, data))
@@ -119,9 +119,8 @@ def world(kit: Kit) -> World:
 
 
 components = st.one_of(st.sampled_from(SAFE), st.sampled_from(HOSTILE),
-                       st.text(st.characters(blacklist_characters="/\0",
-                                             blacklist_categories=("Cs",)), min_size=1,
-                               max_size=6))
+                       st.text(st.characters(codec="utf-8", exclude_characters="/\0"),
+                               min_size=1, max_size=6))
 
 
 @st.composite

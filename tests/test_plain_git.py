@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-import yaml
 
-from aismm.model import dump_yaml
+from aismm.model import dump_yaml, load_yaml
 from tests import hubkit
 from tests.hubkit import Kit, run_git
 
@@ -33,7 +32,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
 
 def doc_blocks() -> list[str]:
     """The ``sh`` code blocks of docs/plain-git.md, in order."""
-    return re.findall(r"^```sh\n(.*?)^```$", DOC.read_text(), flags=re.M | re.S)
+    return re.findall(r"^```sh\n(.*?)^```$", DOC.read_text(), flags=re.MULTILINE | re.DOTALL)
 
 
 def test_the_doc_has_a_block_for_every_step() -> None:
@@ -50,7 +49,7 @@ def processing(kit: Kit, request: pytest.FixtureRequest) -> Iterator[str]:
     daemon: it only queues the event, so the operator's block pushes the platform verdict."""
     config = kit.hub.root / "hub.yaml"
     original = config.read_text()
-    data = yaml.safe_load(original)
+    data = load_yaml(original, "hub.yaml")
     data["processing"] = request.param
     config.write_text(dump_yaml(data))
     yield request.param
@@ -74,7 +73,7 @@ def test_the_protocol_with_plain_git_only(kit: Kit, tmp_path: Path, processing: 
     outputs = []
     for number, block in enumerate(doc_blocks(), 1):
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, cwd=tmp_path,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         outputs.append(proc.stdout + proc.stderr)
         assert proc.returncode == 0, f"block {number} failed:\n{block}\n---\n{outputs[-1]}"
     rejections = [line for out in outputs for line in out.splitlines()
@@ -98,7 +97,7 @@ def test_the_protocol_with_plain_git_only(kit: Kit, tmp_path: Path, processing: 
     assert run_git("show", f"{head}:deliverable/findings.json", cwd=bare).stdout == \
         hubkit.GOLDEN.read_bytes()
     for path, reviewer in (("verdicts/platform.yaml", "platform"), ("verdicts/vera.yaml", "vera")):
-        doc = yaml.safe_load(run_git("show", f"{head}:{path}", cwd=bare).stdout)
+        doc = load_yaml(run_git("show", f"{head}:{path}", cwd=bare).stdout, path)
         assert (doc["mission"], doc["reviewer"], doc["deliverable_tree"], doc["verdict"]) == \
             (created.doc.id, reviewer, tree, "pass")
 
@@ -106,11 +105,12 @@ def test_the_protocol_with_plain_git_only(kit: Kit, tmp_path: Path, processing: 
     signer_of = {}
     commits = run_git("rev-list", "--all", cwd=bare).stdout.decode().split()
     for commit in commits:
-        proc = run_git("-c", f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}",
-                       "verify-commit", "--raw", commit, cwd=bare, check=False)
-        assert proc.returncode == 0, proc.stderr.decode()
-        found = re.search(r'Good "git" signature for (\S+)@aismm\.invalid', proc.stderr.decode())
-        assert found, proc.stderr.decode()
+        verified = run_git("-c", f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}",
+                           "verify-commit", commit, cwd=bare, check=False)
+        said = verified.stderr.decode()
+        assert verified.returncode == 0, said
+        found = re.search(r'Good "git" signature for (\S+)@aismm\.invalid', said)
+        assert found, said
         signer_of[commit] = found.group(1)
     assert signer_of[created.main] == "alice"
     assert signer_of[accepted] == "alice"
@@ -121,6 +121,6 @@ def test_the_protocol_with_plain_git_only(kit: Kit, tmp_path: Path, processing: 
     dod = run_git("log", "--format=%H", "-1", head, "--", "verdicts/platform.yaml", cwd=bare)
     assert signer_of[dod.stdout.decode().strip()] == "platform"
     for tag in [r for r in refs if r.startswith("refs/tags/")]:
-        proc = run_git("-c", f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}",
-                       "verify-tag", tag, cwd=bare, check=False)
-        assert proc.returncode == 0 and "platform@aismm.invalid" in proc.stderr.decode()
+        verified = run_git("-c", f"gpg.ssh.allowedSignersFile={hub.allowed_signers_path}",
+                           "verify-tag", tag, cwd=bare, check=False)
+        assert verified.returncode == 0 and "platform@aismm.invalid" in verified.stderr.decode()
