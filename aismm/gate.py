@@ -662,7 +662,7 @@ def _judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: st
     if old != policy.main:
         j.reject(ref, "ref", "this mission is already accepted", "nothing to do")
         return
-    if j.repo.ref("refs/tags/refunded"):
+    if j.repo.ref("refs/tags/refunded") or _refunded_in_ledger(j.hub, policy.doc.id):
         j.reject(ref, "ref", "this mission was refunded", "it can no longer be accepted")
         return
     info = j.repo.commit(new)
@@ -736,6 +736,17 @@ def _judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: st
             j.reject(ref, attempt_ref, f"review quorum not met ({len(have)} of {need} "
                      "independent passing verdicts on the current deliverable)",
                      "wait for reviewers or request rework")
+
+
+def _refunded_in_ledger(hub: "Hub", mission_id: str) -> bool:
+    """A refund whose ledger transaction committed before its tag was written."""
+    from aismm.ledger import Ledger
+
+    if not hub.db_path.exists():
+        return False
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        closure = ledger.closure(mission_id)
+    return closure is not None and closure.kind == "refunded"
 
 
 def _window_elapsed(j: _Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:

@@ -124,17 +124,19 @@ class Repo:
         """Compare-and-swap a ref: move it from ``old`` (None = must not exist) to ``new``."""
         for attempt in range(40):
             try:
-                current = self.ref(name)
+                loaded = self._r.references.get(name)
+                current = str(loaded.target) if loaded is not None else None
                 if current != old:
                     raise ConflictError(
                         f"{name}: moved to {current or 'nothing'} while we expected "
                         f"{old or 'nothing'}; re-read the repository and retry"
                     )
-                if old is None:
+                if loaded is None:
                     self._r.create_reference_direct(name, pygit2.Oid(hex=new), False, message)
                 else:
-                    # libgit2 moves the ref only if it still holds the value we loaded (CAS).
-                    self._r.references[name].set_target(pygit2.Oid(hex=new), message)
+                    # libgit2 moves the ref only if it still holds the value we loaded and
+                    # compared above (compare-and-swap); otherwise it raises and we re-check.
+                    loaded.set_target(pygit2.Oid(hex=new), message)
                 return
             except (pygit2.GitError, OSError, pygit2.AlreadyExistsError) as exc:
                 if attempt == 39:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aismm import gate, registry
 from aismm.clock import iso, parse_duration
 from aismm.document import Request, Verdict
-from aismm.errors import ConflictError, MissionError
+from aismm.errors import AismmError, ConflictError, MissionError
 from aismm.git import Repo
 from aismm.ledger import Ledger
 from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
@@ -211,25 +211,37 @@ def tick(hub: "Hub") -> list[str]:
     """Apply every due timer: auto-acceptance after the window, refunds after the deadline."""
     from aismm import lifecycle
 
-    lines = []
-    now = hub.clock.now()
+    lines: list[str] = []
+    failures: list[AismmError] = []
     for mission_id in mission_ids(hub):
-        st = lifecycle.status(hub, mission_id)
-        if st["state"] in ("settled", "refunded"):
-            continue
-        if st["state"] == "accepted":
-            lines += settle(hub, mission_id)
-            continue
-        repo, policy = open_mission(hub, mission_id)
-        window = parse_duration(policy.contract.sla.acceptance_window)
-        ready = [a for a in st["attempts"] if a["state"] == "awaiting_acceptance"
-                 and now.timestamp() - repo.commit(a["head"]).time >= window.total_seconds()]
-        if ready:
-            lines += accept(hub, mission_id, ready[0]["agent"], as_actor=hub.config.platform)
-            continue
-        if st["state"] == "expired":  # not when the DoD passed in time: the window runs on
-            lines += refund(hub, mission_id, "deadline")
+        try:
+            lines += _tick_one(hub, mission_id, lifecycle.status(hub, mission_id))
+        except AismmError as exc:  # one mission's trouble must not stop the others' timers
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        from aismm.errors import CheckFailed
+
+        raise CheckFailed("tick", [str(f).splitlines()[0] for f in failures])
     return lines
+
+
+def _tick_one(hub: "Hub", mission_id: str, st: dict[str, Any]) -> list[str]:
+    if st["state"] in ("settled", "refunded"):
+        return []
+    if st["state"] == "accepted":
+        return settle(hub, mission_id)
+    repo, policy = open_mission(hub, mission_id)
+    window = parse_duration(policy.contract.sla.acceptance_window)
+    now = hub.clock.now()
+    ready = [a for a in st["attempts"] if a["state"] == "awaiting_acceptance"
+             and now.timestamp() - repo.commit(a["head"]).time >= window.total_seconds()]
+    if ready:
+        return accept(hub, mission_id, ready[0]["agent"], as_actor=hub.config.platform)
+    if st["state"] == "expired":  # not when the DoD passed in time: the window runs on
+        return refund(hub, mission_id, "deadline")
+    return []
 
 
 def reconcile(hub: "Hub") -> list[str]:
