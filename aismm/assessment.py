@@ -259,7 +259,7 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
         return {"skipped": "not a mission"}, []
     mission_id = Path(event.repo).name.removesuffix(".git")
     try:
-        repo, _policy = open_mission(hub, mission_id)
+        repo, policy = open_mission(hub, mission_id)
     except AismmError as exc:
         return {"error": str(exc)}, [f"aismm: {exc}"]
     lines: list[str] = []
@@ -280,7 +280,7 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
                 from aismm import settlement
 
                 lines += settlement.arbitrate(hub, mission_id, agent)
-    elif event.ref == ACCEPTED:
+    elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
         from aismm import settlement
 
         lines += settlement.settle(hub, mission_id)
