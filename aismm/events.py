@@ -24,8 +24,12 @@ def record(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
         store.record_updates(name, updates, pusher, iso(hub.clock.now()))
 
 
-def process(hub: "Hub", limit: int | None = None) -> list[str]:
-    """Drain the outbox: handle each pending event exactly once; return summary lines."""
+def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None) -> list[str]:
+    """Drain the outbox: handle each pending event exactly once; return summary lines.
+
+    With ``only_repo``, every pending event is still handled, but only that repository's
+    lines are returned (a push reports on its own mission).
+    """
     from aismm import lifecycle
 
     lines: list[str] = []
@@ -41,11 +45,13 @@ def process(hub: "Hub", limit: int | None = None) -> list[str]:
             except AismmError as exc:  # one bad event must not block the others
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 store.finish(event.id, {"error": str(exc)}, iso(hub.clock.now()), "failed")
-                lines.append(f"aismm: {event.repo} {event.ref}: processing failed ({first})")
+                if only_repo is None or event.repo == only_repo:
+                    lines.append(f"aismm: {event.repo} {event.ref}: processing failed ({first})")
                 done += 1
                 continue
             store.finish(event.id, result, iso(hub.clock.now()))
-            lines.extend(out)
+            if only_repo is None or event.repo == only_repo:
+                lines.extend(out)
             done += 1
     return lines
 
@@ -56,4 +62,4 @@ def record_and_process(hub: "Hub", repo_path: Path, updates: list[tuple[str, str
     record(hub, repo_path, updates, pusher)
     if hub.config.processing != "inline":
         return [f"aismm: {len(updates)} update(s) queued for the hub"]
-    return process(hub)
+    return process(hub, only_repo=repo_path.resolve().relative_to(hub.root).as_posix())

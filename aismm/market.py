@@ -21,6 +21,7 @@ from aismm.model import describe_validation, dump_yaml, load_yaml
 
 if TYPE_CHECKING:
     from aismm.hub import Hub
+    from aismm.signing import PrivateKey
 
 __all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "status_of",
            "pick", "ranking", "REFERENCE_PROVIDERS"]
@@ -39,7 +40,7 @@ def load_manifest(text: bytes | str, where: str) -> Manifest:
 
 
 def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = None,
-                      hosted: bool = False) -> Manifest:
+                      hosted: bool = False, key: "PrivateKey | None" = None) -> Manifest:
     """Commit a manifest to registry.git signed by its provider (registering a hosted actor)."""
     provider = provider or manifest.owner
     signer = registry.actor(hub, provider)
@@ -65,7 +66,7 @@ def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = Non
         registry.add_actor(hub, manifest.id, list(manifest.roles), manifest.owner, None, True)
     registry.commit_files(hub, {f"agents/{manifest.id}.yaml": dump_yaml(
         manifest.model_dump(mode="json")).encode()}, f"Publish manifest {manifest.id}\n",
-        provider)
+        provider, key)
     return manifest
 
 

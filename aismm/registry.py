@@ -88,8 +88,11 @@ def create(hub: "Hub") -> None:
     from aismm import gate
     from aismm.hub import bundled
 
+    from aismm.hook import install
+
     repo = Repo.init_bare(hub.registry_path)
     gate.configure(repo)
+    install(hub.registry_path)
     platform, arbiter = hub.config.platform, hub.config.arbiter
     pkey = hub.new_hosted_key(platform)
     akey = hub.new_hosted_key(arbiter)

@@ -18,16 +18,21 @@ def group() -> None:
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--as", "provider", help="Sign as this provider (default: the manifest's owner).")
 @click.option("--hosted", is_flag=True, help="Register the agent as a hosted actor if needed.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The provider's own private key (for a provider that keeps its own).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def register_(ctx: click.Context, manifest: Path, provider: str | None, hosted: bool,
-              as_json: bool) -> None:
+              key: Path | None, as_json: bool) -> None:
     """Validate MANIFEST and publish it in registry.git, signed by the provider."""
     from aismm import market
 
     hub = hub_from(ctx)
     man = market.load_manifest(manifest.read_bytes(), str(manifest))
-    market.register_manifest(hub, man, provider, hosted=hosted)
+    from aismm.signing import read_private_key_file
+
+    market.register_manifest(hub, man, provider, hosted=hosted,
+                             key=read_private_key_file(key) if key else None)
     emit(man.model_dump(mode="json"), as_json,
          f"Published {man.id} (owner {man.owner}) for {', '.join(man.contracts)}; "
          f"assess it with `aismm agent assess {man.id}`")

@@ -134,3 +134,30 @@ def test_schema_export(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert names == ["actor.schema.json", "contract.schema.json", "manifest.schema.json",
                      "mission.schema.json", "request.schema.json", "verdict.schema.json"]
+
+
+def test_external_provider_registers_a_manifest_with_its_own_key(hub: Path, tmp_path: Path
+                                                                  ) -> None:
+    for name in ("prov", "stranger", "pbot"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(tmp_path / name)], check=True)
+    assert aismm("actor", "add", "prov", "--role", "client", "--pubkey",
+                 str(tmp_path / "prov.pub"), hub=hub).returncode == 0
+    assert aismm("actor", "add", "pbot", "--role", "specialist", "--owner", "prov", "--pubkey",
+                 str(tmp_path / "pbot.pub"), hub=hub).returncode == 0
+    manifest = tmp_path / "pbot.yaml"
+    manifest.write_text("schema_version: 1\nid: pbot\nowner: prov\nroles: [specialist]\n"
+                        "contracts: [contract.schema_design@1.0.0]\nprice: 120\ncapacity: 2\n"
+                        "runtime: {kind: git}\n")
+    registry_tip = ["git", "-C", str(hub / "registry.git"), "rev-parse", "HEAD"]
+    before = subprocess.run(registry_tip, capture_output=True, text=True).stdout
+    forged = aismm("agent", "register", str(manifest), "--as", "prov", "--key",
+                   str(tmp_path / "stranger"), hub=hub)
+    assert forged.returncode == 1
+    assert "signed by an unregistered or revoked key" in forged.stderr
+    assert subprocess.run(registry_tip, capture_output=True, text=True).stdout == before
+    done = aismm("agent", "register", str(manifest), "--as", "prov", "--key",
+                 str(tmp_path / "prov"), "--json", hub=hub)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(aismm("agent", "show", "pbot", "--json", hub=hub).stdout)
+    assert shown["manifest"]["runtime"]["kind"] == "git" and shown["assessment"] is None
