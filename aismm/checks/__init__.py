@@ -13,3 +13,12 @@ and jsonschema are used, so checks run wherever the hub's interpreter runs.
     expect       benchmarks             score a deliverable against a task's expect.yaml
     local        benchmarks and tests   run a contract's whole DoD against a local folder
 """
+
+
+def report(problems: list[str], most: int = 50) -> int:
+    """Print up to ``most`` problems, one per line; the check's exit status (0 = pass)."""
+    for line in problems[:most]:
+        print(line)
+    if len(problems) > most:
+        print(f"... and {len(problems) - most} more problems")
+    return 1 if problems else 0

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aismm.checks import report
+
 __all__ = ["check", "main"]
 
 FINDINGS = "deliverable/findings.json"
@@ -93,11 +95,7 @@ def _summary(summary: Any, findings: list[Any], sources: dict[str, list[str]]) -
 def main() -> int:
     """Entry point: check the checkout in the current directory."""
     problems = check(Path.cwd())
-    for line in problems[:50]:
-        print(line)
-    if len(problems) > 50:
-        print(f"... and {len(problems) - 50} more problems")
-    return 1 if problems else 0
+    return report(problems)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aismm.checks import report
+
 __all__ = [
     "MODULE_NAME",
     "SuiteResult",
@@ -298,11 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     problems = check(Path.cwd(), tests=args.tests, inputs=args.inputs,
                      min_tests=args.min_tests, report=args.report)
-    for line in problems[:50]:
-        print(line)
-    if len(problems) > 50:
-        print(f"... and {len(problems) - 50} more problems")
-    return 1 if problems else 0
+    return report(problems)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from aismm.checks import report
 
 __all__ = ["check", "counter_examples", "first_error", "json_kind", "main", "validator"]
 
@@ -131,11 +132,7 @@ def check(root: Path) -> list[str]:
 def main() -> int:
     """Entry point: check the checkout in the current directory."""
     problems = check(Path.cwd())
-    for line in problems[:50]:
-        print(line)
-    if len(problems) > 50:
-        print(f"... and {len(problems) - 50} more problems")
-    return 1 if problems else 0
+    return report(problems)
 
 
 if __name__ == "__main__":
