@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from aismm.checks import report
 
 __all__ = ["check", "counter_examples", "first_error", "json_kind", "main", "validator"]
