@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ __all__ = [
     "isolated_env",
     "kit_fixture",
     "make_kit",
+    "repo_state",
     "request",
     "run_git",
     "ssh_keygen",
@@ -429,6 +429,3 @@ def kit_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
     root = tmp_path_factory.mktemp("kit")
     with isolated_env(root / "home"):
         yield make_kit(root)
-
-
-PYTHON = sys.executable

@@ -861,3 +861,24 @@ def test_platform_may_accept_after_an_arbiters_release(kit: Kit) -> None:
     result = s.c.push("accepted", hooks="pre-receive")
     assert result.returncode == 0 and not result.problems, result.text
     assert s.c.remote_state().refs[A] == merge
+
+
+def test_a_push_to_the_registry_is_judged_by_the_gate(kit: Kit) -> None:
+    """An unregistered key must not be able to register itself (here: as an arbiter)."""
+    reg = Clone(kit.hub.registry_path, kit.root / "clones" / "registry-attack", kit.hub,
+                kit.hook_dirs)
+    public = kit.key("stranger").with_suffix(".pub").read_text().strip()
+    oid = reg.commit(kit.key("stranger"), "register me", {"actors/evil.yaml": dump_yaml({
+        "schema_version": 1, "id": "evil", "roles": ["arbiter"], "owner": "platform",
+        "key": public, "hosted": False, "revoked": False})})
+    before = reg.remote_state()
+    result = reg.push("main")
+    try:
+        assert result.returncode != 0
+        assert any(p.startswith(line(M, f"commit {oid[:12]}", "signed by an unregistered"))
+                   for p in result.problems), result.text
+        assert reg.remote_state() == before
+    finally:
+        if result.returncode == 0:  # put the registry back for the other tests of this module
+            reg.git("push", "-q", "--force", "origin", f"{before.refs[M]}:{M}")
+            registry.write_allowed_signers(kit.hub)
