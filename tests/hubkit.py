@@ -398,9 +398,11 @@ class Kit:
         """Hook folders for :meth:`Clone.push`: the installed pre-receive alone, or nothing."""
         only_pre, none = self.root / "hooks-pre-receive", self.root / "hooks-none"
         if not only_pre.is_dir():
+            installed = [self.hub.registry_path / "hooks" / "pre-receive",
+                         *self.hub.missions_dir.glob("*.git/hooks/pre-receive")]
+            source = next(p for p in installed if p.is_file())
             none.mkdir()
             only_pre.mkdir()
-            source = next(self.hub.missions_dir.glob("*.git/hooks/pre-receive"))
             shutil.copy2(source, only_pre / "pre-receive")
         return {"pre-receive": only_pre, "none": none}
 
