@@ -13,6 +13,7 @@ import json
 import os
 import socketserver
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -33,8 +34,8 @@ class _Handler(socketserver.StreamRequestHandler):
         server: "_SocketServer" = self.server  # type: ignore[assignment]
         try:
             request = json.loads(self.rfile.readline())
-            with server.lock if request.get("hook") == "post-receive" else _NoLock():
-                code, text = handle(request, {server.hub.root: server.hub})
+            # No lock: the outbox claim already makes each event's processing exclusive.
+            code, text = handle(request, {server.hub.root: server.hub})
             if code == 0 and request.get("hook") == "pre-receive":
                 repo = Path(request["git_dir"]).resolve().relative_to(server.hub.root)
                 for line in str(request.get("stdin", "")).splitlines():
@@ -44,14 +45,6 @@ class _Handler(socketserver.StreamRequestHandler):
         except (ValueError, KeyError) as exc:
             code, text = 1, f"aismm: malformed hook request ({exc}); refused\n"
         self.wfile.write(json.dumps({"code": code, "stderr": text}).encode() + b"\n")
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -140,11 +133,15 @@ class Server:
         observer.start()
         self.log(f"serving {self.hub.root} on {self.socket_path}")
         try:
+            due = 0.0
             while not self.stop.is_set():
-                self._pass()
+                full = time.monotonic() >= due  # a watchdog hint only rescans refs
+                self._pass(full)
+                if full:
+                    due = time.monotonic() + self.interval
                 if once:
                     break
-                self.wake.wait(self.interval)
+                self.wake.wait(max(0.0, due - time.monotonic()))
                 self.wake.clear()
         finally:
             observer.stop()
@@ -170,12 +167,14 @@ class Server:
         finally:
             os.umask(old)
 
-    def _pass(self) -> None:
+    def _pass(self, full: bool = True) -> None:
         from aismm import events, settlement
 
         with self.lock:
             try:
                 rescan(self.hub, self.log, self.approved)
+                if not full:
+                    return
                 for line in settlement.reconcile(self.hub) + events.process(self.hub) + \
                         settlement.tick(self.hub):
                     if "nothing to finish" not in line:

@@ -100,7 +100,7 @@ def test_repository_is_signed_configured_hooked_and_fsck_clean(hub: Hub) -> None
 
     for hook in ("pre-receive", "post-receive"):
         text = (created.path / "hooks" / hook).read_text()
-        assert text.startswith(f"#!{sys.executable}\n") and "# aismm-hook:" in text
+        assert text.startswith(f"#!{sys.executable} -S\n") and "# aismm-hook:" in text
 
 
 def test_escrow_is_funded_with_price_plus_fee(hub: Hub) -> None:
