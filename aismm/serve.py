@@ -135,7 +135,7 @@ class Server:
         try:
             due = 0.0
             while not self.stop.is_set():
-                full = time.monotonic() >= due  # a watchdog hint only rescans refs
+                full = time.monotonic() >= due  # a watchdog hint: rescan refs, drain the outbox
                 self._pass(full)
                 if full:
                     due = time.monotonic() + self.interval
@@ -173,10 +173,10 @@ class Server:
         with self.lock:
             try:
                 rescan(self.hub, self.log, self.approved)
-                if not full:
-                    return
-                for line in settlement.reconcile(self.hub) + events.process(self.hub) + \
-                        settlement.tick(self.hub):
+                lines = events.process(self.hub)
+                if full:  # timers and the reconciler walk every mission: on the interval only
+                    lines = settlement.reconcile(self.hub) + lines + settlement.tick(self.hub)
+                for line in lines:
                     if "nothing to finish" not in line:
                         self.log(line.removeprefix("aismm: "))
             except AismmError as exc:
