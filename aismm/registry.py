@@ -52,9 +52,23 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
     return out
 
 
+_SNAPSHOTS: dict[tuple[str, str], Snapshot] = {}
+
+
 def snapshot(repo: Repo, commit: str | None = None) -> Snapshot:
-    """Read actors and manifests at ``commit`` (default: the registry's main)."""
+    """Read actors and manifests at ``commit`` (default: the registry's main); cached per commit."""
     commit = commit if commit is not None else repo.ref(MAIN)
+    key = (str(repo.path), commit or "")
+    cached = _SNAPSHOTS.get(key)
+    if cached is not None:
+        return cached
+    if len(_SNAPSHOTS) > 32:
+        _SNAPSHOTS.clear()
+    _SNAPSHOTS[key] = found = _read_snapshot(repo, commit)
+    return found
+
+
+def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
     acts = load_actors(repo, commit)
     mans: dict[str, Manifest] = {}
     if commit is not None:
