@@ -753,8 +753,25 @@ def _window_elapsed(j: _Judge, policy: MissionPolicy, head: str, dod_ok: bool) -
     if not dod_ok:
         return False
     window = parse_duration(policy.contract.sla.acceptance_window)
-    since = j.repo.commit(head).time
-    return j.hub.clock.now().timestamp() - since >= window.total_seconds()
+    since = verdict_time(j.repo, head, "verdicts/platform.yaml")
+    return since is not None and \
+        j.hub.clock.now().timestamp() - since >= window.total_seconds()
+
+
+def verdict_time(repo: Repo, head: str, path: str) -> int | None:
+    """When the current version of a verdict file was committed (by its signer, on the hub
+    clock), walking first parents back from ``head``; agents' commit times never count."""
+    current = repo.flatten(head).get(path)
+    if current is None:
+        return None
+    commit = head
+    while True:
+        info = repo.commit(commit)
+        parent = info.parents[0] if info.parents else None
+        earlier = repo.flatten(parent).get(path) if parent else None
+        if earlier is None or earlier.oid != current.oid:
+            return info.time
+        commit = parent
 
 
 def _judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None, ref: str,

@@ -83,9 +83,15 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None) -> tupl
             print(f"aismm: {exc}", file=sys.stderr)
             code = 1
         except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
-            print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the push "
-                  "was refused to stay safe", file=sys.stderr)
-            code = 1 if name == "pre-receive" else 0
+            if name == "pre-receive":
+                print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the "
+                      "push was refused to stay safe", file=sys.stderr)
+                code = 1
+            else:  # the refs already moved: say so, and how the work gets finished
+                print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the "
+                      "push was accepted but not yet processed; run `aismm process`",
+                      file=sys.stderr)
+                code = 0
     return code, buffer.getvalue()
 
 

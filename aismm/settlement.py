@@ -236,7 +236,8 @@ def _tick_one(hub: "Hub", mission_id: str, st: dict[str, Any]) -> list[str]:
     window = parse_duration(policy.contract.sla.acceptance_window)
     now = hub.clock.now()
     ready = [a for a in st["attempts"] if a["state"] == "awaiting_acceptance"
-             and now.timestamp() - repo.commit(a["head"]).time >= window.total_seconds()]
+             and now.timestamp() - (gate.verdict_time(repo, a["head"], "verdicts/platform.yaml")
+                                    or now.timestamp()) >= window.total_seconds()]
     if ready:
         return accept(hub, mission_id, ready[0]["agent"], as_actor=hub.config.platform)
     if st["state"] == "expired":  # not when the DoD passed in time: the window runs on
