@@ -90,12 +90,25 @@ def register_reference_agents(hub: "Hub", assess_them: bool = True,
     return ids
 
 
+_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+
+
 def _assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
+    """Every assessment record by agent, oldest first; cached per registry commit."""
     repo = Repo(hub.registry_path)
     tip = repo.ref("refs/heads/main")
-    out: dict[str, list[dict[str, Any]]] = {}
     if tip is None:
-        return out
+        return {}
+    key = (str(repo.path), tip)
+    if key not in _ASSESSED:
+        if len(_ASSESSED) > 16:
+            _ASSESSED.clear()
+        _ASSESSED[key] = _read_assessments(repo, tip)
+    return _ASSESSED[key]
+
+
+def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
     for path, entry in sorted(repo.flatten(tip).items()):
         parts = path.split("/")
         if parts[0] == "assessments" and len(parts) == 3:
@@ -325,6 +338,7 @@ def listing(hub: "Hub", contract: str | None = None, role: str | None = None
     """The marketplace listing: status, badge, price, reputation figures."""
     mans = registry.manifests(hub)
     reps = _reputations(hub, contract)
+    assessed = _assessments(hub)  # once: reading it per agent would be quadratic
     rows = []
     for agent, man in sorted(mans.items()):
         if contract and not any(c == contract or c.split("@")[0] == contract
@@ -332,7 +346,7 @@ def listing(hub: "Hub", contract: str | None = None, role: str | None = None
             continue
         if role and role not in man.roles:
             continue
-        st = status_of(hub, agent)
+        st = (assessed.get(agent) or [None])[-1]
         rep = reps.get(agent)
         rows.append({
             "agent": agent, "owner": man.owner, "roles": man.roles, "contracts": man.contracts,
@@ -355,9 +369,10 @@ def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[s
     mans = {a: m for a, m in registry.manifests(hub).items()
             if "specialist" in m.roles and any(c.split("@")[0] == cid for c in m.contracts)}
     load = _open_attempts(hub)
+    assessed = _assessments(hub)
     candidates = [Candidate(agent=a, owner=m.owner, price=m.price, capacity=m.capacity,
                             open_attempts=load.get(a, 0),
-                            listed=(status_of(hub, a) or {}).get("status") == "listed")
+                            listed=((assessed.get(a) or [{}])[-1]).get("status") == "listed")
                   for a, m in sorted(mans.items())]
     owner = registry.actor(hub, client).owner if client else None
     ranked = rank(candidates, _reputations(hub, None), client_owner=owner)

@@ -25,8 +25,8 @@ def describe_validation(exc: ValidationError) -> list[str]:
     return lines
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """Safe loader that refuses duplicate keys."""
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader (libyaml's parser when present) that refuses duplicate keys."""
 
 
 def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
