@@ -790,6 +790,10 @@ def _judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | Non
         j.reject(ref, "tag", f"signed by {signer.id}; only the platform tags",
                  "tags are written by the hub when it settles or refunds")
         return
+    if tag.name != ref.rsplit("/", 1)[1]:
+        j.reject(ref, "tag", f"the tag object is named {tag.name!r}",
+                 "name the tag object after its ref")
+        return
     other = "refs/tags/refunded" if ref.endswith("settled") else "refs/tags/settled"
     if other in after:
         j.reject(ref, "tag", f"{other.rsplit('/', 1)[1]} already exists",

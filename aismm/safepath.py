@@ -6,6 +6,7 @@ import unicodedata
 
 __all__ = ["path_problem", "case_collisions", "FORBIDDEN_NAMES"]
 
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 FORBIDDEN_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
 
 
@@ -26,6 +27,8 @@ def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str |
         return "name is not in Unicode NFC form; rename it (NFC-normalise the name)"
     if any(unicodedata.category(ch) == "Cc" for ch in path):  # C0, DEL and C1 (e.g. 8-bit CSI)
         return "name contains a control character; rename it"
+    if any(ch in _BIDI for ch in path):
+        return "name contains a bidirectional-text control (it can disguise the name); rename it"
     if "\\" in path:
         return "name contains a backslash; use forward slashes only"
     if path.startswith("/"):
