@@ -24,7 +24,8 @@ def record(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
         store.record_updates(name, updates, pusher, iso(hub.clock.now()))
 
 
-def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None) -> list[str]:
+def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
+            max_id: int | None = None) -> list[str]:
     """Drain the outbox: handle each pending event exactly once; return summary lines.
 
     With ``only_repo``, every pending event is still handled, but only that repository's
@@ -37,7 +38,7 @@ def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None) 
     done = 0
     with Store(hub.db_path) as store:
         while limit is None or done < limit:
-            event = store.claim(worker)
+            event = store.claim(worker, max_id=max_id)
             if event is None:
                 break
             try:

@@ -107,6 +107,7 @@ class Server:
         self.stop = threading.Event()
         self.socket_path = hub.root / "run" / "aismm.sock"
         self.approved: set[tuple[str, str, str]] = set()
+        self.stragglers = 0  # outbox ids pending since the previous full pass
 
     def run(self, once: bool = False) -> None:
         """Serve until interrupted (or one pass with ``once``)."""
@@ -173,8 +174,18 @@ class Server:
         with self.lock:
             try:
                 rescan(self.hub, self.log, self.approved)
-                lines = events.process(self.hub)
+                if self.hub.config.processing == "daemon":
+                    lines = events.process(self.hub)
+                elif full:  # inline: pushes process their own events and report them; the
+                    # loop only picks up stragglers already pending at the previous pass
+                    lines = events.process(self.hub, max_id=self.stragglers)
+                else:
+                    lines = []
                 if full:  # timers and the reconciler walk every mission: on the interval only
+                    from aismm.store import Store
+
+                    with Store(self.hub.db_path) as store:
+                        self.stragglers = store.max_event_id()
                     lines = settlement.reconcile(self.hub) + lines + settlement.tick(self.hub)
                 for line in lines:
                     if "nothing to finish" not in line:

@@ -84,14 +84,15 @@ class Store:
                 [(repo, ref, old, new, pusher, created) for old, new, ref in updates],
             )
 
-    def claim(self, worker: str, lease_seconds: float = 300.0) -> Event | None:
-        """Claim the oldest pending event (or one whose lease expired); None when drained."""
+    def claim(self, worker: str, lease_seconds: float = 300.0, max_id: int | None = None
+              ) -> Event | None:
+        """Claim the oldest pending event (or one whose lease expired), up to ``max_id``."""
         now = time.time()
         with self._tx():
             row = self.conn.execute(
                 "SELECT id, repo, ref, old, new, pusher FROM events WHERE status = 'pending' "
-                "AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY id LIMIT 1",
-                (now - lease_seconds,),
+                "AND (claimed_at IS NULL OR claimed_at < ?) AND id <= ? ORDER BY id LIMIT 1",
+                (now - lease_seconds, max_id if max_id is not None else 2**62),
             ).fetchone()
             if row is None:
                 return None
@@ -108,6 +109,9 @@ class Store:
                 "UPDATE events SET status = ?, done_at = ?, result = ? WHERE id = ?",
                 (status, done_at, json.dumps(result, sort_keys=True), event_id),
             )
+
+    def max_event_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 
     def pending(self) -> int:
         return int(self.conn.execute(
