@@ -16,14 +16,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aismm import assessment, events, lifecycle, market, mission, registry, settlement
-from aismm.cli import main
 from aismm.clock import FixedClock
 from aismm.git import CommitInfo, Repo
 from aismm.hub import Hub
@@ -32,6 +30,8 @@ from aismm.mission import ATTEMPT
 from aismm.model import dump_yaml
 from aismm.signing import verify
 from aismm.store import Store
+from tests import clikit
+from tests.clikit import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "contracts"
@@ -166,17 +166,6 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
                           env={**os.environ, **GIT_ENV, **(env or {})}, check=False)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
 @pytest.fixture
 def cli(hub: Hub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
         ) -> Callable[..., Result]:
@@ -184,14 +173,7 @@ def cli(hub: Hub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monkey
     monkeypatch.setenv("AISMM_NOW", START)
 
     def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            main(["--hub", str(hub.root), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return clikit.run(hub.root, capsys, *args)
 
     return run
 

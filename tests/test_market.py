@@ -14,14 +14,12 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aismm import market, registry
-from aismm.cli import main
 from aismm.clock import FixedClock
 from aismm.errors import GateRejection
 from aismm.git import Repo
@@ -30,6 +28,8 @@ from aismm.ledger import Ledger
 from aismm.model import dump_yaml, load_yaml
 from aismm.signing import verify
 from aismm.store import Store
+from tests import clikit
+from tests.clikit import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 START = "2026-01-01T00:00:00Z"
@@ -89,21 +89,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield hub
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
 @pytest.fixture
 def cli(hub: Hub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
         ) -> Callable[..., Result]:
@@ -111,14 +96,7 @@ def cli(hub: Hub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monkey
     monkeypatch.setenv("AISMM_NOW", START)
 
     def run(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            main(["--hub", str(hub.root), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return clikit.run(hub.root, capsys, *args)
 
     return run
 

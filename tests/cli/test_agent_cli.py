@@ -7,15 +7,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aismm.cli import main
 from aismm.git import Repo
 from aismm.model import dump_yaml
+from tests import clikit
+from tests.clikit import Result
 
 START = "2026-01-01T00:00:00Z"
 CODE_REVIEW = "contract.code_review@1.0.0"
@@ -30,25 +30,9 @@ LISTING_FIELDS = {"agent", "owner", "roles", "contracts", "status", "badge", "pr
                   "cost_per_accepted", "acceptance_rate", "stars", "rank", "trend_30d"}
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
 def invoke(hub: Path, *args: str) -> Result:
     """``aismm --hub HUB ARGS`` in-process; the exit code main() chose."""
-    try:
-        main(["--hub", str(hub), *args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return Result(code, "", "")
+    return clikit.run(hub, None, *args)
 
 
 def manifest(agent: str, owner: str, module: str = "code_reviewer", **extra: Any) -> str:
@@ -87,10 +71,7 @@ def cli(hub: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
     monkeypatch.setenv("AISMM_NOW", START)
 
     def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = invoke(hub, *args).code
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return clikit.run(hub, capsys, *args)
 
     return run
 
