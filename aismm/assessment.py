@@ -19,6 +19,7 @@ from aismm.errors import AismmError, ConflictError, GateRejection, MissionError
 from aismm.git import Repo
 from aismm.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.model import dump_yaml, load_yaml
+from aismm.policy import REQUEST_NAME, MissionPolicy, dependence, read_verdict
 from aismm.signing import PrivateKey
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> None:
     settlement.record_execution(hub, mission_id, agent, "failed", detail=why)
 
 
-def pick_reviewers(hub: "Hub", policy: gate.MissionPolicy, agent: str) -> list[str]:
+def pick_reviewers(hub: "Hub", policy: MissionPolicy, agent: str) -> list[str]:
     """The mission's reviewers, or independent hosted reviewers serving the contract."""
     doc = policy.doc
     if doc.reviewers:
@@ -166,7 +167,7 @@ def pick_reviewers(hub: "Hub", policy: gate.MissionPolicy, agent: str) -> list[s
         if actor is None or "reviewer" not in actor.roles or doc.contract.ref not in \
                 man.contracts or _hosted_manifest(hub, rid) is None:
             continue
-        if gate._dependence(actor, agent, agent_actor, client) is None:
+        if dependence(actor, agent, agent_actor, client) is None:
             out.append(rid)
     return out[:max(1, policy.contract.dod.review.quorum)]
 
@@ -180,7 +181,7 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     if tip is None or tree is None:
         return []
     lines = []
-    current = gate.read_verdict(repo, tip, "verdicts/platform.yaml")
+    current = read_verdict(repo, tip, "verdicts/platform.yaml")
     if current is None or current.deliverable_tree != tree:
         with tempfile.TemporaryDirectory(prefix="aismm-dod-") as tmp:
             repo.export(tip, Path(tmp))
@@ -202,7 +203,7 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     for rid in pick_reviewers(hub, policy, agent):
         tip = repo.ref(f"{ATTEMPT}{agent}")
         assert tip is not None
-        existing = gate.read_verdict(repo, tip, f"verdicts/{rid}.yaml")
+        existing = read_verdict(repo, tip, f"verdicts/{rid}.yaml")
         if existing is not None and existing.deliverable_tree == tree:
             continue
         man = _hosted_manifest(hub, rid)
@@ -271,7 +272,7 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
         if new_tree is not None and new_tree != old_tree:
             lines += assess(hub, mission_id, agent)
         before = set(repo.flatten(old)) if old else set()
-        added = sorted(p for p in repo.flatten(event.new) if gate.REQUEST_NAME.match(p)
+        added = sorted(p for p in repo.flatten(event.new) if REQUEST_NAME.match(p)
                        and p not in before)
         for path in added:
             if path.endswith("-rework.yaml"):

@@ -6,7 +6,6 @@ frozen contract, the registry's actors), never against the incoming objects.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import unicodedata
@@ -15,13 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from aismm import acceptance
 from aismm.actor import Actor, Manifest
-from aismm.clock import parse_duration
-from aismm.contract import Contract, match_glob, parse_contract, validate_document
+from aismm.contract import match_glob, parse_contract, validate_document
 from aismm.document import MissionDoc, Request, Verdict
 from aismm.errors import AismmError, GateRejection, Problem, SignatureError
 from aismm.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
 from aismm.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
+from aismm.policy import (  # noqa: F401 (re-exported)
+    ACCEPTED,
+    ATTEMPT,
+    MAIN,
+    REQUEST_NAME,
+    TAGS,
+    MissionPolicy,
+    load_policy,
+    quorum,
+    read_verdict,
+    verdict_time,
+)
+from aismm.policy import agent_of as _agent_of
+from aismm.policy import dependence as _dependence
 from aismm.registry import Snapshot, load_actors, snapshot
 from aismm.safepath import case_collisions, path_problem
 from aismm.signing import verify
@@ -32,10 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["judge", "configure", "Update", "MissionPolicy", "load_policy", "quorum"]
 
 Update = tuple["str | None", str, str]
-MAIN, ACCEPTED = "refs/heads/main", "refs/heads/accepted"
-ATTEMPT = "refs/heads/attempts/"
-TAGS = ("refs/tags/settled", "refs/tags/refunded")
-REQUEST_NAME = re.compile(r"^requests/(\d{3})-(rework|escalation)\.yaml$")
 
 
 def configure(repo: Repo, max_input: int = 64 << 20) -> None:
@@ -304,36 +313,6 @@ def _registry_manifest(j: _Judge, ref: str, path: str, before: Entry | None,
 
 
 # -- missions ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MissionPolicy:
-    """The rules a mission repository holds on main: its definition and frozen contract."""
-
-    main: str
-    doc: MissionDoc
-    contract: Contract
-    schemas: dict[str, bytes]
-
-
-@functools.lru_cache(maxsize=64)
-def _frozen_contract(raw: bytes) -> Contract:
-    """Parse a mission's frozen contract once per distinct content (models are immutable)."""
-    return parse_contract(raw, "contract.yaml")
-
-
-def load_policy(repo: Repo) -> MissionPolicy | None:
-    """The mission's policy from ``main`` (None when main does not exist yet)."""
-    main = repo.ref(MAIN)
-    if main is None:
-        return None
-    raw = repo.read(main, "mission.yaml")
-    if raw is None:
-        raise GateRejection([Problem(MAIN, "mission.yaml", "missing", "repair the mission")])
-    doc = MissionDoc.model_validate(load_yaml(raw, "mission.yaml"))
-    contract = _frozen_contract(repo.read(main, "contract.yaml") or b"")
-    schemas = {p: repo.read(main, p) or b"{}" for p in contract.schema_paths()}
-    return MissionPolicy(main, doc, contract, schemas)
-
-
 def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
                    creating: bool) -> None:
     policy = load_policy(j.repo)
@@ -355,9 +334,9 @@ def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
         elif ref.startswith(ATTEMPT):
             _judge_attempt(j, policy, old, new, ref)
         elif ref == ACCEPTED:
-            _judge_acceptance(j, policy, old, new, ref, after)
+            acceptance.judge_acceptance(j, policy, old, new, ref, after)
         elif ref in TAGS:
-            _judge_tag(j, policy, old, new, ref, after)
+            acceptance.judge_tag(j, policy, old, new, ref, after)
         else:
             j.reject(ref, "ref", "unknown ref namespace", "push only attempts/<agent>, accepted "
                      "or (platform) the settled/refunded tags")
@@ -391,10 +370,6 @@ def _judge_creation(j: _Judge, updates: list[tuple[str | None, str | None, str]]
                      "and attempts/<assigned agent>")
         elif new != main:
             j.reject(ref, "ref", "must start at main", "point it at main")
-
-
-def _agent_of(ref: str) -> str:
-    return ref[len(ATTEMPT):]
 
 
 def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
@@ -502,17 +477,6 @@ def _attempt_write(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: s
              "write here")
 
 
-def _dependence(reviewer: Actor, agent_id: str, agent: Actor | None, client: Actor | None
-                ) -> str | None:
-    if reviewer.id == agent_id:
-        return "it is the agent"
-    if agent is not None and reviewer.owner == agent.owner:
-        return f"same owner {agent.owner} as the agent"
-    if client is not None and (reviewer.owner == client.owner or reviewer.id == client.id):
-        return f"same owner {client.owner} as the client"
-    return None
-
-
 def _verdict(j: _Judge, doc: MissionDoc, ref: str, path: str, entry: Entry, who: str,
              tree: str | None) -> None:
     verdict = j.document(ref, path, entry.oid, Verdict)
@@ -611,198 +575,3 @@ def _schema(j: _Judge, ref: str, path: str, entry: Entry, schema: bytes) -> None
         where, _, what = line.partition(": ")
         j.reject(ref, where, f"fails the contract schema ({what[:200]})",
                  "make the file match the contract's schema")
-
-
-def quorum(repo: Repo, policy: MissionPolicy, head: str, registry: Snapshot) -> list[str]:
-    """Distinct independent reviewers whose passing verdict is bound to the current tree."""
-    tree = repo.subtree_id(head, "deliverable")
-    agent_id = _agent_of_head(repo, head, policy)
-    actors = registry.actors
-    agent, client = actors.get(agent_id or ""), actors.get(policy.doc.client)
-    out = []
-    threshold = policy.contract.dod.review.threshold
-    for path, entry in repo.flatten(head).items():
-        if not path.startswith("verdicts/") or path in ("verdicts/platform.yaml",
-                                                        "verdicts/arbiter.yaml"):
-            continue
-        try:
-            v = Verdict.model_validate(load_yaml(repo.blob(entry.oid), path))
-        except (ValueError, ValidationError):
-            continue
-        reviewer = actors.get(v.reviewer)
-        if (reviewer is None or path != f"verdicts/{v.reviewer}.yaml" or tree is None
-                or v.deliverable_tree != tree or v.verdict != "pass" or v.score < threshold
-                or _dependence(reviewer, agent_id or "", agent, client)):
-            continue
-        out.append(v.reviewer)
-    return sorted(set(out))
-
-
-def _agent_of_head(repo: Repo, head: str, policy: MissionPolicy) -> str | None:
-    for ref, tip in repo.refs(ATTEMPT).items():
-        if repo.is_ancestor(head, tip):
-            return _agent_of(ref)
-    return None
-
-
-def read_verdict(repo: Repo, head: str, path: str) -> Verdict | None:
-    raw = repo.read(head, path)
-    if raw is None:
-        return None
-    try:
-        return Verdict.model_validate(load_yaml(raw, path))
-    except (ValueError, ValidationError):
-        return None
-
-
-def _judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
-                      ref: str, after: dict[str, str]) -> None:
-    if not j.fast_forward(old, new, ref) or new is None:
-        return
-    if old != policy.main:
-        j.reject(ref, "ref", "this mission is already accepted", "nothing to do")
-        return
-    if j.repo.ref("refs/tags/refunded") or _refunded_in_ledger(j.hub, policy.doc.id):
-        j.reject(ref, "ref", "this mission was refunded", "it can no longer be accepted")
-        return
-    info = j.repo.commit(new)
-    heads = {tip: r for r, tip in after.items() if r.startswith(ATTEMPT)}
-    if len(info.parents) == 2 and info.parents[0] == old and info.parents[1] not in heads:
-        stale = [r for tip, r in heads.items() if j.repo.exists(info.parents[1])
-                 and j.repo.is_ancestor(info.parents[1], tip)]
-        if stale:
-            j.reject(ref, f"commit {new[:12]}", f"merges an old head of {stale[0]} (verdicts "
-                     "or requests were added since)", "git fetch, then merge "
-                     f"origin/{stale[0].removeprefix('refs/heads/')} again")
-            return
-    if len(info.parents) != 2 or info.parents[0] != old or info.parents[1] not in heads:
-        j.reject(ref, f"commit {new[:12]}", "acceptance must be a merge with parents "
-                 "[accepted, attempt head]", "run `git merge --no-ff -S origin/attempts/<agent>` "
-                 "on accepted")
-        return
-    if j.repo.new_commits(new, [info.parents[1], old]) != [new]:
-        j.reject(ref, f"commit {new[:12]}", "acceptance must add exactly one merge commit",
-                 "merge the attempt head directly")
-        return
-    head = info.parents[1]
-    attempt_ref = heads[head]
-    if info.tree != j.repo.tree_of(head):
-        j.reject(ref, f"commit {new[:12]}", "merge tree differs from the attempt head's tree",
-                 "merge without changing anything (no conflict edits)")
-        return
-    signer = j.commit_signer(ref, new, j.registry.by_key)
-    if signer is None:
-        return
-    tree = j.repo.subtree_id(head, "deliverable")
-    if tree is None:
-        j.reject(ref, attempt_ref, "nothing has been delivered", "wait for a delivery")
-        return
-    requests = [m for m in (REQUEST_NAME.match(p) for p in j.repo.flatten(head)) if m]
-    reworks = sum(1 for m in requests if m.group(2) == "rework")
-    if reworks > policy.contract.sla.max_rework:
-        j.reject(ref, attempt_ref, f"{reworks} rework requests exceed max_rework",
-                 "escalate instead")
-    ruling = read_verdict(j.repo, head, "verdicts/arbiter.yaml")
-    escalated = any(m.group(2) == "escalation" for m in requests)
-    if escalated and ruling is None:
-        j.reject(ref, attempt_ref, "an escalation is open", "wait for the arbiter's ruling")
-        return
-    if ruling is not None and ruling.verdict == "refund":
-        j.reject(ref, attempt_ref, "the arbiter ruled refund", "the mission cannot be accepted")
-        return
-    platform_verdict = read_verdict(j.repo, head, "verdicts/platform.yaml")
-    dod_ok = platform_verdict is not None and platform_verdict.verdict == "pass" and \
-        platform_verdict.deliverable_tree == tree
-    if signer.id == policy.doc.client:
-        pass
-    elif signer.id == j.hub.config.platform:
-        released = ruling is not None and ruling.verdict == "release"
-        if not released and not _window_elapsed(j, policy, head, dod_ok):
-            j.reject(ref, f"commit {new[:12]}", "the platform may accept only after an "
-                     "arbiter's release or an elapsed acceptance window",
-                     "let the client accept")
-            return
-    else:
-        j.reject(ref, f"commit {new[:12]}", f"signed by {signer.id}, not the client "
-                 f"{policy.doc.client}", "only the client accepts (git merge --no-ff -S)")
-        return
-    if policy.doc.tier in ("T1", "T2") and not (ruling and ruling.verdict == "release"):
-        if not dod_ok:
-            j.reject(ref, attempt_ref, f"the platform DoD verdict does not pass on the current "
-                     f"deliverable ({policy.doc.tier})", "wait for verdicts or request rework")
-        need = policy.contract.dod.review.quorum
-        have = quorum(j.repo, policy, head, j.registry)
-        if len(have) < need:
-            j.reject(ref, attempt_ref, f"review quorum not met ({len(have)} of {need} "
-                     "independent passing verdicts on the current deliverable)",
-                     "wait for reviewers or request rework")
-
-
-def _refunded_in_ledger(hub: "Hub", mission_id: str) -> bool:
-    """A refund whose ledger transaction committed before its tag was written."""
-    from aismm.ledger import Ledger
-
-    if not hub.db_path.exists():
-        return False
-    with Ledger(hub.db_path, hub.clock) as ledger:
-        closure = ledger.closure(mission_id)
-    return closure is not None and closure.kind == "refunded"
-
-
-def _window_elapsed(j: _Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:
-    if not dod_ok:
-        return False
-    window = parse_duration(policy.contract.sla.acceptance_window)
-    since = verdict_time(j.repo, head, "verdicts/platform.yaml")
-    return since is not None and \
-        j.hub.clock.now().timestamp() - since >= window.total_seconds()
-
-
-def verdict_time(repo: Repo, head: str, path: str) -> int | None:
-    """When the current version of a verdict file was committed (by its signer, on the hub
-    clock), walking first parents back from ``head``; agents' commit times never count."""
-    current = repo.flatten(head).get(path)
-    if current is None:
-        return None
-    commit = head
-    while True:
-        info = repo.commit(commit)
-        parent = info.parents[0] if info.parents else None
-        earlier = repo.flatten(parent).get(path) if parent else None
-        if earlier is None or earlier.oid != current.oid:
-            return info.time
-        commit = parent
-
-
-def _judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None, ref: str,
-               after: dict[str, str]) -> None:
-    if old is not None or new is None:
-        j.reject(ref, "ref", "settlement tags are create-once", "never move or delete them")
-        return
-    if j.repo.object_type(new) != "tag":
-        j.reject(ref, "ref", "must be an annotated, signed tag", "only the platform tags")
-        return
-    tag = j.repo.tag(new)
-    signer = j.signer(ref, new, tag.signature, tag.payload, j.registry.by_key)
-    if signer is None:
-        return
-    if signer.id != j.hub.config.platform:
-        j.reject(ref, "tag", f"signed by {signer.id}; only the platform tags",
-                 "tags are written by the hub when it settles or refunds")
-        return
-    if tag.name != ref.rsplit("/", 1)[1]:
-        j.reject(ref, "tag", f"the tag object is named {tag.name!r}",
-                 "name the tag object after its ref")
-        return
-    other = "refs/tags/refunded" if ref.endswith("settled") else "refs/tags/settled"
-    if other in after:
-        j.reject(ref, "tag", f"{other.rsplit('/', 1)[1]} already exists",
-                 "a mission is settled or refunded, never both")
-    expected = after.get(ACCEPTED) if ref.endswith("settled") else policy.main
-    if ref.endswith("settled") and expected == policy.main:
-        j.reject(ref, "tag", "nothing has been accepted", "settle only after acceptance")
-    elif tag.target != expected:
-        j.reject(ref, "tag", f"points at {tag.target[:12]}, not {str(expected)[:12]}",
-                 "tag the acceptance merge (settled) or main (refunded)")
-
-

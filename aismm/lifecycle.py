@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate, registry
+from aismm import registry
 from aismm.clock import iso
 from aismm.git import Repo
 from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+from aismm.model import load_yaml
+from aismm.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
 
 if TYPE_CHECKING:
     from aismm.hub import Hub
@@ -20,31 +22,31 @@ STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "e
           "accepted", "settled", "refunded", "expired")
 
 
-def attempt_status(repo: Repo, policy: gate.MissionPolicy, agent: str, tip: str,
+def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
                    snap: registry.Snapshot) -> dict[str, Any]:
     """Everything known about one attempt at its tip."""
     tree = repo.subtree_id(tip, "deliverable")
     files = repo.flatten(tip)
-    requests = sorted(p for p in files if gate.REQUEST_NAME.match(p))
+    requests = sorted(p for p in files if REQUEST_NAME.match(p))
     reworks = sum(1 for p in requests if p.endswith("-rework.yaml"))
     verdicts: dict[str, Any] = {}
     for path in sorted(p for p in files if p.startswith("verdicts/")):
-        v = gate.read_verdict(repo, tip, path)
+        v = read_verdict(repo, tip, path)
         if v is not None:
             verdicts[v.reviewer] = {"verdict": v.verdict, "score": v.score,
                                     "current": v.deliverable_tree == tree,
                                     "checks": [c.model_dump() for c in v.checks]}
-    platform = gate.read_verdict(repo, tip, "verdicts/platform.yaml")
+    platform = read_verdict(repo, tip, "verdicts/platform.yaml")
     dod = None if platform is None or platform.deliverable_tree != tree else platform.verdict
-    quorum = gate.quorum(repo, policy, tip, snap) if tree else []
+    have = quorum(repo, policy, tip, snap) if tree else []
     need = policy.contract.dod.review.quorum
     last_request = requests[-1] if requests else None
     open_request = None
     if last_request:
-        req = gate.load_yaml(repo.read(tip, last_request) or b"", last_request)
+        req = load_yaml(repo.read(tip, last_request) or b"", last_request)
         if isinstance(req, dict) and req.get("deliverable_tree") == tree:
             open_request = last_request
-    arbiter = gate.read_verdict(repo, tip, "verdicts/arbiter.yaml")
+    arbiter = read_verdict(repo, tip, "verdicts/arbiter.yaml")
     if tree is None:
         state = "assigned"
     elif open_request and open_request.endswith("-escalation.yaml") and arbiter is None:
@@ -55,12 +57,12 @@ def attempt_status(repo: Repo, policy: gate.MissionPolicy, agent: str, tip: str,
         state = "in_review"
     elif dod == "fail":
         state = "failed"
-    elif policy.doc.tier == "T0" or len(quorum) >= need:
+    elif policy.doc.tier == "T0" or len(have) >= need:
         state = "awaiting_acceptance"
     else:
         state = "in_review"
     return {"agent": agent, "head": tip, "deliverable_tree": tree, "state": state, "dod": dod,
-            "quorum": {"have": quorum, "need": need}, "verdicts": verdicts,
+            "quorum": {"have": have, "need": need}, "verdicts": verdicts,
             "requests": requests, "reworks": reworks, "open_request": open_request,
             "ruling": arbiter.verdict if arbiter else None}
 

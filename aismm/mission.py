@@ -17,6 +17,7 @@ from aismm.document import Assignment, ContractPin, MissionDoc
 from aismm.errors import ActorError, ContractError, MissionError, UsageError
 from aismm.git import Repo
 from aismm.model import dump_yaml, load_yaml
+from aismm.policy import MissionPolicy, load_policy
 from aismm.safepath import case_collisions, path_problem
 from aismm.signing import PrivateKey
 
@@ -265,13 +266,13 @@ def mission_ids(hub: "Hub", sandbox: bool = False) -> list[str]:
                   if not p.name.startswith(".") and (sandbox or not p.name.startswith(SANDBOX)))
 
 
-def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, gate.MissionPolicy]:
+def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
     """A mission's repository and policy, or a MissionError naming the id."""
     path = hub.mission_path(mission_id)
     if not path.is_dir() or mission_id.startswith(".") or "/" in mission_id:
         raise MissionError(f"{mission_id}: no such mission; see `aismm mission list`")
     repo = Repo(path)
-    policy = gate.load_policy(repo)
+    policy = load_policy(repo)
     if policy is None:
         raise MissionError(f"{mission_id}: repository has no main; it is not a mission")
     return repo, policy

@@ -100,9 +100,8 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
 def create(hub: "Hub") -> None:
     """Create ``registry.git`` with the platform and arbiter actors and the bundled catalog."""
     from aismm import gate
-    from aismm.hub import bundled
-
     from aismm.hook import install
+    from aismm.hub import bundled
 
     repo = Repo.init_bare(hub.registry_path)
     gate.configure(repo)

@@ -19,6 +19,7 @@ from aismm.git import Repo
 from aismm.ledger import Ledger
 from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
 from aismm.model import dump_yaml
+from aismm.policy import REQUEST_NAME, MissionPolicy, read_verdict, verdict_time
 from aismm.signing import PrivateKey
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
     if repo.ref(ACCEPTED) != policy.main or repo.ref(REFUNDED):
         verb = "escalate" if kind == "escalation" else kind
         raise MissionError(f"{mission_id}: already closed; nothing to {verb}")
-    existing = [p for p in repo.flatten(head) if gate.REQUEST_NAME.match(p)]
+    existing = [p for p in repo.flatten(head) if REQUEST_NAME.match(p)]
     reworks = sum(1 for p in existing if p.endswith("-rework.yaml"))
     if kind == "rework" and reworks >= policy.contract.sla.max_rework:
         raise MissionError(f"--attempt {agent}: max_rework {policy.contract.sla.max_rework} "
@@ -113,7 +114,7 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     head = _attempt_head(repo, agent)
     tree = repo.subtree_id(head, "deliverable")
     assert tree is not None
-    platform = gate.read_verdict(repo, head, "verdicts/platform.yaml")
+    platform = read_verdict(repo, head, "verdicts/platform.yaml")
     release = platform is not None and platform.verdict == "pass" and \
         platform.deliverable_tree == tree
     ruling = Verdict(mission=mission_id, reviewer=arbiter, deliverable_tree=tree,
@@ -236,7 +237,7 @@ def _tick_one(hub: "Hub", mission_id: str, st: dict[str, Any]) -> list[str]:
     window = parse_duration(policy.contract.sla.acceptance_window)
     now = hub.clock.now()
     ready = [a for a in st["attempts"] if a["state"] == "awaiting_acceptance"
-             and now.timestamp() - (gate.verdict_time(repo, a["head"], "verdicts/platform.yaml")
+             and now.timestamp() - (verdict_time(repo, a["head"], "verdicts/platform.yaml")
                                     or now.timestamp()) >= window.total_seconds()]
     if ready:
         return accept(hub, mission_id, ready[0]["agent"], as_actor=hub.config.platform)
@@ -306,7 +307,7 @@ def record_execution(hub: "Hub", mission_id: str, agent: str, outcome: str,
         store.add_execution(record)
 
 
-def _quality(repo: Repo, policy: gate.MissionPolicy, head: str) -> float:
+def _quality(repo: Repo, policy: MissionPolicy, head: str) -> float:
     """Quality 0-100: mean of the platform DoD score and the reviewers' scores, current tree."""
     tree = repo.subtree_id(head, "deliverable")
     if tree is None:
@@ -314,7 +315,7 @@ def _quality(repo: Repo, policy: gate.MissionPolicy, head: str) -> float:
     scores = []
     for path in repo.flatten(head):
         if path.startswith("verdicts/") and path != "verdicts/arbiter.yaml":
-            v = gate.read_verdict(repo, head, path)
+            v = read_verdict(repo, head, path)
             if v is not None and v.deliverable_tree == tree:
                 scores.append(v.score)
     return round(sum(scores) / len(scores), 2) if scores else 0.0

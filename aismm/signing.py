@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from aismm.errors import SignatureError, UsageError
 
 __all__ = [
-    "PrivateKey", "generate_key", "load_private_key", "read_private_key_file", "public_key_line",
+    "PrivateKey", "generate_key", "load_private_key", "read_private_key_file",
     "parse_public_key", "sign", "verify", "fingerprint", "allowed_signers", "split_armored",
     "BEGIN", "END",
 ]
