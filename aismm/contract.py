@@ -17,7 +17,7 @@ from aismm.model import Strict, describe_validation, load_yaml
 
 __all__ = [
     "Contract", "Check", "Review", "RubricItem", "FileSpec", "Limits", "Tier", "TIERS",
-    "load_contract_dir", "contract_files", "digest", "parse_ref", "validate_document",
+    "load_contract_dir", "digest", "parse_ref", "validate_document",
     "match_glob",
 ]
 
@@ -218,15 +218,6 @@ def match_glob(path: str, pattern: str) -> bool:
     if pattern.endswith("/**"):
         return path.startswith(pattern[:-2])
     return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
-
-
-def contract_files(folder: Path) -> dict[str, bytes]:
-    """The files frozen into a mission: contract.yaml and its schemas."""
-    contract = load_contract_dir(folder)
-    files = {"contract.yaml": (folder / "contract.yaml").read_bytes()}
-    for rel in contract.schema_paths():
-        files[rel] = (folder / rel).read_bytes()
-    return files
 
 
 def digest(files: dict[str, bytes]) -> str:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pygit2
 from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
@@ -292,24 +290,6 @@ class Repo:
             return True
         return bool(self._r.descendant_of(descendant, ancestor))
 
-    def iter_commits(self, tip: str) -> Iterator[CommitInfo]:
-        for c in self._r.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE):
-            yield self.commit(str(c.id))
-
-    def export(self, commit: str, dest: Path) -> dict[str, str]:
-        """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
-        files = {}
-        for path, entry in self.flatten(commit).items():
-            if entry.mode not in (MODE_FILE, MODE_EXEC) or ".." in path.split("/"):
-                continue
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.blob(entry.oid))
-            if entry.mode == MODE_EXEC:
-                target.chmod(0o755)
-            files[path] = entry.oid
-        return files
-
     # -- writing --------------------------------------------------------------------------
     def write_blob(self, data: bytes) -> str:
         return str(self._r.create_blob(data))
@@ -367,13 +347,3 @@ class Repo:
         ).encode("utf-8")
         data = body + sign(key, body).encode()
         return str(self._r.odb.write(ObjectType.TAG, data))
-
-
-def hooks_dir(repo_path: Path) -> Path:
-    """Where a bare repository's hooks live."""
-    return repo_path / "hooks"
-
-
-def env_without_git() -> dict[str, str]:
-    """The environment minus GIT_* variables a hook inherits (for spawning clean git work)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

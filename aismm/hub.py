@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -163,8 +162,3 @@ class Hub:
         hub = cls(root, clock)
         registry.write_allowed_signers(hub)
         return hub
-
-
-def interpreter() -> str:
-    """The absolute interpreter path hooks and checks run with."""
-    return sys.executable

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from aismm.actor import Actor, Manifest
-from aismm.contract import Contract, contract_files, digest, load_contract_dir, parse_contract
+from aismm.contract import Contract, digest, load_contract_dir, parse_contract
 from aismm.errors import ActorError, ContractError, UsageError
 from aismm.git import Identity, Repo
 from aismm.model import describe_validation, dump_yaml, load_yaml
@@ -245,8 +245,3 @@ def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], 
 
 def manifests(hub: "Hub") -> dict[str, Manifest]:
     return snapshot(Repo(hub.registry_path)).manifests
-
-
-def folder_files(folder: Path) -> dict[str, bytes]:
-    """The frozen files of a contract folder on disk (for `contract validate`)."""
-    return contract_files(folder)
