@@ -290,6 +290,20 @@ class Repo:
             return True
         return bool(self._r.descendant_of(descendant, ancestor))
 
+    def export(self, commit: str, dest: Path) -> dict[str, str]:
+        """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
+        files = {}
+        for path, entry in self.flatten(commit).items():
+            if entry.mode not in (MODE_FILE, MODE_EXEC) or ".." in path.split("/"):
+                continue
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.blob(entry.oid))
+            if entry.mode == MODE_EXEC:
+                target.chmod(0o755)
+            files[path] = entry.oid
+        return files
+
     # -- writing --------------------------------------------------------------------------
     def write_blob(self, data: bytes) -> str:
         return str(self._r.create_blob(data))
