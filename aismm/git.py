@@ -6,6 +6,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pygit2
 from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
@@ -289,6 +290,11 @@ class Repo:
         if ancestor == descendant:
             return True
         return bool(self._r.descendant_of(descendant, ancestor))
+
+    def iter_commits(self, tip: str) -> Iterator[CommitInfo]:
+        """Every commit reachable from ``tip``, oldest first."""
+        for c in self._r.walk(tip, SortMode.TOPOLOGICAL | SortMode.REVERSE):
+            yield self.commit(str(c.id))
 
     def export(self, commit: str, dest: Path) -> dict[str, str]:
         """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
