@@ -17,7 +17,7 @@ from aismm.document import Assignment, ContractPin, MissionDoc
 from aismm.errors import ActorError, ContractError, MissionError, UsageError
 from aismm.git import Repo
 from aismm.model import dump_yaml, load_yaml
-from aismm.policy import MissionPolicy, load_policy
+from aismm.policy import MissionPolicy, dependence, load_policy
 from aismm.safepath import case_collisions, path_problem
 from aismm.signing import PrivateKey
 
@@ -175,10 +175,11 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
                                  "assess`, or hire it at --tier T0 at your own risk")
     for rid in reviewers:
         reviewer = registry.actor(hub, rid, "reviewer")
-        for agent_id in agents:
-            if rid == agent_id or reviewer.owner in (actors[agent_id].owner, client_actor.owner):
+        for agent_id in agents:  # the gate's own rule, checked early to refuse cleanly
+            why = dependence(reviewer, agent_id, actors[agent_id], client_actor)
+            if why:
                 raise ActorError(f"--reviewer {rid}: not independent of {agent_id} or the "
-                                 f"client {client}; pick an independent reviewer")
+                                 f"client {client} ({why}); pick an independent reviewer")
     price = _price(hub, agents, price)
     if not contract.pricing.min <= price <= contract.pricing.max:
         raise ContractError(f"--price {price}: outside {contract.ref}'s range "
