@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from aismm import events, lifecycle, market, mission, registry, settlement
+from aismm import events, lifecycle, market, mission, registry, sandbox, settlement
 from aismm.hub import Hub, bundled
 from aismm.ledger import Ledger
 
@@ -45,6 +45,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     root = directory.resolve()
     hub_dir, work = root / "hub", root / "work"
 
+    isolation = sandbox.isolation()  # agent code runs only contained: none here stops the demo
     say("1. The platform opens a hub and publishes the contract catalog")
     hub = Hub.init(hub_dir)
     reg = hub.registry_path
@@ -54,6 +55,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
         f"{', '.join(sorted(contracts))}")
 
     say("\n2. Providers publish agents; the hub assesses them on each contract's benchmark")
+    say(f"   agent code runs in the sandbox, isolation {isolation} (docs/sandbox.md)")
     say("   acme: ref-code-reviewer, ref-schema-designer, ref-test-writer · qa-guild: "
         "ref-reviewer · cheapo: sloppy-coder")
     market.register_reference_agents(hub, assess_them=False)

@@ -60,12 +60,12 @@ def run_checks(hub: "Hub", policy: "MissionPolicy", checkout: Path) -> list[Chec
             out.append(CheckResult(name=check.name, status="fail" if problems else "pass",
                                    detail="; ".join(problems)[:2000] or "all files validate"))
         else:
-            argv = [sys.executable if a == "{python}" else a for a in check.run or []]
+            argv = [sandbox.PYTHON if a == "{python}" else a for a in check.run or []]
             limits = sandbox.Limits(timeout_seconds=check.timeout_seconds,
                                     cpu_seconds=int(check.timeout_seconds) + 1,
                                     memory_bytes=check.memory_mb << 20)
             result = sandbox.run(argv, checkout, limits=limits, env=python_env(),
-                                 readonly_paths=[hub.root])
+                                 hidden_paths=[hub.root])
             tail = (result.stdout + result.stderr).strip()[-1500:]
             if result.timed_out:
                 detail = f"timed out after {check.timeout_seconds}s"

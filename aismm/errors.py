@@ -13,6 +13,7 @@
     ├── SignatureError          exit 1: a signature is missing, malformed or does not verify
     ├── LedgerError             exit 2: a transfer is invalid (funds, idempotency conflict)
     ├── RepositoryError         exit 3: git failed underneath us
+    ├── SandboxError            exit 3: the hub cannot run agent code safely here (its fault)
     └── ConflictError           exit 1: a concurrent writer won a race; retry or re-read
 
 Messages read ``<where>: <what>; <how to fix>``.
@@ -32,6 +33,7 @@ __all__ = [
     "SignatureError",
     "LedgerError",
     "RepositoryError",
+    "SandboxError",
     "ConflictError",
     "Problem",
 ]
@@ -112,3 +114,7 @@ class ConflictError(Rejection):
 
 class RepositoryError(AismmError):
     """git failed underneath us (corrupt object, I/O error, locked ref)."""
+
+
+class SandboxError(AismmError):
+    """The sandbox could not be set up: a fault of the hub, never blamed on an agent."""

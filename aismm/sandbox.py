@@ -1,17 +1,29 @@
-"""Run untrusted commands under resource limits, a scrubbed environment and file/network isolation.
+"""Run untrusted commands in a private view of the machine, under limits, as nobody in particular.
 
-Isolations, strongest first; ``run`` takes the first that :func:`capabilities` finds working:
-``bwrap+uid-drop`` (root: bubblewrap with ``/`` read-only, private ``/tmp`` ``/dev`` ``/proc``, no
-network, own pid namespace, then uid 65534 without capabilities), ``bwrap`` (the same, keeping the
-caller's uid), ``uid-drop+netns`` and ``uid-drop`` (root without bubblewrap: uid 65534, with or
-without an empty network namespace) and ``rlimits-only``. The wrappers are util-linux's ``prlimit``,
-``setpriv`` and ``unshare``, so no Python code runs between fork and exec.
+Every run gets new mount, pid, network, ipc and uts namespaces (util-linux ``unshare``) and a root
+built from scratch on a tmpfs: ``/usr`` and ``/etc`` read-only, the interpreter and the ``aismm``
+package read-only, the run's workdir (and ``writable_paths``) read-write, a private ``/tmp``,
+``/proc`` and a minimal ``/dev`` — nothing else of the host, so never the hub, its keys or another
+run. Isolations, strongest first; ``run`` takes the first that :func:`capabilities` finds working:
+
+``namespaces+uid``  root: the namespaces above, then a uid of the run's own (never shared with
+                    another run), no capabilities, no-new-privs
+``namespaces``      not root, user namespaces allowed: the same, in a user namespace that maps
+                    the caller to root without any capability
+``rlimits-only``    no isolation at all; used only when asked for (``AISMM_SANDBOX=rlimits-only``)
+
+A shell prelude (not Python) builds the view between ``unshare`` and the command, and stays as the
+namespace's first process: when the command ends, every process left in the run dies with it.
+The wrappers are util-linux's ``setpriv``, ``unshare`` and ``prlimit``. When the view cannot be
+set up, or no isolation works, the fault is the hub's: :class:`SandboxError`, never a result.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
+import random
 import resource
 import selectors
 import shutil
@@ -21,18 +33,36 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aismm.errors import UsageError
+import aismm
+from aismm.errors import SandboxError, UsageError
 
-__all__ = ["ISOLATIONS", "SANDBOX_UID", "Limits", "Result", "capabilities", "run"]
+__all__ = [
+    "ISOLATIONS",
+    "PYTHON",
+    "Limits",
+    "Result",
+    "capabilities",
+    "isolation",
+    "run",
+    "workspace",
+]
 
-ISOLATIONS = ("bwrap+uid-drop", "bwrap", "uid-drop+netns", "uid-drop", "rlimits-only")
-SANDBOX_UID = 65534  # "nobody"; RLIMIT_NPROC counts every process of this uid on the machine
+ISOLATIONS = ("namespaces+uid", "namespaces", "rlimits-only")
+UID_BASE = 2_100_000_000  # run uids: UID_BASE + slot, each held by one run at a time
+UID_SLOTS = 4096
 _DRAIN_SECONDS = 0.5  # how long output is still read after the command has exited
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
+_READY = b"\x1eaismm-sandbox-ready\n"  # printed by the prelude just before the command starts
+_SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+_PACKAGE = Path(aismm.__file__).resolve().parent
+PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
+_RUNS = "aismm-runs"  # $TMPDIR/aismm-runs-<uid>/<pid>-<random>: one folder per workspace
 
 
 @dataclass(frozen=True)
@@ -41,9 +71,9 @@ class Limits:
 
     timeout_seconds: float = 60.0  # wall clock
     cpu_seconds: int = 60
-    memory_bytes: int = 1 << 30  # address space (RLIMIT_AS)
+    memory_bytes: int = 1 << 30  # address space (RLIMIT_AS); also the size of the private /tmp
     file_bytes: int = 64 << 20  # RLIMIT_FSIZE
-    processes: int = 64  # RLIMIT_NPROC (only meaningful when running as a dedicated uid)
+    processes: int = 64  # RLIMIT_NPROC, counted per run (its own uid or user namespace)
     output_bytes: int = 64 << 10  # stdout/stderr each are truncated to this (mark truncation)
 
 
@@ -75,9 +105,15 @@ def run(
     env: Mapping[str, str] | None = None,
     readonly_paths: Sequence[Path] = (),
     writable_paths: Sequence[Path] = (),
+    hidden_paths: Sequence[Path] = (),
     isolation: str | None = None,
 ) -> Result:
-    """Run argv in workdir under the strongest isolation here, or the one named; never raises for it."""
+    """Run argv in workdir under the strongest isolation here, or the one named.
+
+    A failing, hanging or crashing command is a :class:`Result`; a sandbox that cannot be set up
+    raises :class:`SandboxError` (the hub's fault); caller mistakes raise :class:`UsageError`.
+    ``hidden_paths`` (e.g. the hub) are covered by an empty tmpfs should they lie in the view.
+    """
     if not argv:
         raise UsageError("sandbox: empty argv; pass the command to run")
     if not Path(workdir).is_dir():
@@ -85,42 +121,83 @@ def run(
     for path in (*readonly_paths, *writable_paths):
         if not Path(path).exists():
             raise UsageError(f"sandbox: {path} does not exist; pass existing paths only")
-    working = [name for name, works in capabilities().items() if works]
-    if not working:
-        raise UsageError("sandbox: no isolation works here; install util-linux (prlimit)")
-    isolation = isolation or working[0]
-    if isolation not in working:
-        raise UsageError(
-            f"sandbox: isolation {isolation!r} does not work here; use one of {working}"
-        )
-    readonly = tuple(Path(p).resolve() for p in readonly_paths)
-    writable = tuple(Path(p).resolve() for p in writable_paths)
-    argv = [str(a) for a in argv]
-    return _run(
-        _Job(argv, Path(workdir).resolve(), limits, dict(env or {}), readonly, writable, isolation)
+    chosen = _choose(isolation)
+    job = _Job(
+        argv=[str(a) for a in argv],
+        workdir=Path(workdir).resolve(),
+        limits=limits,
+        env=dict(env or {}),
+        readonly=tuple(Path(p).resolve() for p in readonly_paths),
+        writable=tuple(Path(p).resolve() for p in writable_paths),
+        hidden=tuple(Path(p).resolve() for p in hidden_paths),
+        isolation=chosen,
+    )
+    return _run(job)
+
+
+def isolation() -> str:
+    """The isolation ``run`` uses here by default (raises SandboxError when none may be used)."""
+    return _choose(None)
+
+
+def _choose(requested: str | None) -> str:
+    if requested is not None and requested not in ISOLATIONS:
+        raise UsageError(f"sandbox: unknown isolation {requested!r}; use one of {ISOLATIONS}")
+    caps = capabilities()
+    if requested is not None:
+        if not caps[requested]:
+            working = [name for name, works in caps.items() if works]
+            raise SandboxError(
+                f"sandbox: isolation {requested!r} does not work here; use one of {working}"
+            )
+        return requested
+    wanted = os.environ.get("AISMM_SANDBOX", "")
+    if wanted:
+        return _choose(wanted)
+    for name in ISOLATIONS[:-1]:
+        if caps[name]:
+            return name
+    level = ISOLATIONS[0] if os.geteuid() == 0 else ISOLATIONS[1]
+    raise SandboxError(
+        f"sandbox: no isolation works here ({level}: {_probe_errors().get(level, '?')}); run as root or allow user namespaces "
+        "(sysctl kernel.unprivileged_userns_clone=1), or set AISMM_SANDBOX=rlimits-only to run "
+        "agent code unconfined"
     )
 
 
 @functools.cache
 def capabilities() -> dict[str, bool]:
-    """Tell which isolations work on this machine, strongest first (probed once per process)."""
-    root = os.geteuid() == 0
-    have = {tool: shutil.which(tool) is not None for tool in ("bwrap", "setpriv", "unshare")}
-    needs = {
-        "bwrap+uid-drop": root and have["bwrap"] and have["setpriv"],
-        "bwrap": have["bwrap"],
-        "uid-drop+netns": root and have["setpriv"] and have["unshare"],
-        "uid-drop": root and have["setpriv"],
-        "rlimits-only": True,
-    }
-    found = {}
+    """Which isolations run this interpreter here, strongest first (probed once per process)."""
+    return {name: name not in _probe_errors() for name in ISOLATIONS}
+
+
+@functools.cache
+def _probe_errors() -> dict[str, str]:
+    """Why each isolation that does not work fails: the probe runs the real interpreter."""
+    errors: dict[str, str] = {}
+    tools = {t: shutil.which(t) for t in ("unshare", "setpriv", "prlimit", "mount", "sh")}
+    missing = [t for t, where in tools.items() if where is None]
     with tempfile.TemporaryDirectory(prefix="aismm-probe-") as probe:
         for name in ISOLATIONS:
-            job = _Job(
-                ["/bin/sh", "-c", "exit 0"], Path(probe).resolve(), Limits(10), {}, (), (), name
-            )
-            found[name] = bool(shutil.which("prlimit")) and needs[name] and _run(job).ok
-    return found
+            if missing:
+                errors[name] = f"missing {', '.join(missing)} (install util-linux)"
+                continue
+            if name == "namespaces+uid" and os.geteuid() != 0:
+                errors[name] = "needs root"
+                continue
+            if name == "namespaces" and os.geteuid() == 0:  # mapped root would be host root
+                errors[name] = "not for root; root uses namespaces+uid"
+                continue
+            job = _Job([PYTHON, "-c", "import aismm"], Path(probe).resolve(), Limits(20),
+                       {}, (), (), (), name)
+            try:
+                result = _run(job)
+            except SandboxError as exc:
+                errors[name] = str(exc)
+                continue
+            if not result.ok:
+                errors[name] = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+    return errors
 
 
 @dataclass(frozen=True)
@@ -133,61 +210,141 @@ class _Job:
     env: dict[str, str]
     readonly: tuple[Path, ...]
     writable: tuple[Path, ...]
+    hidden: tuple[Path, ...]
     isolation: str
 
 
 def _run(job: _Job) -> Result:
-    tmp = Path(tempfile.mkdtemp(prefix="aismm-sandbox-")).resolve()
-    drop, skip = "uid-drop" in job.isolation, set(job.readonly)
-    owners = [(p, p.stat()) for p in (job.workdir, *job.writable)]
     env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(tmp),
-        "TMPDIR": str(tmp),
+        "PATH": f"{Path(PYTHON).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
+        "PYTHONPATH": str(_PACKAGE.parent),
         **job.env,
+        "AISMM_SANDBOX": job.isolation,
     }
-    try:
-        command = _wrappers(job) + job.argv
-        if job.isolation.startswith("bwrap"):
-            command = _bwrap(job, tmp, env) + command
-        if drop:
-            for path, st in [*owners, (tmp, tmp.stat())]:
-                _chown_tree(path, st.st_uid, (SANDBOX_UID, SANDBOX_UID), skip, exclusive=True)
-        return _execute(job, command, env)
-    finally:
-        if drop:
+    if job.isolation == "rlimits-only":
+        with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
+            env = {**env, "HOME": home, "TMPDIR": home}
+            return _execute(job, [*_prlimit(job, own_uid=False), *job.argv], env, prelude=False)
+    with _run_uid(job.isolation == "namespaces+uid") as uid:
+        root = Path(tempfile.mkdtemp(prefix="aismm-root-"))
+        owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
+        try:
             for path, st in owners:
-                _chown_tree(path, SANDBOX_UID, (st.st_uid, st.st_gid), skip, exclusive=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+                _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
+            return _execute(job, _command(job, root, env, uid), env, prelude=True)
+        finally:
+            if uid is not None:
+                _kill_uid(uid)
+            for path, st in owners:
+                _chown_tree(path, uid, (st.st_uid, st.st_gid), set(job.readonly), exclusive=False)
+            try:
+                root.rmdir()
+            except OSError:
+                pass
 
 
-def _wrappers(job: _Job) -> list[str]:
-    """Build the unshare/setpriv/prlimit prefix; each execs the next, so signals reach us as is."""
-    drop, limits = "uid-drop" in job.isolation, job.limits
-    prefix = (
-        [str(shutil.which("unshare")), "--net", "--"] if job.isolation.endswith("+netns") else []
-    )
-    if drop:
-        prefix += [str(shutil.which("setpriv")), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}"]
-        prefix += [
-            "--clear-groups",
-            "--no-new-privs",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ]
+# The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow
+# (KIND PATH [TARGET]) up to "--", signals readiness on stderr, then runs the rest as its child
+# and exits with the child's status, which takes every other process of the run down with it.
+_PRELUDE = r"""
+set -e
+R=$1; W=$2; shift 2
+mount -t tmpfs -o mode=0755,nosuid,nodev aismm-root "$R"
+while [ "$1" != -- ]; do
+  case $1 in
+    dir)   mkdir -p "$R$2"; shift 2 ;;
+    link)  ln -s "$3" "$R$2"; shift 3 ;;
+    tmpfs) mkdir -p "$R$2"; mount -t tmpfs -o "$3" aismm-tmp "$R$2"; shift 3 ;;
+    proc)  mkdir -p "$R$2"; mount -t proc -o nosuid,nodev,noexec proc "$R$2"; shift 2 ;;
+    ro|rw|dev)
+      if [ -d "$2" ]; then mkdir -p "$R$2"; else mkdir -p "$(dirname "$R$2")"; : > "$R$2"; fi
+      case $1 in
+        ro)  mount --bind -o ro,nosuid,nodev "$2" "$R$2" ;;
+        rw)  mount --bind -o nosuid,nodev "$2" "$R$2" ;;
+        dev) mount --bind -o nosuid "$2" "$R$2" ;;
+      esac
+      shift 2 ;;
+    *) echo "aismm sandbox: unknown op $1" >&2; exit 125 ;;
+  esac
+done
+shift
+unset PWD OLDPWD
+printf '\036aismm-sandbox-ready\n' >&2
+set +e
+unshare --root="$R" --wd="$W" -- "$@"
+code=$?
+exit $code
+"""
+
+
+def _command(job: _Job, root: Path, env: Mapping[str, str], uid: int | None) -> list[str]:
+    """unshare → prelude (builds the view) → chroot → setpriv → prlimit → argv."""
+    unshare = [str(shutil.which("unshare")), "--mount", "--propagation", "private", "--pid",
+               "--fork", "--kill-child", "--net", "--ipc", "--uts"]
+    if uid is None:
+        unshare[1:1] = ["--user", "--map-root-user"]
+    drop = [str(shutil.which("setpriv"))]
+    if uid is not None:
+        drop += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    drop += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    parent_death = [str(shutil.which("setpriv")), "--pdeathsig", "KILL", "--"]
+    return [*parent_death, *unshare, "--", str(shutil.which("sh")), "-c", _PRELUDE, "aismm-init",
+            str(root), str(job.workdir), *_view(job, env), "--", *drop,
+            *_prlimit(job, own_uid=True), *job.argv]
+
+
+def _view(job: _Job, env: Mapping[str, str]) -> list[str]:
+    """The ops that build the run's root: system, interpreter, package, /tmp, workdir, hidden."""
+    ops: list[tuple[Path, list[str]]] = []
+    for name in _SYSTEM:
+        host = Path("/", name)
+        if host.is_symlink():
+            ops.append((host, ["link", str(host), os.readlink(host)]))
+        elif host.is_dir():
+            ops.append((host, ["ro", str(host)]))
+    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _PACKAGE,
+              Path(PYTHON).parent, Path(PYTHON).resolve().parent}
+    python.update(Path(p).resolve() for p in env.get("PYTHONPATH", "").split(":")
+                  if p and Path(p).resolve() != _PACKAGE.parent)
+    system = tuple(Path("/", n) for n in _SYSTEM)
+    for path in sorted(python):
+        if path.exists() and not any(path == s or s in path.parents for s in system):
+            ops.append((path, ["ro", str(path)]))
+    ops.append((Path("/tmp"), ["tmpfs", "/tmp", f"mode=1777,nosuid,nodev,size={job.limits.memory_bytes}"]))
+    ops.append((Path("/proc"), ["proc", "/proc"]))
+    ops.append((Path("/dev"), ["tmpfs", "/dev", "mode=0755,nosuid,size=64k"]))
+    ops += [(Path("/dev", d), ["dev", f"/dev/{d}"]) for d in _DEVICES if Path("/dev", d).exists()]
+    ops.append((Path("/dev/fd"), ["link", "/dev/fd", "/proc/self/fd"]))
+    ops += [(p, ["rw", str(p)]) for p in (job.workdir, *job.writable)]
+    ops += [(p, ["ro", str(p)]) for p in job.readonly]  # after writable: read-only wins
+    ops.sort(key=lambda op: len(op[0].parts))  # stable: outer first
+    # hidden last, so whatever was bound over or under them is covered
+    ops += [(p, ["tmpfs", str(p), "mode=0755,size=4k"]) for p in job.hidden if _in_view(p, ops)]
+    return [arg for _, args in ops for arg in args]
+
+
+def _in_view(path: Path, ops: list[tuple[Path, list[str]]]) -> bool:
+    """Whether path lies in (or is) something bound into the view."""
+    return any(args[0] in ("ro", "rw") and (bound == path or bound in path.parents)
+               for bound, args in ops)
+
+
+def _prlimit(job: _Job, *, own_uid: bool) -> list[str]:
+    limits = job.limits
     wanted = [
         ("cpu", resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1),
         ("as", resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
         ("fsize", resource.RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes),
         ("core", resource.RLIMIT_CORE, 0, 0),
     ]
-    if drop:  # without a uid of its own, every process of the caller's uid would count
+    if own_uid:  # counted per run uid, or per user namespace; without either it would be global
         wanted.append(("nproc", resource.RLIMIT_NPROC, limits.processes, limits.processes))
-    prefix.append(str(shutil.which("prlimit")))
+    prefix = [str(shutil.which("prlimit") or "prlimit")]
     for name, which, soft, hard in wanted:
         ceiling = resource.getrlimit(which)[1]
         if ceiling != resource.RLIM_INFINITY:
@@ -196,37 +353,65 @@ def _wrappers(job: _Job) -> list[str]:
     return [*prefix, "--"]
 
 
-def _bwrap(job: _Job, tmp: Path, env: Mapping[str, str]) -> list[str]:
-    """Build the bubblewrap prefix: all read-only but workdir, tmp and writable; no network."""
-    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
-    python.add(Path(sys.executable).resolve().parent)
-    python.update(Path(p).resolve() for p in env.get("PYTHONPATH", "").split(":") if p)
-    # readonly last, so a path both writable and readonly stays read-only
-    binds = [("--ro-bind", p) for p in sorted(python) if p.exists()]
-    binds += [("--bind", p) for p in (job.workdir, tmp, *job.writable)]
-    binds += [("--ro-bind", p) for p in job.readonly]
-    hidden = {a for _, p in binds if (a := _closed_ancestor(p)) is not None}
-    parents = {a for _, p in binds for a in p.parents if a.parent != a}
-    ops = [(p, ["--tmpfs", str(p)]) for p in sorted(hidden)]
-    ops += [(p, ["--perms", "0755", "--dir", str(p)]) for p in sorted(parents)]  # not bwrap's 0700
-    ops += [(p, [flag, str(p), str(p)]) for flag, p in binds]
-    ops.sort(key=lambda op: len(op[0].parts))  # stable: outer first; per level tmpfs, dir, bind
-    command = [str(shutil.which("bwrap")), "--die-with-parent", "--new-session", "--unshare-ipc"]
-    command += ["--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-    command += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    command += ["--perms", "1777", "--size", str(job.limits.memory_bytes), "--tmpfs", "/tmp"]
-    for _, args in ops:
-        command += args
-    command += ["--chdir", str(job.workdir)]
-    if "uid-drop" in job.isolation:  # for setpriv to change uid; it then drops every capability
-        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
-            command += ["--cap-add", cap]
-    return [*command, "--"]
+@contextmanager
+def _run_uid(wanted: bool) -> Iterator[int | None]:
+    """Hold a uid no other run holds (a locked slot), cleared of any process before and after."""
+    if not wanted:
+        yield None
+        return
+    locks = Path("/run/aismm-sandbox") if Path("/run").is_dir() else Path(tempfile.gettempdir(),
+                                                                         "aismm-sandbox-uids")
+    locks.mkdir(mode=0o700, exist_ok=True)
+    start = random.randrange(UID_SLOTS)
+    for step in range(UID_SLOTS):
+        slot = (start + step) % UID_SLOTS
+        fd = os.open(locks / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            uid = UID_BASE + slot
+            _kill_uid(uid)
+            yield uid
+            return
+        finally:
+            os.close(fd)  # releases the lock
+    raise SandboxError(f"sandbox: all {UID_SLOTS} run uids are busy; wait for runs to finish")
 
 
-def _closed_ancestor(path: Path) -> Path | None:
-    """Return the outermost strict ancestor of path that others cannot enter (a tmpfs hides it)."""
-    return next((a for a in reversed(path.parents) if not os.stat(a).st_mode & stat.S_IXOTH), None)
+def processes_of(uid: int) -> list[int]:
+    """Pids of the processes whose real or effective uid is uid."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Uid:"):
+                        if str(uid).encode() in line.split()[1:3]:
+                            found.append(int(entry.name))
+                        break
+        except OSError:
+            continue
+    return found
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process of uid and make sure none is left."""
+    for _ in range(50):
+        pids = processes_of(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+    raise SandboxError(f"sandbox: processes of run uid {uid} survive SIGKILL; check the host")
 
 
 def _chown_tree(
@@ -248,7 +433,7 @@ def _chown_tree(
             move(name, fd)
 
 
-def _execute(job: _Job, command: list[str], env: dict[str, str]) -> Result:
+def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: bool) -> Result:
     start, limits = time.monotonic(), job.limits
     try:
         proc = subprocess.Popen(
@@ -261,14 +446,27 @@ def _execute(job: _Job, command: list[str], env: dict[str, str]) -> Result:
             start_new_session=True,
         )
     except OSError as exc:
+        if prelude:
+            raise SandboxError(f"sandbox: cannot start {command[0]}: {exc}; install util-linux")
         why = f"sandbox: cannot start {job.argv[0]}: {exc}\n"
         return Result(tuple(job.argv), None, "", why, False, None, 0.0, False, job.isolation)
     with proc:
         streams, timed_out = _collect(proc, start + limits.timeout_seconds, limits.output_bytes)
+    (out, out_over), (err, err_over) = streams
+    if prelude:
+        if not err.startswith(_READY):
+            if timed_out:
+                raise SandboxError("sandbox: the isolation did not come up in time; check the host")
+            why = err.decode(errors="replace").strip().splitlines()
+            raise SandboxError(f"sandbox: cannot set up {job.isolation} isolation"
+                               f" ({why[-1] if why else f'exit {proc.returncode}'});"
+                               " check util-linux and namespace support")
+        err = err[len(_READY):]
     code: int | None = None if timed_out else proc.returncode
-    if code is not None and job.isolation.startswith("bwrap") and 128 < code <= 128 + 64:
-        code = 128 - code  # bwrap reports death by signal N as exit status 128+N
-    stdout, stderr = (_text(data, over, limits.output_bytes) for data, over in streams)
+    if code is not None and prelude and 128 < code <= 128 + 64:
+        code = 128 - code  # the prelude reports death by signal N as exit status 128+N
+    stdout = _text(out, out_over, limits.output_bytes)
+    stderr = _text(err, err_over, limits.output_bytes)
     return Result(
         argv=tuple(job.argv),
         returncode=code,
@@ -277,7 +475,7 @@ def _execute(job: _Job, command: list[str], env: dict[str, str]) -> Result:
         timed_out=timed_out,
         killed=_killed(code, timed_out, stderr),
         duration_seconds=time.monotonic() - start,
-        truncated=any(over for _, over in streams),
+        truncated=out_over or err_over,
         isolation=job.isolation,
     )
 
@@ -286,10 +484,12 @@ def _collect(
     proc: subprocess.Popen[bytes], deadline: float, cap: int
 ) -> tuple[list[tuple[bytes, bool]], bool]:
     """Read stdout and stderr (cap bytes each, and whether more came) until exit or the deadline."""
-    assert proc.stdout is not None and proc.stderr is not None
+    if proc.stdout is None or proc.stderr is None:
+        raise SandboxError("sandbox: the command's output is not captured")
     streams = (proc.stdout.fileno(), proc.stderr.fileno())
     kept = {fd: bytearray() for fd in streams}
     over = dict.fromkeys(streams, False)
+    room_extra = {streams[0]: 0, streams[1]: len(_READY)}
     pidfd = os.pidfd_open(proc.pid)
     exited, until = False, deadline
     with selectors.DefaultSelector() as selector:
@@ -305,7 +505,7 @@ def _collect(
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     selector.unregister(key.fd)
-                room = max(0, cap - len(kept[key.fd]))
+                room = max(0, cap + room_extra[key.fd] - len(kept[key.fd]))
                 over[key.fd] = over[key.fd] or len(chunk) > room
                 kept[key.fd] += chunk[:room]
         if not exited:
@@ -336,3 +536,45 @@ def _killed(code: int | None, timed_out: bool, stderr: str) -> str | None:
     if code and any(hint in stderr for hint in _MEMORY_HINTS):
         return "memory"
     return None
+
+
+@contextmanager
+def workspace(prefix: str) -> Iterator[Path]:
+    """A fresh folder for one run's files, removed afterwards; leftovers of dead processes too.
+
+    Every workspace lives in ``$TMPDIR/aismm-runs-<uid>/<pid>-<random>``, so a folder whose process is
+    gone (a killed worker) is recognised and removed by the next run.
+    """
+    runs = _runs_dir()
+    sweep_workspaces(runs)
+    path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{prefix}", dir=runs))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _runs_dir() -> Path:
+    """This user's folder of workspaces, private to it (refused if someone else made it)."""
+    runs = Path(tempfile.gettempdir(), f"{_RUNS}-{os.geteuid()}")
+    runs.mkdir(mode=0o700, exist_ok=True)
+    st = runs.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise SandboxError(f"sandbox: {runs} is not a private folder of this user; remove it")
+    return runs
+
+
+def sweep_workspaces(runs: Path | None = None) -> list[Path]:
+    """Remove workspaces whose process no longer exists; the folders removed."""
+    runs = runs or _runs_dir()
+    removed = []
+    try:
+        entries = list(os.scandir(runs))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        pid = entry.name.partition("-")[0]
+        if pid.isdigit() and not Path("/proc", pid).exists():
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed

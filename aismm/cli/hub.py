@@ -26,6 +26,11 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
     from aismm.hub import Hub, find_hub
 
     root = directory or find_hub(ctx.find_root().obj.hub_arg)
+    isolation = None
+    if with_reference_agents:  # assessing runs agent code: a hub that cannot contain it stops here
+        from aismm import sandbox
+
+        isolation = sandbox.isolation()
     hub = Hub.init(root)
     agents: list[str] = []
     if with_reference_agents:
@@ -37,10 +42,12 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
     from aismm import registry
 
     data = {"hub": str(hub.root), "platform": hub.config.platform,
-            "contracts": sorted(registry.contracts(hub)), "agents": agents}
+            "contracts": sorted(registry.contracts(hub)), "agents": agents,
+            "sandbox": isolation}
     emit(data, as_json, f"Created hub {hub.root}\n  platform: {hub.config.platform}\n"
          f"  contracts: {', '.join(data['contracts'])}" +
-         (f"\n  agents: {', '.join(agents)}" if agents else "") +
+         (f"\n  agents: {', '.join(agents)} (assessed in the {isolation} sandbox)"
+          if agents else "") +
          f"\nUse it with: export AISMM_HUB={hub.root}")
 
 
@@ -49,10 +56,20 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
 @click.pass_context
 def info(ctx: click.Context, as_json: bool) -> None:
     """Show the hub's layout and configuration."""
+    from aismm import sandbox
+    from aismm.errors import SandboxError
+
     hub = hub_from(ctx)
-    data = {"hub": str(hub.root), "config": hub.config.model_dump(mode="json"),
-            "allowed_signers": str(hub.allowed_signers_path)}
-    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    try:
+        isolation = sandbox.isolation()
+    except SandboxError as exc:
+        isolation = f"none ({exc})"
+    config = hub.config.model_dump(mode="json")
+    data = {"hub": str(hub.root), "config": config,
+            "allowed_signers": str(hub.allowed_signers_path), "sandbox": isolation}
+    lines = [f"hub: {hub.root}", *(f"{k}: {v}" for k, v in config.items()),
+             f"allowed_signers: {hub.allowed_signers_path}", f"sandbox: {isolation}"]
+    emit(data, as_json, "\n".join(lines))
 
 
 def register(cli: click.Group) -> None:
