@@ -6,6 +6,7 @@ Also runs hosted agents (``mission run``) and reacts to client requests (rework,
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 import urllib.request
@@ -20,6 +21,7 @@ from aismm.git import Repo
 from aismm.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.model import dump_yaml, load_yaml
 from aismm.policy import REQUEST_NAME, MissionPolicy, dependence, read_verdict
+from aismm.safepath import printable
 from aismm.signing import PrivateKey
 
 if TYPE_CHECKING:
@@ -27,7 +29,10 @@ if TYPE_CHECKING:
     from aismm.store import Event
 
 __all__ = ["on_update", "assess", "dispatch", "write_to_attempt", "pick_reviewers",
-           "run_agent"]
+           "run_agent", "failed_attempts"]
+
+_FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
+                     r"nothing committed$")
 
 
 def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes | None],
@@ -132,26 +137,38 @@ def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
         if not ok or outside or not changed:
             why = detail if not ok else (f"wrote outside deliverable/: {', '.join(outside[:3])}"
                                          if outside else "delivered nothing")
-            _record_failure(hub, mission_id, agent, why)
-            lines.append(f"aismm: {agent}: attempt failed ({why}); nothing committed")
+            lines.append(_record_failure(hub, mission_id, agent, why))
             continue
         try:
             new = write_to_attempt(hub, repo, agent, changed,
                                    "Rework deliverable\n" if request else "Deliver\n", agent)
         except GateRejection as exc:
-            _record_failure(hub, mission_id, agent, str(exc.problems[0]))
-            lines.append(f"aismm: {agent}: delivery refused by the gate: {exc.problems[0]}")
+            first = str(exc.problems[0]).removeprefix("aismm: ")
+            lines.append(_record_failure(hub, mission_id, agent,
+                                         f"delivery refused by the gate: {first}"))
             continue
         lines.append(f"aismm: {agent} delivered {new[:12]} (deliverable "
                      f"{(repo.subtree_id(new, 'deliverable') or '-')[:12]})")
     return lines
 
 
-def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> None:
-    """A failed hosted run is an execution outcome: it feeds reputation."""
+def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> str:
+    """A failed hosted run is an execution outcome: it feeds reputation and shows as the
+    attempt's ``failure`` in ``mission status``. Returns the line to print.
+
+    ``why`` may carry the agent's own output (stderr, file names): it is escaped into one
+    printable line before it is stored or printed.
+    """
     from aismm import settlement
 
-    settlement.record_execution(hub, mission_id, agent, "failed", detail=why)
+    reason = printable(why, limit=300)
+    settlement.record_execution(hub, mission_id, agent, "failed", detail=reason)
+    return f"aismm: {agent}: attempt failed ({reason}); nothing committed"
+
+
+def failed_attempts(lines: list[str]) -> list[dict[str, str]]:
+    """The attempts :func:`dispatch` reported as failed, as ``{"agent", "reason"}``."""
+    return [m.groupdict() for m in map(_FAILED.match, lines) if m]
 
 
 def pick_reviewers(hub: "Hub", policy: MissionPolicy, agent: str) -> list[str]:
@@ -186,6 +203,9 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="aismm-dod-") as tmp:
             repo.export(tip, Path(tmp))
             checks = dod.run_checks(hub, policy, Path(tmp))
+        # A check's detail is the tail of a command run on the agent's files: no raw controls.
+        checks = [c.model_copy(update={"detail": printable(c.detail, keep="\n\t")})
+                  for c in checks]
         passed = all(c.status == "pass" for c in checks)
         verdict = Verdict(mission=mission_id, reviewer=platform, deliverable_tree=tree,
                           verdict="pass" if passed else "fail", score=dod.score(checks),
@@ -222,14 +242,15 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
             produced = output.read_bytes() if output.is_file() else None
         verdict_or_error = _review(mission_id, rid, tree, produced) if ok else detail
         if isinstance(verdict_or_error, str):
-            lines.append(f"aismm: reviewer {rid} failed ({verdict_or_error[:200]})")
+            lines.append(f"aismm: reviewer {rid} failed ({printable(verdict_or_error, limit=200)})")
             continue
         try:
             write_to_attempt(hub, repo, agent, {f"verdicts/{rid}.yaml": _doc(verdict_or_error)},
                              f"Review by {rid}: {verdict_or_error.verdict}\n", rid,
                              expect_tree=tree)
         except (ConflictError, GateRejection) as exc:
-            lines.append(f"aismm: reviewer {rid}'s verdict not committed ({exc})")
+            lines.append(f"aismm: reviewer {rid}'s verdict not committed "
+                         f"({printable(exc, limit=300)})")
             continue
         lines.append(f"aismm: reviewer {rid} on {agent}: {verdict_or_error.verdict.upper()} "
                      f"({verdict_or_error.score}/100)")
@@ -245,7 +266,8 @@ def _review(mission_id: str, rid: str, tree: str, produced: bytes | None) -> Ver
             return "verdict is not a mapping"
         return Verdict(mission=mission_id, reviewer=rid, deliverable_tree=tree,
                        verdict=data.get("verdict"), score=data.get("score"),
-                       rubric=data.get("rubric") or {}, comments=str(data.get("comments", "")))
+                       rubric=data.get("rubric") or {},
+                       comments=printable(data.get("comments", ""), keep="\n\t"))
     except (ValueError, TypeError) as exc:
         return f"malformed verdict: {str(exc).splitlines()[0]}"
 

@@ -11,20 +11,64 @@ from aismm.git import Repo
 from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
 from aismm.model import load_yaml
 from aismm.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
+from aismm.safepath import printable
 
 if TYPE_CHECKING:
     from aismm.hub import Hub
     from aismm.store import Event
 
-__all__ = ["status", "list_missions", "handle_event", "attempt_status"]
+__all__ = ["status", "list_missions", "handle_event", "attempt_status", "failed_runs"]
 
 STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
           "accepted", "settled", "refunded", "expired")
 
 
+Runs = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def failed_runs(hub: "Hub", mission_id: str | None = None) -> Runs:
+    """The ``failed`` execution records (hosted runs that crashed or were refused), by
+    (mission, agent)."""
+    from aismm.store import Store
+
+    with Store(hub.db_path) as store:
+        rows = store.executions()
+    out: Runs = {}
+    for row in rows:
+        if row["outcome"] == "failed" and mission_id in (None, row["mission"]):
+            out.setdefault((row["mission"], row["agent"]), []).append(row)
+    return out
+
+
+def _requests(repo: Repo, commit: str) -> list[str]:
+    return sorted(p for p in repo.flatten(commit) if REQUEST_NAME.match(p))
+
+
+def _failure(repo: Repo, tip: str, tree: str | None, requests: list[str],
+             runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest failed run of this attempt, unless a delivery or a request came after it.
+
+    A run records the attempt's head when it failed; it is still current while the deliverable
+    and the requests are what they were then (verdicts landing on an old delivery do not clear
+    it; a new delivery or a new rework/escalation request does).
+    """
+    for run in sorted(runs, key=lambda r: r["finished_at"], reverse=True):
+        head = run["commits"].get("head")
+        if not head or not repo.exists(head) or not repo.is_ancestor(head, tip):
+            continue
+        if head != tip and (repo.subtree_id(head, "deliverable") != tree
+                            or _requests(repo, head) != requests):
+            continue
+        return {"reason": printable(run["commits"].get("detail") or "no detail recorded",
+                                    limit=300),
+                "at": run["finished_at"]}
+    return None
+
+
 def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
-                   snap: registry.Snapshot) -> dict[str, Any]:
-    """Everything known about one attempt at its tip."""
+                   snap: registry.Snapshot, runs: list[dict[str, Any]] | None = None
+                   ) -> dict[str, Any]:
+    """Everything known about one attempt at its tip (``runs``: its failed execution records)."""
     tree = repo.subtree_id(tip, "deliverable")
     files = repo.flatten(tip)
     requests = sorted(p for p in files if REQUEST_NAME.match(p))
@@ -61,10 +105,13 @@ def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
         state = "awaiting_acceptance"
     else:
         state = "in_review"
+    failure = _failure(repo, tip, tree, requests, runs or [])
+    if failure is not None and state in ("assigned", "rework"):
+        state = "failed"  # nothing acceptable was delivered since the run failed
     return {"agent": agent, "head": tip, "deliverable_tree": tree, "state": state, "dod": dod,
             "quorum": {"have": have, "need": need}, "verdicts": verdicts,
             "requests": requests, "reworks": reworks, "open_request": open_request,
-            "ruling": arbiter.verdict if arbiter else None}
+            "ruling": arbiter.verdict if arbiter else None, "failure": failure}
 
 
 _ORDER = {s: i for i, s in enumerate(("assigned", "failed", "in_review", "rework", "escalated",
@@ -72,12 +119,14 @@ _ORDER = {s: i for i, s in enumerate(("assigned", "failed", "in_review", "rework
 
 
 def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
-           ledger: Any = None) -> dict[str, Any]:
+           ledger: Any = None, runs: Runs | None = None) -> dict[str, Any]:
     """The derived state of a mission, its attempts, escrow and who acts next."""
     repo, policy = open_mission(hub, mission_id)
     snap = snap or registry.snapshot(Repo(hub.registry_path))
+    runs = failed_runs(hub, mission_id) if runs is None else runs
     doc = policy.doc
-    attempts = [attempt_status(repo, policy, ref[len(ATTEMPT):], tip, snap)
+    attempts = [attempt_status(repo, policy, ref[len(ATTEMPT):], tip, snap,
+                               runs.get((mission_id, ref[len(ATTEMPT):])))
                 for ref, tip in sorted(repo.refs(ATTEMPT).items())]
     accepted = repo.ref(ACCEPTED)
     accepted_agent = None
@@ -128,6 +177,9 @@ def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:
 
 
 def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
+    if state == "failed" and any(a["state"] == "failed" and a.get("failure") and a["dod"] != "fail"
+                                 for a in attempts):
+        return "the agent delivers again (its run failed; see the attempt's failure)"
     return {
         "assigned": "the assigned agents deliver under deliverable/ on attempts/<agent>",
         "in_review": "the platform and reviewers grade the delivery",
@@ -149,8 +201,9 @@ def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
 
     rows = []
     snap = registry.snapshot(Repo(hub.registry_path))
+    runs = failed_runs(hub)
     with Ledger(hub.db_path, hub.clock) as ledger:
-        statuses = [status(hub, m, snap, ledger) for m in mission_ids(hub)]
+        statuses = [status(hub, m, snap, ledger, runs) for m in mission_ids(hub)]
     for st in statuses:
         if state and st["state"] != state:
             continue

@@ -18,13 +18,14 @@ from aismm.actor import Manifest
 from aismm.errors import ActorError, UsageError
 from aismm.git import Repo
 from aismm.model import describe_validation, dump_yaml, load_yaml
+from aismm.safepath import printable
 
 if TYPE_CHECKING:
     from aismm.hub import Hub
     from aismm.signing import PrivateKey
 
 __all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "status_of",
-           "pick", "ranking", "REFERENCE_PROVIDERS"]
+           "pick", "ranking", "task_reason", "REFERENCE_PROVIDERS"]
 
 REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
 
@@ -255,7 +256,8 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
             done[created.doc.id] = {
                 "contract": contract.ref, "task": task, "dod": "pass" if passed else "fail",
                 "quality": score if passed else min(score, 40), "mission": created.doc.id,
-                "seconds": round(time.monotonic() - started, 3), "misses": misses[:5],
+                "seconds": round(time.monotonic() - started, 3),
+                "misses": [printable(m, limit=300) for m in misses[:5]],
                 "failed_checks": [c.name for c in verdict.checks if c.status != "pass"]}
             if progress:
                 progress(f"[{len(done)}/{len(opened)}] {man.id} delivered {task}: DoD "
@@ -299,10 +301,21 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
                 target.write_bytes(data)
         score, misses = evaluate(contract.id, task_dir, root / "deliverable") \
             if ok and (root / "deliverable").is_dir() else (0, [detail])
+    misses = [printable(m, limit=300) for m in misses[:5]]  # may quote the agent's output
     return {"contract": ref, "task": task, "dod": "pass" if dod_pass else "fail",
             "quality": score if dod_pass else min(score, 40), "seconds": round(seconds, 3),
-            "misses": misses[:5], "failed_checks": [c.name for c in checks
-                                                    if c.status != "pass"]}
+            "misses": misses, "failed_checks": [c.name for c in checks
+                                                if c.status != "pass"]}
+
+
+def task_reason(task: dict[str, Any]) -> str | None:
+    """Why a benchmark task failed, first reason only (None when its DoD passed)."""
+    if task.get("dod") == "pass":
+        return None
+    if task.get("failed_checks"):
+        return f"DoD check {task['failed_checks'][0]} failed"
+    misses = task.get("misses") or []
+    return printable(misses[0], limit=300) if misses else "DoD failed"
 
 
 def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:

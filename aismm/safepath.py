@@ -4,10 +4,36 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["path_problem", "case_collisions", "FORBIDDEN_NAMES"]
+__all__ = ["path_problem", "case_collisions", "printable", "FORBIDDEN_NAMES"]
 
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 FORBIDDEN_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
+# Characters a terminal (or git's ``remote:`` relay) must never receive raw: C0/C1 controls (ESC
+# starts CSI/OSC sequences, BEL ends OSC, a bare CR overwrites the line), format characters
+# (bidirectional overrides, zero-width), surrogates, and line/paragraph separators.
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+def printable(text: object, *, keep: str = "", limit: int | None = None) -> str:
+    """Text from an agent (or any outsider) made safe to print or to store in a terminal line.
+
+    Every control, format, surrogate and separator character becomes a visible escape
+    (``\\x1b``, ``\\u202e``, ``\\n``), so the result is one line unless ``keep`` lists
+    characters to leave alone (e.g. ``"\\n"`` for multi-line file content). Idempotent: the
+    escapes are plain ASCII. ``limit`` cuts the result to that many characters (``…`` marks the
+    cut), never inside an escape.
+    """
+    pieces = [ch if ch in keep or unicodedata.category(ch) not in _UNPRINTABLE
+              else ch.encode("unicode_escape").decode("ascii") for ch in str(text)]
+    if limit is None or sum(map(len, pieces)) <= limit:
+        return "".join(pieces)
+    out, size = [], 0
+    for piece in pieces:
+        if size + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out) + "…"
 
 
 def _is_dotgit(component: str) -> bool:

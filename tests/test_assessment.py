@@ -229,9 +229,11 @@ def test_benchmark_task_platform_verdict(hub: Hub, benchmark_missions: dict[Any,
     assert tip is not None
     st = lifecycle.status(hub, mission_id)["attempts"][0]
     if agent == "sloppy-coder" and contract in GATE_REFUSED:
-        assert lines == [("aismm: sloppy-coder: delivery refused by the gate: aismm: "
-                          f"refs/heads/attempts/sloppy-coder: {GATE_REFUSED[contract]}")]
-        assert tip == policy.main and (st["state"], st["verdicts"]) == ("assigned", {})
+        reason = ("delivery refused by the gate: "
+                  f"refs/heads/attempts/sloppy-coder: {GATE_REFUSED[contract]}")
+        assert lines == [f"aismm: sloppy-coder: attempt failed ({reason}); nothing committed"]
+        assert tip == policy.main and (st["state"], st["verdicts"]) == ("failed", {})
+        assert st["failure"]["reason"] == reason
         with Store(hub.db_path) as store:
             outcomes = [r["outcome"] for r in store.executions(who) if r["mission"] == mission_id]
         assert outcomes == ["failed"]
@@ -266,10 +268,9 @@ def test_misbehaving_agent_is_a_failed_attempt(hub: Hub, behaviour: str) -> None
     lines = assessment.dispatch(hub, mission_id)
     assert len(lines) == 1
     assert lines[0].startswith(f"aismm: {agent}: ")
+    assert "attempt failed (" in lines[0] and lines[0].endswith("; nothing committed")
     if behaviour == "garbage":
-        assert "delivery refused by the gate: " in lines[0]
-    else:
-        assert "attempt failed (" in lines[0] and lines[0].endswith("; nothing committed")
+        assert "attempt failed (delivery refused by the gate: " in lines[0]
     assert MISBEHAVING[behaviour][1] in lines[0]
     assert repo.refs() == refs and refs[f"{ATTEMPT}{agent}"] == policy.main
     fsck = git("fsck", "--strict", "--no-dangling", cwd=repo.path)
@@ -282,13 +283,15 @@ def test_misbehaving_agent_is_a_failed_attempt(hub: Hub, behaviour: str) -> None
     assert [(r["outcome"], r["quality"], r["cost"]) for r in records] == [("failed", 0.0, 0)]
     assert records[0]["commits"]["head"] == policy.main
     assert records[0]["commits"]["detail"] and records[0]["commits"]["detail"] in lines[0]
-    assert lifecycle.status(hub, mission_id)["attempts"][0]["state"] == "assigned"
+    [attempt] = lifecycle.status(hub, mission_id)["attempts"]
+    assert attempt["state"] == "failed"  # nothing committed, and the failure shows
+    assert attempt["failure"]["reason"] == records[0]["commits"]["detail"]
 
 
 def test_garbage_deliverable_is_refused_for_its_schema(hub: Hub) -> None:
     mission_id = create(hub, "code_review", CODE_INPUTS, "bad-garbage", tier="T0", price=100)
     [line] = assessment.dispatch(hub, mission_id)
-    assert line.startswith("aismm: bad-garbage: delivery refused by the gate: aismm: "
+    assert line.startswith("aismm: bad-garbage: attempt failed (delivery refused by the gate: "
                            "refs/heads/attempts/bad-garbage: deliverable/findings.json: ")
     assert "JSON" in line or "json" in line or "schema" in line
 

@@ -18,7 +18,7 @@ from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",
         "attempts", "accepted", "escrow", "next", "now"}
 ATTEMPT_KEYS = {"agent", "head", "deliverable_tree", "state", "dod", "quorum", "verdicts",
-                "requests", "reworks", "open_request", "ruling"}
+                "requests", "reworks", "open_request", "ruling", "failure"}
 NEXT = {
     "assigned": "the assigned agents deliver under deliverable/ on attempts/<agent>",
     "in_review": "the platform and reviewers grade the delivery",
@@ -72,7 +72,7 @@ def test_status_from_assignment_through_review_and_rework_to_settlement(queued: 
     assert data["attempts"] == [{
         "agent": AGENT, "head": main, "deliverable_tree": None, "state": "assigned", "dod": None,
         "quorum": {"have": [], "need": 1}, "verdicts": {}, "requests": [], "reworks": 0,
-        "open_request": None, "ruling": None}]
+        "open_request": None, "ruling": None, "failure": None}]
 
     assessment.dispatch(site.hub, mid)  # delivered; the assessment waits in the outbox
     [attempt] = status(site, mid, "in_review")["attempts"]

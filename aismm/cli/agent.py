@@ -74,8 +74,10 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
                                                            if record["badge"] else ""),
              f"  quality {record['quality']}  p50 {record['p50_seconds']}s  cost "
              f"{record['cost']}"]
-    lines += [f"  {t['contract']} {t['task']}: DoD {t['dod']}, quality {t['quality']}"
-              for t in record["tasks"]]
+    for t in record["tasks"]:
+        why = market.task_reason(t)
+        lines.append(f"  {t['contract']} {t['task']}: DoD {t['dod']}, quality {t['quality']}"
+                     + (f"; first reason: {why}" if why else ""))
     lines += [f"  reason: {r}" for r in record["reasons"]]
     emit(record, as_json, "\n".join(lines))
     if record["status"] != "listed":

@@ -101,6 +101,7 @@ def register(cli: click.Group) -> None:
 def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     """Derive a mission's state: attempts, verdicts, escrow, and who acts next."""
     from aismm import lifecycle
+    from aismm.safepath import printable
 
     st = lifecycle.status(hub_from(ctx), mission_id)
     lines = [f"mission {st['id']}: {st['state'].upper()}  ({st['contract']}, {st['tier']}, "
@@ -115,22 +116,31 @@ def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
                      f"deliverable {(a['deliverable_tree'] or '-')[:12]}  DoD {a['dod'] or '-'}  "
                      f"quorum {len(a['quorum']['have'])}/{a['quorum']['need']}  "
                      f"reworks {a['reworks']}")
+        if a["failure"]:
+            lines.append(f"      run failed at {a['failure']['at']}: "
+                         f"{printable(a['failure']['reason'], limit=300)}")
         for who, v in a["verdicts"].items():
             lines.append(f"      {who:<20} {v['verdict']:<8} {v['score']:>3}/100"
                          f"{'' if v['current'] else '  (stale)'}")
+            lines += [f"        {c['name']}: {c['status']} ({printable(c['detail'], limit=200)})"
+                      for c in v["checks"] if v["current"] and c["status"] != "pass"]
     lines.append(f"  next: {st['next']}")
     emit(st, as_json, "\n".join(lines))
 
 
 def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> None:
     from aismm import assessment, settlement
+    from aismm.errors import Rejection
+    from aismm.safepath import printable
     from aismm.signing import read_private_key_file
 
     hub = hub_from(ctx)
     key = kw.pop("key", None)
     private = read_private_key_file(key) if key else None  # type: ignore[arg-type]
+    failures: list[dict[str, str]] = []
     if action == "run":
         lines = assessment.dispatch(hub, mission_id)
+        failures = assessment.failed_attempts(lines)
         from aismm import events
 
         lines += events.process(hub)
@@ -143,8 +153,16 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
                                   kw.get("as_actor") or None, private)  # type: ignore[arg-type]
     else:
         lines = settlement.cancel(hub, mission_id)
-    emit({"mission": mission_id, "action": action, "lines": lines}, bool(kw.get("as_json")),
-         "\n".join(line.removeprefix("aismm: ") for line in lines))
+    lines = [printable(line) for line in lines]  # agent text in them is escaped already
+    failed = [f"aismm: {f['agent']}: attempt failed ({f['reason']}); nothing committed"
+              for f in failures]
+    data: dict[str, object] = {"mission": mission_id, "action": action, "lines": lines}
+    if action == "run":
+        data["failures"] = failures
+    text = "\n".join(line.removeprefix("aismm: ") for line in lines if line not in failed)
+    emit(data, bool(kw.get("as_json")), text or None)
+    if failed:  # one stderr line per failed attempt, exit 1
+        raise Rejection("\n".join(failed))
 
 
 @group.command("run")
