@@ -171,6 +171,8 @@ class Repo:
         if not isinstance(obj, pygit2.Commit):
             raise RepositoryError(f"{oid}: is a {obj.type_str}, not a commit")
         signature, payload = obj.gpg_signature
+        if signature is not None:  # each gpgsig line with its newline, as git hands it over
+            signature += b"\n"
         return CommitInfo(
             id=str(obj.id), tree=str(obj.tree_id),
             parents=tuple(str(p) for p in obj.parent_ids),
@@ -352,7 +354,9 @@ class Repo:
         content = self._r.create_commit_string(
             sig, sig, message, pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents]
         )
-        signature = sign(key, content.encode("utf-8"))
+        # Without its final newline, as git writes the gpgsig header: libgit2 would add a
+        # blank continuation line, a second encoding of the same signature.
+        signature = sign(key, content.encode("utf-8")).removesuffix("\n")
         return str(self._r.create_commit_with_signature(content, signature))
 
     def write_tag(

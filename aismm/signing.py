@@ -35,14 +35,71 @@ def _string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _read_string(blob: bytes, pos: int) -> tuple[bytes, int]:
-    if pos + 4 > len(blob):
-        raise SignatureError("signature: truncated blob; re-sign the object")
-    (length,) = struct.unpack(">I", blob[pos : pos + 4])
-    end = pos + 4 + length
-    if end > len(blob):
-        raise SignatureError("signature: truncated blob; re-sign the object")
-    return blob[pos + 4 : end], end
+_HASHES = {b"sha512": hashlib.sha512, b"sha256": hashlib.sha256}
+_WRAP = 70  # base64 characters per armor line, as ssh-keygen writes them
+
+
+class _Reader:
+    """Reads SSH wire fields from one buffer and insists that every byte is consumed."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.pos, self.what = data, 0, what
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise SignatureError(f"signature: truncated {self.what}; re-sign the object")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self) -> int:
+        (value,) = struct.unpack(">I", self.take(4))
+        return int(value)
+
+    def string(self) -> bytes:
+        return self.take(self.u32())
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise SignatureError(f"signature: {self.what} contains trailing data; "
+                                 "re-sign the object")
+
+
+def _cstring(value: bytes, what: str) -> bytes:
+    """A name field; OpenSSH reads it as a C string, so one trailing NUL is a re-encoding."""
+    if value.endswith(b"\0") and b"\0" not in value[:-1]:
+        raise SignatureError(f"signature: non-canonical {what} (a trailing NUL byte); "
+                             "re-sign the object")
+    return value
+
+
+def _armor(blob: bytes) -> str:
+    """The one canonical armored form of a blob: 70-column base64 between the two lines."""
+    text = base64.b64encode(blob).decode()
+    lines = [text[i : i + _WRAP] for i in range(0, len(text), _WRAP)]
+    return "\n".join([BEGIN, *lines, END]) + "\n"
+
+
+def _dearmor(armored: str | bytes) -> bytes:
+    """The SSHSIG blob of an armored signature in exactly the form ``ssh-keygen -Y sign`` writes.
+
+    Any other layout (other line lengths, extra whitespace, text after the footer, non-zero
+    base64 padding bits) is refused: OpenSSH tolerates some of them, but each one would let
+    anyone re-encode a signed object under a new id with the same signature.
+    """
+    text = armored.decode("ascii", "replace") if isinstance(armored, bytes) else armored
+    head, foot = BEGIN + "\n", "\n" + END
+    end = text.find(foot)
+    if not text.startswith(head) or end < 0:
+        raise SignatureError("signature: not an SSH signature; sign with gpg.format=ssh")
+    try:
+        blob = base64.b64decode("".join(text[len(head) : end].split()), validate=True)
+    except ValueError as exc:
+        raise SignatureError("signature: corrupt base64; re-sign the object") from exc
+    if text != _armor(blob):
+        raise SignatureError("signature: non-canonical armor (not the exact lines ssh-keygen "
+                             "writes); re-sign the object")
+    return blob
 
 
 @dataclass(frozen=True)
@@ -136,39 +193,52 @@ def sign(key: PrivateKey, message: bytes, namespace: str = "git") -> str:
         + _string(b"sha512")
         + _string(_string(_KEYTYPE) + _string(raw))
     )
-    text = base64.b64encode(blob).decode()
-    lines = [text[i : i + 70] for i in range(0, len(text), 70)]
-    return "\n".join([BEGIN, *lines, END]) + "\n"
+    return _armor(blob)
 
 
 def verify(armored: str | bytes, message: bytes, namespace: str = "git") -> str:
-    """Check an SSHSIG signature; return the signer's ``ssh-ed25519 AAAA…`` line."""
-    text = armored.decode("ascii", "replace") if isinstance(armored, bytes) else armored
-    body = text.strip()
-    if not (body.startswith(BEGIN) and body.endswith(END)):
-        raise SignatureError("signature: not an SSH signature; sign with gpg.format=ssh")
-    try:
-        blob = base64.b64decode("".join(body[len(BEGIN) : -len(END)].split()), validate=True)
-    except ValueError as exc:
-        raise SignatureError("signature: corrupt base64; re-sign the object") from exc
-    if not blob.startswith(_MAGIC) or blob[6:10] != struct.pack(">I", 1):
-        raise SignatureError("signature: not an SSHSIG v1 blob; sign with ssh-keygen -Y sign")
-    pub, pos = _read_string(blob, 10)
-    ns, pos = _read_string(blob, pos)
-    _reserved, pos = _read_string(blob, pos)
-    hash_alg, pos = _read_string(blob, pos)
-    sig, pos = _read_string(blob, pos)
+    """Check an SSHSIG signature; return the signer's ``ssh-ed25519 AAAA…`` line.
+
+    Strict: the armor must be exactly what ``ssh-keygen -Y sign`` writes and every field of
+    the blob (magic, version 1, public key, namespace, empty reserved field, sha256 or sha512,
+    signature) and of the strings inside it must be consumed exactly, with no trailing data.
+    Whatever OpenSSH refuses is refused here; the few encodings OpenSSH tolerates but that
+    only a re-encoder would make (other armor layouts, version 0, a non-empty reserved field)
+    are refused too, with "non-canonical" in the message, so a signed object cannot be copied
+    under a new id.
+    """
+    blob = _dearmor(armored)
+    outer = _Reader(blob, "blob")
+    if outer.take(len(_MAGIC)) != _MAGIC:
+        raise SignatureError("signature: not an SSHSIG blob; sign with ssh-keygen -Y sign")
+    version = outer.u32()
+    if version > 1:
+        raise SignatureError(f"signature: SSHSIG version {version} is not supported; "
+                             "sign with ssh-keygen -Y sign")
+    pub, ns, reserved, hash_alg, sig = (outer.string() for _ in range(5))
+    outer.end()
+    if version != 1:
+        raise SignatureError(f"signature: non-canonical version {version}; re-sign the object")
+    ns, hash_alg = _cstring(ns, "namespace"), _cstring(hash_alg, "hash algorithm")
     if ns != namespace.encode():
         raise SignatureError(f"signature: namespace {ns!r} is not {namespace!r}; sign with -n git")
-    if hash_alg not in (b"sha512", b"sha256"):
-        raise SignatureError(f"signature: unsupported hash {hash_alg!r}; use sha512")
-    keytype, kpos = _read_string(pub, 0)
-    keybytes, _ = _read_string(pub, kpos)
-    sigtype, spos = _read_string(sig, 0)
-    sigbytes, _ = _read_string(sig, spos)
-    if keytype != _KEYTYPE or sigtype != _KEYTYPE or len(keybytes) != 32:
+    hasher = _HASHES.get(hash_alg)
+    if hasher is None:
+        raise SignatureError(f"signature: unsupported hash {hash_alg!r}; use sha512 or sha256")
+    key = _Reader(pub, "public key")
+    keytype, keybytes = key.string(), key.string()
+    key.end()
+    inner = _Reader(sig, "signature blob")
+    sigtype, sigbytes = inner.string(), inner.string()
+    inner.end()
+    keytype, sigtype = _cstring(keytype, "key type"), _cstring(sigtype, "signature type")
+    if keytype != _KEYTYPE or sigtype != _KEYTYPE:
         raise SignatureError("signature: only ssh-ed25519 keys are accepted; use an Ed25519 key")
-    hasher = hashlib.sha512 if hash_alg == b"sha512" else hashlib.sha256
+    if len(keybytes) != 32 or len(sigbytes) != 64:
+        raise SignatureError("signature: malformed ssh-ed25519 key or signature; re-sign it")
+    if reserved:
+        raise SignatureError("signature: non-canonical reserved field (not empty); "
+                             "re-sign the object")
     signed = (
         _MAGIC + _string(ns) + _string(b"") + _string(hash_alg)
         + _string(hasher(message).digest())
