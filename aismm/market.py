@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
-from aismm import registry
+from aismm import registry, sandbox
 from aismm.actor import Manifest
 from aismm.errors import ActorError, UsageError
 from aismm.git import Repo
@@ -145,6 +145,7 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
     man = registry.manifests(hub).get(agent)
     if man is None:
         raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
+    sandbox.isolation()  # scoring runs agent code: no sandbox here is the hub's fault, not theirs
     jobs = []
     for ref in man.contracts:
         contract, files, _sha = registry.resolve_contract(hub, ref)
@@ -242,7 +243,7 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
             verdict = read_verdict(repo, tip, "verdicts/platform.yaml")
             if tree is None or verdict is None or verdict.deliverable_tree != tree:
                 continue
-            with tempfile.TemporaryDirectory(prefix="aismm-score-") as tmp:
+            with sandbox.workspace("score-") as tmp:
                 repo.export(tip, Path(tmp) / "checkout")
                 task_dir = Path(tmp) / "task"
                 for path, data in files.items():
@@ -280,7 +281,7 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
     from aismm.gate import MissionPolicy
 
     ref = contract.ref
-    with tempfile.TemporaryDirectory(prefix="aismm-assess-") as tmp:
+    with sandbox.workspace("assess-") as tmp:
         root = Path(tmp) / "checkout"
         root.mkdir()
         _task_layout(files, task, root, man, ref)
