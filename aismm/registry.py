@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "create", "actors", "actor", "add_actor", "contracts", "resolve_contract", "commit_files",
-    "write_allowed_signers", "manifests", "identity", "Snapshot", "snapshot",
+    "write_allowed_signers", "manifests", "identity", "Snapshot", "snapshot", "key_holder",
 ]
 
 MAIN = "refs/heads/main"
@@ -78,6 +79,21 @@ def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
                 mans[man.id] = man
     by_key = {a.key: a for a in acts.values() if not a.revoked}
     return Snapshot(commit, acts, by_key, mans)
+
+
+def key_holder(actors: Mapping[str, Actor], key: str, besides: str | None = None
+               ) -> Actor | None:
+    """The actor (revoked or not, other than ``besides``) registered with ``key``, if any.
+
+    One key, one actor: a key shared by two actors makes signatures ambiguous (the platform's
+    own writes failed hub-wide once its key was registered for another actor), and a revoked
+    actor's key must not come back under a new id.
+    """
+    blob = key.split()[1] if len(key.split()) > 1 else key
+    for other in sorted(actors.values(), key=lambda a: a.id):
+        if other.id != besides and other.key.split()[1] == blob:
+            return other
+    return None
 
 
 def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signer: str,
@@ -173,6 +189,10 @@ def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
     except ValidationError as exc:
         raise ActorError(f"{actor_id}: {describe_validation(exc)[0]}; see `aismm actor add --help`"
                          ) from exc
+    holder = key_holder(actors(hub), candidate.key, besides=actor_id)
+    if holder is not None:
+        raise ActorError(f"actor add: key already belongs to {holder.id}; generate a new key for "
+                         f"{actor_id}")
     key_path = hub.key_path(actor_id)
     if key is not None:
         if key_path.exists():
