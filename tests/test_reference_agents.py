@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from aismm.agents.code_reviewer import RULES, analyze
+from aismm.agents.runtime import deliverable_tree
 from aismm.checks.expect import evaluate
 from aismm.checks.local import (
     CheckResult,
@@ -49,7 +50,8 @@ def run_agent(module: str, root: Path, contract: Contract, actor: str, role: str
               **extra: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m aismm.agents.<module>`` the way the hub's command runtime does."""
     env = {**scrubbed_env(root), "AISMM_ACTOR": actor, "AISMM_MISSION": "m-bench",
-           "AISMM_CONTRACT": contract.ref, "AISMM_ROLE": role, **extra}
+           "AISMM_CONTRACT": contract.ref, "AISMM_ROLE": role, **extra,
+           "AISMM_SANDBOX": "rlimits-only"}  # not sandboxed here: say so, or checks refuse to run
     del env["PYTHONDONTWRITEBYTECODE"]  # agents must not leave __pycache__ in the checkout
     return subprocess.run([sys.executable, "-m", f"aismm.agents.{module}"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
@@ -69,7 +71,7 @@ def review(root: Path, contract: Contract, results: list[CheckResult]
     """Commit-like platform verdict from the results, then run ref-reviewer on the checkout."""
     (root / "verdicts").mkdir(exist_ok=True)
     platform = {"schema_version": 1, "mission": "m-bench", "reviewer": "platform",
-                "deliverable_tree": DELIVERABLE_TREE, **platform_verdict(results)}
+                "deliverable_tree": deliverable_tree(root), **platform_verdict(results)}
     (root / "verdicts" / "platform.yaml").write_text(yaml.safe_dump(platform, sort_keys=False))
     output = root.parent / f"{root.name}-verdict.yaml"
     done = run_agent("reviewer", root, contract, "ref-reviewer", "reviewer",

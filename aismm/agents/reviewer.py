@@ -2,27 +2,55 @@
 
 Reads the checkout (contract, inputs, deliverable, ``verdicts/platform.yaml``) and writes one
 verdict YAML at ``$AISMM_OUTPUT``: ``{verdict, score, rubric, comments}``. Grading is
-deterministic. A failing platform verdict caps the score below the contract's threshold.
+deterministic, and the reviewer never executes the deliverable: findings and schemas are read as
+data, and unit tests are graded from static analysis (how many tests, which functions they use,
+whether they assert) plus the platform-signed ``verdicts/platform.yaml``, whose ``tests-pass``
+and ``tests-catch-stubs`` results the platform's sandbox produced.
+
+The platform verdict counts only when its ``deliverable_tree`` is the git tree of the
+``deliverable/`` in the checkout. A failing one caps the score below the contract's threshold;
+for unit tests a missing or stale one does too, since nothing else shows that the tests run.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aismm.agents.code_reviewer import analyze
-from aismm.agents.runtime import Invocation, run, write_text
-from aismm.checks.mutants import default_mutants, run_mutants
-from aismm.checks.run_tests import public_functions, referenced_names, run_suite
+from aismm.agents.runtime import Invocation, deliverable_tree, run, write_text
+from aismm.checks.mutants import default_mutants
+from aismm.checks.run_tests import public_functions, referenced_names
 from aismm.checks.schema_fit import counter_examples, first_error, validator
+from aismm.checks.testrun import collect
+from aismm.contract import Contract
 from aismm.errors import UsageError
 from aismm.model import dump_yaml, load_yaml
 
-__all__ = ["grade", "main"]
+__all__ = ["Platform", "grade", "main"]
 
 Grades = dict[str, tuple[int, str]]
 CONTRACTS = ("contract.code_review", "contract.schema_design", "contract.unit_tests")
+NEEDS_PLATFORM = ("contract.unit_tests",)  # deliverables that are code: their runs are evidence
+TESTS_CHECK = "aismm.checks.run_tests"
+MUTANTS_CHECK = "aismm.checks.mutants"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What ``verdicts/platform.yaml`` says about the deliverable in the checkout."""
+
+    state: Literal["current", "missing", "stale", "unreadable"]
+    passed: bool = False
+    checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (status, detail)
+    note: str = ""
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, (status, _) in self.checks.items() if status != "pass"]
 
 
 def _json(path: Path) -> Any:
@@ -36,7 +64,7 @@ def _pct(part: float, whole: float, empty: int = 100) -> int:
     return round(100 * part / whole) if whole else empty
 
 
-def _code_review(root: Path) -> Grades:
+def _code_review(root: Path, contract: Contract, platform: Platform) -> Grades:
     data = _json(root / "deliverable" / "findings.json")
     findings = [f for f in (data or {}).get("findings") or [] if isinstance(f, dict)] \
         if isinstance(data, dict) else []
@@ -76,7 +104,7 @@ def _code_review(root: Path) -> Grades:
     }
 
 
-def _schema_design(root: Path) -> Grades:
+def _schema_design(root: Path, contract: Contract, platform: Platform) -> Grades:
     schema = _json(root / "deliverable" / "schema.json")
     samples = _json(root / "inputs" / "samples.json") or []
     try:
@@ -101,44 +129,93 @@ def _schema_design(root: Path) -> Grades:
     }
 
 
-def _unit_tests(root: Path) -> Grades:
-    tests = root / "deliverable" / "test_module.py"
+def _check_name(contract: Contract, module: str) -> str:
+    """The name of the DoD command check that runs ``python -m <module>``."""
+    return next((c.name for c in contract.dod.checks if module in (c.run or [])), module)
+
+
+def _test_nodes(tree: ast.Module) -> dict[str, ast.AST]:
+    nodes: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            nodes[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    nodes[f"{node.name}.{item.name}"] = item
+    return nodes
+
+
+def _unit_tests(root: Path, contract: Contract, platform: Platform) -> Grades:
+    """Static analysis plus the platform's test results; the tests themselves never run here."""
     module_source = (root / "inputs" / "module.py").read_text(encoding="utf-8")
     try:
-        used = referenced_names(tests.read_text(encoding="utf-8"))
-    except (FileNotFoundError, SyntaxError, UnicodeDecodeError):
+        test_source = (root / "deliverable" / "test_module.py").read_text(encoding="utf-8")
+        specs = collect(test_source)
+        used = referenced_names(test_source)
+        nodes = _test_nodes(ast.parse(test_source))
+    except (FileNotFoundError, SyntaxError, UnicodeDecodeError, ValueError):
         return {k: (0, "test_module.py is missing or not Python")
                 for k in ("correctness", "coverage", "strength")}
-    suite = run_suite(tests, module_source, root / "inputs")
     public = public_functions(module_source)
     covered = [f for f in public if f in used]
-    if suite.passed:
-        results = run_mutants(tests, module_source, root / "inputs",
-                              default_mutants(root, module_source))
-        killed = sum(k for _, k, _ in results)
-        strength = (_pct(killed, len(results)), f"{killed} of {len(results)} stub mutants caught")
+    coverage = (_pct(len(covered), len(public)),
+                f"{len(covered)} of {len(public)} public functions exercised")
+    count = len(specs)
+    asserting = sum(not s.problem and any(isinstance(n, (ast.Assert, ast.Raise))
+                                          for n in ast.walk(nodes[s.name])) for s in specs)
+    if platform.state != "current":
+        why = f"{platform.note}; I never run the deliverable's code, so nothing shows the tests run"
+        return {"correctness": (0, why), "coverage": coverage, "strength": (0, why)}
+
+    tests_name = _check_name(contract, TESTS_CHECK)
+    status, detail = platform.checks.get(tests_name, ("missing", ""))
+    if status == "pass":
+        failing = 0
     else:
-        strength = (0, "mutants not run: the tests do not pass")
-    passed = len(suite.outcomes) - len(suite.failures)
-    return {
-        "correctness": (_pct(passed, len(suite.outcomes), 0) if suite.error is None else 0,
-                        suite.error or f"{passed} of {len(suite.outcomes)} tests pass"),
-        "coverage": (_pct(len(covered), len(public)),
-                     f"{len(covered)} of {len(public)} public functions exercised"),
-        "strength": strength,
-    }
+        failing = len({s.name for s in specs if f"::{s.name}: fails:" in detail})
+        if "the tests must import and run" in detail or status == "missing":
+            failing = count
+    passing = count - failing
+    correctness = (_pct(min(passing, asserting), count, 0),
+                   f"platform {tests_name}: {status}; {passing} of {count} tests pass,"
+                   f" {asserting} assert something")
+
+    mutants_name = _check_name(contract, MUTANTS_CHECK)
+    mutants = len(default_mutants(root, module_source))
+    status, detail = platform.checks.get(mutants_name, ("missing", ""))
+    survivors = sum("replaced by a stub returning None breaks no test" in line
+                    for line in detail.splitlines())
+    if status == "pass":
+        strength = (100 if count else 0, f"platform {mutants_name}: pass; each of {mutants}"
+                    " stub mutants makes a test fail")
+    elif survivors == 0:
+        strength = (0, f"platform {mutants_name}: {status}; the tests do not pass unmodified")
+    else:
+        strength = (_pct(mutants - min(survivors, mutants), mutants),
+                    f"platform {mutants_name}: fail; {mutants - min(survivors, mutants)} of"
+                    f" {mutants} stub mutants caught")
+    return {"correctness": correctness, "coverage": coverage, "strength": strength}
 
 
-def _platform(root: Path) -> tuple[bool | None, list[str]]:
+def _platform(root: Path) -> Platform:
     path = root / "verdicts" / "platform.yaml"
     if not path.is_file():
-        return None, []
-    data = load_yaml(path.read_bytes(), "verdicts/platform.yaml")
+        return Platform("missing", note="no platform verdict in the checkout")
+    try:
+        data = load_yaml(path.read_bytes(), "verdicts/platform.yaml")
+    except ValueError:
+        data = None
     if not isinstance(data, dict):
-        return False, ["(unreadable)"]
-    failed = [str(c.get("name")) for c in data.get("checks") or []
-              if isinstance(c, dict) and c.get("status") != "pass"]
-    return data.get("verdict") == "pass", failed
+        return Platform("unreadable", note="verdicts/platform.yaml is unreadable")
+    current = deliverable_tree(root)
+    judged = data.get("deliverable_tree")
+    if current is None or judged != current:
+        return Platform("stale", note=f"the platform verdict judges deliverable tree"
+                        f" {str(judged)[:12]}, not the current {str(current)[:12]}")
+    checks = {str(c.get("name")): (str(c.get("status")), str(c.get("detail", "")))
+              for c in data.get("checks") or [] if isinstance(c, dict)}
+    return Platform("current", data.get("verdict") == "pass", checks)
 
 
 def grade(inv: Invocation) -> dict[str, Any]:
@@ -146,7 +223,8 @@ def grade(inv: Invocation) -> dict[str, Any]:
     contract = inv.contract
     graders = {"contract.code_review": _code_review, "contract.schema_design": _schema_design,
                "contract.unit_tests": _unit_tests}
-    grades = graders[contract.id](inv.root)
+    platform = _platform(inv.root)
+    grades = graders[contract.id](inv.root, contract, platform)
     known = [score for score, _ in grades.values()]
     fallback = round(sum(known) / len(known)) if known else 0
     rubric = {item.id: grades.get(item.id, (fallback, "no specific test; mean of the rest"))[0]
@@ -156,15 +234,18 @@ def grade(inv: Invocation) -> dict[str, Any]:
     threshold = contract.dod.review.threshold
     comments = [f"{k}: {rubric[k]} ({grades[k][1]})" if k in grades else f"{k}: {rubric[k]}"
                 for k in rubric]
-    platform_ok, failed = _platform(inv.root)
-    if platform_ok is False:
+    failed = platform.state == "unreadable" or (platform.state == "current" and not platform.passed)
+    if failed:
         score = min(score, max(threshold - 1, 0))
-        comments.append(f"platform DoD failed ({', '.join(failed) or 'see verdicts/platform.yaml'});"
-                        f" score capped at {score}")
-    elif platform_ok is None:
-        comments.append("no platform verdict in the checkout; graded on the deliverable alone")
+        why = ", ".join(platform.failed) or platform.note or "see verdicts/platform.yaml"
+        comments.append(f"platform DoD failed ({why}); score capped at {score}")
+    elif platform.state != "current" and contract.id in NEEDS_PLATFORM:
+        score = min(score, max(threshold - 1, 0))
+        comments.append(f"{platform.note}; the tests are unproven, score capped at {score}")
+    elif platform.state != "current":
+        comments.append(f"{platform.note}; graded on the deliverable alone")
     return {
-        "verdict": "pass" if score >= threshold and platform_ok is not False else "fail",
+        "verdict": "pass" if score >= threshold and not failed else "fail",
         "score": score,
         "rubric": rubric,
         "comments": "\n".join(comments),

@@ -15,7 +15,10 @@ Specialists write under ``deliverable/`` only; reviewers write the one file at A
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from aismm.model import load_yaml
 
 __all__ = [
     "Invocation",
+    "deliverable_tree",
     "fresh_deliverable",
     "invocation",
     "rework_notes",
@@ -78,6 +82,42 @@ def invocation(root: Path, environ: Mapping[str, str]) -> Invocation:
         request=request,
         output=(root / output) if output else None,
     )
+
+
+def _git_object(kind: str, data: bytes) -> bytes:
+    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()  # noqa: S324 - git ids
+
+
+def _tree(folder: Path) -> bytes | None:
+    """The git (SHA-1) id of a folder as a tree, or None when it holds no file (git skips it)."""
+    entries: list[tuple[bytes, bytes, bytes]] = []
+    for entry in os.scandir(folder):
+        name = os.fsencode(entry.name)
+        mode = entry.stat(follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            oid, kind = _git_object("blob", os.fsencode(os.readlink(entry.path))), b"120000"
+        elif stat.S_ISDIR(mode):
+            sub = _tree(Path(entry.path))
+            if sub is None:
+                continue
+            oid, kind = sub, b"40000"
+        elif stat.S_ISREG(mode):
+            kind = b"100755" if mode & stat.S_IXUSR else b"100644"
+            oid = _git_object("blob", Path(entry.path).read_bytes())
+        else:
+            continue
+        entries.append((name + b"/" if kind == b"40000" else name, kind + b" " + name, oid))
+    if not entries:
+        return None
+    body = b"".join(head + b"\0" + oid for _, head, oid in sorted(entries))
+    return _git_object("tree", body)
+
+
+def deliverable_tree(root: Path) -> str | None:
+    """The git tree id ``deliverable/`` has in the checkout, as a verdict's ``deliverable_tree``."""
+    folder = root / "deliverable"
+    oid = _tree(folder) if folder.is_dir() else None
+    return oid.hex() if oid is not None else None
 
 
 def fresh_deliverable(inv: Invocation) -> None:

@@ -12,14 +12,15 @@
                     mutants: [{function, body}]         50 %, killed (plus a stub per must_cover)
                                                         0 when the tests fail unmodified
 
-Returns the score and one line per miss. Unit tests run in a subprocess with a timeout.
+Returns the score and one line per miss. The unit tests run as ``python -m aismm.checks.mutants
+--json`` through :func:`aismm.sandbox.run` (this runs in the hub's process; the agent's code does
+not); a run that fails or prints anything but the expected JSON scores 0.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from aismm import sandbox
+from aismm.checks.local import package_root
 from aismm.checks.run_tests import referenced_names
 from aismm.checks.schema_fit import first_error, validator
 
@@ -125,7 +128,9 @@ def _unit_tests(expect: dict[str, Any], task: Path, deliverable: Path) -> tuple[
     must_cover = list(expect.get("must_cover") or [])
     mutants = [{"function": f, "body": "return None"} for f in must_cover]
     mutants += [{"function": m["function"], "body": m["body"]} for m in expect.get("mutants") or []]
-    result = _run_mutants(task, deliverable, mutants)
+    result, why = _run_mutants(task, deliverable, mutants)
+    if result is None:
+        return 0, [why]
     baseline = result["baseline"]
     if not baseline["passed"]:
         why = baseline["error"] or "; ".join(baseline["failures"][:3]) or "no tests"
@@ -152,20 +157,42 @@ def _unit_tests(expect: dict[str, Any], task: Path, deliverable: Path) -> tuple[
     return round(score), details
 
 
-def _run_mutants(task: Path, deliverable: Path, mutants: list[dict[str, str]]) -> dict[str, Any]:
-    from aismm.checks.local import scrubbed_env
-
+def _run_mutants(task: Path, deliverable: Path,
+                 mutants: list[dict[str, str]]) -> tuple[dict[str, Any] | None, str]:
+    """The mutants check's JSON for this deliverable, run in the sandbox; (None, why) if unusable."""
     with tempfile.TemporaryDirectory(prefix="aismm-expect-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "checkout"
+        root.mkdir()
         shutil.copytree(task / "inputs", root / "inputs")
         shutil.copytree(deliverable, root / "deliverable")
         (root / "spec.json").write_text(json.dumps(mutants), encoding="utf-8")
         argv = [sys.executable, "-m", "aismm.checks.mutants", "--json", "--spec", "spec.json"]
-        try:
-            done = subprocess.run(argv, cwd=root, env=scrubbed_env(root), capture_output=True,
-                                  text=True, timeout=120, check=False)
-            parsed: dict[str, Any] = json.loads(done.stdout)
-            return parsed
-        except (subprocess.TimeoutExpired, ValueError) as exc:
-            return {"baseline": {"passed": False, "error": f"test run failed ({exc})",
-                                 "tests": 0, "failures": []}, "mutants": []}
+        done = sandbox.run(argv, root, limits=sandbox.Limits(timeout_seconds=120, cpu_seconds=120),
+                           env={"PYTHONPATH": str(package_root())})
+    if not done.ok:
+        why = "timed out after 120s" if done.timed_out else (
+            f"killed ({done.killed})" if done.killed else f"exit {done.returncode}")
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return None, f"test run failed ({why}{': ' + tail[0][:200] if tail else ''})"
+    try:
+        parsed = json.loads(done.stdout)
+    except ValueError:
+        return None, "test run failed (its output is not the mutants check's JSON)"
+    if not _well_formed(parsed, len(mutants)):
+        return None, "test run failed (its output is not the mutants check's JSON)"
+    return parsed, ""
+
+
+def _well_formed(data: Any, count: int) -> bool:
+    """Whether ``data`` has the shape ``mutants --json`` prints for ``count`` mutants."""
+    if not isinstance(data, dict) or not isinstance(data.get("baseline"), dict):
+        return False
+    base, mutants = data["baseline"], data.get("mutants")
+    return (isinstance(base.get("passed"), bool) and type(base.get("tests")) is int
+            and isinstance(base.get("failures"), list)
+            and all(isinstance(f, str) for f in base["failures"])
+            and (base.get("error") is None or isinstance(base.get("error"), str))
+            and isinstance(mutants, list) and len(mutants) == count
+            and all(isinstance(m, dict) and isinstance(m.get("killed"), bool)
+                    and isinstance(m.get("function"), str) and isinstance(m.get("body"), str)
+                    for m in mutants))

@@ -1,7 +1,8 @@
 """Run a contract's DoD against a local folder laid out like a checkout (benchmarks and tests).
 
-Command checks run as subprocesses with a scrubbed environment, a timeout and a memory limit;
-this is not a full sandbox, the hub's own runner adds the isolation it needs.
+Command checks run through :func:`aismm.sandbox.run`, as the hub runs them: the check's timeout,
+CPU and memory limits, a scrubbed environment and the sandbox's isolation. Checks run inside the
+sandbox; they may start their own child processes, which stay inside it.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aismm
+from aismm import sandbox
 from aismm.contract import Check, Contract, FileSpec, match_glob, validate_document
 from aismm.model import load_yaml
 
@@ -125,23 +126,19 @@ def schema_problems(contract: Contract, root: Path, part: Part = "deliverable") 
 
 def _command(check: Check, root: Path, python: str) -> CheckResult:
     argv = [token.replace("{python}", python) for token in check.run or []]
-    prlimit = shutil.which("prlimit")  # util-linux; no preexec_fn, which is unsafe with threads
-    if prlimit:
-        argv = [prlimit, f"--as={check.memory_mb << 20}", "--", *argv]
-    try:
-        done = subprocess.run(argv, cwd=root, env=scrubbed_env(root), capture_output=True,
-                              text=True, timeout=check.timeout_seconds, check=False)
-    except subprocess.TimeoutExpired:
+    limits = sandbox.Limits(timeout_seconds=check.timeout_seconds,
+                            cpu_seconds=int(check.timeout_seconds) + 1,
+                            memory_bytes=check.memory_mb << 20)
+    done = sandbox.run(argv, root, limits=limits, env={"PYTHONPATH": str(package_root())})
+    if done.timed_out:
         return CheckResult(check.name, "fail", f"timed out after {check.timeout_seconds:g}s")
-    except OSError as exc:
-        return CheckResult(check.name, "fail", f"cannot run {argv[0]!r}: {exc}")
     lines = done.stdout.strip().splitlines()
-    if done.returncode == 0:
+    if done.ok:
         return CheckResult(check.name, "pass", "\n".join(lines[:20]) or "ok")
     if not lines:
         lines = (done.stderr.strip().splitlines() or ["(no output)"])[-3:]
-    return CheckResult(check.name, "fail",
-                       f"exit {done.returncode}: " + "\n".join(lines[:20]))
+    why = f"killed ({done.killed})" if done.killed else f"exit {done.returncode}"
+    return CheckResult(check.name, "fail", f"{why}: " + "\n".join(lines[:20]))
 
 
 def run_dod(contract: Contract, root: Path, *, python: str = sys.executable) -> list[CheckResult]:

@@ -4,6 +4,12 @@ Run in a checkout: ``python -m aismm.checks.mutants``. The functions are those n
 ``inputs/request.json`` (``functions``) or else every public top-level function of
 ``inputs/module.py``. ``--spec FILE`` reads other mutants (``[{function, body}]``) and ``--json``
 prints every outcome as JSON instead of problems (used by benchmark scoring). Exit 0 = pass.
+
+Checks run inside the sandbox; they may start their own child processes, which stay inside it.
+Each run is a child process (:mod:`aismm.checks.testrun`) in a fresh copy whose
+``inputs/module.py`` holds the mutated source, so disk and import agree. A mutant counts as killed
+only when its run completed and at least one test raised: a crash, a timeout, ``os._exit`` or a
+missing report kills nothing, and a forged "pass" survives every mutant.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from aismm.checks import report
 from aismm.checks.run_tests import INPUTS, TESTS, SuiteResult, public_functions, run_suite
+from aismm.errors import UsageError
 
 __all__ = ["Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
 
@@ -69,7 +77,10 @@ def default_mutants(root: Path, module_source: str) -> list[Mutant]:
 def run_mutants(
     tests: Path, module_source: str, inputs: Path, mutants: list[Mutant]
 ) -> list[tuple[Mutant, bool, SuiteResult | None]]:
-    """(mutant, killed, suite result) for each mutant; an unknown function counts as not killed."""
+    """(mutant, killed, suite result) for each mutant; an unknown function counts as not killed.
+
+    Killed means the child run completed and at least one test raised.
+    """
     out: list[tuple[Mutant, bool, SuiteResult | None]] = []
     for mutant in mutants:
         try:
@@ -78,7 +89,7 @@ def run_mutants(
             out.append((mutant, False, None))
             continue
         suite = run_suite(tests, source, inputs, per_test_seconds=5.0)
-        out.append((mutant, not suite.passed, suite))
+        out.append((mutant, suite.raised, suite))
     return out
 
 
@@ -90,7 +101,9 @@ def check(root: Path, *, tests: str = TESTS, inputs: str = INPUTS) -> list[str]:
     module_source = (root / inputs / "module.py").read_text(encoding="utf-8")
     baseline = run_suite(test_path, module_source, root / inputs)
     if not baseline.passed:
-        return [(f"{tests}: the tests do not all pass against the unmodified module;"
+        why = baseline.error or ("no tests found" if not baseline.outcomes else
+                                 f"{len(baseline.failures)} of {len(baseline.outcomes)} fail")
+        return [(f"{tests}: the tests do not all pass against the unmodified module ({why});"
                 " fix them first (see the tests check)")]
     problems = []
     for mutant, killed, _ in run_mutants(test_path, module_source, root / inputs,
@@ -135,17 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print every outcome as JSON")
     args = parser.parse_args(argv)
     root = Path.cwd()
-    if args.json:
-        mutants = None
-        if args.spec:
-            spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
-            mutants = [Mutant(m["function"], m.get("body", STUB)) for m in spec]
-        print(_as_json(root, args.tests, args.inputs, mutants))
-        return 0
-    problems = check(root, tests=args.tests, inputs=args.inputs)
-    for line in problems[:50]:
-        print(line)
-    return 1 if problems else 0
+    try:
+        if args.json:
+            mutants = None
+            if args.spec:
+                spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+                mutants = [Mutant(m["function"], m.get("body", STUB)) for m in spec]
+            print(_as_json(root, args.tests, args.inputs, mutants))
+            return 0
+        problems = check(root, tests=args.tests, inputs=args.inputs)
+    except UsageError as exc:
+        print(exc, file=sys.stderr if args.json else sys.stdout)
+        return 2
+    if not problems:
+        source = (root / args.inputs / "module.py").read_text(encoding="utf-8")
+        print(f"ok: each of the {len(default_mutants(root, source))} stub mutants makes a test"
+              " fail")
+    return report(problems)
 
 
 if __name__ == "__main__":

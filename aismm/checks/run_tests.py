@@ -4,28 +4,24 @@ Run in a checkout: ``python -m aismm.checks.run_tests [--min-tests N]``. The cli
 importable as ``module`` (``inputs/`` is on ``sys.path``). Every ``test*`` function (and ``test*``
 method of a ``Test*`` class) runs once, in file order; a test passes when it returns. Prints one
 line per problem; exit 0 = pass.
+
+Checks run inside the sandbox; they may start their own child processes, which stay inside it.
+The tests run in a child process (:mod:`aismm.checks.testrun`), never in this one: the expected
+tests come from the file's syntax, the outcomes from the child's nonce-tagged report, and a run
+that ends early (``os._exit``, ``sys.exit`` at import, a crash, a timeout) fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
-import importlib.util
-import inspect
-import io
-import itertools
 import json
-import signal
 import sys
-import threading
-import types
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aismm.checks import report
+from aismm.checks.testrun import MODULE_NAME, SuiteResult, TestOutcome, collect, run_suite
+from aismm.errors import UsageError
 
 __all__ = [
     "MODULE_NAME",
@@ -39,40 +35,9 @@ __all__ = [
     "run_suite",
 ]
 
-MODULE_NAME = "module"
 TESTS = "deliverable/test_module.py"
 INPUTS = "inputs"
 REPORT = "deliverable/report.json"
-_counter = itertools.count()
-
-
-class TestTimeout(Exception):
-    """A test ran longer than its time budget."""
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    """The result of one test function."""
-
-    name: str
-    passed: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class SuiteResult:
-    """All outcomes of a test file, or the reason it could not be loaded."""
-
-    outcomes: tuple[TestOutcome, ...]
-    error: str | None = None
-
-    @property
-    def failures(self) -> list[TestOutcome]:
-        return [o for o in self.outcomes if not o.passed]
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and bool(self.outcomes) and not self.failures
 
 
 def public_functions(source: str) -> list[str]:
@@ -108,135 +73,11 @@ def pytest_imports(source: str) -> list[int]:
     return lines
 
 
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    return " ".join(text.split())[:200]
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
-
-    def _expired(signum: int, frame: Any) -> None:
-        raise TestTimeout(f"took longer than {seconds:g}s")
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _collect(tests: types.ModuleType) -> list[tuple[str, Callable[[], Any] | None, str]]:
-    """(name, zero-argument callable or None, why not runnable) for every test, in file order."""
-    found: list[tuple[str, Callable[[], Any] | None, str]] = []
-
-    def add(name: str, fn: Callable[..., Any]) -> None:
-        if inspect.iscoroutinefunction(fn):
-            found.append((name, None, "is async; write a plain function"))
-            return
-        params = [
-            p for p in inspect.signature(fn).parameters.values()
-            if p.default is inspect.Parameter.empty
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        if params:
-            names = ", ".join(p.name for p in params)
-            found.append((name, None, f"takes arguments ({names}); fixtures are not supported"))
-        else:
-            found.append((name, fn, ""))
-
-    for name, obj in list(vars(tests).items()):
-        if not name.startswith(("test", "Test")):
-            continue
-        if inspect.isfunction(obj) and obj.__module__ == tests.__name__ and name.startswith("test"):
-            add(name, obj)
-        elif inspect.isclass(obj) and obj.__module__ == tests.__name__ and name.startswith("Test"):
-            try:
-                instance = obj()
-            except Exception as exc:  # noqa: BLE001 - any failure is the test's failure
-                found.append((name, None, f"cannot be instantiated ({_describe(exc)})"))
-                continue
-            for attr in vars(obj):
-                method = getattr(instance, attr)
-                if attr.startswith("test") and inspect.ismethod(method):
-                    add(f"{name}.{attr}", method)
-    return found
-
-
-def run_suite(
-    tests: Path, module_source: str, inputs: Path, *, per_test_seconds: float = 10.0
-) -> SuiteResult:
-    """Load ``module_source`` as ``module``, import the test file and run every test in it."""
-    saved_path = list(sys.path)
-    saved_modules = set(sys.modules)
-    saved_bytecode = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True  # no __pycache__ next to the client's or the agent's files
-    sys.path.insert(0, str(inputs.resolve()))
-    module = types.ModuleType(MODULE_NAME)
-    module.__file__ = str(inputs / "module.py")
-    previous = sys.modules.get(MODULE_NAME)
-    sys.modules[MODULE_NAME] = module
-    test_name = f"_aismm_tests_{next(_counter)}"
-    try:
-        try:
-            code = compile(module_source, str(inputs / "module.py"), "exec")
-            with _quiet(), _time_limit(per_test_seconds):
-                exec(code, module.__dict__)  # noqa: S102 - the client's own module, sandboxed
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
-            return SuiteResult((), f"inputs/module.py: fails to import ({_describe(exc)})")
-        spec = importlib.util.spec_from_file_location(test_name, tests)
-        if spec is None or spec.loader is None:
-            return SuiteResult((), f"{tests.name}: cannot be loaded as a Python module")
-        test_module = importlib.util.module_from_spec(spec)
-        sys.modules[test_name] = test_module
-        try:
-            with _quiet(), _time_limit(per_test_seconds):
-                spec.loader.exec_module(test_module)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
-            return SuiteResult((), f"{tests.name}: fails to import ({_describe(exc)})")
-        outcomes = []
-        for name, fn, why in _collect(test_module):
-            if fn is None:
-                outcomes.append(TestOutcome(name, False, why))
-                continue
-            try:
-                with _quiet(), _time_limit(per_test_seconds):
-                    fn()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure is the outcome
-                outcomes.append(TestOutcome(name, False, _describe(exc)))
-            else:
-                outcomes.append(TestOutcome(name, True))
-        return SuiteResult(tuple(outcomes))
-    finally:
-        sys.dont_write_bytecode = saved_bytecode
-        sys.path[:] = saved_path
-        for name in set(sys.modules) - saved_modules:
-            origin = getattr(sys.modules[name], "__file__", None) or ""
-            if name in (MODULE_NAME, test_name) or origin.startswith(str(inputs.resolve())):
-                del sys.modules[name]
-        if previous is not None:
-            sys.modules[MODULE_NAME] = previous
-        else:
-            sys.modules.pop(MODULE_NAME, None)
-
-
-def _report_problems(report_path: Path, suite: SuiteResult, module_source: str,
+def _report_problems(report_text: str, suite: SuiteResult, module_source: str,
                      test_source: str) -> list[str]:
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+        report = json.loads(report_text)
+    except ValueError as exc:
         return [f"{REPORT}: not valid JSON ({exc}); write a JSON object"]
     if not isinstance(report, dict):
         return [f"{REPORT}: expected an object; see the report schema"]
@@ -276,18 +117,31 @@ def check(root: Path, *, tests: str = TESTS, inputs: str = INPUTS, min_tests: in
     if problems:
         return problems
     module_source = (root / inputs / "module.py").read_text(encoding="utf-8")
+    report_path = root / report
+    try:  # read before the tests run: nothing they write can change what is checked
+        report_text = report_path.read_text(encoding="utf-8") if report_path.is_file() else None
+    except UnicodeDecodeError as exc:
+        return [f"{report}: not valid JSON ({exc}); write a JSON object"]
     suite = run_suite(test_path, module_source, root / inputs)
     if suite.error:
         return [f"{suite.error}; the tests must import and run"]
     for outcome in suite.failures:
         problems.append(f"{tests}::{outcome.name}: fails: {outcome.detail}")
-    if len(suite.outcomes) < min_tests:
+    if not suite.outcomes:
+        problems.append(f"{tests}: no tests found; write top-level def test_*() functions")
+    elif len(suite.outcomes) < min_tests:
         problems.append(
             f"{tests}: {len(suite.outcomes)} tests found; the contract asks for at least {min_tests}"
         )
-    if (root / report).is_file():
-        problems.extend(_report_problems(root / report, suite, module_source, test_source))
+    if report_text is not None:
+        problems.extend(_report_problems(report_text, suite, module_source, test_source))
     return problems
+
+
+def summary(root: Path, tests: str = TESTS) -> str:
+    """The line printed when the check passes."""
+    count = len(collect((root / tests).read_bytes()))
+    return f"ok: {count} tests pass against inputs/module.py"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,8 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default=REPORT)
     parser.add_argument("--min-tests", type=int, default=1)
     args = parser.parse_args(argv)
-    problems = check(Path.cwd(), tests=args.tests, inputs=args.inputs,
-                     min_tests=args.min_tests, report=args.report)
+    try:
+        problems = check(Path.cwd(), tests=args.tests, inputs=args.inputs,
+                         min_tests=args.min_tests, report=args.report)
+    except UsageError as exc:
+        print(exc)
+        return 2
+    if not problems:
+        print(summary(Path.cwd(), args.tests))
     return report(problems)
 
 
