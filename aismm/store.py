@@ -7,13 +7,15 @@ statement in AISMM lives here.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "Event", "connect"]
+__all__ = ["Store", "Event", "connect", "worker_id", "worker_alive"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -43,6 +45,69 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str | None:
+    """A process' start time (clock ticks since boot, /proc/<pid>/stat field 22); None when no
+    such process runs or it is a zombie; "" when /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2:].split()  # after the (command name), which may hold spaces
+    if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: it will never finish
+        return None
+    return fields[19]
+
+
+def worker_id() -> str:
+    """This process as an event claimant: host, boot, pid and start time (pid reuse safe)."""
+    pid = os.getpid()
+    return json.dumps({"host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
+                       "start": _start_time(pid) or ""}, sort_keys=True)
+
+
+def worker_alive(claimed_by: str | None) -> bool | None:
+    """Whether the process behind a claim still runs: True, False, or None when this host
+    cannot tell (another host, an old-style claim): then only the lease frees the event."""
+    try:
+        who = json.loads(claimed_by or "")
+        host, boot, pid, start = who["host"], who["boot"], int(who["pid"]), who["start"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if host != socket.gethostname() or boot != _boot_id():
+        return None
+    now = _start_time(pid)
+    if now is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        if Path("/proc/self/stat").exists():  # /proc works: no stat file means gone/zombie
+            return False
+        return True
+    return not start or not now or now == start
+
+
+def describe_worker(claimed_by: str | None) -> str:
+    """``pid 1234`` (``pid 1234 on host``) for a claim, for humans."""
+    try:
+        who = json.loads(claimed_by or "")
+        pid = f"pid {who['pid']}"
+        return pid if who["host"] == socket.gethostname() else f"{pid} on {who['host']}"
+    except (ValueError, TypeError, KeyError):
+        return f"worker {claimed_by}"
 
 
 @dataclass(frozen=True)
@@ -86,21 +151,42 @@ class Store:
 
     def claim(self, worker: str, lease_seconds: float = 300.0, max_id: int | None = None
               ) -> Event | None:
-        """Claim the oldest pending event (or one whose lease expired), up to ``max_id``."""
+        """Claim the oldest pending event that is free, up to ``max_id``.
+
+        An event is free when nobody claimed it, when its lease expired, or when the process
+        that claimed it is gone (same host: its pid no longer runs, or now runs another
+        program; see :func:`worker_alive`). A killed worker's events are reclaimed at once.
+        """
         now = time.time()
         with self._tx():
-            row = self.conn.execute(
-                "SELECT id, repo, ref, old, new, pusher FROM events WHERE status = 'pending' "
-                "AND (claimed_at IS NULL OR claimed_at < ?) AND id <= ? ORDER BY id LIMIT 1",
-                (now - lease_seconds, max_id if max_id is not None else 2**62),
-            ).fetchone()
-            if row is None:
+            rows = self.conn.execute(
+                "SELECT id, repo, ref, old, new, pusher, claimed_by, claimed_at FROM events "
+                "WHERE status = 'pending' AND id <= ? ORDER BY id",
+                (max_id if max_id is not None else 2**62,),
+            )
+            for *fields, claimed_by, claimed_at in rows:
+                if claimed_at is None or claimed_at < now - lease_seconds or \
+                        worker_alive(claimed_by) is False:
+                    break
+            else:
                 return None
             self.conn.execute(
                 "UPDATE events SET claimed_by = ?, claimed_at = ? WHERE id = ?",
-                (worker, now, row[0]),
+                (worker, now, fields[0]),
             )
-        return Event(*row)
+        return Event(*fields)
+
+    def busy(self, lease_seconds: float = 300.0) -> dict[str, int]:
+        """Pending events another live worker holds a claim on: worker description -> count."""
+        now = time.time()
+        out: dict[str, int] = {}
+        for claimed_by, claimed_at in self.conn.execute(
+                "SELECT claimed_by, claimed_at FROM events WHERE status = 'pending' "
+                "AND claimed_at IS NOT NULL ORDER BY id"):
+            if claimed_at >= now - lease_seconds and worker_alive(claimed_by) is not False:
+                who = describe_worker(claimed_by)
+                out[who] = out.get(who, 0) + 1
+        return out
 
     def finish(self, event_id: int, result: dict[str, Any], done_at: str,
                status: str = "done") -> None:
@@ -130,6 +216,12 @@ class Store:
         for repo, ref, new in self.conn.execute("SELECT repo, ref, new FROM events ORDER BY id"):
             out.setdefault(repo, {})[ref] = new
         return out
+
+    def ref_history(self, repo: str, ref: str) -> list[tuple[str, str]]:
+        """Every value the log recorded for one ref, oldest first: (new, created) pairs."""
+        return [(str(new), str(created)) for new, created in self.conn.execute(
+            "SELECT new, created FROM events WHERE repo = ? AND ref = ? ORDER BY id",
+            (repo, ref))]
 
     # -- executions -----------------------------------------------------------------------
     def add_execution(self, record: dict[str, Any]) -> bool:

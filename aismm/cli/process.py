@@ -21,8 +21,8 @@ def process(ctx: click.Context, as_json: bool) -> None:
 
     hub = hub_from(ctx)
     lines = settlement.reconcile(hub)
-    _out([line for line in lines if "nothing to finish" not in line] + events.process(hub),
-         as_json)
+    lines = [line for line in lines if "nothing to finish" not in line] + events.process(hub)
+    _out(lines + events.in_progress(hub), as_json)
 
 
 @click.command("tick")
