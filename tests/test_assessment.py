@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,24 +77,13 @@ else:
 with open(f'deliverable/{name}', 'w') as out:
     json.dump(doc, out)
 """
+# The agents run as ``python -c SCRIPT``: the sandbox shows a run only the system, the
+# interpreter, the aismm package and its own checkout, so a script file elsewhere is unreadable.
+SCRIPTS = {"careless": CARELESS, **{name: text for name, (text, _) in MISBEHAVING.items()}}
 
 
 @pytest.fixture(scope="module")
-def scripts() -> Iterator[Path]:
-    """A folder the sandboxed agents can read: not under /tmp (the sandbox has its own) and not
-    under pytest's 0700 tmp_path (the sandbox hides folders others cannot enter)."""
-    folder = Path(tempfile.mkdtemp(prefix="aismm-test-agents-", dir="/var/tmp"))
-    folder.chmod(0o755)
-    for name, text in {"careless": CARELESS, **{n: t for n, (t, _) in MISBEHAVING.items()}
-                       }.items():
-        (folder / f"{name}.py").write_text(text)
-        (folder / f"{name}.py").chmod(0o644)
-    yield folder
-    shutil.rmtree(folder)
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, scripts: Path) -> Iterator[Hub]:
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     root = tmp_path_factory.mktemp("assessment")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(root))
@@ -114,7 +102,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, scripts: Path) -> Iterator[Hub
                 "roles": ["specialist"], "contracts": ["contract.code_review@1.0.0"] +
                 (["contract.schema_design@1.0.0"] if name == "careless" else []),
                 "price": 100, "runtime": {"kind": "command", "timeout_seconds": 2,
-                                          "argv": ["{python}", str(scripts / f"{name}.py")]},
+                                          "argv": ["{python}", "-c", SCRIPTS[name]]},
             }), name)
             market.register_manifest(hub, man, hosted=True)
         with Ledger(hub.db_path, hub.clock) as ledger:
