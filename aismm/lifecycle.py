@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from aismm.hub import Hub
     from aismm.store import Event
 
-__all__ = ["status", "list_missions", "handle_event", "attempt_status", "failed_runs"]
+__all__ = ["delivered_at", "status", "list_missions", "handle_event", "attempt_status", "failed_runs"]
 
 STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
           "accepted", "settled", "refunded", "expired")
@@ -141,7 +141,8 @@ def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
         state = "settled"
     elif accepted_agent:
         state = "accepted"
-    elif hub.clock.now() >= deadline and not _met_in_time(repo, attempts, deadline):
+    elif hub.clock.now() >= deadline and not _met_in_time(hub, repo, mission_id, attempts,
+                                                             deadline):
         state = "expired"
     else:
         state = max((a["state"] for a in attempts), key=lambda s: _ORDER.get(s, 0),
@@ -157,10 +158,33 @@ def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
             "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
 
 
-def _met_in_time(repo: Repo, attempts: list[dict[str, Any]], deadline: dt.datetime) -> bool:
-    """An attempt awaits acceptance since before the deadline: the acceptance window decides."""
+def _met_in_time(hub: "Hub", repo: Repo, mission_id: str, attempts: list[dict[str, Any]],
+                 deadline: dt.datetime) -> bool:
+    """An attempt awaits acceptance for a deliverable the hub received before the deadline."""
     return any(a["state"] == "awaiting_acceptance" and
-               repo.commit(a["head"]).time <= deadline.timestamp() for a in attempts)
+               (when := delivered_at(hub, mission_id, a["agent"], a["deliverable_tree"]))
+               is not None and when <= deadline.timestamp() for a in attempts)
+
+
+def delivered_at(hub: "Hub", mission_id: str, agent: str, tree: str | None) -> float | None:
+    """When the hub received the deliverable ``tree`` on an attempt (the ref-state log's time of
+    the update that brought it, unchanged since); never a date written inside a commit."""
+    from aismm.store import Store
+
+    if tree is None:
+        return None
+    repo = Repo(hub.mission_path(mission_id))
+    with Store(hub.db_path) as store:
+        history = store.ref_history(f"missions/{mission_id}.git", f"{ATTEMPT}{agent}")
+    since = None
+    for new, created in history:
+        if repo.subtree_id(new, "deliverable") == tree:
+            since = since or created
+        else:
+            since = None
+    if since is None:
+        return None
+    return dt.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
 
 
 def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:

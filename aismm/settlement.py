@@ -288,8 +288,11 @@ def record_execution(hub: "Hub", mission_id: str, agent: str, outcome: str,
     snap = registry.snapshot(Repo(hub.registry_path))
     head = repo.ref(f"{ATTEMPT}{agent}") or policy.main
     quality = _quality(repo, policy, head) if outcome != "failed" else 0.0
+    from aismm.lifecycle import delivered_at
+
     created = dt.datetime.fromisoformat(doc.created.replace("Z", "+00:00"))
-    delivered = repo.commit(head).time
+    tree = repo.subtree_id(head, "deliverable")
+    delivered = delivered_at(hub, mission_id, agent, tree) or hub.clock.now().timestamp()
     latency = max(0.0, float(delivered - created.timestamp()))
     key = f"{mission_id}\0{agent}\0{outcome}\0{head}\0{detail}"
     record = {
