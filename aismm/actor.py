@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from aismm.ledger import MAX_AMOUNT
 from aismm.model import Strict
 
 __all__ = ["Actor", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID"]
@@ -62,7 +63,7 @@ class Manifest(Strict):
     owner: ActorId
     roles: list[Role] = Field(min_length=1)
     contracts: list[str] = Field(min_length=1)
-    price: int = Field(ge=0)
+    price: int = Field(ge=0, le=MAX_AMOUNT)
     capacity: int = Field(default=4, gt=0)
     runtime: Runtime
     description: str = ""

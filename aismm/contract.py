@@ -13,6 +13,7 @@ import jsonschema
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from aismm.errors import ContractError
+from aismm.ledger import MAX_AMOUNT
 from aismm.model import Strict, describe_validation, load_yaml
 
 __all__ = [
@@ -129,8 +130,8 @@ class Pricing(Strict):
     """Price bounds in integer tokens."""
 
     model: Literal["per_task"] = "per_task"
-    min: int = Field(ge=0)
-    max: int = Field(gt=0)
+    min: int = Field(ge=0, le=MAX_AMOUNT)
+    max: int = Field(gt=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> "Pricing":
@@ -166,7 +167,7 @@ class Benchmark(Strict):
 
     quality: int = Field(default=70, ge=0, le=100)
     p50_seconds: float = Field(default=30, gt=0)
-    max_cost: int = Field(default=1000, ge=0)
+    max_cost: int = Field(default=1000, ge=0, le=MAX_AMOUNT)
 
 
 class Contract(Strict):

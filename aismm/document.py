@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from aismm.actor import ActorId
+from aismm.ledger import MAX_AMOUNT
 from aismm.model import Strict
 
 __all__ = ["MissionDoc", "ContractPin", "Assignment", "Verdict", "CheckResult", "Request",
@@ -39,8 +40,8 @@ class MissionDoc(Strict):
     contract: ContractPin
     client: ActorId
     tier: Literal["T0", "T1", "T2"]
-    price: int = Field(ge=0)
-    fee: int = Field(ge=0)
+    price: int = Field(ge=0, le=MAX_AMOUNT)
+    fee: int = Field(ge=0, le=MAX_AMOUNT)
     fee_bp: int = Field(ge=0, le=10000)
     created: str
     deadline: str

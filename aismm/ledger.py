@@ -9,6 +9,13 @@ Transfer ids are ``transfer_id(mission, action, cause, leg)``; the actions and t
 (client → escrow), ``settle`` legs ``price`` (→ provider), ``fee`` (→ platform:fees) and
 ``remainder`` (→ client), ``refund`` legs ``fee`` (→ platform:fees) and ``refund`` (→ client).
 Legs of zero tokens are not posted.
+
+Money limits (``docs/protocol.md``): an amount a caller gives (deposit, price, fee, any
+transfer passed to :meth:`Ledger.post`) is 1..``MAX_AMOUNT`` (10^15) tokens; every balance,
+``world`` included (so at most 10^18 tokens are ever issued), and every transfer the ledger
+derives itself (a closure's remainder or refund) stays within ±``MAX_BALANCE`` (10^18). Both
+are far below 2^63, so SQLite's 64-bit integers never overflow (past 2^63 SQLite silently
+switches to floating point); the tables refuse anything else with CHECK constraints.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from aismm.clock import Clock, default_clock, iso
 from aismm.errors import ConflictError, LedgerError
 
 __all__ = [
-    "FEES", "WORLD", "Closure", "Ledger", "Settlement", "Transfer", "TransferSpec", "fee_for",
+    "FEES", "MAX_AMOUNT", "MAX_BALANCE", "WORLD", "check_amount", "Closure", "Ledger", "Settlement", "Transfer", "TransferSpec", "fee_for",
     "transfer_id",
 ]
 
 WORLD = "world"
 FEES = "platform:fees"
+MAX_AMOUNT = 10**15  # the largest amount a caller may give, in tokens
+MAX_BALANCE = 10**18  # the largest balance (and the most ever issued), in tokens
 _ACTOR = r"[a-z][a-z0-9-]{1,38}"
 _MISSION = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _NAMES = {kind: (re.compile(f"^(?:{pattern})$"), hint) for kind, pattern, hint in [
@@ -49,17 +58,24 @@ _NAMES = {kind: (re.compile(f"^(?:{pattern})$"), hint) for kind, pattern, hint i
 _ATTEMPTS = 4  # on top of SQLite's own 10 s busy wait
 _T = TypeVar("_T")
 
+
+def _tokens(column: str, low: int) -> str:
+    """A strict integer column: SQLite stores only integers in [low, MAX_BALANCE] there."""
+    return (f"{column} INTEGER NOT NULL CHECK (typeof({column}) = 'integer' AND "
+            f"{column} BETWEEN {low} AND {MAX_BALANCE})")
+
+
 _SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS ledger_transfers (
+    f"""CREATE TABLE IF NOT EXISTS ledger_transfers (
         seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, debit TEXT NOT NULL,
-        credit TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0), mission TEXT,
+        credit TEXT NOT NULL, {_tokens("amount", 1)}, mission TEXT,
         action TEXT NOT NULL, cause TEXT NOT NULL, at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS ledger_balances (
-        account TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS ledger_closures (
+    f"""CREATE TABLE IF NOT EXISTS ledger_balances (
+        account TEXT PRIMARY KEY, {_tokens("balance", -MAX_BALANCE)}) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS ledger_closures (
         mission TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('settled', 'refunded')),
         cause TEXT NOT NULL, client TEXT NOT NULL, provider_owner TEXT,
-        provider INTEGER NOT NULL, fee INTEGER NOT NULL, client_refund INTEGER NOT NULL,
+        {_tokens("provider", 0)}, {_tokens("fee", 0)}, {_tokens("client_refund", 0)},
         transfers TEXT NOT NULL, at TEXT NOT NULL) WITHOUT ROWID""",
 ]
 _SELECT = "SELECT seq, id, debit, credit, amount, mission, action, cause, at FROM ledger_transfers"
@@ -139,13 +155,20 @@ class Closure:
 Settlement = Closure  # what settle() and refund() return: the mission's closure record
 
 
-def _amount(where: str, value: object, allow_zero: bool = False) -> int:
+def check_amount(where: str, value: object, allow_zero: bool = False) -> int:
+    """``value`` as an amount a caller may give (0 or 1 .. MAX_AMOUNT tokens), else LedgerError."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise LedgerError(f"{where}: amount {value!r} is not an integer; use whole tokens")
     if value < 0 or (value == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "more than zero"
         raise LedgerError(f"{where}: amount {value} is not allowed; pass {need} tokens")
+    if value > MAX_AMOUNT:
+        raise LedgerError(f"{where}: amount {value} is above the limit of {MAX_AMOUNT} tokens; "
+                          f"pass at most {MAX_AMOUNT} (see Money limits in docs/protocol.md)")
     return value
+
+
+_amount = check_amount
 
 
 def _name(kind: str, value: object) -> str:
@@ -313,11 +336,24 @@ class Ledger:
                 _same(done[tid], spec)
         moved = [(a, d) for a, d in deltas.items() if d]
         if moved:
-            after = dict(conn.execute(
-                f"INSERT INTO ledger_balances (account, balance) VALUES {_rows(len(moved), 2)}"
-                " ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance"
-                " RETURNING account, balance", [v for pair in moved for v in pair]).fetchall())
             for account, delta in moved:
+                if abs(delta) > MAX_BALANCE:  # too large to add in 64 bits safely
+                    raise _beyond(account, self.balance(account) + delta)
+            try:
+                after = dict(conn.execute(
+                    f"INSERT INTO ledger_balances (account, balance) VALUES "
+                    f"{_rows(len(moved), 2)} ON CONFLICT (account) DO UPDATE SET balance = "
+                    "balance + excluded.balance RETURNING account, balance",
+                    [v for pair in moved for v in pair]).fetchall())
+            except sqlite3.IntegrityError:  # a CHECK: some balance would pass MAX_BALANCE
+                beyond = next((_beyond(a, self.balance(a) + d) for a, d in moved
+                               if abs(self.balance(a) + d) > MAX_BALANCE), None)
+                if beyond is None:
+                    raise
+                raise beyond from None
+            for account, delta in moved:
+                if abs(after[account]) > MAX_BALANCE:  # a ledger made before the CHECKs
+                    raise _beyond(account, after[account])
                 if after[account] < 0 and account != WORLD:
                     short = -after[account]
                     raise LedgerError(
@@ -353,10 +389,17 @@ class Ledger:
     # -- mission operations -------------------------------------------------------------------
 
     def deposit(self, actor: str, amount: int, cause: str) -> list[Transfer]:
-        """Issue ``amount`` new tokens from ``world`` to ``client:<actor>``."""
+        """Issue ``amount`` new tokens from ``world`` to ``client:<actor>``; once per ``cause``
+        (repeating it with the same amount returns the original transfer)."""
         acct = f"client:{_name('actor', actor)}"
         tid = transfer_id(None, "deposit", cause, acct)
         return self.post([TransferSpec(tid, WORLD, acct, amount, None, "deposit", cause)])
+
+    def find_deposit(self, actor: str, cause: str) -> Transfer | None:
+        """The deposit posted to ``client:<actor>`` for ``cause``, if any."""
+        acct = f"client:{_name('actor', actor)}"
+        found = self._transfers([transfer_id(None, "deposit", _name("cause", cause), acct)])
+        return found[0] if found else None
 
     def fund(self, mission: str, client: str, price: int, fee: int, cause: str) -> list[Transfer]:
         """Move ``price`` and ``fee`` (two legs) from ``client:<client>`` into the escrow."""
@@ -438,13 +481,13 @@ class Ledger:
     def check(self) -> list[str]:
         """Every invariant violation as one line; [] when the ledger is sound."""
         conn, out = self._conn, []
-        credits = dict(conn.execute(
-            "SELECT credit, SUM(amount) FROM ledger_transfers GROUP BY credit").fetchall())
-        debits = dict(conn.execute(
-            "SELECT debit, SUM(amount) FROM ledger_transfers GROUP BY debit").fetchall())
+        credits, debits = _flows(conn, "credit"), _flows(conn, "debit")
         cached = self.balances()
         if sum(cached.values()) != 0:
             out.append(f"ledger: balances sum to {sum(cached.values())}, not 0")
+        for acct, value in sorted(cached.items()):
+            if abs(value) > MAX_BALANCE:
+                out.append(f"{acct}: balance {value} is beyond the limit of {MAX_BALANCE}")
         for acct in sorted(set(credits) | set(debits) | set(cached)):
             replayed = credits.get(acct, 0) - debits.get(acct, 0)
             if cached.get(acct, 0) != replayed:
@@ -474,12 +517,31 @@ class Ledger:
         return out
 
 
+def _beyond(account: str, balance: int) -> LedgerError:
+    what, value = ("tokens ever issued", -balance) if account == WORLD else ("balance", balance)
+    return LedgerError(f"{account}: {what} would reach {value}, beyond the limit of "
+                       f"{MAX_BALANCE} tokens; move fewer tokens (see Money limits in "
+                       "docs/protocol.md)")
+
+
 def _same(old: TransferSpec, new: TransferSpec) -> None:
     if old.body() != new.body():
         raise LedgerError(
             f"transfer {new.id}: was already posted with a different body ({old.debit} -> "
             f"{old.credit} {old.amount}, {old.action} by {old.cause}); derive a new id for a "
             "new transfer or repeat the original exactly")
+
+
+def _flows(conn: sqlite3.Connection, side: str) -> dict[str, int]:
+    """Every account's total ``side`` (credit or debit) flow, exactly.
+
+    Balances are bounded, but what flows through an account is not (a client funds and gets
+    refunded again and again), so a plain SUM could overflow 64 bits. The amounts are summed
+    in two halves of 30 bits each, which cannot overflow below 8·10^9 transfers.
+    """
+    rows = conn.execute(f"SELECT {side}, SUM(amount >> 30), SUM(amount & 1073741823) "
+                        f"FROM ledger_transfers GROUP BY {side}")
+    return {account: (int(high) << 30) + int(low) for account, high, low in rows}
 
 
 def _row_transfer(row: tuple[Any, ...]) -> Transfer:

@@ -144,7 +144,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
            mode: str = "direct", parent: str | None = None, fund: bool = True,
            sandbox: bool = False) -> Created:
     """Create and fund a mission; on any error nothing is left behind."""
-    from aismm.ledger import Ledger, fee_for
+    from aismm.ledger import MAX_AMOUNT, Ledger, fee_for
 
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
@@ -154,6 +154,9 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
     if price is not None and price < 0:
         raise UsageError(f"--price {price}: must not be negative; give a whole number of tokens")
+    if price is not None and price > MAX_AMOUNT:
+        raise UsageError(f"--price {price}: above the limit of {MAX_AMOUNT} tokens; offer at "
+                         f"most {MAX_AMOUNT} (see Money limits in docs/protocol.md)")
     if not agents:
         raise UsageError("--agent: assign at least one agent (or use --auto / --contest N)")
     rate = fee_rate(hub, contract, tier)

@@ -15,25 +15,53 @@ def wallet() -> None:
 @wallet.command("deposit")
 @click.argument("actor")
 @click.argument("amount", type=int)
+@click.option("--ref", "reference", metavar="REFERENCE",
+              help="Your reference for this deposit (an invoice or payment id): the same "
+                   "REFERENCE and AMOUNT again is a no-op that prints the original deposit; "
+                   "another AMOUNT is refused. Scoped to ACTOR's wallet.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def deposit(ctx: click.Context, actor: str, amount: int, as_json: bool) -> None:
-    """Issue AMOUNT tokens to ACTOR's wallet."""
+def deposit(ctx: click.Context, actor: str, amount: int, reference: str | None,
+            as_json: bool) -> None:
+    """Issue AMOUNT tokens to ACTOR's wallet (once per --ref REFERENCE).
+
+    Without --ref every call is a new deposit, so a retried call posts twice; give --ref to
+    make retries safe. AMOUNT is at most 10^15 tokens (Money limits in docs/protocol.md).
+    """
+    import re
     import secrets
 
     from aismm import registry
     from aismm.errors import UsageError
-    from aismm.ledger import Ledger
+    from aismm.ledger import MAX_AMOUNT, Ledger
 
     hub = hub_from(ctx)
     registry.actor(hub, actor)
     if amount <= 0:
         raise UsageError(f"AMOUNT {amount}: must be a positive whole number of tokens")
+    if amount > MAX_AMOUNT:
+        raise UsageError(f"wallet deposit: AMOUNT {amount} is above the limit of {MAX_AMOUNT} "
+                         f"tokens; deposit at most {MAX_AMOUNT} at a time")
+    if reference is not None and not re.fullmatch(r"[^\x00-\x1f\x7f]{1,200}", reference):
+        raise UsageError(f"wallet deposit: --ref {reference!r} is not 1-200 printable "
+                         "characters; use your invoice or payment id")
+    cause = f"deposit-{secrets.token_hex(8)}" if reference is None else f"ref:{reference}"
     with Ledger(hub.db_path, hub.clock) as ledger:
-        ledger.deposit(actor, amount, cause=f"deposit-{secrets.token_hex(8)}")
+        earlier = None if reference is None else ledger.find_deposit(actor, cause)
+        if earlier is not None and earlier.amount != amount:
+            raise UsageError(f"wallet deposit: --ref {reference} was already used for "
+                             f"{earlier.amount} tokens to {actor} at {earlier.at}; repeat it "
+                             f"with AMOUNT {earlier.amount} or give a new --ref")
+        posted = earlier or ledger.deposit(actor, amount, cause=cause)[0]
         balance = ledger.balance(f"client:{actor}")
-    emit({"actor": actor, "deposited": amount, "balance": balance}, as_json,
-         f"Deposited {amount} tokens to {actor}; balance {balance}")
+    data = {"actor": actor, "deposited": amount, "balance": balance, "ref": reference,
+            "replayed": earlier is not None, "transfer": posted.to_dict()}
+    if earlier is not None:
+        text = (f"Deposit --ref {reference} was already posted at {earlier.at}: {amount} tokens "
+                f"to {actor} (transfer {earlier.id}); nothing changed; balance {balance}")
+    else:
+        text = f"Deposited {amount} tokens to {actor}; balance {balance}"
+    emit(data, as_json, text)
 
 
 @wallet.command("balance")
