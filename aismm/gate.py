@@ -42,9 +42,17 @@ from aismm.signing import verify
 if TYPE_CHECKING:
     from aismm.hub import Hub
 
-__all__ = ["judge", "configure", "Update", "MissionPolicy", "load_policy", "quorum"]
+__all__ = ["judge", "configure", "rejection_lines", "Update", "MissionPolicy", "load_policy",
+           "quorum"]
 
 Update = tuple["str | None", str, str]
+
+SHOWN_PROBLEMS = 20  # problem lines a pusher sees; the rest are summed up in one line
+KEPT_PROBLEMS = 1000  # problems a rejection carries; beyond that they are only counted
+
+
+class _Stop(Exception):
+    """Judging cannot go on safely (e.g. a tree too large to walk); the problems are recorded."""
 
 
 def configure(repo: Repo, max_input: int = 64 << 20) -> None:
@@ -63,9 +71,37 @@ class _Judge:
     registry: Snapshot
     pusher: str | None
     problems: list[Problem] = field(default_factory=list)
+    unlisted: int = 0  # problems found beyond KEPT_PROBLEMS
+    paths: dict[tuple[str, int], int] = field(default_factory=dict)  # Repo.count_paths memo
 
     def reject(self, ref: str, where: str, what: str, fix: str) -> None:
+        if len(self.problems) >= KEPT_PROBLEMS:
+            self.unlisted += 1
+            return
         self.problems.append(Problem(*(_printable(part) for part in (ref, where, what, fix))))
+
+    def rejection(self) -> GateRejection:
+        exc = GateRejection(self.problems)
+        exc.unlisted = self.unlisted  # type: ignore[attr-defined]
+        return exc
+
+    def bounded(self, ref: str, commits: list[str], cap: int) -> None:
+        """Before any walk: each commit's tree holds at most ``cap`` paths, none deeper than the
+        hub allows. Counting reads each distinct subtree once and stops past the limit, so a
+        tree bomb (a few objects naming 10^14 paths) is refused at the cost of its size."""
+        depth = self.hub.config.limits.max_path_depth
+        nesting = 2 * depth  # up to here each too-deep path gets its own line later
+        for oid in commits:
+            count = self.repo.count_paths(oid, cap, nesting, self.paths)
+            if count > cap:
+                self.reject(ref, f"commit {oid[:12]}", f"its tree holds more than {cap} files "
+                            "(the hub's limit)", "commit fewer files")
+                raise _Stop
+            if count < 0:
+                self.reject(ref, f"commit {oid[:12]}", f"its tree nests folders more than "
+                            f"{nesting} levels deep (paths may have at most {depth})",
+                            "flatten it")
+                raise _Stop
 
     def signer(self, ref: str, oid: str, signature: bytes | None, payload: bytes | None,
                keys: dict[str, Actor]) -> Actor | None:
@@ -176,18 +212,33 @@ def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None =
     j = _Judge(hub, repo, registry, pusher)
     try:
         if not _objects_exist(j, norm):
-            raise GateRejection(j.problems)
+            raise _Stop
         if is_registry:
             _judge_registry(j, norm, bootstrap)
         else:
             _judge_mission(j, norm, creating)
+    except _Stop:
+        pass
     except GateRejection:
         raise
     except Exception as exc:  # noqa: BLE001 - anything unexpected rejects (fail closed)
         j.reject(norm[0][2] if norm else "?", "gate", f"internal error ({type(exc).__name__}: "
                  f"{exc})", "report this; the push was refused to stay safe")
     if j.problems:
-        raise GateRejection(j.problems)
+        raise j.rejection()
+
+
+def rejection_lines(exc: GateRejection, limit: int = SHOWN_PROBLEMS) -> list[str]:
+    """The lines a pusher sees for a rejection: the first ``limit`` problems, then one line
+    counting the rest (a push with a million problems prints ``limit + 1`` lines)."""
+    problems = exc.problems
+    more = max(0, len(problems) - limit) + int(getattr(exc, "unlisted", 0))
+    lines = [str(p) for p in problems[:limit]]
+    if more:
+        ref = problems[limit].ref if len(problems) > limit else problems[-1].ref
+        lines.append(f"aismm: {ref}: … and {more} more problem{'s' if more != 1 else ''}: not "
+                     "shown; fix the ones above and push again to see the rest")
+    return lines
 
 
 def _objects_exist(j: _Judge, updates: list[tuple[str | None, str | None, str]]) -> bool:
@@ -218,6 +269,9 @@ def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]]
             continue
         known = [t for t in j.repo.refs().values()]
         commits = j.repo.new_commits(new, known)
+        current = j.repo.ref(MAIN)
+        grown = j.repo.count_paths(current, 1 << 40, 1 << 20) if current else 0
+        j.bounded(ref, commits, grown + j.hub.config.limits.max_files)
         for oid in commits:
             info = j.repo.commit(oid)
             if not info.parents:
@@ -327,6 +381,10 @@ def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
     for old, new, ref in updates:
         if new is not None:
             after[ref] = new
+    for old, new, ref in updates:
+        if new is not None and ref.startswith("refs/heads/"):
+            j.bounded(ref, j.repo.new_commits(new, [old] if old else []),
+                      j.hub.config.limits.max_files)
     for old, new, ref in updates:
         if ref == MAIN:
             j.reject(ref, "ref", "main never changes after the mission is created",

@@ -231,6 +231,44 @@ class Repo:
         self._walk(tree, prefix, out)
         return out
 
+    def count_paths(self, tree_or_commit: str, cap: int, max_depth: int,
+                    memo: dict[tuple[str, int], int] | None = None) -> int:
+        """How many paths :meth:`flatten` would return, without walking them: each distinct
+        subtree is read once however often it repeats (a 7-object tree can name 10^14 paths).
+
+        Counting stops early: the result is ``cap + 1`` as soon as it exceeds ``cap``, and
+        ``-1`` when some path is deeper than ``max_depth`` components. ``memo`` may be shared
+        across calls with the same ``cap``.
+        """
+        obj = self._r[tree_or_commit]
+        tree = obj.tree if isinstance(obj, pygit2.Commit) else obj
+        return self._count(tree, cap, max_depth, {} if memo is None else memo)
+
+    def _count(self, tree: pygit2.Tree, cap: int, depth: int,
+               memo: dict[tuple[str, int], int]) -> int:
+        key = (str(tree.id), depth)
+        if key in memo:
+            return memo[key]
+        total = 0
+        for entry in tree:
+            if depth < 1:
+                total = -1  # a path would be deeper than allowed
+                break
+            sub = self._r.get(entry.id) if entry.filemode == FileMode.TREE else None
+            if not isinstance(sub, pygit2.Tree):
+                total += 1  # a file, link, gitlink, or a missing tree (flatten lists it)
+            else:
+                inner = self._count(sub, cap, depth - 1, memo)
+                if inner < 0:
+                    total = -1
+                    break
+                total += inner
+            if total > cap:
+                total = cap + 1
+                break
+        memo[key] = total
+        return total
+
     def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
         for entry in tree:
             raw = entry.raw_name if hasattr(entry, "raw_name") else entry.name.encode()

@@ -6,10 +6,8 @@ A hook script first offers its work to a resident ``aismm serve`` over ``<hub>/r
 
 from __future__ import annotations
 
-import io
 import os
 import sys
-from contextlib import redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -69,33 +67,34 @@ def request_from_env(name: str, stdin: bytes) -> dict[str, Any]:
     }
 
 
-def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None) -> tuple[int, str]:
-    """Run one hook request; return (exit status, text for the pusher's stderr)."""
+def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
+           ) -> tuple[int, list[str]]:
+    """Run one hook request; return (exit status, the lines for this pusher's stderr).
+
+    Nothing is printed here: the caller (the hook script in-process, or ``aismm serve`` for one
+    socket request) sends these lines to the one pusher they belong to.
+    """
     name = request["hook"]
-    buffer = io.StringIO()
-    with redirect_stderr(buffer):
-        try:
-            code = _run(request, hubs)
-        except GateRejection as exc:
-            print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
-            code = 1
-        except AismmError as exc:
-            print(f"aismm: {exc}", file=sys.stderr)
-            code = 1
-        except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
-            if name == "pre-receive":
-                print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the "
-                      "push was refused to stay safe", file=sys.stderr)
-                code = 1
-            else:  # the refs already moved: say so, and how the work gets finished
-                print(f"aismm: internal error in {name} ({type(exc).__name__}: {exc}); the "
-                      "push was accepted but not yet processed; run `aismm process`",
-                      file=sys.stderr)
-                code = 0
-    return code, buffer.getvalue()
+    try:
+        return 0, _run(request, hubs)
+    except GateRejection as exc:
+        from aismm.gate import rejection_lines
+
+        return 1, rejection_lines(exc)
+    except AismmError as exc:
+        return 1, f"aismm: {exc}".splitlines()
+    except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
+        what = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else \
+            type(exc).__name__
+        if name == "pre-receive":
+            return 1, [f"aismm: internal error in {name} ({what}); the push was refused to "
+                       "stay safe"]
+        # the refs already moved: say so, and how the work gets finished
+        return 0, [f"aismm: internal error in {name} ({what}); the push was accepted but not "
+                   "yet processed; run `aismm process`"]
 
 
-def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> int:
+def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
     from aismm.hub import Hub
 
     git_dir = Path(request["git_dir"])
@@ -110,16 +109,15 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> int:
         if request.get("object_dir"):
             repo.add_objects(request["object_dir"])
         gate.judge(hub, repo, updates, pusher=request.get("pusher"))
-        return 0
+        return []
     from aismm import events
 
-    for line in events.record_and_process(hub, git_dir, updates, request.get("pusher")):
-        print(line, file=sys.stderr)
-    return 0
+    return events.record_and_process(hub, git_dir, updates, request.get("pusher"))
 
 
 def main(name: str, stdin: bytes) -> int:
     """Entry point of the hook scripts when no server answers; returns the exit status."""
-    code, text = handle(request_from_env(name, stdin))
-    sys.stderr.write(text)
+    code, lines = handle(request_from_env(name, stdin))
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
+    sys.stderr.flush()
     return code

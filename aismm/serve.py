@@ -27,24 +27,56 @@ __all__ = ["Server", "rescan"]
 Log = Callable[[str], None]
 
 
+class _Activity:
+    """Which repositories have a hook request in flight (the watcher leaves those alone: the
+    hub's own writes during a push move refs just before they are logged)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+
+    def begin(self, repo: str) -> None:
+        with self._lock:
+            self._busy[repo] = self._busy.get(repo, 0) + 1
+            self._seen[repo] = self._seen.get(repo, 0) + 1
+
+    def end(self, repo: str) -> None:
+        with self._lock:
+            self._busy[repo] -= 1
+            self._seen[repo] += 1
+
+    def stamp(self, repo: str) -> tuple[int, int]:
+        """(requests in flight, requests begun or ended so far) for one repository."""
+        with self._lock:
+            return self._busy.get(repo, 0), self._seen.get(repo, 0)
+
+
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         from aismm.hook import handle
 
         server: "_SocketServer" = self.server  # type: ignore[assignment]
+        repo: str | None = None
         try:
             request = json.loads(self.rfile.readline())
+            repo = Path(request["git_dir"]).resolve().relative_to(server.hub.root).as_posix()
+            server.activity.begin(repo)
             # No lock: the outbox claim already makes each event's processing exclusive.
-            code, text = handle(request, {server.hub.root: server.hub})
+            code, lines = handle(request, {server.hub.root: server.hub})
             if code == 0 and request.get("hook") == "pre-receive":
-                repo = Path(request["git_dir"]).resolve().relative_to(server.hub.root)
                 for line in str(request.get("stdin", "")).splitlines():
                     parts = line.split()
                     if len(parts) == 3:
-                        server.approved.add((repo.as_posix(), parts[2], parts[1]))
-        except (ValueError, KeyError) as exc:
-            code, text = 1, f"aismm: malformed hook request ({exc}); refused\n"
-        self.wfile.write(json.dumps({"code": code, "stderr": text}).encode() + b"\n")
+                        server.approved.add((repo, parts[2], parts[1]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            code, lines = 1, [f"aismm: malformed hook request ({exc}); refused"]
+        finally:
+            if repo is not None:
+                server.activity.end(repo)
+        # This request's own lines only; the server's log never goes to a pusher.
+        answer = {"code": code, "lines": lines, "stderr": "".join(f"{x}\n" for x in lines)}
+        self.wfile.write(json.dumps(answer).encode() + b"\n")
 
 
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -54,47 +86,87 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.hub = hub
         self.lock = lock
         self.approved: set[tuple[str, str, str]] = set()  # (repo, ref, new) the gate passed
+        self.activity = _Activity()
         super().__init__(path, _Handler)
 
 
-def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str]] | None = None) -> None:
-    """Judge ref moves the ref-state log (the outbox) never saw; restore what the gate rejects."""
-    from aismm import events, gate
-    from aismm.git import ZERO, Repo
+def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str]] | None = None,
+           activity: _Activity | None = None, reported: set[str] | None = None) -> None:
+    """Judge ref moves the ref-state log (the outbox) never saw; restore what the gate rejects.
+
+    A repository with a hook request in flight (``activity``) is skipped until the next pass.
+    Trouble with one repository is logged (once per distinct message when ``reported`` is
+    given) and never stops the scan of the others.
+    """
     from aismm.mission import mission_ids
     from aismm.store import Store
+
+    def once(text: str) -> None:
+        if reported is None or text not in reported:
+            log(text)
+            if reported is not None:
+                reported.add(text)
 
     with Store(hub.db_path) as store:
         known = store.last_known()
     for mission_id in mission_ids(hub, sandbox=True):
         name = f"missions/{mission_id}.git"
-        recorded = known.get(name)
-        if not recorded:
+        if not known.get(name):
             continue  # created before the log existed (or mid-creation): nothing to compare
-        repo = Repo(hub.mission_path(mission_id))
-        current = repo.refs()
-        for ref in sorted(set(current) | set(recorded)):
-            old, new = recorded.get(ref), current.get(ref)
-            if old == ZERO:
-                old = None
-            if old == new or (name, ref, str(new)) in (approved or set()):
-                continue
-            if new is None:
-                assert old is not None
-                repo.update_ref(ref, old, None, "aismm serve: restored a deleted ref")
-                log(f"restored deleted {mission_id} {ref} at {old[:12]}")
-                continue
-            try:
-                gate.judge(hub, repo, [(old, new, ref)])
-            except GateRejection as exc:
-                if old is None:
-                    repo.delete_ref(ref, new)
-                else:
-                    repo.update_ref(ref, old, new, "aismm serve: restored after a rejection")
-                log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
-                continue
-            events.record(hub, repo.path, [(old or ZERO, new, ref)], None)
-            log(f"recorded an unreported update of {mission_id} {ref}")
+        try:
+            _rescan_one(hub, mission_id, name, known[name], log, once, approved or set(),
+                        activity)
+        except Exception as exc:  # noqa: BLE001 - one broken repository must not stop the rest
+            once(f"error: {mission_id}: rescan failed ({type(exc).__name__}: {exc})")
+
+
+def _rescan_one(hub: "Hub", mission_id: str, name: str, recorded: dict[str, str], log: Log,
+                once: Log, approved: set[tuple[str, str, str]], activity: _Activity | None
+                ) -> None:
+    from aismm import events, gate
+    from aismm.git import ZERO, Repo
+    from aismm.store import Store
+
+    stamp = activity.stamp(name) if activity is not None else (0, 0)
+    if stamp[0]:
+        return  # a push is being handled: its refs move before they are logged
+    repo = Repo(hub.mission_path(mission_id))
+    current = repo.refs()
+    moved = [ref for ref in sorted(set(current) | set(recorded))
+             if (recorded.get(ref) if recorded.get(ref) != ZERO else None) != current.get(ref)
+             and (name, ref, str(current.get(ref))) not in approved]
+    if not moved:
+        return
+    with Store(hub.db_path) as store:  # read again: a writer may have logged its move meanwhile
+        recorded = store.last_known().get(name, {})
+    if activity is not None and activity.stamp(name) != stamp:
+        return  # a push came and went meanwhile: look again on the next pass
+    for ref in moved:
+        old, new = recorded.get(ref), current.get(ref)
+        if old == ZERO:
+            old = None
+        if old == new:
+            continue
+        if old is not None and not repo.exists(old):
+            once(f"error: {mission_id} {ref}: the ref-state log names {old[:12]}, which is "
+                 "not in the repository (a bad event?); left as is")
+            continue
+        if new is None:
+            assert old is not None
+            repo.update_ref(ref, old, None, "aismm serve: restored a deleted ref")
+            log(f"restored deleted {mission_id} {ref} at {old[:12]}")
+            continue
+        try:
+            gate.judge(hub, repo, [(old, new, ref)])
+        except GateRejection as exc:
+            if old is None:
+                repo.delete_ref(ref, new)
+            else:
+                repo.update_ref(ref, old, new, "aismm serve: restored after a rejection")
+            log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
+            continue
+        events.record(hub, repo.path, [(old or ZERO, new, ref)], None)
+        log(f"recorded an unreported update of {mission_id} {ref}")
 
 
 class Server:
@@ -107,6 +179,8 @@ class Server:
         self.stop = threading.Event()
         self.socket_path = hub.root / "run" / "aismm.sock"
         self.approved: set[tuple[str, str, str]] = set()
+        self.activity: _Activity | None = None
+        self.reported: set[str] = set()  # problems already logged (logged once, not per pass)
         self.stragglers = 0  # outbox ids pending since the previous full pass
 
     def run(self, once: bool = False) -> None:
@@ -115,7 +189,7 @@ class Server:
         from watchdog.observers import Observer
 
         server = self._listen()
-        self.approved = server.approved
+        self.approved, self.activity = server.approved, server.activity
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         wake = self.wake
@@ -173,7 +247,7 @@ class Server:
 
         with self.lock:
             try:
-                rescan(self.hub, self.log, self.approved)
+                rescan(self.hub, self.log, self.approved, self.activity, self.reported)
                 if self.hub.config.processing == "daemon":
                     lines = events.process(self.hub)
                 elif full:  # inline: pushes process their own events and report them; the
@@ -192,3 +266,5 @@ class Server:
                         self.log(line.removeprefix("aismm: "))
             except AismmError as exc:
                 self.log(f"error: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the daemon outlives any one bad pass
+                self.log(f"error: {type(exc).__name__}: {exc}")

@@ -8,14 +8,17 @@ way, so the suite also proves the gate is not simply refusing everything.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from aismm import registry
+from aismm import gate, registry
 from aismm.model import dump_yaml
 from tests import hubkit
 from tests.hubkit import Clone, Kit, findings, request, verdict
@@ -882,3 +885,62 @@ def test_a_push_to_the_registry_is_judged_by_the_gate(kit: Kit) -> None:
         if result.returncode == 0:  # put the registry back for the other tests of this module
             reg.git("push", "-q", "--force", "origin", f"{before.refs[M]}:{M}")
             registry.write_allowed_signers(kit.hub)
+
+
+# -- tree bombs: bounded work and bounded output ------------------------------------------------
+_PUSH_AND_MEASURE = """
+import json, resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, timeout=600)  # a hang guard only
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # git push and every process under it
+print(json.dumps({"code": done.returncode, "stderr": done.stderr.decode("utf-8", "replace"),
+                  "peak_kb": usage.ru_maxrss}))
+"""
+
+
+def _bomb(c: Clone, width: int, depth: int) -> str:
+    """A tree naming ``width ** depth`` paths with only ``depth + 1`` objects: every level has
+    ``width`` entries, all pointing at the same subtree (built by the real ``git mktree``)."""
+    oid, mode, kind = c.blob(b"x\n"), "100644", "blob"
+    for _ in range(depth):
+        listing = b"".join(f"{mode} {kind} {oid}\te{i:03d}".encode() + b"\0"
+                           for i in range(width))
+        oid = c.git("mktree", "-z", input=listing).stdout.decode().strip()
+        mode, kind = "040000", "tree"
+    return oid
+
+
+@pytest.mark.parametrize(("width", "depth", "where"), [
+    (100, 7, "deliverable"),  # 10^14 paths: walking them never ends
+    (10, 5, "bomb"),  # 10^5 paths, each one a problem: 100,000 lines before the bound
+    (9, 4, "bomb"),  # 6,561 paths: within the hub's limit, walked; the problem lines are capped
+])
+def test_a_tree_bomb_is_refused_without_walking_it(kit: Kit, width: int, depth: int,
+                                                   where: str) -> None:
+    s = Scene(kit)
+    bomb = _bomb(s.c, width, depth)
+    tree = s.c.craft(s.c.rev("HEAD"), {where.encode(): ("040000", bomb)})
+    oid = s.c.commit_tree(tree, [s.c.rev("HEAD")], s.key("bob"), "bomb")
+    before = s.c.remote_state()
+    measured = subprocess.run([sys.executable, "-c", _PUSH_AND_MEASURE, "git", "push",
+                               "origin", f"{oid}:{R}"], cwd=s.c.path, capture_output=True,
+                              text=True, check=True)
+    result = json.loads(measured.stdout)
+    problems = [x.removeprefix("remote: ").rstrip() for x in result["stderr"].splitlines()
+                if x.startswith("remote: aismm: ")]
+    assert result["code"] != 0
+    shown = gate.SHOWN_PROBLEMS
+    if width ** depth > kit.hub.config.limits.max_files:  # refused by counting, before walking
+        assert problems == [line(R, f"commit {oid[:12]}", "its tree holds more than 10000 "
+                                 "files (the hub's limit); commit fewer files")], problems
+    else:  # walked (it is small enough), but the pusher sees a bounded number of lines
+        assert len(problems) == shown + 1, len(problems)
+        assert problems[0].startswith(line(R, f"{where}/e000/e000/e000/e000",
+                                           "agent bob may write only under deliverable/"))
+        assert problems[-1] == (f"aismm: {R}: … and {width ** depth - shown} more problems: "
+                                "not shown; fix the ones above and push again to see the rest")
+    for problem in problems:
+        assert_shape(problem)
+    # Peak memory of the push and its hook (Python with pygit2 is ~60 MB; a walk of 10^6
+    # paths took 1.4 GB before the bound).
+    assert result["peak_kb"] < 150_000, result["peak_kb"]
+    assert s.c.remote_state() == before
