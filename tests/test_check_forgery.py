@@ -8,6 +8,7 @@ Each check runs as ``python -m aismm.checks.<name>`` in a checkout laid out like
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from aismm.agents.runtime import deliverable_tree
+from aismm.checks.expect import evaluate
 from aismm.checks.local import (
     benchmark_checkout,
     benchmark_tasks,
@@ -400,3 +402,24 @@ def test_deliverable_tree_is_the_id_git_gives(tmp_path: Path) -> None:
     git("add", "deliverable")
     tree = git("write-tree")
     assert deliverable_tree(root) == git("rev-parse", f"{tree}:deliverable")
+
+
+def test_benchmark_scoring_runs_in_the_sandbox_and_scores_a_failed_run_zero(
+    tmp_path: Path,
+) -> None:
+    task = tmp_path / "task"
+    shutil.copytree(CONTRACT / "benchmark" / "money", task)
+    (task / "inputs" / "module.py").unlink()  # the mutants check itself cannot run
+    score, details = evaluate("contract.unit_tests", task, task / "golden")
+    assert score == 0
+    assert len(details) == 1 and details[0].startswith("test run failed (exit 1: ")
+    # and a forgery that exits at import scores zero through the same path
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "test_module.py").write_text(FORGERIES["os-exit-at-import"])
+    score, details = evaluate("contract.unit_tests", CONTRACT / "benchmark" / "money", forged)
+    assert score == 0
+    assert details == [
+        "tests do not pass against the unmodified module: test_module.py: the test run ended"
+        " before reporting every test (exit 0 at import?)"
+    ]

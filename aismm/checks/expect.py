@@ -159,12 +159,13 @@ def _unit_tests(expect: dict[str, Any], task: Path, deliverable: Path) -> tuple[
 
 def _run_mutants(task: Path, deliverable: Path,
                  mutants: list[dict[str, str]]) -> tuple[dict[str, Any] | None, str]:
-    """The mutants check's JSON for this deliverable, run in the sandbox; (None, why) if unusable."""
+    """The mutants check's JSON for this deliverable, run in the sandbox; (None, why) if not."""
     with tempfile.TemporaryDirectory(prefix="aismm-expect-") as tmp:
         root = Path(tmp) / "checkout"
         root.mkdir()
         shutil.copytree(task / "inputs", root / "inputs")
-        shutil.copytree(deliverable, root / "deliverable")
+        # links stay links: followed here, they would copy what the hub may read into the run
+        shutil.copytree(deliverable, root / "deliverable", symlinks=True)
         (root / "spec.json").write_text(json.dumps(mutants), encoding="utf-8")
         argv = [sys.executable, "-m", "aismm.checks.mutants", "--json", "--spec", "spec.json"]
         done = sandbox.run(argv, root, limits=sandbox.Limits(timeout_seconds=120, cpu_seconds=120),
