@@ -140,8 +140,9 @@ FORGERIES = {
 
         fake = {"schema_version": 1, "module": "inputs/module.py", "tests": 1,
                 "functions_covered": [], "passed": True, "failures": []}
-        checkout = Path(f"/proc/{os.getppid()}/cwd")  # the checker's own folder
-        for where in (Path.cwd(), checkout, checkout.parent):
+        checker = Path(os.readlink(f"/proc/{os.getppid()}/cwd"))  # the checker's own folder
+        places = [Path.cwd()] + ([checker] if checker.name == "checkout" else [])  # tests' only
+        for where in places:
             for name in ("deliverable/report.json", "report.json", "results.json",
                          "deliverable/results.json", ".pytest_cache/lastfailed"):
                 try:
@@ -220,6 +221,7 @@ def test_fake_result_files_are_never_read(tmp_path: Path) -> None:
     assert tests.stdout.splitlines()[0] == (
         "deliverable/test_module.py::test_real: fails: AssertionError"
     )
+    assert '"passed": true' in (root / "deliverable" / "report.json").read_text()  # overwritten
     # the report was read before the tests ran, so its own (honest) count is what was checked
     assert f"tests is {json.loads(report)['tests']} but the file has 1 tests" in tests.stdout
 
