@@ -196,6 +196,24 @@ class Store:
                 (status, done_at, json.dumps(result, sort_keys=True), event_id),
             )
 
+    def event_ids(self, repo: str, updates: list[tuple[str, str, str]]) -> list[int]:
+        """The outbox ids of these ref updates (old, new, ref) of one repository."""
+        out = []
+        for old, new, ref in updates:
+            row = self.conn.execute(
+                "SELECT id FROM events WHERE repo = ? AND ref = ? AND old = ? AND new = ?",
+                (repo, ref, old, new)).fetchone()
+            if row is not None:
+                out.append(int(row[0]))
+        return out
+
+    def events_by_id(self, ids: list[int]) -> list[dict[str, Any]]:
+        keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
+        rows = self.conn.execute(
+            f"SELECT {', '.join(keys)} FROM events WHERE id IN "
+            f"({', '.join('?' for _ in ids)}) ORDER BY id", list(ids)).fetchall()
+        return [dict(zip(keys, row)) for row in rows]
+
     def max_event_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
 

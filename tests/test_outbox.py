@@ -106,8 +106,7 @@ def test_a_poison_event_is_marked_failed_and_the_next_one_is_handled(
                       "marked failed"], result.out
     assert "platform DoD on bob: " in result.out, result.out
     assert _status(kit, poison)["status"] == "failed"
-    assert json.loads(str(_status(kit, poison)["result"])) == \
-        {"error": f"KeyError: '{unknown}'"}
+    assert json.loads(str(_status(kit, poison)["result"]))["error"] == f"KeyError: '{unknown}'"
     assert _status(kit, poison + 1)["status"] == "done"
     again = clikit.run(kit.hub.root, capsys, "process")  # failed stays failed: no retry loop
     assert again.out.strip() == "nothing to do"
