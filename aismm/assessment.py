@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aismm import dod, gate, registry
+from aismm import dod, gate, registry, sandbox
 from aismm.actor import Manifest
 from aismm.document import Verdict
 from aismm.errors import AismmError, ConflictError, GateRejection, MissionError
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from aismm.store import Event
 
 __all__ = ["on_update", "assess", "dispatch", "write_to_attempt", "pick_reviewers",
-           "run_agent", "failed_attempts"]
+           "run_agent", "failed_attempts", "review", "fresh_reviewer"]
 
 _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
                      r"nothing committed$")
@@ -72,8 +71,6 @@ def _hosted_manifest(hub: "Hub", actor_id: str) -> Manifest | None:
 def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
               writable: tuple[Path, ...] = ()) -> tuple[bool, str]:
     """Invoke a hosted agent's runtime on a checkout; (ok, detail)."""
-    from aismm import sandbox
-
     if man.runtime.kind == "http":
         files = {p.relative_to(checkout).as_posix(): p.read_text(errors="replace")
                  for p in checkout.rglob("*") if p.is_file()}
@@ -92,12 +89,11 @@ def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
             return True, "http ok"
         except Exception as exc:  # noqa: BLE001 - a failing agent is an outcome, not a crash
             return False, f"http runtime failed: {exc}"
-    argv = [sys.executable if a == "{python}" else a for a in man.runtime.argv or []]
+    argv = [sandbox.PYTHON if a == "{python}" else a for a in man.runtime.argv or []]
     limits = sandbox.Limits(timeout_seconds=man.runtime.timeout_seconds,
                             cpu_seconds=int(man.runtime.timeout_seconds) + 1)
     result = sandbox.run(argv, checkout, limits=limits, env=dod.python_env(env),
-                         readonly_paths=[hub.root],
-                         writable_paths=writable)
+                         hidden_paths=[hub.root], writable_paths=writable)
     if result.ok:
         return True, "ok"
     why = "timed out" if result.timed_out else f"exit {result.returncode}"
@@ -121,7 +117,7 @@ def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
             continue
         tip = repo.ref(f"{ATTEMPT}{agent}")
         assert tip is not None
-        with tempfile.TemporaryDirectory(prefix="aismm-agent-") as tmp:
+        with sandbox.workspace("agent-") as tmp:
             checkout = Path(tmp)
             repo.export(tip, checkout)
             before = _snapshot(checkout)
@@ -200,7 +196,7 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     lines = []
     current = read_verdict(repo, tip, "verdicts/platform.yaml")
     if current is None or current.deliverable_tree != tree:
-        with tempfile.TemporaryDirectory(prefix="aismm-dod-") as tmp:
+        with sandbox.workspace("dod-") as tmp:
             repo.export(tip, Path(tmp))
             checks = dod.run_checks(hub, policy, Path(tmp))
         # A check's detail is the tail of a command run on the agent's files: no raw controls.
@@ -222,39 +218,64 @@ def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
                                                 else "") + ")")
     for rid in pick_reviewers(hub, policy, agent):
         tip = repo.ref(f"{ATTEMPT}{agent}")
-        assert tip is not None
+        if tip is None:
+            break
         existing = read_verdict(repo, tip, f"verdicts/{rid}.yaml")
         if existing is not None and existing.deliverable_tree == tree:
             continue
-        man = _hosted_manifest(hub, rid)
-        if man is None:
-            lines.append(f"aismm: reviewer {rid} is external; it pushes verdicts/{rid}.yaml")
-            continue
-        with tempfile.TemporaryDirectory(prefix="aismm-review-") as tmp:
-            checkout = Path(tmp) / "checkout"
-            checkout.mkdir()
-            repo.export(tip, checkout)
-            output = Path(tmp) / "out" / "verdict.yaml"
-            output.parent.mkdir()
-            env = {"AISMM_ACTOR": rid, "AISMM_MISSION": mission_id, "AISMM_ROLE": "reviewer",
-                   "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_OUTPUT": str(output)}
-            ok, detail = run_agent(hub, man, checkout, env, writable=(output.parent,))
-            produced = output.read_bytes() if output.is_file() else None
-        verdict_or_error = _review(mission_id, rid, tree, produced) if ok else detail
-        if isinstance(verdict_or_error, str):
-            lines.append(f"aismm: reviewer {rid} failed ({printable(verdict_or_error, limit=200)})")
-            continue
-        try:
-            write_to_attempt(hub, repo, agent, {f"verdicts/{rid}.yaml": _doc(verdict_or_error)},
-                             f"Review by {rid}: {verdict_or_error.verdict}\n", rid,
-                             expect_tree=tree)
-        except (ConflictError, GateRejection) as exc:
-            lines.append(f"aismm: reviewer {rid}'s verdict not committed "
-                         f"({printable(exc, limit=300)})")
-            continue
-        lines.append(f"aismm: reviewer {rid} on {agent}: {verdict_or_error.verdict.upper()} "
-                     f"({verdict_or_error.score}/100)")
+        lines.append(review(hub, repo, policy, agent, rid, tip, tree)[1])
     return lines
+
+
+def review(hub: "Hub", repo: Repo, policy: MissionPolicy, agent: str, rid: str, tip: str,
+           tree: str) -> tuple[Verdict | None, str]:
+    """Run hosted reviewer ``rid`` on the attempt at ``tip`` and commit its verdict; (the
+    committed verdict or None, one line saying what happened)."""
+    mission_id = policy.doc.id
+    man = _hosted_manifest(hub, rid)
+    if man is None:
+        return None, f"aismm: reviewer {rid} is external; it pushes verdicts/{rid}.yaml"
+    with sandbox.workspace("review-") as tmp:
+        checkout = Path(tmp) / "checkout"
+        checkout.mkdir()
+        repo.export(tip, checkout)
+        output = Path(tmp) / "out" / "verdict.yaml"
+        output.parent.mkdir()
+        env = {"AISMM_ACTOR": rid, "AISMM_MISSION": mission_id, "AISMM_ROLE": "reviewer",
+               "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_OUTPUT": str(output)}
+        ok, detail = run_agent(hub, man, checkout, env, writable=(output.parent,))
+        produced = output.read_bytes() if output.is_file() else None
+    verdict_or_error = _review(mission_id, rid, tree, produced) if ok else detail
+    if isinstance(verdict_or_error, str):
+        return None, f"aismm: reviewer {rid} failed ({printable(verdict_or_error, limit=200)})"
+    try:
+        write_to_attempt(hub, repo, agent, {f"verdicts/{rid}.yaml": _doc(verdict_or_error)},
+                         f"Review by {rid}: {verdict_or_error.verdict}\n", rid,
+                         expect_tree=tree)
+    except (ConflictError, GateRejection) as exc:
+        return None, f"aismm: reviewer {rid}'s verdict not committed ({printable(exc, limit=300)})"
+    return verdict_or_error, (f"aismm: reviewer {rid} on {agent}: "
+                              f"{verdict_or_error.verdict.upper()} ({verdict_or_error.score}/100)")
+
+
+def fresh_reviewer(hub: "Hub", policy: MissionPolicy, agent: str, tip: str) -> str | None:
+    """A hosted reviewer independent of the agent and the client who has never reviewed this
+    attempt (among the mission's own reviewers when it names them); None when there is none."""
+    repo = Repo(hub.mission_path(policy.doc.id))
+    reviewed = {p[len("verdicts/"):-len(".yaml")] for p in repo.flatten(tip)
+                if p.startswith("verdicts/")}
+    snap = registry.snapshot(Repo(hub.registry_path))
+    agent_actor, client = snap.actors.get(agent), snap.actors.get(policy.doc.client)
+    named = list(policy.doc.reviewers)
+    for rid, man in sorted(snap.manifests.items()):
+        actor = snap.actors.get(rid)
+        if actor is None or "reviewer" not in actor.roles or rid in reviewed \
+                or rid == policy.doc.arbiter or policy.doc.contract.ref not in man.contracts \
+                or (named and rid not in named) or _hosted_manifest(hub, rid) is None:
+            continue
+        if dependence(actor, agent, agent_actor, client) is None:
+            return rid
+    return None
 
 
 def _review(mission_id: str, rid: str, tree: str, produced: bytes | None) -> Verdict | str:

@@ -18,8 +18,9 @@ from aismm.errors import AismmError, ConflictError, MissionError
 from aismm.git import Repo
 from aismm.ledger import Ledger
 from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
-from aismm.model import dump_yaml
+from aismm.model import dump_yaml, load_yaml
 from aismm.policy import REQUEST_NAME, MissionPolicy, read_verdict, verdict_time
+from aismm.safepath import printable
 from aismm.signing import PrivateKey
 
 if TYPE_CHECKING:
@@ -92,6 +93,11 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
     if kind == "rework" and reworks >= policy.contract.sla.max_rework:
         raise MissionError(f"--attempt {agent}: max_rework {policy.contract.sla.max_rework} "
                            "reached; accept or escalate instead")
+    need = policy.contract.disputes.escalate_after_reworks
+    if kind == "escalation" and reworks < need:
+        raise MissionError(f"--attempt {agent}: the contract allows escalation after {need} "
+                           f"rework request(s), {reworks} so far; ask for a rework first "
+                           "(`aismm mission rework`)")
     path = f"requests/{len(existing) + 1:03d}-{kind}.yaml"
     doc = Request(mission=mission_id, kind=kind, deliverable_tree=tree,  # type: ignore[arg-type]
                   reason=reason)
@@ -104,7 +110,13 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
 
 
 def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
-    """The hosted arbiter rules on an escalation: release if the DoD passes, else refund."""
+    """The hosted arbiter rules on an escalation, on the current tree's complete evidence.
+
+    It weighs the DoD of the current tree (run first if it is missing or stale), a fresh review
+    by an independent reviewer who has not reviewed this attempt, and records the client's
+    stated reason in the ruling. Release needs the DoD to pass and the fresh review (when one
+    could be had) to pass at the contract's threshold; anything else refunds.
+    """
     from aismm import assessment
 
     repo, policy = open_mission(hub, mission_id)
@@ -113,22 +125,61 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
         return [f"aismm: arbiter {arbiter} is external; it pushes verdicts/arbiter.yaml"]
     head = _attempt_head(repo, agent)
     tree = repo.subtree_id(head, "deliverable")
-    assert tree is not None
+    if tree is None:
+        raise MissionError(f"--attempt {agent}: nothing delivered; nothing to rule on")
+    lines: list[str] = []
     platform = read_verdict(repo, head, "verdicts/platform.yaml")
-    release = platform is not None and platform.verdict == "pass" and \
+    if platform is None or platform.deliverable_tree != tree:  # evidence first, then the ruling
+        lines += assessment.assess(hub, mission_id, agent)
+        head = _attempt_head(repo, agent)
+        platform = read_verdict(repo, head, "verdicts/platform.yaml")
+        if repo.subtree_id(head, "deliverable") != tree:
+            return lines + [f"aismm: {agent}: the deliverable changed; ruling on the new one later"]
+    dod_pass = platform is not None and platform.verdict == "pass" and \
         platform.deliverable_tree == tree
+    reason = _escalation_reason(repo, head)
+    fresh_id = assessment.fresh_reviewer(hub, policy, agent, head)
+    fresh = None
+    if fresh_id is not None:
+        fresh, line = assessment.review(hub, repo, policy, agent, fresh_id, head, tree)
+        lines.append(line)
+        head = _attempt_head(repo, agent)
+    threshold = policy.contract.dod.review.threshold
+    review_pass = fresh is None or (fresh.verdict == "pass" and fresh.score >= threshold)
+    release = dod_pass and review_pass
+    parts = [f"client's reason: {reason}",
+             f"DoD on the current tree: {'pass' if dod_pass else 'fail'}"
+             f" ({platform.score if platform else 0}/100)",
+             f"fresh review by {fresh.reviewer}: {fresh.verdict} ({fresh.score}/100, threshold "
+             f"{threshold})" if fresh else "no independent reviewer who had not reviewed this "
+             "attempt was available; ruled on the DoD alone",
+             "the delivery meets the contract" if release else "the delivery does not meet the "
+             "contract"]
     ruling = Verdict(mission=mission_id, reviewer=arbiter, deliverable_tree=tree,
-                     verdict="release" if release else "refund", score=platform.score
-                     if platform else 0, comments="ruled on the contract's DoD: " +
-                     ("the delivery meets it" if release else "the delivery does not meet it"))
+                     verdict="release" if release else "refund",
+                     score=min(platform.score if platform else 0, fresh.score if fresh else 100),
+                     comments="; ".join(parts))
     assessment.write_to_attempt(hub, repo, agent, {"verdicts/arbiter.yaml": dump_yaml(
         ruling.model_dump(mode="json")).encode()}, f"Ruling: {ruling.verdict}\n", arbiter)
-    lines = [f"aismm: arbiter {arbiter} ruled {ruling.verdict.upper()} on attempts/{agent}"]
+    lines.append(f"aismm: arbiter {arbiter} ruled {ruling.verdict.upper()} on attempts/{agent}")
     if release:
         lines += accept(hub, mission_id, agent, as_actor=hub.config.platform)
     else:
         lines += refund(hub, mission_id, reason="arbiter")
     return lines
+
+
+def _escalation_reason(repo: Repo, head: str) -> str:
+    """The stated reason of the attempt's latest escalation request."""
+    paths = sorted(p for p in repo.flatten(head) if p.endswith("-escalation.yaml")
+                   and REQUEST_NAME.match(p))
+    if not paths:
+        return "(no escalation request)"
+    try:
+        doc = Request.model_validate(load_yaml(repo.read(head, paths[-1]) or b"", paths[-1]))
+    except ValueError:
+        return "(unreadable)"
+    return printable(doc.reason, limit=500)
 
 
 def _fee_on_refund(tier: str, reason: str, fee: int) -> int:
@@ -166,6 +217,9 @@ def settle(hub: "Hub", mission_id: str) -> list[str]:
                  if repo.is_ancestor(head, tip))
     owner = registry.actor(hub, agent).owner
     with Ledger(hub.db_path, hub.clock) as ledger:
+        done = ledger.closure(mission_id)
+        if done is not None and done.kind == "settled" and repo.ref(SETTLED) is not None:
+            return []  # a replayed event: settled and tagged already
         closure = ledger.settle(mission_id, doc.client, owner, doc.price, doc.fee, cause=merge)
     _crash_point("after-ledger")
     if repo.ref(SETTLED) is None:

@@ -132,10 +132,12 @@ def test_status_of_a_failed_delivery_escalated_and_refunded(queued: Site) -> Non
     assert {who: v["verdict"] for who, v in attempt["verdicts"].items()} == {
         "platform": "fail", "ref-reviewer": "fail"}
 
+    settlement.request(site.hub, mid, agent, "rework", "make the tests run")
+    events.process(site.hub)  # the agent re-runs (and fails again)
     settlement.request(site.hub, mid, agent, "escalation", "the tests do not run")
     [attempt] = status(site, mid, "escalated")["attempts"]
     assert (attempt["state"], attempt["open_request"], attempt["ruling"]) == (
-        "escalated", "requests/001-escalation.yaml", None)
+        "escalated", "requests/002-escalation.yaml", None)
 
     events.process(site.hub)  # the hosted arbiter rules
     data = status(site, mid, "refunded")
