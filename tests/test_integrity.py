@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.settlekit import AGENT, CLIENT, GOLDEN, Result, Site, make_site, run_git
+from aismm import events
+from tests.settlekit import AGENT, CLIENT, GOLDEN, ROOT, Result, Site, make_site, run_git
 
 PRICE, FEE = 400, 40
 
@@ -82,3 +84,66 @@ def test_a_delivery_received_in_time_is_not_refunded_by_a_later_dated_commit(
     site.advance("P1DT13H")  # past the deadline (P3D), inside the acceptance window (P2D)
     assert site.status(mid)["state"] == "awaiting_acceptance"
     assert site.cli("tick") == Result(0, "nothing to do\n", "")
+
+
+# -- 7, 8. disputes are adjudicated, not raced ---------------------------------------------------
+
+
+@pytest.fixture()
+def queued(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
+    return make_site(tmp_path_factory, tmp_path, processing="daemon")
+
+
+def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(
+        queued: Site, tmp_path: Path) -> None:
+    from aismm import settlement
+
+    site = queued
+    mid = site.create("T1")
+    clone = _clone(site, mid, tmp_path)
+    _commit(site, clone, site.now(), {"deliverable/findings.json": GOLDEN.read_bytes()})
+    _push(site, clone)  # queued: no DoD has run yet
+    assert site.status(mid)["attempts"][0]["dod"] is None
+    settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
+    settlement.request(site.hub, mid, AGENT, "escalation", "I want my money back")
+
+    lines = settlement.arbitrate(site.hub, mid, AGENT)  # racing the queued DoD
+
+    assert any(line.startswith(f"aismm: platform DoD on {AGENT}: PASS") for line in lines), lines
+    assert f"aismm: arbiter arbiter ruled RELEASE on attempts/{AGENT}" in lines
+    assert site.status(mid)["state"] == "accepted"
+    events.process(site.hub)
+    assert site.status(mid)["state"] == "settled"
+    ruling = yaml.safe_load(site.git(mid, "show", "refs/heads/accepted^2:verdicts/arbiter.yaml")
+                            .stdout)
+    assert "client's reason: I want my money back" in ruling["comments"]
+    assert "DoD on the current tree: pass" in ruling["comments"]
+
+
+def test_the_ruling_weighs_a_fresh_independent_review(site: Site, tmp_path: Path) -> None:
+    from aismm import market, registry, settlement
+
+    text = (ROOT / "aismm" / "agents" / "manifests" / "ref-reviewer.yaml").read_text()
+    text = text.replace("id: ref-reviewer", "id: second-opinion").replace(
+        "owner: qa-guild", "owner: opinions-inc")
+    registry.add_actor(site.hub, "opinions-inc", ["client"], None, None, True)
+    market.register_manifest(site.hub, market.load_manifest(text.encode(), "m"), "opinions-inc",
+                             hosted=True)
+    mid = site.create("T1")
+    site.deliver(mid)
+    before = site.status(mid)["attempts"][0]["verdicts"]
+    assert "second-opinion" in before or "ref-reviewer" in before
+    first = next(iter(r for r in before if r != "platform"))
+    settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
+    events.process(site.hub)
+    settlement.request(site.hub, mid, AGENT, "escalation", "not convinced")
+    events.process(site.hub)
+
+    merge = site.refs(mid)["refs/heads/accepted"]
+    head = site.git(mid, "rev-parse", f"{merge}^2").stdout.strip()
+    ruling = yaml.safe_load(site.git(mid, "show", f"{head}:verdicts/arbiter.yaml").stdout)
+    fresh = "ref-reviewer" if first == "second-opinion" else "second-opinion"
+    assert f"fresh review by {fresh}: pass" in ruling["comments"], ruling["comments"]
+    assert site.git(mid, "cat-file", "-e", f"{head}:verdicts/{fresh}.yaml", check=False
+                    ).returncode == 0
+    assert "client's reason: not convinced" in ruling["comments"]
