@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,9 @@ from aismm.policy import (  # noqa: F401 (re-exported)
 )
 from aismm.policy import agent_of as _agent_of
 from aismm.policy import dependence as _dependence
-from aismm.registry import Snapshot, load_actors, snapshot
+from aismm.registry import Snapshot, key_holder, load_actors, snapshot
 from aismm.safepath import case_collisions, path_problem
+from aismm.safepath import printable as _printable
 from aismm.signing import verify
 
 if TYPE_CHECKING:
@@ -183,15 +183,6 @@ def _shown(path: str) -> str:
         .encode("unicode_escape").decode("ascii")
 
 
-_UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-
-
-def _printable(text: str) -> str:
-    """One terminal line: control, format and surrogate characters escaped (no injected lines)."""
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in text)
-
-
 def _norm(value: str | None) -> str | None:
     return None if value in (None, "", ZERO) else value
 
@@ -291,11 +282,11 @@ def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]]
                 continue
             parent_tree = j.repo.tree_of(info.parents[0]) if info.parents else None
             for path, (before, after) in j.repo.diff_trees(parent_tree, info.tree).items():
-                _registry_path(j, ref, path, before, after, signer, platform)
+                _registry_path(j, ref, path, before, after, signer, platform, oid)
 
 
 def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: Entry | None,
-                   signer: Actor, platform: str) -> None:
+                   signer: Actor, platform: str, commit: str) -> None:
     if after is not None and not j.content(ref, after):
         return
     top = path.split("/", 1)[0]
@@ -326,6 +317,10 @@ def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: 
         if actor is not None and path != f"actors/{actor.id}.yaml":
             j.reject(ref, path, f"file name does not match id {actor.id}",
                      f"name it actors/{actor.id}.yaml")
+        elif actor is not None and (holder := key_holder(
+                load_actors(j.repo, commit), actor.key, besides=actor.id)) is not None:
+            j.reject(ref, path, f"key already belongs to {holder.id}",
+                     f"generate a new key for {actor.id}")
         return
     if top == "agents":
         _registry_manifest(j, ref, path, before, after, signer)
@@ -450,6 +445,20 @@ def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str |
         return
     actors = j.registry.actors
     agent, client = actors.get(agent_id), actors.get(doc.client)
+    seen: list[dict[str, str]] = []
+
+    def rivals() -> dict[str, str]:
+        """Deliverable trees other agents' attempts hold (tree id -> agent), read once."""
+        if not seen:
+            trees: dict[str, str] = {}
+            for other, tip in j.repo.refs("refs/heads/attempts/").items():
+                if other != ref:
+                    for c in j.repo.new_commits(tip, [policy.main]):
+                        t = j.repo.subtree_id(c, "deliverable")
+                        if t is not None:
+                            trees.setdefault(t, _agent_of(other))
+            seen.append(trees)
+        return seen[0]
     # Every commit this branch gains is judged under this branch's rules, including commits
     # already on another ref (a competitor's attempt, accepted): hiding those would let an agent
     # take over someone else's signed delivery by fast-forwarding onto it.
@@ -464,6 +473,11 @@ def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str |
             continue
         changes = j.repo.diff_trees(j.repo.tree_of(info.parents[0]), info.tree)
         tree = j.repo.subtree_id(oid, "deliverable")
+        if signer.id == agent_id and tree is not None and tree in rivals():
+            j.reject(ref, f"commit {oid[:12]}", f"its deliverable is identical to one "
+                     f"{rivals()[tree]} delivered earlier in this mission",
+                     "deliver your own work")
+            continue
         for path, (before, after_entry) in changes.items():
             if after_entry is not None and not j.content(ref, after_entry):
                 continue
@@ -583,6 +597,10 @@ def _request(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str, en
     if request.kind == "rework" and reworks > policy.contract.sla.max_rework:
         j.reject(ref, path, f"rework #{reworks} exceeds max_rework "
                  f"{policy.contract.sla.max_rework}", "accept, or escalate to the arbiter")
+    need = policy.contract.disputes.escalate_after_reworks
+    if request.kind == "escalation" and reworks < need:
+        j.reject(ref, path, f"escalation after {reworks} rework request(s); the contract allows "
+                 f"it after {need}", "ask for a rework first")
 
 
 def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) -> None:

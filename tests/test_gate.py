@@ -307,6 +307,28 @@ def _(kit: Kit) -> Attack:
                     f"refs/remotes/origin/attempts/dave:{R}")
 
 
+@attack("rival re-delivers a competitor's deliverable under its own signature")
+def _(kit: Kit) -> Attack:
+    s = Scene(kit, ("bob", "dave"), mode="contest")
+    s.c.switch("attempts/dave")
+    s.c.deliver(s.key("dave"))
+    s.c.land("attempts/dave")
+    s.c.switch("attempts/bob")
+    oid = s.c.deliver(s.key("bob"))  # the same bytes, so the same deliverable tree
+    return s.attack(line(R, f"commit {oid[:12]}", "its deliverable is identical to one dave "
+                         "delivered earlier in this mission"))
+
+
+@attack("client escalates before any rework")
+def _(kit: Kit) -> Attack:
+    s = Scene(kit)
+    tree = s.ready()
+    s.c.commit(s.key("alice"), "escalate", {"requests/001-escalation.yaml":
+                                            request(s.id, "escalation", tree)})
+    return s.attack(line(R, "requests/001-escalation.yaml", "escalation after 0 rework "
+                         "request(s); the contract allows it after 1"))
+
+
 @attack("client writes deliverable/")
 def _(kit: Kit) -> Attack:
     s = Scene(kit)
@@ -699,7 +721,9 @@ def _(kit: Kit) -> Attack:
 def _(kit: Kit) -> Attack:
     s = Scene(kit)
     tree = s.ready()
-    s.c.commit(s.key("alice"), "escalate", {"requests/001-escalation.yaml":
+    s.c.commit(s.key("alice"), "rework", {"requests/001-rework.yaml":
+                                          request(s.id, "rework", tree)})
+    s.c.commit(s.key("alice"), "escalate", {"requests/002-escalation.yaml":
                                             request(s.id, "escalation", tree)})
     s.c.land(s.branch)
     s.merge()
@@ -855,7 +879,9 @@ def test_client_requests_rework_and_arbiter_rules_after_escalation(kit: Kit) -> 
 def test_platform_may_accept_after_an_arbiters_release(kit: Kit) -> None:
     s = Scene(kit)
     tree = s.delivered()
-    s.c.commit(s.key("alice"), "escalate", {"requests/001-escalation.yaml":
+    s.c.commit(s.key("alice"), "rework", {"requests/001-rework.yaml":
+                                          request(s.id, "rework", tree)})
+    s.c.commit(s.key("alice"), "escalate", {"requests/002-escalation.yaml":
                                             request(s.id, "escalation", tree)})
     s.c.commit(s.key("arbiter"), "ruling", {"verdicts/arbiter.yaml":
                                             verdict(s.id, "arbiter", tree, "release")})

@@ -85,8 +85,6 @@ def test_key_holder_includes_revoked_actors(tmp_path: Path) -> None:
     assert registry.key_holder({"gone": gone}, key, besides="gone") is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs a gate rule (aismm/gate.py _registry_path, actors/ "
-                   "branch): refuse an actor document whose key another actor holds")
 def test_a_registry_push_with_a_duplicate_key_is_refused_by_the_gate(
         hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h = Hub(hub)
