@@ -2,19 +2,58 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from aismm.ledger import MAX_AMOUNT
 from aismm.model import Strict
 
-__all__ = ["Actor", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID"]
+__all__ = ["Actor", "RetiredKey", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID", "INSTANT",
+           "instant"]
 
 ACTOR_ID = r"^[a-z][a-z0-9-]{1,38}$"
 ROLES = ("client", "specialist", "reviewer", "orchestrator", "arbiter", "platform")
 Role = Literal["client", "specialist", "reviewer", "orchestrator", "arbiter", "platform"]
 ActorId = Annotated[str, Field(pattern=ACTOR_ID)]
+#: An instant in UTC to the second, as the hub writes it: ``2026-01-01T00:00:00Z``.
+INSTANT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+
+
+def instant(text: str) -> dt.datetime:
+    """An ``INSTANT`` string as an aware UTC datetime."""
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+def _instant(text: str) -> str:
+    try:
+        instant(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a UTC instant like 2026-01-01T00:00:00Z") from exc
+    return text
+
+
+Instant = Annotated[str, Field(pattern=INSTANT)]
+
+
+def _public_key(key: str) -> str:
+    from aismm.signing import parse_public_key
+
+    try:
+        return parse_public_key(key)
+    except Exception as exc:  # UsageError -> pydantic error text
+        raise ValueError(str(exc)) from exc
+
+
+class RetiredKey(Strict):
+    """A key an actor held before a rotation: its signatures count only before ``valid_before``."""
+
+    key: str
+    valid_before: Instant
+
+    _key = field_validator("key")(_public_key)
+    _when = field_validator("valid_before")(_instant)
 
 
 class Actor(Strict):
@@ -27,6 +66,10 @@ class Actor(Strict):
     key: str
     hosted: bool = False
     revoked: bool = False
+    #: When the revocation took effect; the key's signatures count only before it.
+    revoked_at: Instant | None = None
+    #: Keys rotated out, oldest first (kept so earlier signatures still verify).
+    retired_keys: list[RetiredKey] = Field(default_factory=list)
 
     @field_validator("roles")
     @classmethod
@@ -35,15 +78,24 @@ class Actor(Strict):
             raise ValueError("roles must not repeat")
         return roles
 
-    @field_validator("key")
-    @classmethod
-    def _key(cls, key: str) -> str:
-        from aismm.signing import parse_public_key
+    _key = field_validator("key")(_public_key)
+    _when = field_validator("revoked_at")(lambda v: v if v is None else _instant(v))
 
-        try:
-            return parse_public_key(key)
-        except Exception as exc:  # UsageError -> pydantic error text
-            raise ValueError(str(exc)) from exc
+    @model_validator(mode="after")
+    def _history(self) -> "Actor":
+        if self.revoked_at is not None and not self.revoked:
+            raise ValueError("revoked_at is set but revoked is false")
+        blobs = [k.split()[1] for k in (self.key, *(r.key for r in self.retired_keys))]
+        if len(set(blobs)) != len(blobs):
+            raise ValueError("a key appears twice among key and retired_keys")
+        windows = [r.valid_before for r in self.retired_keys]
+        if windows != sorted(windows):
+            raise ValueError("retired_keys must be in the order they were retired")
+        return self
+
+    def all_keys(self) -> list[str]:
+        """Every key the actor holds or held: the current one first, then the retired ones."""
+        return [self.key, *(r.key for r in self.retired_keys)]
 
 
 class Runtime(Strict):

@@ -317,10 +317,15 @@ def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: 
         if actor is not None and path != f"actors/{actor.id}.yaml":
             j.reject(ref, path, f"file name does not match id {actor.id}",
                      f"name it actors/{actor.id}.yaml")
-        elif actor is not None and (holder := key_holder(
-                load_actors(j.repo, commit), actor.key, besides=actor.id)) is not None:
-            j.reject(ref, path, f"key already belongs to {holder.id}",
-                     f"generate a new key for {actor.id}")
+        elif actor is not None:
+            others = load_actors(j.repo, commit)
+            holders = [h for k in actor.all_keys()
+                       if (h := key_holder(others, k, besides=actor.id)) is not None]
+            if holders:
+                j.reject(ref, path, f"key already belongs to {holders[0].id}",
+                         f"generate a new key for {actor.id}")
+            else:
+                _actor_history(j, ref, path, before, actor)
         return
     if top == "agents":
         _registry_manifest(j, ref, path, before, after, signer)
@@ -329,6 +334,31 @@ def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: 
         return
     j.reject(ref, path, "not a registry path", "write under contracts/, actors/, agents/ or "
              "assessments/")
+
+
+def _actor_history(j: _Judge, ref: str, path: str, before: Entry | None, actor: Actor) -> None:
+    """An actor document keeps its history: revocation is final and rotated-out keys stay."""
+    prev = None
+    if before is not None:
+        try:
+            prev = Actor.model_validate(load_yaml(j.repo.blob(before.oid), path))
+        except ValueError:
+            prev = None  # an unreadable old version: judge the new one on its own
+    had = prev.retired_keys if prev is not None else []
+    if prev is not None and prev.revoked and (not actor.revoked or actor.revoked_at !=
+                                              prev.revoked_at or actor.key != prev.key):
+        j.reject(ref, path, "a revoked actor stays revoked, with its key and revoked_at",
+                 "register a new actor")
+    elif actor.retired_keys[:len(had)] != had:
+        j.reject(ref, path, "retired keys are never changed or dropped",
+                 "keep retired_keys and append to them")
+    elif prev is not None and actor.key != prev.key and [r.key for r in actor.retired_keys[
+            len(had):]] != [prev.key]:
+        j.reject(ref, path, "a rotation must move the old key to retired_keys",
+                 "use `aismm actor rotate`")
+    elif (prev is None or actor.key == prev.key) and len(actor.retired_keys) != len(had):
+        j.reject(ref, path, "retired keys are added only by a rotation",
+                 "use `aismm actor rotate`")
 
 
 def _registry_manifest(j: _Judge, ref: str, path: str, before: Entry | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from aismm.actor import Actor, Manifest
+from aismm.actor import Actor, Manifest, RetiredKey, instant
 from aismm.contract import Contract, digest, load_contract_dir, parse_contract
 from aismm.errors import ActorError, ContractError, UsageError
 from aismm.git import Identity, Repo
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "create", "actors", "actor", "add_actor", "contracts", "resolve_contract", "commit_files",
     "write_allowed_signers", "manifests", "identity", "Snapshot", "snapshot", "key_holder",
+    "rotate_actor", "revoke_actor",
 ]
 
 MAIN = "refs/heads/main"
@@ -77,21 +80,24 @@ def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
             if path.startswith("agents/") and path.endswith(".yaml"):
                 man = Manifest.model_validate(load_yaml(repo.blob(entry.oid), path))
                 mans[man.id] = man
+    # Only what may sign from now on: current keys of active actors. Retired and revoked keys
+    # are left out, so the gate refuses any new push they signed, whatever date it claims.
     by_key = {a.key: a for a in acts.values() if not a.revoked}
     return Snapshot(commit, acts, by_key, mans)
 
 
 def key_holder(actors: Mapping[str, Actor], key: str, besides: str | None = None
                ) -> Actor | None:
-    """The actor (revoked or not, other than ``besides``) registered with ``key``, if any.
+    """The actor (revoked or not, other than ``besides``) that holds or held ``key``, if any.
 
-    One key, one actor: a key shared by two actors makes signatures ambiguous (the platform's
-    own writes failed hub-wide once its key was registered for another actor), and a revoked
-    actor's key must not come back under a new id.
+    One key, one actor, for good: a key shared by two actors makes signatures ambiguous (the
+    platform's own writes failed hub-wide once its key was registered for another actor), and a
+    revoked or rotated-out key must not come back, under a new id or the same one. Retired keys
+    count as held.
     """
     blob = key.split()[1] if len(key.split()) > 1 else key
     for other in sorted(actors.values(), key=lambda a: a.id):
-        if other.id != besides and other.key.split()[1] == blob:
+        if other.id != besides and any(k.split()[1] == blob for k in other.all_keys()):
             return other
     return None
 
@@ -211,13 +217,171 @@ def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
 
 
 def write_allowed_signers(hub: "Hub") -> Path:
-    """Rewrite ``<hub>/allowed_signers`` so plain git can verify every actor's signatures."""
-    entries = [(f"{a.id}@aismm.invalid", a.key) for a in actors(hub).values() if not a.revoked]
+    """Rewrite ``<hub>/allowed_signers`` so plain git can verify every actor's signatures.
+
+    Current keys of active actors verify without limit; a rotated-out key verifies only
+    commits dated up to its ``valid_before`` and a revoked actor's key only those dated up to
+    ``revoked_at`` (OpenSSH ``valid-before``; git passes the commit's date as the verify time),
+    so history made before a rotation or revocation keeps verifying. A key revoked without a
+    recorded instant is left out.
+    """
+    entries: list[tuple[str, str, dt.datetime | None]] = []
+    for a in actors(hub).values():
+        who = f"{a.id}@aismm.invalid"
+        entries += [(who, r.key, instant(r.valid_before)) for r in a.retired_keys]
+        if not a.revoked:
+            entries.append((who, a.key, None))
+        elif a.revoked_at is not None:
+            entries.append((who, a.key, instant(a.revoked_at)))
     path = hub.allowed_signers_path
     tmp = path.with_suffix(".tmp")
     tmp.write_text(allowed_signers(entries))
     tmp.replace(path)
     return path
+
+
+def _changeable(hub: "Hub", actor_id: str, verb: str) -> Actor:
+    """The actor a rotation or revocation may change; refusals name the actor and the fix."""
+    found = actors(hub).get(actor_id)
+    if found is None:
+        raise ActorError(f"{actor_id}: unknown actor; see `aismm actor list`")
+    if actor_id == hub.config.platform or "platform" in found.roles:
+        raise ActorError(f"{actor_id}: the platform signs every registry write and cannot be "
+                         f"{verb}; set up a new hub to replace its key")
+    if found.revoked:
+        raise ActorError(f"{actor_id}: already revoked at {found.revoked_at or 'an unknown time'}"
+                         "; register a new actor with `aismm actor add`")
+    return found
+
+
+def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) -> Actor:
+    """Give an actor a new key (platform-signed); the old key is kept in ``retired_keys``.
+
+    The old key stops signing anything the gate accepts the moment the registry commit lands
+    (the gate only knows current keys), while ``allowed_signers`` keeps it valid for commits
+    dated up to the rotation. ``hosted``: the hub makes the new key and replaces
+    ``keys/<id>.key`` and ``.pub``, destroying the old private key.
+    """
+    from aismm.clock import iso
+    from aismm.signing import generate_key
+
+    if (pubkey is None) == (not hosted):
+        raise UsageError("actor rotate: give exactly one of --pubkey FILE or --hosted")
+    old = _changeable(hub, actor_id, "rotated")
+    if hosted and not old.hosted:
+        raise ActorError(f"{actor_id}: an external actor rotates to a key it made itself; pass "
+                         "--pubkey FILE")
+    if not hosted and old.hosted:
+        raise ActorError(f"{actor_id}: the hub keeps this actor's key; rotate it with --hosted")
+    key = generate_key() if hosted else None
+    new_key = key.public_line if key is not None else pubkey
+    assert new_key is not None
+    holder = key_holder(actors(hub), new_key)
+    if holder is not None:
+        whose = (f"{actor_id} already holds or held this key" if holder.id == actor_id
+                 else f"key already belongs to {holder.id}")
+        raise ActorError(f"actor rotate: {whose}; generate a new key for {actor_id}")
+    retired = RetiredKey(key=old.key, valid_before=iso(hub.clock.now()))
+    try:
+        doc = old.model_dump(mode="json")
+        candidate = Actor.model_validate({**doc, "key": new_key, "retired_keys": [
+            *doc["retired_keys"], retired.model_dump(mode="json")]})
+    except ValidationError as exc:
+        raise ActorError(f"{actor_id}: {describe_validation(exc)[0]}; see "
+                         "`aismm actor rotate --help`") from exc
+    staged = _stage_key(hub, actor_id, key) if key is not None else None
+    try:
+        commit_files(hub, {f"actors/{actor_id}.yaml": _actor_doc(candidate)},
+                     f"Rotate the key of actor {actor_id}\n", hub.config.platform)
+    except BaseException:
+        if staged is not None:
+            for path in staged:
+                path.unlink(missing_ok=True)
+        raise
+    if staged is not None:
+        key_path = hub.key_path(actor_id)
+        _replace_destroying(staged[0], key_path)
+        staged[1].replace(key_path.with_suffix(".pub"))
+    write_allowed_signers(hub)
+    return candidate
+
+
+def revoke_actor(hub: "Hub", actor_id: str) -> Actor:
+    """Revoke an actor for good (platform-signed): ``revoked: true`` and ``revoked_at`` now.
+
+    Its key signs nothing the gate accepts from then on; ``allowed_signers`` keeps it valid for
+    commits dated up to ``revoked_at``. A hosted actor's private key is destroyed.
+    """
+    from aismm.clock import iso
+
+    old = _changeable(hub, actor_id, "revoked")
+    candidate = Actor.model_validate({**old.model_dump(mode="json"), "revoked": True,
+                                      "revoked_at": iso(hub.clock.now())})
+    commit_files(hub, {f"actors/{actor_id}.yaml": _actor_doc(candidate)},
+                 f"Revoke actor {actor_id}\n", hub.config.platform)
+    if old.hosted:
+        key_path = hub.key_path(actor_id)
+        _destroy(key_path)
+        key_path.with_suffix(".pub").unlink(missing_ok=True)
+    write_allowed_signers(hub)
+    return candidate
+
+
+def _staged_paths(hub: "Hub", actor_id: str) -> tuple[Path, Path]:
+    return (hub.keys_dir / f".{actor_id}.key.rotating", hub.keys_dir / f".{actor_id}.pub.rotating")
+
+
+def _stage_key(hub: "Hub", actor_id: str, key: PrivateKey) -> tuple[Path, Path]:
+    """Write a hosted actor's next key beside its current one (0600), ready to be swapped in."""
+    private, public = _staged_paths(hub, actor_id)
+    for path in (private, public):
+        if path.exists():
+            raise ActorError(f"{actor_id}: a half-finished rotation left {path}; if its key is "
+                             f"the one `aismm actor show {actor_id}` lists, move it to "
+                             f"{hub.key_path(actor_id)}, else remove it")
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.pem())
+        handle.flush()
+        os.fsync(handle.fileno())
+    public.write_text(key.public_line + "\n")
+    return private, public
+
+
+def _replace_destroying(new: Path, target: Path) -> None:
+    """Atomically put ``new`` at ``target``, then overwrite the replaced file's bytes."""
+    try:
+        fd = os.open(target, os.O_RDWR)
+    except FileNotFoundError:
+        fd = -1
+    try:
+        new.replace(target)
+        if fd >= 0:
+            _scrub(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _destroy(path: Path) -> None:
+    """Overwrite a private key file's bytes, then remove it."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        path.unlink()
+        _scrub(fd)
+    finally:
+        os.close(fd)
+
+
+def _scrub(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"\0" * size)
+    os.fsync(fd)
+    os.ftruncate(fd, 0)
 
 
 def contracts(hub: "Hub") -> dict[str, Contract]:

@@ -7,9 +7,11 @@ pass ``git verify-commit`` with the allowed-signers file from :func:`allowed_sig
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,9 +258,24 @@ def fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def allowed_signers(entries: list[tuple[str, str]]) -> str:
-    """An allowed-signers file (``principal namespaces="git" key``) for ``gpg.ssh.allowedSignersFile``."""
-    return "".join(f'{who} namespaces="git" {key}\n' for who, key in sorted(entries))
+def allowed_signers(entries: Iterable[tuple[str, str] | tuple[str, str, dt.datetime | None]]
+                    ) -> str:
+    """An allowed-signers file (``principal namespaces="git" key``) for ``gpg.ssh.allowedSignersFile``.
+
+    An entry ``(principal, key, valid_before)`` with an instant gets OpenSSH's
+    ``valid-before="YYYYMMDDhhmmssZ"`` option (UTC): ``git verify-commit`` passes the commit's
+    date as the verify time, so a rotated-out or revoked key still verifies what it signed
+    before the instant and nothing dated after it.
+    """
+    lines = []
+    for who, key, *rest in entries:
+        until = rest[0] if rest else None
+        options = 'namespaces="git"'
+        if until is not None:
+            stamp = until.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%SZ")
+            options += f',valid-before="{stamp}"'
+        lines.append((who, key, f"{who} {options} {key}\n"))
+    return "".join(line for _, _, line in sorted(lines))
 
 
 def split_armored(raw: bytes) -> tuple[bytes, bytes] | None:

@@ -1,4 +1,4 @@
-"""``aismm actor``: register and list actors."""
+"""``aismm actor``: register, list, rotate and revoke actors."""
 
 from __future__ import annotations
 
@@ -48,8 +48,13 @@ def _describe(hub: object, actor: object) -> dict[str, object]:
 
     assert isinstance(actor, Actor)
     data: dict[str, object] = actor.model_dump(mode="json")
+    data["state"] = "revoked" if actor.revoked else "active"
     data["fingerprint"] = fingerprint(actor.key)
-    data["key_file"] = str(hub.key_path(actor.id)) if actor.hosted else None  # type: ignore[attr-defined]
+    data["rotated_keys"] = len(actor.retired_keys)
+    for entry, retired in zip(data["retired_keys"], actor.retired_keys):  # type: ignore[call-overload]
+        entry["fingerprint"] = fingerprint(retired.key)
+    data["key_file"] = (str(hub.key_path(actor.id))  # type: ignore[attr-defined]
+                        if actor.hosted and not actor.revoked else None)
     return data
 
 
@@ -57,13 +62,14 @@ def _describe(hub: object, actor: object) -> dict[str, object]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
-    """List registered actors."""
+    """List registered actors (revoked ones too), with their state and rotated keys."""
     from aismm import registry
 
     hub = hub_from(ctx)
     rows = [_describe(hub, a) for _, a in sorted(registry.actors(hub).items())]
     text = "\n".join(f"{r['id']:<22} {','.join(r['roles']):<24} owner={r['owner']:<16} "  # type: ignore[arg-type]
-                     f"{'hosted' if r['hosted'] else 'external'}" for r in rows)
+                     f"{'hosted' if r['hosted'] else 'external':<8} {r['state']:<7} "
+                     f"rotated={r['rotated_keys']}" for r in rows)
     emit(rows, as_json, text or "(no actors)")
 
 
@@ -72,12 +78,68 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def show(ctx: click.Context, actor_id: str, as_json: bool) -> None:
-    """Show one actor (with the key file path of a hosted actor)."""
+    """Show one actor (revoked too): keys, retired keys with their windows, key file."""
     from aismm import registry
 
     hub = hub_from(ctx)
-    data = _describe(hub, registry.actor(hub, actor_id))
-    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    found = registry.actors(hub).get(actor_id)
+    if found is None:
+        registry.actor(hub, actor_id)  # raises the usual "unknown actor" error
+    data = _describe(hub, found)
+    emit(data, as_json, _show_text(data))
+
+
+def _show_text(data: dict[str, object]) -> str:
+    lines = []
+    for k, v in data.items():
+        if k == "retired_keys":
+            retired: list[dict[str, str]] = v  # type: ignore[assignment]
+            lines.append(f"retired_keys: {len(retired) or 'none'}")
+            lines += [f"  {r['fingerprint']} valid before {r['valid_before']}  ({r['key']})"
+                      for r in retired]
+        else:
+            lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+@group.command("rotate")
+@click.argument("actor_id")
+@click.option("--pubkey", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The external actor's new ssh-ed25519 public key file.")
+@click.option("--hosted", is_flag=True, help="The hub makes the hosted actor's new key.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
+           as_json: bool) -> None:
+    """Give ACTOR_ID a new key; the old one verifies only what it signed before now."""
+    from aismm import registry
+
+    hub = hub_from(ctx)
+    key_text = pubkey.read_text() if pubkey else None
+    if key_text is not None:
+        from aismm.signing import parse_public_key
+
+        key_text = parse_public_key(key_text, str(pubkey))
+    actor = registry.rotate_actor(hub, actor_id, key_text, hosted)
+    data = _describe(hub, actor)
+    retired = actor.retired_keys[-1]
+    emit(data, as_json, f"Rotated the key of {actor.id}: now {data['fingerprint']}; the old "
+         f"key verifies only commits dated up to {retired.valid_before}"
+         + (f"\n  key file: {data['key_file']}" if actor.hosted else ""))
+
+
+@group.command("revoke")
+@click.argument("actor_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def revoke(ctx: click.Context, actor_id: str, as_json: bool) -> None:
+    """Revoke ACTOR_ID for good; its key verifies only what it signed before now."""
+    from aismm import registry
+
+    hub = hub_from(ctx)
+    actor = registry.revoke_actor(hub, actor_id)
+    emit(_describe(hub, actor), as_json,
+         f"Revoked {actor.id} at {actor.revoked_at}; pushes it signs are refused from now on")
 
 
 def register(cli: click.Group) -> None:
