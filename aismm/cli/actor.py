@@ -51,8 +51,8 @@ def _describe(hub: object, actor: object) -> dict[str, object]:
     data["state"] = "revoked" if actor.revoked else "active"
     data["fingerprint"] = fingerprint(actor.key)
     data["rotated_keys"] = len(actor.retired_keys)
-    for entry, retired in zip(data["retired_keys"], actor.retired_keys):  # type: ignore[call-overload]
-        entry["fingerprint"] = fingerprint(retired.key)
+    data["retired_keys"] = [{**r.model_dump(mode="json"), "fingerprint": fingerprint(r.key)}
+                            for r in actor.retired_keys]
     data["key_file"] = (str(hub.key_path(actor.id))  # type: ignore[attr-defined]
                         if actor.hosted and not actor.revoked else None)
     return data
