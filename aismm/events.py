@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aismm.clock import iso
+from aismm.errors import SandboxError
 from aismm.store import Store, worker_id
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ def _drain(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
             mine = only_repo is None or event.repo == only_repo
             try:
                 result, out = lifecycle.handle_event(hub, event)
+            except SandboxError:
+                # the hub cannot run agent code here: its fault, not the event's. Nothing was
+                # committed for it; the event stays pending for when the sandbox works again.
+                store.release(event.id)
+                raise
             except Exception as exc:  # noqa: BLE001 - one bad event must not block the others
                 reason = _reason(exc)
                 line = _failed_line(event.repo, event.ref, event.id, reason)

@@ -193,8 +193,12 @@ def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None =
     norm = [(_norm(old), _norm(new), ref) for old, new, ref in updates]
     is_registry = repo.path.resolve() == hub.registry_path.resolve()
     reg_repo = repo if is_registry else Repo(hub.registry_path)
+    # The registry a registry update is judged against is the one it builds on (its old value),
+    # never the value being judged: a write that skipped the hooks cannot vouch for itself.
+    base = next((old for old, _new, ref in norm if ref == MAIN and old), None) \
+        if is_registry else None
     try:
-        registry = snapshot(reg_repo)
+        registry = snapshot(reg_repo, base)
     except AismmError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt registry must fail closed
@@ -258,8 +262,9 @@ def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]]
             continue
         if not j.fast_forward(old, new, ref) or new is None:
             continue
-        known = [t for t in j.repo.refs().values()]
-        commits = j.repo.new_commits(new, known)
+        # only what the update's old value already holds is known: judged after the fact, the
+        # ref itself already points at the new commits
+        commits = j.repo.new_commits(new, [old] if old else [])
         current = j.repo.ref(MAIN)
         grown = j.repo.count_paths(current, 1 << 40, 1 << 20) if current else 0
         j.bounded(ref, commits, grown + j.hub.config.limits.max_files)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aismm.errors import AismmError, GateRejection
+from aismm.errors import AismmError, GateRejection, SandboxError
 
 __all__ = ["install", "main", "hub_of", "handle", "MARKER", "SOCKET"]
 
@@ -81,6 +81,11 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
         from aismm.gate import rejection_lines
 
         return 1, rejection_lines(exc)
+    except SandboxError as exc:  # the hub's fault: nothing was judged or committed for it
+        if name == "pre-receive":
+            return 1, [f"aismm: {exc}"]
+        return 0, [f"aismm: {exc}", "aismm: the push landed but was not assessed; fix the "
+                   "sandbox, then run `aismm process`"]
     except AismmError as exc:
         return 1, f"aismm: {exc}".splitlines()
     except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
@@ -102,9 +107,10 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
     hub = (hubs or {}).get(root) or Hub(root)
     updates = _updates(request["stdin"].encode())
     if request["hook"] == "pre-receive":
-        from aismm import gate
+        from aismm import gate, judged
         from aismm.git import Repo
 
+        judged.ensure_registry(hub)  # keys and manifests as judged, never a hook-skipping write
         repo = Repo(git_dir)
         if request.get("object_dir"):
             repo.add_objects(request["object_dir"])

@@ -46,6 +46,10 @@ class _Activity:
             self._busy[repo] -= 1
             self._seen[repo] += 1
 
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._busy)
+
     def stamp(self, repo: str) -> tuple[int, int]:
         """(requests in flight, requests begun or ended so far) for one repository."""
         with self._lock:
@@ -68,7 +72,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 for line in str(request.get("stdin", "")).splitlines():
                     parts = line.split()
                     if len(parts) == 3:
-                        server.approved.add((repo, parts[2], parts[1]))
+                        server.approved.add((repo, parts[2], parts[0], parts[1]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             code, lines = 1, [f"aismm: malformed hook request ({exc}); refused"]
         finally:
@@ -85,88 +89,32 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, hub: "Hub", lock: threading.Lock) -> None:
         self.hub = hub
         self.lock = lock
-        self.approved: set[tuple[str, str, str]] = set()  # (repo, ref, new) the gate passed
+        self.approved: set[tuple[str, str, str, str]] = set()  # (repo, ref, old, new) judged
         self.activity = _Activity()
         super().__init__(path, _Handler)
 
 
-def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str]] | None = None,
+def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str, str]] | None = None,
            activity: _Activity | None = None, reported: set[str] | None = None) -> None:
-    """Judge ref moves the ref-state log (the outbox) never saw; restore what the gate rejects.
+    """Judge every ref move the ref-state log never saw, the registry's included; restore what
+    the gate rejects (:func:`aismm.judged.sweep`).
 
-    A repository with a hook request in flight (``activity``) is skipped until the next pass.
-    Trouble with one repository is logged (once per distinct message when ``reported`` is
-    given) and never stops the scan of the others.
+    A repository with a hook request in flight (``activity``) is skipped until the next pass:
+    its refs move just before they are logged. Trouble with one repository is logged (once per
+    distinct message when ``reported`` is given) and never stops the scan of the others.
     """
-    from aismm.mission import mission_ids
-    from aismm.store import Store
+    from aismm import judged
 
-    def once(text: str) -> None:
+    busy = {name for name in (activity.names() if activity is not None else [])
+            if activity is not None and activity.stamp(name)[0]}
+    for line in judged.sweep(hub, approved or set(), skip=busy):
+        text = line.removeprefix("aismm: ")
         if reported is None or text not in reported:
             log(text)
             if reported is not None:
                 reported.add(text)
-
-    with Store(hub.db_path) as store:
-        known = store.last_known()
-    for mission_id in mission_ids(hub, sandbox=True):
-        name = f"missions/{mission_id}.git"
-        if not known.get(name):
-            continue  # created before the log existed (or mid-creation): nothing to compare
-        try:
-            _rescan_one(hub, mission_id, name, known[name], log, once, approved or set(),
-                        activity)
-        except Exception as exc:  # noqa: BLE001 - one broken repository must not stop the rest
-            once(f"error: {mission_id}: rescan failed ({type(exc).__name__}: {exc})")
-
-
-def _rescan_one(hub: "Hub", mission_id: str, name: str, recorded: dict[str, str], log: Log,
-                once: Log, approved: set[tuple[str, str, str]], activity: _Activity | None
-                ) -> None:
-    from aismm import events, gate
-    from aismm.git import ZERO, Repo
-    from aismm.store import Store
-
-    stamp = activity.stamp(name) if activity is not None else (0, 0)
-    if stamp[0]:
-        return  # a push is being handled: its refs move before they are logged
-    repo = Repo(hub.mission_path(mission_id))
-    current = repo.refs()
-    moved = [ref for ref in sorted(set(current) | set(recorded))
-             if (recorded.get(ref) if recorded.get(ref) != ZERO else None) != current.get(ref)
-             and (name, ref, str(current.get(ref))) not in approved]
-    if not moved:
-        return
-    with Store(hub.db_path) as store:  # read again: a writer may have logged its move meanwhile
-        recorded = store.last_known().get(name, {})
-    if activity is not None and activity.stamp(name) != stamp:
-        return  # a push came and went meanwhile: look again on the next pass
-    for ref in moved:
-        old, new = recorded.get(ref), current.get(ref)
-        if old == ZERO:
-            old = None
-        if old == new:
-            continue
-        if old is not None and not repo.exists(old):
-            once(f"error: {mission_id} {ref}: the ref-state log names {old[:12]}, which is "
-                 "not in the repository (a bad event?); left as is")
-            continue
-        if new is None:
-            assert old is not None
-            repo.update_ref(ref, old, None, "aismm serve: restored a deleted ref")
-            log(f"restored deleted {mission_id} {ref} at {old[:12]}")
-            continue
-        try:
-            gate.judge(hub, repo, [(old, new, ref)])
-        except GateRejection as exc:
-            if old is None:
-                repo.delete_ref(ref, new)
-            else:
-                repo.update_ref(ref, old, new, "aismm serve: restored after a rejection")
-            log(f"restored {mission_id} {ref} to {str(old)[:12]}: {exc.problems[0]}")
-            continue
-        events.record(hub, repo.path, [(old or ZERO, new, ref)], None)
-        log(f"recorded an unreported update of {mission_id} {ref}")
+    if approved:  # forget approvals the log now holds (or that were overtaken)
+        approved.clear()
 
 
 class Server:
@@ -178,7 +126,7 @@ class Server:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.socket_path = hub.root / "run" / "aismm.sock"
-        self.approved: set[tuple[str, str, str]] = set()
+        self.approved: set[tuple[str, str, str, str]] = set()
         self.activity: _Activity | None = None
         self.reported: set[str] = set()  # problems already logged (logged once, not per pass)
         self.stragglers = 0  # outbox ids pending since the previous full pass

@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (repo, ref, old, new)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, id);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL, ref TEXT NOT NULL, found TEXT, restored TEXT,
+    reason TEXT NOT NULL, at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS executions (
     id TEXT PRIMARY KEY, agent TEXT NOT NULL, agent_owner TEXT NOT NULL,
     client TEXT NOT NULL, client_owner TEXT NOT NULL, contract TEXT NOT NULL,
@@ -188,6 +193,12 @@ class Store:
                 out[who] = out.get(who, 0) + 1
         return out
 
+    def release(self, event_id: int) -> None:
+        """Give a claimed event back, still pending (the hub could not process it; its fault)."""
+        with self._tx():
+            self.conn.execute("UPDATE events SET claimed_by = NULL, claimed_at = NULL "
+                              "WHERE id = ? AND status = 'pending'", (event_id,))
+
     def finish(self, event_id: int, result: dict[str, Any], done_at: str,
                status: str = "done") -> None:
         with self._tx():
@@ -234,6 +245,27 @@ class Store:
         for repo, ref, new in self.conn.execute("SELECT repo, ref, new FROM events ORDER BY id"):
             out.setdefault(repo, {})[ref] = new
         return out
+
+    def last_values(self, repo: str) -> dict[str, str]:
+        """The latest recorded value of every ref of one repository (the judged state)."""
+        return {str(ref): str(new) for ref, new in self.conn.execute(
+            "SELECT ref, new FROM events WHERE id IN "
+            "(SELECT max(id) FROM events WHERE repo = ? GROUP BY ref)", (repo,))}
+
+    def record_incident(self, repo: str, ref: str, found: str | None, restored: str | None,
+                        reason: str, at: str) -> None:
+        """Note a ref write that skipped the gate and was refused and put back."""
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO incidents (repo, ref, found, restored, reason, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (repo, ref, found, restored, reason, at))
+
+    def incidents(self, repo: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, repo, ref, found, restored, reason, at FROM incidents"
+        rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
+                                 (repo,) if repo else ()).fetchall()
+        keys = ("id", "repo", "ref", "found", "restored", "reason", "at")
+        return [dict(zip(keys, row)) for row in rows]
 
     def ref_history(self, repo: str, ref: str) -> list[tuple[str, str]]:
         """Every value the log recorded for one ref, oldest first: (new, created) pairs."""

@@ -4,8 +4,10 @@ hub — with the hub outside /tmp, where a private /tmp would not hide it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +107,55 @@ def test_a_hosted_agent_sees_no_hub(kit: Kit, tmp_path: Path) -> None:
     assert seen[f"{hub.root}/keys/platform.key"] is False and seen[f"{hub.root}/hub.db"] is False
     assert "var" not in seen["root"]
     del registry
+
+
+BROKEN = "namespaces" if os.geteuid() == 0 else "namespaces+uid"  # a level that cannot work here
+
+
+def test_a_broken_sandbox_is_a_hub_fault_never_the_agents(kit: Kit, monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from aismm.store import Store
+    from hubkit import GOLDEN
+
+    hub = kit.hub
+    created = kit.mission(("ext",), "T1")
+    clone = kit.clone(created, "attempts/ext")
+    clone.commit(kit.key("ext"), "deliver", {"deliverable/findings.json": GOLDEN.read_bytes()})
+    monkeypatch.setenv("AISMM_SANDBOX", BROKEN)
+    push = clone.push("attempts/ext")
+
+    assert push.returncode == 0, push.text  # the push itself was judged and landed
+    assert f"aismm: sandbox: isolation '{BROKEN}' does not work here" in push.text
+    assert "the push landed but was not assessed" in push.text
+    repo = Repo(created.path)
+    tip = repo.ref("refs/heads/attempts/ext")
+    assert repo.read(tip, "verdicts/platform.yaml") is None  # no verdict for a hub fault
+    with Store(hub.db_path) as store:
+        name = f"missions/{created.doc.id}.git"
+        assert [e["status"] for e in store.events(name) if e["new"] == tip] == ["pending"]
+        assert not [r for r in store.executions() if r["mission"] == created.doc.id]
+
+    cli = subprocess.run([sys.executable, "-m", "aismm", "--hub", str(hub.root), "process"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "AISMM_SANDBOX": BROKEN})
+    assert cli.returncode == 3 and cli.stdout == ""
+    assert cli.stderr.startswith(f"aismm: sandbox: isolation '{BROKEN}' does not work here")
+    assert len(cli.stderr.splitlines()) == 1
+    assert repo.read(repo.ref("refs/heads/attempts/ext"), "verdicts/platform.yaml") is None
+
+    monkeypatch.delenv("AISMM_SANDBOX")
+    fixed = subprocess.run([sys.executable, "-m", "aismm", "--hub", str(hub.root), "process"],
+                           capture_output=True, text=True, check=False)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "platform DoD on ext: PASS" in fixed.stdout
+
+
+def test_hub_init_with_reference_agents_stops_before_anything_on_a_broken_sandbox(
+        tmp_path: Path) -> None:
+    target = tmp_path / "hub"
+    done = subprocess.run([sys.executable, "-m", "aismm", "hub", "init", str(target),
+                           "--with-reference-agents"], capture_output=True, text=True,
+                          check=False, env={**os.environ, "AISMM_SANDBOX": BROKEN})
+    assert done.returncode == 3 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("aismm: sandbox: ")
+    assert not target.exists() and list(tmp_path.iterdir()) == []

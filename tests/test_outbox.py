@@ -47,9 +47,9 @@ def _delivery(kit: Kit) -> tuple[str, str, str]:
     created = kit.mission(("bob",), tier="T1")
     clone = kit.clone(created, "attempts/bob")
     old = clone.rev("HEAD")
-    clone.deliver(kit.key("bob"), findings())
+    events.process(kit.hub)  # start from an empty outbox (before the landing: processing
+    clone.deliver(kit.key("bob"), findings())  # judges and logs any unlogged move it sees)
     clone.land("attempts/bob")
-    events.process(kit.hub)  # start from an empty outbox
     return f"missions/{created.doc.id}.git", old, clone.rev("HEAD")
 
 

@@ -120,7 +120,7 @@ def test_ref_moved_behind_the_gates_back_is_restored(served) -> None:  # type: i
     git("-C", bare, "update-ref", "refs/heads/attempts/me", forged)
     assert _wait(lambda: git("-C", bare, "rev-parse", "attempts/me").stdout.strip()
                  == created.main), log.read_text()
-    assert _wait(lambda: "restored" in log.read_text())
+    assert _wait(lambda: "incident: a write that skipped the gate was refused" in log.read_text())
     assert "agent me may write only under deliverable/" in log.read_text()
 
 
@@ -138,7 +138,7 @@ def test_deleted_ref_is_restored(served) -> None:  # type: ignore[no-untyped-def
     git("-C", bare, "update-ref", "-d", "refs/heads/accepted")
     assert _wait(lambda: git("-C", bare, "rev-parse", "--verify", "-q", "accepted",
                              check=False).stdout.strip() == created.main), log.read_text()
-    assert "restored deleted" in log.read_text()
+    assert "deleted without the gate" in log.read_text()
 
 
 def test_a_poison_event_does_not_stop_the_server(served) -> None:  # type: ignore[no-untyped-def]
