@@ -46,10 +46,11 @@ def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes 
             raise MissionError(f"{agent}: no attempt branch; assign the agent first")
         if expect_tree is not None and repo.subtree_id(old, "deliverable") != expect_tree:
             raise ConflictError(f"{ref}: the deliverable changed meanwhile; judge the new one")
-        tree = repo.build_tree(repo.tree_of(old), files)
-        new = repo.write_commit(tree=tree, parents=[old], message=message, key=key,
-                                who=registry.identity(signer), when=hub.clock.now())
-        gate.judge(hub, repo, [(old, new, ref)])
+        with repo.quarantine():  # a refused write leaves no object behind
+            tree = repo.build_tree(repo.tree_of(old), files)
+            new = repo.write_commit(tree=tree, parents=[old], message=message, key=key,
+                                    who=registry.identity(signer), when=hub.clock.now())
+            gate.judge(hub, repo, [(old, new, ref)])
         try:
             repo.update_ref(ref, new, old)
         except ConflictError:

@@ -47,6 +47,9 @@ def default_clock() -> Clock:
     return FixedClock(fixed) if fixed else SystemClock()
 
 
+MAX_DURATION_TEXT = "P36525D"
+MAX_DURATION = dt.timedelta(days=36525)  # 100 years: any instant plus it is still a date
+
 _DURATION = re.compile(
     r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
 )
@@ -58,10 +61,17 @@ def parse_duration(text: str) -> dt.timedelta:
     if not match or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration like P3D or PT2H")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    return dt.timedelta(
+    too_long = ValueError(f"{text!r} is longer than {MAX_DURATION_TEXT} (100 years); give a "
+                          "shorter duration")
+    if any(value > 10 * MAX_DURATION.total_seconds() for value in parts.values()):
+        raise too_long  # before timedelta sees it: a huge count would overflow it
+    span = dt.timedelta(
         days=parts.get("d", 0), hours=parts.get("h", 0),
         minutes=parts.get("m", 0), seconds=parts.get("s", 0),
     )
+    if span > MAX_DURATION:
+        raise too_long
+    return span
 
 
 def iso(moment: dt.datetime) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +67,37 @@ class TagInfo:
     message: str
     signature: bytes | None
     payload: bytes | None
+
+
+def _settle_file(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target`` unless something is there already (as git's
+    finalize_object_file: a hard link, or a rename where links are not supported)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass
+    except OSError:
+        if not target.exists():
+            os.rename(source, target)
+
+
+def _migrate(incoming: Path, objects: Path) -> None:
+    """Move a quarantine's objects into the store: loose objects (an object the store got
+    meanwhile is kept as it is), then packs with their ``.idx`` last, as git does."""
+    try:
+        for fan in sorted(incoming.iterdir()):
+            if fan.name == "pack" or not fan.is_dir():
+                continue
+            for loose in sorted(fan.iterdir()):
+                (objects / fan.name).mkdir(exist_ok=True)
+                _settle_file(loose, objects / fan.name / loose.name)
+        packs = incoming / "pack"
+        if packs.is_dir():
+            for part in sorted(packs.iterdir(), key=lambda p: (p.suffix == ".idx", p.name)):
+                _settle_file(part, objects / "pack" / part.name)
+    except OSError as exc:
+        raise RepositoryError(f"{objects}: cannot move new objects in ({exc.strerror or exc}); "
+                              "check the disk and permissions, then retry") from exc
 
 
 def _sig(who: Identity, when: dt.datetime) -> pygit2.Signature:
@@ -351,6 +386,43 @@ class Repo:
         return files
 
     # -- writing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def quarantine(self) -> Iterator[None]:
+        """Objects written in this block stay out of the object store until it ends cleanly.
+
+        Like git's receive quarantine: for the block, this Repo writes new objects into a
+        temporary directory beside ``objects/`` (reading the store through it as an
+        alternate), so the gate can judge them. When the block ends without an exception they
+        move into the store (before any ref may name them); when it raises (the gate refused,
+        a conflict, an interrupt) the directory is deleted and the repository holds exactly
+        the objects it held before, not even a dangling commit. Objects the store already has
+        are never written again, so nothing that existed before is ever touched.
+        """
+        objects = Path(self._r.path) / "objects"
+        outer = self._r
+        try:
+            incoming = Path(tempfile.mkdtemp(prefix="tmp_objdir-aismm-", dir=objects))
+        except OSError as exc:
+            raise RepositoryError(f"{objects}: cannot make a quarantine ({exc.strerror or exc}); "
+                                  "check the disk and permissions") from exc
+        try:
+            try:
+                inner = pygit2.Repository(str(self.path), RepositoryOpenFlag.NO_SEARCH)
+                odb = pygit2.Odb(str(incoming))
+                odb.add_disk_alternate(str(objects))
+                inner.set_odb(odb)
+            except pygit2.GitError as exc:
+                raise RepositoryError(f"{self.path}: cannot open a quarantine ({exc}); "
+                                      "retry") from exc
+            self._r = inner
+            try:
+                yield
+            finally:
+                self._r = outer
+            _migrate(incoming, objects)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+
     def write_blob(self, data: bytes) -> str:
         return str(self._r.create_blob(data))
 

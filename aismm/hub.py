@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -140,10 +141,24 @@ class Hub:
         root = Path(root).resolve()
         if (root / "hub.yaml").exists():
             raise UsageError(f"{root}: already a hub; use it with --hub {root} or pick a new DIR")
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"{root}: not a folder; pick a new or empty DIR")
         if root.exists() and any(root.iterdir()):
             raise UsageError(f"{root}: folder is not empty; pick a new or empty DIR")
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
+        above = next((p for p in root.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"{root}: {above} is a file, not a folder; pick a DIR under a "
+                             "folder")
+        made = [p for p in root.parents if not p.exists()]
+        try:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
+        except OSError as exc:
+            for folder in made:  # the folders this call made, deepest first; nothing else
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise UsageError(f"{root}: cannot create the hub here ({exc.strerror or exc}); "
+                             "pick a DIR in a folder you can write") from exc
         try:
             for sub in ("missions", "keys", "run"):
                 (staging / sub).mkdir()

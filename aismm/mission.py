@@ -189,8 +189,11 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
                             f"{contract.pricing.min}-{contract.pricing.max}; pick a price in it")
     try:
         span = parse_duration(deadline or contract.sla.deadline)
-    except ValueError as exc:
-        raise UsageError(f"--deadline {deadline}: {exc}") from exc
+        iso(hub.clock.now() + span)
+    except (ValueError, OverflowError) as exc:
+        where = f"--deadline {deadline}" if deadline else f"{contract.ref}: sla.deadline"
+        raise UsageError(f"{where}: {exc}" if isinstance(exc, ValueError) else
+                         f"{where}: ends after the year 9999; give a shorter duration") from exc
     input_files = read_inputs(inputs)
     check_inputs(contract, files, input_files, inputs)
     if key is None:

@@ -111,10 +111,11 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
     old = repo.ref(MAIN)
     key = key or hub.hosted_key(signer)
     base = repo.tree_of(old) if old else None
-    tree = repo.build_tree(base, files)
-    new = repo.write_commit(tree=tree, parents=[old] if old else [], message=message, key=key,
-                            who=identity(signer), when=hub.clock.now())
-    gate.judge(hub, repo, [(old, new, MAIN)])
+    with repo.quarantine():  # a refused write leaves no object behind
+        tree = repo.build_tree(base, files)
+        new = repo.write_commit(tree=tree, parents=[old] if old else [], message=message,
+                                key=key, who=identity(signer), when=hub.clock.now())
+        gate.judge(hub, repo, [(old, new, MAIN)])
     repo.update_ref(MAIN, new, old)
     return new
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 from aismm.actor import Actor, Manifest
 from aismm.contract import Contract
 from aismm.document import MissionDoc, Request, Verdict
+from aismm.errors import UsageError
 
 __all__ = ["MODELS", "render", "write_all"]
 
@@ -28,10 +30,36 @@ def render(name: str) -> str:
 
 
 def write_all(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in sorted(MODELS):
-        path = directory / f"{name}.schema.json"
-        path.write_text(render(name))
-        out.append(path)
-    return out
+    """Write every schema into ``directory`` (made if missing); the files written.
+
+    Bad input (a path under a file, a folder that cannot be written) is one UsageError, and
+    leaves behind no folder or file this call made.
+    """
+    texts = {directory / f"{name}.schema.json": render(name) for name in sorted(MODELS)}
+    above = next((p for p in [directory, *directory.parents] if p.exists()), None)
+    if above is not None and not above.is_dir():
+        where = "is a file" if above == directory else f"is under {above}, a file"
+        raise UsageError(f"{directory}: {where}, not a folder; pass a folder to write into")
+    made = [p for p in [directory, *directory.parents] if not p.exists()]
+    written: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, text in texts.items():
+            if path.is_dir() or path.is_symlink():
+                raise UsageError(f"{path}: in the way (a folder or symbolic link); move it "
+                                 "aside or pick another folder")
+            existed = path.exists()
+            path.write_text(text)
+            if not existed:
+                written.append(path)
+    except (OSError, UsageError) as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(f"{directory}: cannot write the schemas ({exc.strerror or exc}); "
+                         "pick a folder you can write") from exc
+    return list(texts)

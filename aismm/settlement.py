@@ -54,10 +54,11 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
     old = repo.ref(ACCEPTED)
     assert old is not None
     message = f"Merge branch 'attempts/{agent}' into accepted\n\nAccepted by {signer}.\n"
-    new = repo.write_commit(tree=repo.tree_of(head), parents=[old, head], message=message,
-                            key=key or hub.hosted_key(signer), who=registry.identity(signer),
-                            when=hub.clock.now())
-    gate.judge(hub, repo, [(old, new, ACCEPTED)])
+    with repo.quarantine():  # a refused merge leaves no object behind
+        new = repo.write_commit(tree=repo.tree_of(head), parents=[old, head], message=message,
+                                key=key or hub.hosted_key(signer),
+                                who=registry.identity(signer), when=hub.clock.now())
+        gate.judge(hub, repo, [(old, new, ACCEPTED)])
     repo.update_ref(ACCEPTED, new, old)
     _crash_point("after-merge")
     from aismm import events
@@ -191,10 +192,11 @@ def _fee_on_refund(tier: str, reason: str, fee: int) -> int:
 def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) -> str:
     name = ref.rsplit("/", 1)[1]
     platform = hub.config.platform
-    tag = repo.write_tag(target=target, name=name, message=f"{name}\n\n{dump_yaml(body)}",
-                         key=hub.hosted_key(platform), who=registry.identity(platform),
-                         when=hub.clock.now())
-    gate.judge(hub, repo, [(None, tag, ref)])
+    with repo.quarantine():  # a refused tag leaves no object behind
+        tag = repo.write_tag(target=target, name=name, message=f"{name}\n\n{dump_yaml(body)}",
+                             key=hub.hosted_key(platform), who=registry.identity(platform),
+                             when=hub.clock.now())
+        gate.judge(hub, repo, [(None, tag, ref)])
     try:
         repo.update_ref(ref, tag, None)
     except ConflictError:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
 
 from aismm.errors import AismmError
 
-__all__ = ["main", "cli", "emit", "hub_from"]
+__all__ = ["main", "cli", "emit", "hub_from", "read_text"]
 
 
 class Context:
@@ -42,6 +44,25 @@ def emit(data: Any, as_json: bool, text: str | None = None) -> None:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     elif text is not None:
         click.echo(text)
+
+
+def read_text(path: Path, option: str, limit: int = 1 << 20) -> str:
+    """A small UTF-8 text file named on the command line, or one UsageError naming it."""
+    from aismm.errors import UsageError
+
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot read ({exc.strerror or exc}); check the "
+                         "path") from exc
+    if len(data) > limit:
+        raise UsageError(f"{option} {path}: larger than {limit} bytes; pass the right file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{option} {path}: not UTF-8 text (byte {exc.start}); pass a text "
+                         "file") from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,6 +91,49 @@ def _register() -> None:
 _register()
 
 
+_QUOTED = re.compile(r"'(-{1,2}[A-Za-z0-9][\w-]*|[A-Z][A-Z0-9_]*)'")
+
+
+def _command_path(argv: list[str]) -> str:
+    """The command an argument list names (``aismm mission create``), read off its words."""
+    path, command, words = ["aismm"], cli, iter(argv)
+    for word in words:
+        if not isinstance(command, click.Group):
+            break
+        if word.startswith("-"):
+            option = next((p for p in command.params if isinstance(p, click.Option)
+                           and word.partition("=")[0] in p.opts), None)
+            if option is not None and not option.is_flag and "=" not in word:
+                next(words, None)
+            continue
+        sub = command.commands.get(word)
+        if sub is None:
+            break
+        path.append(word)
+        command = sub
+    return " ".join(path)
+
+
+def usage_line(exc: click.ClickException, argv: list[str] | None = None) -> str:
+    """One ``aismm: <command>: <what>; see aismm <command> --help`` line for an error click
+    found while parsing (missing argument or option, unknown option or command, bad value)."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else _command_path(
+        sys.argv[1:] if argv is None else argv)
+    where = path.removeprefix("aismm").strip() or "usage"
+    fix = f"see {path} --help"
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        command = ctx.command if ctx is not None else None
+        names = ", ".join(command.list_commands(ctx)) if isinstance(command, click.Group) else ""
+        what = f"missing command{f' (one of {names})' if names else ''}"
+        return f"aismm: {where}: {what}; {fix}"
+    text = " ".join(exc.format_message().split())
+    text = _QUOTED.sub(r"\1", text).replace(". (", " (")
+    text = text.rstrip(".").replace("(Did you mean", "(did you mean")
+    what = text[:1].lower() + text[1:] if text[1:2].islower() or not text[1:2] else text
+    return f"aismm: {where}: {what}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code, in this one place."""
     debug = os.environ.get("AISMM_DEBUG") == "1"
@@ -81,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aismm: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"aismm: {exc.format_message()}", err=True)
+        click.echo(usage_line(exc, argv), err=True)
         sys.exit(2)
     except AismmError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aismm.cli import emit, hub_from
+from aismm.cli import emit, hub_from, read_text
 
 
 @click.group("actor")
@@ -31,7 +31,7 @@ def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | 
     from aismm import registry
 
     hub = hub_from(ctx)
-    key_text = pubkey.read_text() if pubkey else None
+    key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
         from aismm.signing import parse_public_key
 
@@ -115,7 +115,7 @@ def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
     from aismm import registry
 
     hub = hub_from(ctx)
-    key_text = pubkey.read_text() if pubkey else None
+    key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
         from aismm.signing import parse_public_key
 

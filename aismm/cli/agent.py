@@ -85,6 +85,26 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
                         "improve the agent and assess again")
 
 
+def _known_filters(hub: object, contract: str | None, role: str | None) -> None:
+    """A filter naming no published contract or no role is bad input, not an empty answer."""
+    from typing import get_args
+
+    from aismm import registry
+    from aismm.actor import Role
+    from aismm.errors import ContractError, UsageError
+
+    if contract is not None:
+        try:
+            registry.resolve_contract(hub, contract)  # type: ignore[arg-type]
+        except ContractError as exc:
+            known = sorted(registry.contracts(hub))  # type: ignore[arg-type]
+            raise UsageError(f"--contract {contract}: no such published contract; use one of "
+                             f"{', '.join(known) or '(none published)'} (the version is "
+                             "optional)") from exc
+    if role is not None and role not in get_args(Role):
+        raise UsageError(f"--role {role}: not a role; use one of {', '.join(get_args(Role))}")
+
+
 @group.command("list")
 @click.option("--contract", help="Only agents serving this contract.")
 @click.option("--role", help="Only agents with this role.")
@@ -94,7 +114,9 @@ def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: b
     """The marketplace listing with reputation figures."""
     from aismm import market
 
-    rows = market.listing(hub_from(ctx), contract, role)
+    hub = hub_from(ctx)
+    _known_filters(hub, contract, role)
+    rows = market.listing(hub, contract, role)
     fmt = "{:<20} {:<10} {:<7} {:>6} {:>8} {:>8} {:>10} {:>6} {:>6} {:>7} {:>5}"
     lines = [fmt.format("agent", "status", "badge", "price", "quality", "p50 s", "cost/acc",
                         "stars", "rank", "trend", "n")]
@@ -117,7 +139,9 @@ def rank(ctx: click.Context, contract: str, client: str | None, as_json: bool) -
     """Rank listed agents for a contract, showing every input of the routing score."""
     from aismm import market
 
-    rows = market.ranking(hub_from(ctx), contract, client)
+    hub = hub_from(ctx)
+    _known_filters(hub, contract, None)
+    rows = market.ranking(hub, contract, client)
     lines = []
     for r in rows:
         if r["eligible"]:

@@ -65,9 +65,15 @@ def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, pri
 @click.pass_context
 def list_(ctx: click.Context, state: str | None, agent: str | None, as_json: bool) -> None:
     """List missions with their state."""
-    from aismm import lifecycle
+    from aismm import lifecycle, registry
+    from aismm.errors import UsageError
 
     hub = hub_from(ctx)
+    if state is not None and state not in lifecycle.STATES:
+        raise UsageError(f"--state {state}: not a mission state; use one of "
+                         f"{', '.join(lifecycle.STATES)}")
+    if agent is not None:
+        registry.actor(hub, agent)  # an unknown agent is bad input, not an empty list
     rows = lifecycle.list_missions(hub, state=state, agent=agent)
     emit(rows, as_json, "\n".join(
         f"{r['id']:<28} {r['state']:<20} {r['contract']:<30} {r['tier']} "
@@ -165,6 +171,23 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
         raise Rejection("\n".join(failed))
 
 
+def _reason(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--reason``: the text a request file records, within the request schema's limits."""
+    from aismm.document import Request
+    from aismm.errors import UsageError
+
+    if value is None:
+        return value
+    limit = next(m.max_length for m in Request.model_fields["reason"].metadata
+                 if getattr(m, "max_length", None) is not None)
+    if not value.strip():
+        raise UsageError("--reason: empty; say in a sentence what is wrong with the delivery")
+    if len(value) > limit:
+        raise UsageError(f"--reason: {len(value)} characters exceed the limit of {limit}; "
+                         "shorten it")
+    return value
+
+
 @group.command("run")
 @click.argument("mission_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -177,7 +200,7 @@ def run(ctx: click.Context, mission_id: str, as_json: bool) -> None:
 @group.command("rework")
 @click.argument("mission_id")
 @click.option("--attempt", required=True, help="The agent whose attempt needs rework.")
-@click.option("--reason", required=True, help="What to change.")
+@click.option("--reason", required=True, callback=_reason, help="What to change.")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -190,7 +213,8 @@ def rework(ctx: click.Context, mission_id: str, attempt: str, reason: str, key: 
 @group.command("escalate")
 @click.argument("mission_id")
 @click.option("--attempt", required=True, help="The attempt in dispute.")
-@click.option("--reason", required=True, help="Why the client disputes it.")
+@click.option("--reason", required=True, callback=_reason,
+              help="Why the client disputes it.")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context

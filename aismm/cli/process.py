@@ -45,10 +45,21 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
     _out(settlement.reconcile(hub_from(ctx)), as_json)
 
 
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """``--interval``: a positive, finite number of seconds (not 0, -1, nan or inf), at most a
+    day (timers must still run, and the OS cannot wait for 1e300 seconds)."""
+    import math
+
+    from aismm.errors import UsageError
+
+    if not math.isfinite(value) or not 0 < value <= 86400:
+        raise UsageError(f"--interval {value:g}: not a positive number of seconds up to 86400 "
+                         "(a day); give one like 5 or 0.5")
+    return value
 
 
 @click.command("serve")
-@click.option("--interval", type=float, default=5.0, show_default=True,
+@click.option("--interval", type=float, default=5.0, show_default=True, callback=_seconds,
               help="Seconds between periodic passes (timers, reconciler).")
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 @click.pass_context

@@ -220,7 +220,8 @@ def test_rank(cli: Callable[..., Result]) -> None:
     none = cli("agent", "rank", "--contract", "contract.unit_tests")
     assert (none.code, none.out) == (0, "(no agents)\n")
     usage = cli("agent", "rank")
-    assert usage.code == 2 and "Missing option '--contract'" in usage.err
+    assert (usage.code, usage.err_lines) == (2, [
+        "aismm: agent rank: missing option --contract; see aismm agent rank --help"])
     stranger = cli("agent", "rank", "--contract", CODE_REVIEW, "--client", "nobody")
     assert stranger.code == 2 and stranger.err.startswith("aismm: nobody: unknown actor")
 
