@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import json
 import shutil
 import subprocess
 import threading
@@ -52,14 +52,15 @@ def _agent(hub: Hub, key: Path, work: Path, stop: threading.Event, good: bool) -
             git("clone", "-q", str(hub.mission_path(mid)), str(clone))
             git("switch", "-q", "attempts/ext", cwd=clone)
             shutil.copytree(task / "golden", clone / "deliverable")
-            if not good:
-                (clone / "deliverable" / "schema.json").write_text(
-                    '{"type": "object", "properties": {}, "required": [], '
-                    '"additionalProperties": false}')
+            if not good:  # a valid schema the gate lets through, that rejects every sample
+                path = clone / "deliverable" / "schema.json"
+                schema = json.loads(path.read_text())
+                schema["maxProperties"] = 0
+                path.write_text(json.dumps(schema, indent=2))
             git("add", "deliverable", cwd=clone)
             git("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-q", "-S",
                 "-m", "Deliver", cwd=clone)
-            git("push", "-q", "origin", "attempts/ext", cwd=clone, check=False)
+            git("push", "-q", "origin", "attempts/ext", cwd=clone)  # refused = a broken test
             served.add(mid)
         time.sleep(0.2)
 
