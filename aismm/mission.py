@@ -274,10 +274,17 @@ def mission_ids(hub: "Hub", sandbox: bool = False) -> list[str]:
 
 
 def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
-    """A mission's repository and policy, or a MissionError naming the id."""
+    """A mission's repository and policy, or a MissionError naming the id.
+
+    Its refs (and the registry's) are judged first: whatever moved without the gate is judged
+    now and put back if refused (:mod:`aismm.judged`), so callers read only judged state.
+    """
+    from aismm import judged
+
     path = hub.mission_path(mission_id)
     if not path.is_dir() or mission_id.startswith(".") or "/" in mission_id:
         raise MissionError(f"{mission_id}: no such mission; see `aismm mission list`")
+    judged.ensure_mission(hub, mission_id)
     repo = Repo(path)
     policy = load_policy(repo)
     if policy is None:

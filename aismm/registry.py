@@ -117,6 +117,9 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
                                 key=key, who=identity(signer), when=hub.clock.now())
         gate.judge(hub, repo, [(old, new, MAIN)])
     repo.update_ref(MAIN, new, old)
+    from aismm import events
+
+    events.record(hub, repo.path, [(old or "0" * 40, new, MAIN)], signer)  # the ref-state log
     return new
 
 

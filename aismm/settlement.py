@@ -11,7 +11,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate, registry
+from aismm import gate, judged, registry
 from aismm.clock import iso, parse_duration
 from aismm.document import Request, Verdict
 from aismm.errors import AismmError, ConflictError, MissionError
@@ -211,7 +211,7 @@ def settle(hub: "Hub", mission_id: str) -> list[str]:
     """Pay out an accepted mission exactly once, then tag it ``settled``."""
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
-    merge = repo.ref(ACCEPTED)
+    merge = judged.ensure(hub, f"missions/{mission_id}.git")[0].get(ACCEPTED)  # pays only this
     if merge is None or merge == policy.main:
         raise MissionError(f"{mission_id}: not accepted yet; accept an attempt first")
     head = repo.commit(merge).parents[1]

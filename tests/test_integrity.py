@@ -147,3 +147,145 @@ def test_the_ruling_weighs_a_fresh_independent_review(site: Site, tmp_path: Path
     assert site.git(mid, "cat-file", "-e", f"{head}:verdicts/{fresh}.yaml", check=False
                     ).returncode == 0
     assert "client's reason: not convinced" in ruling["comments"]
+
+
+# -- 1-5. only what the gate judged moves money or state ---------------------------------------
+
+
+def _forge(site: Site, bare: Path, ref: str, clone: Path, rev: str = "HEAD") -> str:
+    """Write ``ref`` in a bare repository the way a hook-skipping tool does; the forged id."""
+    forged = run_git("rev-parse", rev, cwd=clone).stdout.strip()
+    run_git("-C", str(bare), "fetch", "-q", str(clone), forged)  # objects in, no hooks
+    run_git("-C", str(bare), "update-ref", ref, forged)
+    return forged
+
+
+def _incidents(site: Site) -> list[dict[str, object]]:
+    from aismm.store import Store
+
+    with Store(site.hub.db_path) as store:
+        return store.incidents()
+
+
+@pytest.mark.parametrize("command", ["reconcile", "process", "tick"])
+def test_an_unsigned_merge_written_by_the_agent_is_never_paid(site: Site, tmp_path: Path,
+                                                             command: str) -> None:
+    mid = site.create("T1")
+    site.deliver(mid)
+    bare = site.hub.mission_path(mid)
+    clone = tmp_path / "forger"
+    run_git("clone", "-q", str(bare), str(clone))
+    run_git("checkout", "-q", "accepted", cwd=clone)
+    run_git("merge", "-q", "--no-ff", "--no-gpg-sign", "-m", "I accept myself",
+            f"origin/attempts/{AGENT}", cwd=clone)
+    main = site.refs(mid)["refs/heads/main"]
+    funded = site.balances()
+    forged = _forge(site, bare, "refs/heads/accepted", clone)
+
+    result = site.cli(command)
+
+    assert site.refs(mid)["refs/heads/accepted"] == main  # put back
+    assert "refs/tags/settled" not in site.refs(mid)
+    assert site.balances() == funded and site.closure(mid) is None
+    [incident] = [i for i in _incidents(site) if i["found"] == forged]
+    assert (incident["repo"], incident["ref"], incident["restored"]) == (
+        f"missions/{mid}.git", "refs/heads/accepted", main)
+    assert "escrow settled" not in result.out
+
+
+def test_settle_acts_only_on_the_judged_acceptance(site: Site, tmp_path: Path) -> None:
+    from aismm import settlement
+    from aismm.errors import MissionError
+
+    mid = site.create("T1")
+    site.deliver(mid)
+    bare = site.hub.mission_path(mid)
+    clone = tmp_path / "forger"
+    run_git("clone", "-q", str(bare), str(clone))
+    run_git("checkout", "-q", "accepted", cwd=clone)
+    run_git("merge", "-q", "--no-ff", "--no-gpg-sign", "-m", "x", f"origin/attempts/{AGENT}",
+            cwd=clone)
+    _forge(site, bare, "refs/heads/accepted", clone)
+    with pytest.raises(MissionError, match="not accepted yet"):
+        settlement.settle(site.hub, mid)  # the very call a racing reconciler would make
+    assert site.closure(mid) is None
+
+
+def test_a_registry_key_swap_that_skipped_the_gate_never_signs(site: Site, tmp_path: Path) -> None:
+    from aismm.actor import Actor
+    from aismm.model import dump_yaml
+
+    mid = site.create("T1")
+    site.deliver(mid)
+    reg = site.hub.registry_path
+    clone = tmp_path / "registry"
+    run_git("clone", "-q", str(reg), str(clone))
+    agent_key = (site.hub.key_path(AGENT).with_suffix(".pub")).read_text().strip()
+    doc = yaml.safe_load((clone / "actors" / f"{CLIENT}.yaml").read_text())
+    doc["key"] = agent_key  # the agent's key now "belongs" to the client
+    (clone / "actors" / f"{CLIENT}.yaml").write_text(dump_yaml(doc))
+    run_git("commit", "-q", "-am", "swap", "--no-gpg-sign", cwd=clone)
+    logged = run_git("-C", str(reg), "rev-parse", "main").stdout.strip()
+    _forge(site, reg, "refs/heads/main", clone)
+
+    # the agent accepts its own work "as the client", through the normal hooked path
+    work = tmp_path / "accept"
+    run_git("clone", "-q", str(site.hub.mission_path(mid)), str(work))
+    run_git("checkout", "-q", "accepted", cwd=work)
+    run_git("-c", "gpg.format=ssh", "-c", f"user.signingkey={site.hub.key_path(AGENT)}",
+            "merge", "-q", "--no-ff", "-S", "-m", "Accept", f"origin/attempts/{AGENT}", cwd=work)
+    push = run_git("push", "origin", "accepted", cwd=work, env={"AISMM_NOW": site.now()},
+                   check=False)
+
+    assert push.returncode != 0
+    assert run_git("-C", str(reg), "rev-parse", "main").stdout.strip() == logged
+    assert Actor.model_validate(yaml.safe_load(run_git(
+        "-C", str(reg), "show", f"main:actors/{CLIENT}.yaml").stdout)).key != agent_key
+    assert site.closure(mid) is None
+    assert any(i["repo"] == "registry.git" for i in _incidents(site))
+
+
+def test_a_rewind_to_an_earlier_approved_value_is_judged(queued: Site, tmp_path: Path) -> None:
+    from aismm import settlement
+
+    site = queued
+    mid = site.create("T1")
+    clone = _clone(site, mid, tmp_path)
+    _commit(site, clone, site.now(), {"deliverable/findings.json": GOLDEN.read_bytes()})
+    _push(site, clone)
+    delivered = run_git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    events.process(site.hub)  # DoD and review
+    settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
+    logged = site.refs(mid)[f"refs/heads/attempts/{AGENT}"]
+    assert logged != delivered
+    bare = site.hub.mission_path(mid)
+    run_git("-C", str(bare), "update-ref", f"refs/heads/attempts/{AGENT}", delivered)
+
+    result = site.cli("process")
+
+    assert result.code == 0, result.err
+    tip = site.refs(mid)[f"refs/heads/attempts/{AGENT}"]
+    assert run_git("merge-base", "--is-ancestor", logged, tip, cwd=bare, check=False
+                   ).returncode == 0  # put back: the rework request and verdicts stay
+    assert any(i["found"] == delivered and i["restored"] == logged for i in _incidents(site))
+
+
+@pytest.mark.parametrize("command", [("process",), ("tick",), ("reconcile",),
+                                     ("mission", "list")])
+def test_one_damaged_main_is_put_back_and_never_stops_the_hub(site: Site, tmp_path: Path,
+                                                              command: tuple[str, ...]) -> None:
+    damaged, healthy = site.create("T1"), site.create("T1")
+    bare = site.hub.mission_path(damaged)
+    clone = tmp_path / "damage"
+    run_git("clone", "-q", str(bare), str(clone))
+    (clone / "mission.yaml").write_text("garbage: [\n")
+    run_git("commit", "-q", "-am", "break", "--no-gpg-sign", cwd=clone)
+    main = site.refs(damaged)["refs/heads/main"]
+    _forge(site, bare, "refs/heads/main", clone)
+
+    result = site.cli(*command)
+
+    assert result.code == 0, result.err
+    assert site.refs(damaged)["refs/heads/main"] == main
+    if command == ("mission", "list"):
+        assert damaged in result.out and healthy in result.out

@@ -163,25 +163,17 @@ def test_assessment_record_is_a_platform_signed_registry_commit(hub: Hub, agent:
 def test_each_contract_is_judged_by_its_own_thresholds(hub: Hub) -> None:
     # Passes both contracts' DoD, but asks 600 tokens: within code_review's max_cost (1000),
     # above schema_design's (500). Judging every task by the first contract let it through.
-    # Not under /tmp: the sandbox gives agents a private /tmp, and it hides folders that other
-    # users cannot enter (so not under pytest's 0700 tmp_path either).
-    folder = Path(tempfile.mkdtemp(prefix="aismm-test-agents-", dir="/var/tmp"))
-    try:
-        folder.chmod(0o755)
-        script = folder / "multi.py"
-        script.write_text(
-            "import os, runpy, sys\n"
-            "name = os.environ['AISMM_CONTRACT'].partition('@')[0]\n"
-            "module = {'contract.code_review': 'aismm.agents.code_reviewer',\n"
-            "          'contract.schema_design': 'aismm.agents.schema_designer'}[name]\n"
-            "sys.argv = [module]\n"
-            "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
-        script.chmod(0o644)
-        publish(hub, manifest("multi-tool", "beta", price=600, argv=["{python}", str(script)],
-                              contracts=(CODE_REVIEW, "contract.schema_design@1.0.0")))
-        record = market.assess(hub, "multi-tool")
-    finally:
-        shutil.rmtree(folder)
+    # The agent program is given inline (`python -c`): the sandbox shows a run nothing of the
+    # host beyond the interpreter, the package and its own checkout.
+    script = ("import os, runpy, sys\n"
+              "name = os.environ['AISMM_CONTRACT'].partition('@')[0]\n"
+              "module = {'contract.code_review': 'aismm.agents.code_reviewer',\n"
+              "          'contract.schema_design': 'aismm.agents.schema_designer'}[name]\n"
+              "sys.argv = [module]\n"
+              "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
+    publish(hub, manifest("multi-tool", "beta", price=600, argv=["{python}", "-c", script],
+                          contracts=(CODE_REVIEW, "contract.schema_design@1.0.0")))
+    record = market.assess(hub, "multi-tool")
     assert all(t["dod"] == "pass" for t in record["tasks"]) and len(record["tasks"]) == 6
     assert (record["status"], record["badge"]) == ("rejected", None)
     assert record["reasons"] == ["contract.schema_design@1.0.0: price 600 > max_cost 500"]
