@@ -66,8 +66,10 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     market.register_manifest(hub, Manifest(
         id="lint-bot", owner="lintworks", roles=["specialist"],
         contracts=["contract.code_review@1.0.0"], price=300, capacity=4,
-        runtime=Runtime(kind="command", argv=["{python}", "-m", "aismm.agents.code_reviewer"]),
-        description="lintworks' reviewer, built on the open reference code reviewer"),
+        runtime=Runtime(kind="command", argv=["{python}", "-m", "aismm.agents.code_reviewer",
+                                              "--order", "severity"]),
+        description="lintworks' reviewer, built on the open reference code reviewer; lists "
+                    "findings by severity"),
         "lintworks")
     say("   lintworks: lint-bot (a second code reviewer, cheaper)")
     for agent in ("ref-code-reviewer", "lint-bot", "ref-schema-designer", "sloppy-coder"):

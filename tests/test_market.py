@@ -77,8 +77,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         market.register_reference_agents(hub)
         for provider in ("beta", "gamma"):
             registry.add_actor(hub, provider, ["client"], None, None, True)
-        publish(hub, manifest("beta-reviewer", "beta", price=300))
-        publish(hub, manifest("gamma-reviewer", "gamma", price=350))
+        # the same reviewer code, each provider with its own presentation: identical
+        # deliverables from two agents in one mission are refused by the gate
+        reviewer = ["{python}", "-m", "aismm.agents.code_reviewer", "--order"]
+        publish(hub, manifest("beta-reviewer", "beta", price=300, argv=[*reviewer, "severity"]))
+        publish(hub, manifest("gamma-reviewer", "gamma", price=350, argv=[*reviewer, "rule"]))
         for agent in ("beta-reviewer", "gamma-reviewer"):
             assert market.assess(hub, agent)["status"] == "listed"
         registry.add_actor(hub, "carol", ["client"], None, None, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import builtins
 import itertools
+import sys
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -321,8 +322,20 @@ def analyze(source: str, file: str) -> list[Finding]:
     return sorted(unique.values())
 
 
-def review(root: Path) -> dict[str, Any]:
-    """The ``findings.json`` document for the sources under ``root/inputs/src``."""
+ORDERS = {
+    "line": lambda f: (f.file, f.line, f.rule),
+    "severity": lambda f: (("error", "warning", "info").index(f.severity), f.file, f.line, f.rule),
+    "rule": lambda f: (f.rule, f.file, f.line),
+}
+
+
+def review(root: Path, order: str = "line") -> dict[str, Any]:
+    """The ``findings.json`` document for the sources under ``root/inputs/src``.
+
+    ``order`` is how findings are listed: by ``line`` (default), ``severity`` or ``rule``. The
+    findings are the same; providers who build on this reviewer pick their own presentation
+    (and the gate refuses a deliverable identical to another agent's in the same mission).
+    """
     files = sorted((root / "inputs" / "src").glob("*.py"))
     findings: list[Finding] = []
     for path in files:
@@ -330,7 +343,7 @@ def review(root: Path) -> dict[str, Any]:
     counts = Counter(f.severity for f in findings)
     return {
         "schema_version": 1,
-        "findings": [asdict(f) for f in sorted(findings)],
+        "findings": [asdict(f) for f in sorted(findings, key=ORDERS[order])],
         "summary": {
             "files_reviewed": len(files),
             "total": len(findings),
@@ -340,9 +353,19 @@ def review(root: Path) -> dict[str, Any]:
     }
 
 
+def _order() -> str:
+    """``--order line|severity|rule`` from the command line (default ``line``)."""
+    args = sys.argv[1:]
+    if "--order" in args and args.index("--order") + 1 < len(args):
+        wanted = args[args.index("--order") + 1]
+        if wanted in ORDERS:
+            return wanted
+    return "line"
+
+
 def _serve(inv: Invocation) -> None:
     fresh_deliverable(inv)
-    document = review(inv.root)
+    document = review(inv.root, _order())
     write_json(inv.deliverable / "findings.json", document)
     if inv.request is not None:
         summary = document["summary"]
