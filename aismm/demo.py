@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from aismm import events, lifecycle, market, mission, registry, sandbox, settlement
-from aismm.hub import Hub, bundled
-from aismm.ledger import Ledger
+from aismm.infra import sandbox
+from aismm.infra.hub import Hub, bundled
+from aismm.infra.ledger import Ledger
+from aismm.services import events, lifecycle, market, mission, settlement
+from aismm.state import registry
 
 __all__ = ["run"]
 
@@ -61,7 +63,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     market.register_reference_agents(hub, assess_them=False)
     registry.add_actor(hub, "lintworks", ["client"], None, None, True)
     registry.add_actor(hub, "lint-bot", ["specialist"], "lintworks", None, True)
-    from aismm.actor import Manifest, Runtime
+    from aismm.core.actor import Manifest, Runtime
 
     market.register_manifest(hub, Manifest(
         id="lint-bot", owner="lintworks", roles=["specialist"],
@@ -166,7 +168,7 @@ Try next:
 
 
 def _dispatch(hub: Hub, mission_id: str) -> list[str]:
-    from aismm import assessment
+    from aismm.services import assessment
 
     lines = assessment.dispatch(hub, mission_id) + events.process(hub)
     return [line.removeprefix("aismm: ") for line in lines]

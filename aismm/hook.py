@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aismm.errors import AismmError, GateRejection, SandboxError
+from aismm.core.errors import AismmError, GateRejection, SandboxError
 
 __all__ = ["install", "main", "hub_of", "handle", "MARKER", "SOCKET"]
 
@@ -22,7 +22,7 @@ SOCKET = "run/aismm.sock"
 
 def install(repo_path: Path) -> None:
     """Write our hooks into a bare repository (absolute interpreter path; keep foreign hooks)."""
-    from aismm.hub import bundled
+    from aismm.infra.hub import bundled
 
     hooks = repo_path / "hooks"
     hooks.mkdir(exist_ok=True)
@@ -100,15 +100,16 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
 
 
 def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
     git_dir = Path(request["git_dir"])
     root = hub_of(git_dir)
     hub = (hubs or {}).get(root) or Hub(root)
     updates = _updates(request["stdin"].encode())
     if request["hook"] == "pre-receive":
-        from aismm import gate, judged
-        from aismm.git import Repo
+        from aismm import gate
+        from aismm.infra.git import Repo
+        from aismm.services import judged
 
         judged.ensure_registry(hub)  # keys and manifests as judged, never a hook-skipping write
         repo = Repo(git_dir)
@@ -116,7 +117,7 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
             repo.add_objects(request["object_dir"])
         gate.judge(hub, repo, updates, pusher=request.get("pusher"))
         return []
-    from aismm import events
+    from aismm.services import events
 
     return events.record_and_process(hub, git_dir, updates, request.get("pusher"))
 

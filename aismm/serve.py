@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aismm.errors import AismmError, ConflictError, GateRejection
+from aismm.core.errors import AismmError, ConflictError, GateRejection
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["Server", "rescan"]
 
@@ -97,13 +97,13 @@ class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str, str]] | None = None,
            activity: _Activity | None = None, reported: set[str] | None = None) -> None:
     """Judge every ref move the ref-state log never saw, the registry's included; restore what
-    the gate rejects (:func:`aismm.judged.sweep`).
+    the gate rejects (:func:`aismm.services.judged.sweep`).
 
     A repository with a hook request in flight (``activity``) is skipped until the next pass:
     its refs move just before they are logged. Trouble with one repository is logged (once per
     distinct message when ``reported`` is given) and never stops the scan of the others.
     """
-    from aismm import judged
+    from aismm.services import judged
 
     busy = {name for name in (activity.names() if activity is not None else [])
             if activity is not None and activity.stamp(name)[0]}
@@ -191,7 +191,7 @@ class Server:
             os.umask(old)
 
     def _pass(self, full: bool = True) -> None:
-        from aismm import events, settlement
+        from aismm.services import events, settlement
 
         with self.lock:
             try:
@@ -204,7 +204,7 @@ class Server:
                 else:
                     lines = []
                 if full:  # timers and the reconciler walk every mission: on the interval only
-                    from aismm.store import Store
+                    from aismm.infra.store import Store
 
                     with Store(self.hub.db_path) as store:
                         self.stragglers = store.max_event_id()

@@ -19,9 +19,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aismm import lifecycle, market, mission, registry  # noqa: E402
-from aismm.hub import Hub  # noqa: E402
-from aismm.ledger import Ledger  # noqa: E402
+from aismm.infra.hub import Hub  # noqa: E402
+from aismm.infra.ledger import Ledger  # noqa: E402
+from aismm.services import lifecycle, market, mission
+from aismm.state import registry
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
@@ -138,9 +139,9 @@ def _growth(root: Path, sizes: list[int]) -> dict[str, float]:
 
 def _listing(root: Path, agents: int) -> dict[str, float]:
     """`agent list` on a registry of ``agents`` listed agents (one platform-signed commit)."""
-    from aismm.actor import Actor
-    from aismm.model import dump_yaml
-    from aismm.signing import generate_key
+    from aismm.core.actor import Actor
+    from aismm.core.model import dump_yaml
+    from aismm.core.signing import generate_key
 
     hub = Hub.init(root / "listing")
     key = generate_key().public_line

@@ -29,11 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aismm import gate, mission, registry
-from aismm.git import Repo
-from aismm.hub import Hub, HubConfig
-from aismm.ledger import Ledger
-from aismm.model import dump_yaml, load_yaml
+from aismm import gate
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub, HubConfig
+from aismm.infra.ledger import Ledger
+from aismm.services import mission
+from aismm.state import registry
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 GOLDEN = (TASK / "golden" / "findings.json").read_bytes()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aismm.clock import FixedClock
-from aismm.ledger import Ledger, transfer_id
+from aismm.core.clock import FixedClock
+from aismm.infra.ledger import Ledger, transfer_id
 
 PRICE, FEE = 100, 10
 CLOCK = "2026-01-01T00:00:00Z"

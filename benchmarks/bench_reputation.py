@@ -16,7 +16,7 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aismm import reputation, routing
+from aismm.core import reputation, routing
 
 NOW = dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC)
 AGENTS = 1_000

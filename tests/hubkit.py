@@ -20,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from aismm import gate, mission, registry
-from aismm.clock import FixedClock
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.mission import Created
-from aismm.model import dump_yaml
+from aismm import gate
+from aismm.core.clock import FixedClock
+from aismm.core.model import dump_yaml
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.services import mission
+from aismm.services.mission import Created
+from aismm.state import registry
 
 __all__ = [
     "CONTRACT",

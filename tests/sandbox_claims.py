@@ -1,6 +1,6 @@
 """Every sentence of docs/sandbox.md, as a check against real, hostile subprocesses.
 
-Standard library and ``aismm.sandbox`` only, so the same checks run in the test process (as root
+Standard library and ``aismm.infra.sandbox`` only, so the same checks run in the test process (as root
 here) and, as ``python sandbox_claims.py``, under another uid with another interpreter. Each
 ``claim_<tag>`` raises AssertionError when the sandbox breaks the sentence tagged ``[tag]``.
 Run as a script it prints ``{"isolation": ..., "results": {tag: "ok" | "FAIL: ..."}}``.
@@ -21,9 +21,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from aismm import sandbox
-from aismm.errors import SandboxError
-from aismm.sandbox import Limits, run
+from aismm.core.errors import SandboxError
+from aismm.infra import sandbox
+from aismm.infra.sandbox import Limits, run
 
 PY = sandbox.PYTHON
 SH = "/bin/sh"
@@ -270,7 +270,7 @@ def claim_environment(area: Area) -> None:
     assert seen["PATH"] == f"{Path(PY).parent}:/usr/local/bin:/usr/bin:/bin"
     assert (seen["HOME"], seen["TMPDIR"], seen["LANG"]) == ("/tmp", "/tmp", "C.UTF-8")
     assert seen["AISMM_SANDBOX"] == result.isolation and seen["EXTRA"] == "given"
-    assert seen["PYTHONPATH"] == str(Path(sandbox.__file__).resolve().parent.parent)
+    assert seen["PYTHONPATH"] == str(Path(sandbox.__file__).resolve().parents[2])
 
 
 def claim_output(area: Area) -> None:

@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from aismm import assessment, events, lifecycle, market, mission, registry
-from aismm.clock import FixedClock, iso
-from aismm.hub import Hub
-from aismm.ledger import Closure, Ledger
-from aismm.model import dump_yaml, load_yaml
-from aismm.signing import generate_key
-from aismm.store import Store
+from aismm.core.clock import FixedClock, iso
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.signing import generate_key
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Closure, Ledger
+from aismm.infra.store import Store
+from aismm.services import assessment, events, lifecycle, market, mission
+from aismm.state import registry
 
 __all__ = [
     "AGENT",

@@ -20,15 +20,16 @@ from typing import Any
 
 import pytest
 
-from aismm import assessment, events, lifecycle, market, mission, registry, settlement
-from aismm.clock import FixedClock
-from aismm.git import CommitInfo, Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.mission import ATTEMPT
-from aismm.model import dump_yaml
-from aismm.signing import verify
-from aismm.store import Store
+from aismm.core.clock import FixedClock
+from aismm.core.model import dump_yaml
+from aismm.core.signing import verify
+from aismm.infra.git import CommitInfo, Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
+from aismm.services import assessment, events, lifecycle, market, mission, settlement
+from aismm.services.mission import ATTEMPT
+from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
 

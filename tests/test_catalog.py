@@ -18,7 +18,7 @@ from aismm.checks.local import (
     run_dod,
     schema_problems,
 )
-from aismm.contract import Contract, load_contract_dir, parse_ref
+from aismm.core.contract import Contract, load_contract_dir, parse_ref
 
 CATALOG = Path(__file__).resolve().parent.parent / "contracts"
 NAMES = ["code_review", "schema_design", "unit_tests"]

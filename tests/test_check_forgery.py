@@ -27,7 +27,7 @@ from aismm.checks.local import (
     scrubbed_env,
 )
 from aismm.checks.testrun import collect
-from aismm.contract import load_contract_dir
+from aismm.core.contract import load_contract_dir
 
 CONTRACT = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
 TASKS = benchmark_tasks(CONTRACT)

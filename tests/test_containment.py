@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from aismm import mission
-from aismm.git import Repo
 from hubkit import ROOT, Kit, isolated_env, make_kit
+
+from aismm.infra.git import Repo
+from aismm.services import mission
 
 TASK = ROOT / "contracts" / "unit_tests" / "benchmark" / "mathx"
 
@@ -81,8 +81,9 @@ def test_dod_of_a_pushed_deliverable_cannot_read_or_write_the_hub(kit: Kit) -> N
 
 
 def test_a_hosted_agent_sees_no_hub(kit: Kit, tmp_path: Path) -> None:
-    from aismm import assessment, registry
-    from aismm.actor import Manifest
+    from aismm.core.actor import Manifest
+    from aismm.services import assessment
+    from aismm.state import registry
 
     hub = kit.hub
     script = (
@@ -114,8 +115,9 @@ BROKEN = "namespaces" if os.geteuid() == 0 else "namespaces+uid"  # a level that
 
 def test_a_broken_sandbox_is_a_hub_fault_never_the_agents(kit: Kit, monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    from aismm.store import Store
     from hubkit import GOLDEN
+
+    from aismm.infra.store import Store
 
     hub = kit.hub
     created = kit.mission(("ext",), "T1")

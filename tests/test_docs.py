@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aismm.errors
+import aismm.core.errors
 from aismm.cli.docs import END, START, reference
-from aismm.schemas import MODELS, render
+from aismm.core.schemas import MODELS, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,12 +33,12 @@ def test_readme_quickstart_has_exactly_two_setup_lines() -> None:
 
 
 def test_errors_all_is_complete_and_documented() -> None:
-    classes = {name for name, obj in vars(aismm.errors).items()
+    classes = {name for name, obj in vars(aismm.core.errors).items()
                if isinstance(obj, type) and issubclass(obj, Exception)}
-    assert classes <= set(aismm.errors.__all__)
+    assert classes <= set(aismm.core.errors.__all__)
     for name in classes:
-        assert getattr(aismm.errors, name).__doc__, f"{name} lacks a docstring"
-        assert name in (aismm.errors.__doc__ or "") or name == "AismmError"
+        assert getattr(aismm.core.errors, name).__doc__, f"{name} lacks a docstring"
+        assert name in (aismm.core.errors.__doc__ or "") or name == "AismmError"
 
 
 def test_core_never_imports_click() -> None:

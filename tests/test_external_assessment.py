@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from aismm import market, mission, registry
-from aismm.actor import Manifest, Runtime
-from aismm.clock import FixedClock
-from aismm.errors import ActorError
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
+from aismm.core.actor import Manifest, Runtime
+from aismm.core.clock import FixedClock
+from aismm.core.errors import ActorError
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.services import market, mission
+from aismm.state import registry
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent

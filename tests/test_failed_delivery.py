@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from aismm import market, mission, registry
-from aismm.clock import FixedClock
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.model import dump_yaml
-from aismm.safepath import printable
-from aismm.store import Store
+from aismm.core.clock import FixedClock
+from aismm.core.model import dump_yaml
+from aismm.core.safepath import printable
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
+from aismm.services import market, mission
+from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
 

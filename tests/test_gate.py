@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from aismm import gate, registry
-from aismm.model import dump_yaml
+from aismm import gate
+from aismm.core.model import dump_yaml
+from aismm.state import registry
 from tests import hubkit
 from tests.hubkit import Clone, Kit, findings, request, verdict
 

@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pygit2.enums import ObjectType
 
-from aismm import gate, registry
-from aismm.contract import match_glob
-from aismm.errors import GateRejection
-from aismm.git import ZERO, Identity, Repo
-from aismm.safepath import case_collisions, path_problem
-from aismm.signing import generate_key, verify
+from aismm import gate
+from aismm.core.contract import match_glob
+from aismm.core.errors import GateRejection
+from aismm.core.safepath import case_collisions, path_problem
+from aismm.core.signing import generate_key, verify
+from aismm.infra.git import ZERO, Identity, Repo
+from aismm.state import registry
 from tests import hubkit
 from tests.hubkit import Kit, findings, verdict
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aismm.safepath import path_problem
+from aismm.core.safepath import path_problem
 
 
 @pytest.mark.parametrize("name", ["deliverable/report\u202egpj.exe", "deliverable/\u2066x",

@@ -22,7 +22,7 @@ ASYNCIO = {"create_subprocess_exec", "create_subprocess_shell"}
 
 ALLOWED = {
     # the sandbox's own wrappers (unshare, setpriv, prlimit) around the untrusted command
-    "aismm/sandbox.py": "wrappers",
+    "aismm/infra/sandbox.py": "wrappers",
     # runs inside the sandbox only (refuses without AISMM_SANDBOX): the unit-test child
     "aismm/checks/testrun.py": "inside the sandbox",
     # the demo drives the real git binary, as a user would

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from aismm import assessment, events, market, mission, registry
-from aismm.actor import Manifest, Runtime
-from aismm.clock import FixedClock
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.store import Store
+from aismm.core.actor import Manifest, Runtime
+from aismm.core.clock import FixedClock
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
+from aismm.services import assessment, events, market, mission
+from aismm.state import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from aismm import registry
-from aismm.clock import FixedClock
-from aismm.errors import ActorError, UsageError
-from aismm.hub import Hub
+from aismm.core.clock import FixedClock
+from aismm.core.errors import ActorError, UsageError
+from aismm.infra.hub import Hub
+from aismm.state import registry
 from tests.conftest import git
 
 CLOCK = "2026-01-01T00:00:00Z"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aismm import events
+from aismm.services import events
 from tests.settlekit import AGENT, CLIENT, GOLDEN, ROOT, Result, Site, make_site, run_git
 
 PRICE, FEE = 400, 40
@@ -96,7 +96,7 @@ def queued(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
 
 def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(
         queued: Site, tmp_path: Path) -> None:
-    from aismm import settlement
+    from aismm.services import settlement
 
     site = queued
     mid = site.create("T1")
@@ -121,7 +121,8 @@ def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(
 
 
 def test_the_ruling_weighs_a_fresh_independent_review(site: Site, tmp_path: Path) -> None:
-    from aismm import market, registry, settlement
+    from aismm.services import market, settlement
+    from aismm.state import registry
 
     text = (ROOT / "aismm" / "agents" / "manifests" / "ref-reviewer.yaml").read_text()
     text = text.replace("id: ref-reviewer", "id: second-opinion").replace(
@@ -161,7 +162,7 @@ def _forge(site: Site, bare: Path, ref: str, clone: Path, rev: str = "HEAD") -> 
 
 
 def _incidents(site: Site) -> list[dict[str, object]]:
-    from aismm.store import Store
+    from aismm.infra.store import Store
 
     with Store(site.hub.db_path) as store:
         return store.incidents()
@@ -194,8 +195,8 @@ def test_an_unsigned_merge_written_by_the_agent_is_never_paid(site: Site, tmp_pa
 
 
 def test_settle_acts_only_on_the_judged_acceptance(site: Site, tmp_path: Path) -> None:
-    from aismm import settlement
-    from aismm.errors import MissionError
+    from aismm.core.errors import MissionError
+    from aismm.services import settlement
 
     mid = site.create("T1")
     site.deliver(mid)
@@ -212,8 +213,8 @@ def test_settle_acts_only_on_the_judged_acceptance(site: Site, tmp_path: Path) -
 
 
 def test_a_registry_key_swap_that_skipped_the_gate_never_signs(site: Site, tmp_path: Path) -> None:
-    from aismm.actor import Actor
-    from aismm.model import dump_yaml
+    from aismm.core.actor import Actor
+    from aismm.core.model import dump_yaml
 
     mid = site.create("T1")
     site.deliver(mid)
@@ -246,7 +247,7 @@ def test_a_registry_key_swap_that_skipped_the_gate_never_signs(site: Site, tmp_p
 
 
 def test_a_rewind_to_an_earlier_approved_value_is_judged(queued: Site, tmp_path: Path) -> None:
-    from aismm import settlement
+    from aismm.services import settlement
 
     site = queued
     mid = site.create("T1")

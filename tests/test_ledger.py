@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from aismm.clock import FixedClock, iso
-from aismm.errors import ConflictError, LedgerError
-from aismm.ledger import Closure, Ledger, Transfer, TransferSpec, fee_for, transfer_id
+from aismm.core.clock import FixedClock, iso
+from aismm.core.errors import ConflictError, LedgerError
+from aismm.infra.ledger import Closure, Ledger, Transfer, TransferSpec, fee_for, transfer_id
 
 REPO = Path(__file__).resolve().parent.parent
 START = "2026-01-01T00:00:00Z"
@@ -365,9 +365,9 @@ def test_check_reports_tampering(tmp_path: Path, ledger: Ledger) -> None:
 RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from aismm.clock import FixedClock
-    from aismm.errors import ConflictError
-    from aismm.ledger import Ledger
+    from aismm.core.clock import FixedClock
+    from aismm.core.errors import ConflictError
+    from aismm.infra.ledger import Ledger
     db, mode, gate, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     with Ledger(Path(db), FixedClock("2026-01-01T00:00:00Z")) as ledger:
         for i in range(count):

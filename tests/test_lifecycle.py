@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aismm import assessment, events, settlement
+from aismm.services import assessment, events, settlement
 from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",

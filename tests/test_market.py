@@ -19,15 +19,16 @@ from typing import Any
 
 import pytest
 
-from aismm import market, registry
-from aismm.clock import FixedClock
-from aismm.errors import GateRejection
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.model import dump_yaml, load_yaml
-from aismm.signing import verify
-from aismm.store import Store
+from aismm.core.clock import FixedClock
+from aismm.core.errors import GateRejection
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.signing import verify
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
+from aismm.services import market
+from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
 

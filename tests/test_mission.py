@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from aismm import market, mission, registry
-from aismm.clock import FixedClock
-from aismm.contract import digest
-from aismm.errors import ActorError, ContractError, LedgerError, UsageError
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.model import load_yaml
+from aismm.core.clock import FixedClock
+from aismm.core.contract import digest
+from aismm.core.errors import ActorError, ContractError, LedgerError, UsageError
+from aismm.core.model import load_yaml
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.services import market, mission
+from aismm.state import registry
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +115,7 @@ def test_escrow_is_funded_with_price_plus_fee(hub: Hub) -> None:
 
 
 def test_client_can_sign_with_its_own_key_file(hub: Hub, tmp_path: Path) -> None:
-    from aismm.signing import read_private_key_file
+    from aismm.core.signing import read_private_key_file
 
     shutil.copy(hub.key_path("carol"), tmp_path / "carol.key")
     created = create(hub, key=read_private_key_file(tmp_path / "carol.key"))
@@ -201,7 +202,7 @@ def test_symlinked_input_is_refused(hub: Hub, tmp_path: Path) -> None:
 
 
 def test_list_and_show(hub: Hub) -> None:
-    from aismm import lifecycle
+    from aismm.services import lifecycle
 
     created = create(hub, tier="T0")
     rows = {r["id"]: r for r in lifecycle.list_missions(hub)}

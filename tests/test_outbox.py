@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aismm import events
-from aismm.store import Store
+from aismm.infra.store import Store
+from aismm.services import events
 from tests import clikit, hubkit
 from tests.hubkit import Kit, findings
 
@@ -28,7 +28,7 @@ R = "refs/heads/attempts/bob"
 # A worker that claims the oldest event, says which, then hangs until it is killed.
 CLAIMER = """
 import sys, time
-from aismm.store import Store, worker_id
+from aismm.infra.store import Store, worker_id
 with Store(sys.argv[1]) as store:
     event = store.claim(worker_id())
 print(event.id if event else 0, flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aismm.model import dump_yaml, load_yaml
+from aismm.core.model import dump_yaml, load_yaml
 from tests import hubkit
 from tests.hubkit import Kit, run_git
 

@@ -24,7 +24,7 @@ from aismm.checks.local import (
     run_dod,
     scrubbed_env,
 )
-from aismm.contract import Contract, load_contract_dir
+from aismm.core.contract import Contract, load_contract_dir
 
 CATALOG = Path(__file__).resolve().parent.parent / "contracts"
 REFERENCE = {"code_review": ("ref-code-reviewer", "code_reviewer"),

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aismm import reputation
-from aismm.errors import UsageError
-from aismm.reputation import Execution, Reputation, compute, newcomer
+from aismm.core import reputation
+from aismm.core.errors import UsageError
+from aismm.core.reputation import Execution, Reputation, compute, newcomer
 
 NOW = dt.datetime(2026, 11, 25, 14, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

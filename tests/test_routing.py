@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aismm.errors import UsageError
-from aismm.reputation import Reputation, newcomer
-from aismm.routing import DEFAULT_WEIGHTS, Candidate, Weights, exclusions, rank
+from aismm.core.errors import UsageError
+from aismm.core.reputation import Reputation, newcomer
+from aismm.core.routing import DEFAULT_WEIGHTS, Candidate, Weights, exclusions, rank
 
 
 def cand(

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from aismm import sandbox
-from aismm.errors import SandboxError, UsageError
-from aismm.sandbox import run
+from aismm.core.errors import SandboxError, UsageError
+from aismm.infra import sandbox
+from aismm.infra.sandbox import run
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sandbox_claims  # noqa: E402 - the claims live beside this file, for the unprivileged run
@@ -48,8 +48,9 @@ def unprivileged() -> Iterator[dict[str, object]]:
         pytest.skip(f"no {SYSTEM_PYTHON} readable by an unprivileged user")
     with tempfile.TemporaryDirectory(prefix="aismm-unpriv-") as tmp:
         top = Path(tmp)
-        (top / "aismm").mkdir()
-        for name in ("__init__.py", "errors.py", "sandbox.py"):
+        for name in ("__init__.py", "core/__init__.py", "core/errors.py", "infra/__init__.py",
+                     "infra/sandbox.py"):
+            (top / "aismm" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "aismm" / name, top / "aismm" / name)
         shutil.copy(ROOT / "tests" / "sandbox_claims.py", top / "sandbox_claims.py")
         fake = top / "fakebin"
@@ -85,7 +86,7 @@ def test_bubblewrap_on_path_changes_nothing(tmp_path: Path) -> None:
     (fake / "bwrap").write_text("#!/bin/sh\nexit 99\n")
     (fake / "bwrap").chmod(0o755)
     code = ("import os, sys; sys.path.insert(0, %r); os.environ['PATH'] = %r + ':' + os.environ['PATH'];"
-            "from aismm import sandbox; import pathlib, tempfile;"
+            "from aismm.infra import sandbox; import pathlib, tempfile;"
             "r = sandbox.run(['/bin/sh', '-c', 'echo hi'], pathlib.Path(tempfile.mkdtemp()));"
             "print(r.isolation, r.stdout.strip())") % (str(ROOT), str(fake))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

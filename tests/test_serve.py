@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from aismm import mission, registry
-from aismm.clock import FixedClock
-from aismm.hub import Hub
-from aismm.ledger import Ledger
-from aismm.store import Store
+from aismm.core.clock import FixedClock
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
+from aismm.services import mission
+from aismm.state import registry
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent

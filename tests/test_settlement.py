@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aismm import settlement
+from aismm.services import settlement
 from tests.settlekit import (
     AGENT,
     CLIENT,
@@ -378,9 +378,9 @@ def test_a_passing_delivery_before_the_deadline_is_not_refunded_at_the_deadline(
 DIE_IN_LEDGER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from aismm import settlement
-    from aismm.hub import Hub
-    from aismm.ledger import Ledger
+    from aismm.services import settlement
+    from aismm.infra.hub import Hub
+    from aismm.infra.ledger import Ledger
 
     post = Ledger._post
 

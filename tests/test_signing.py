@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aismm import signing
-from aismm.errors import SignatureError, UsageError
-from aismm.git import Identity, Repo
+from aismm.core import signing
+from aismm.core.errors import SignatureError, UsageError
+from aismm.infra.git import Identity, Repo
 from tests.conftest import git
 
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""Differential test: ``aismm.signing.verify`` and ``ssh-keygen -Y verify`` judge mutated real
+"""Differential test: ``aismm.core.signing.verify`` and ``ssh-keygen -Y verify`` judge mutated real
 signatures alike.
 
 Real signatures come from ``ssh-keygen -Y sign`` (sha512 and sha256) and from our own signer,
@@ -29,14 +29,15 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis.control import current_build_context
 from hypothesis import strategies as st
+from hypothesis.control import current_build_context
 
-from aismm import gate, signing
-from aismm.clock import FixedClock
-from aismm.errors import GateRejection, SignatureError
-from aismm.git import Identity, Repo
-from aismm.hub import Hub
+from aismm import gate
+from aismm.core import signing
+from aismm.core.clock import FixedClock
+from aismm.core.errors import GateRejection, SignatureError
+from aismm.infra.git import Identity, Repo
+from aismm.infra.hub import Hub
 from tests.conftest import git
 
 MESSAGE = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@x> 1 +0000\n\nwork\n"
@@ -46,7 +47,7 @@ SETTINGS = settings(deadline=None, derandomize=True, database=None,
                                            HealthCheck.too_slow])
 
 
-# -- an independent SSHSIG codec (the test does not trust aismm.signing's parser) ---------------
+# -- an independent SSHSIG codec (the test does not trust aismm.core.signing's parser) ---------------
 @dataclass(frozen=True)
 class Sig:
     """An SSHSIG blob as its fields; ``*_extra`` bytes sit inside a string after its fields,

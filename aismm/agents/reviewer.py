@@ -26,9 +26,9 @@ from aismm.checks.mutants import default_mutants
 from aismm.checks.run_tests import public_functions, referenced_names
 from aismm.checks.schema_fit import counter_examples, first_error, validator
 from aismm.checks.testrun import collect
-from aismm.contract import Contract
-from aismm.errors import UsageError
-from aismm.model import dump_yaml, load_yaml
+from aismm.core.contract import Contract
+from aismm.core.errors import UsageError
+from aismm.core.model import dump_yaml, load_yaml
 
 __all__ = ["Platform", "grade", "main"]
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aismm.contract import Contract, parse_contract
-from aismm.errors import AismmError, UsageError
-from aismm.model import load_yaml
+from aismm.core.contract import Contract, parse_contract
+from aismm.core.errors import AismmError, UsageError
+from aismm.core.model import load_yaml
 
 __all__ = [
     "Invocation",

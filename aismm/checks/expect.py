@@ -13,7 +13,7 @@
                                                         0 when the tests fail unmodified
 
 Returns the score and one line per miss. The unit tests run as ``python -m aismm.checks.mutants
---json`` through :func:`aismm.sandbox.run` (this runs in the hub's process; the agent's code does
+--json`` through :func:`aismm.infra.sandbox.run` (this runs in the hub's process; the agent's code does
 not); a run that fails or prints anything but the expected JSON scores 0.
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from aismm import sandbox
 from aismm.checks.local import package_root
 from aismm.checks.run_tests import referenced_names
 from aismm.checks.schema_fit import first_error, validator
+from aismm.infra import sandbox
 
 __all__ = ["evaluate"]
 

@@ -1,6 +1,6 @@
 """Run a contract's DoD against a local folder laid out like a checkout (benchmarks and tests).
 
-Command checks run through :func:`aismm.sandbox.run`, as the hub runs them: the check's timeout,
+Command checks run through :func:`aismm.infra.sandbox.run`, as the hub runs them: the check's timeout,
 CPU and memory limits, a scrubbed environment and the sandbox's isolation. Checks run inside the
 sandbox; they may start their own child processes, which stay inside it.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aismm
-from aismm import sandbox
-from aismm.contract import Check, Contract, FileSpec, match_glob, validate_document
-from aismm.model import load_yaml
+from aismm.core.contract import Check, Contract, FileSpec, match_glob, validate_document
+from aismm.core.model import load_yaml
+from aismm.infra import sandbox
 
 __all__ = [
     "CheckResult",

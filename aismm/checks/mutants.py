@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aismm.checks import report
 from aismm.checks.run_tests import INPUTS, TESTS, SuiteResult, public_functions, run_suite
-from aismm.errors import UsageError
+from aismm.core.errors import UsageError
 
 __all__ = ["Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
 

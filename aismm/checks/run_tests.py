@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aismm.checks import report
 from aismm.checks.testrun import MODULE_NAME, SuiteResult, TestOutcome, collect, run_suite
-from aismm.errors import UsageError
+from aismm.core.errors import UsageError
 
 __all__ = [
     "MODULE_NAME",

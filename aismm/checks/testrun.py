@@ -44,7 +44,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from aismm.errors import UsageError
+from aismm.core.errors import UsageError
 
 __all__ = [
     "MODULE_NAME",
@@ -174,7 +174,7 @@ def _require_sandbox() -> None:
         return
     raise UsageError(
         "aismm.checks: agent code runs only inside the sandbox and AISMM_SANDBOX is not set;"
-        " run the check through aismm.sandbox.run (or set AISMM_SANDBOX=rlimits-only to run"
+        " run the check through aismm.infra.sandbox.run (or set AISMM_SANDBOX=rlimits-only to run"
         " agent code unconfined on purpose)"
     )
 

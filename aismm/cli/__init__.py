@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from aismm.errors import AismmError
+from aismm.core.errors import AismmError
 
 __all__ = ["main", "cli", "emit", "hub_from", "read_text"]
 
@@ -28,7 +28,7 @@ class Context:
         self.hub_arg = hub
 
     def hub(self) -> Any:
-        from aismm.hub import Hub, find_hub
+        from aismm.infra.hub import Hub, find_hub
 
         return Hub(find_hub(self.hub_arg))
 
@@ -48,7 +48,7 @@ def emit(data: Any, as_json: bool, text: str | None = None) -> None:
 
 def read_text(path: Path, option: str, limit: int = 1 << 20) -> str:
     """A small UTF-8 text file named on the command line, or one UsageError naming it."""
-    from aismm.errors import UsageError
+    from aismm.core.errors import UsageError
 
     try:
         with path.open("rb") as handle:

@@ -28,12 +28,12 @@ def group() -> None:
 def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | None,
         pubkey: Path | None, hosted: bool, as_json: bool) -> None:
     """Register ACTOR_ID with its roles and key."""
-    from aismm import registry
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
-        from aismm.signing import parse_public_key
+        from aismm.core.signing import parse_public_key
 
         key_text = parse_public_key(key_text, str(pubkey))
     actor = registry.add_actor(hub, actor_id, list(roles), owner, key_text, hosted)
@@ -43,8 +43,8 @@ def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | 
 
 
 def _describe(hub: object, actor: object) -> dict[str, object]:
-    from aismm.actor import Actor
-    from aismm.signing import fingerprint
+    from aismm.core.actor import Actor
+    from aismm.core.signing import fingerprint
 
     assert isinstance(actor, Actor)
     data: dict[str, object] = actor.model_dump(mode="json")
@@ -63,7 +63,7 @@ def _describe(hub: object, actor: object) -> dict[str, object]:
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List registered actors (revoked ones too), with their state and rotated keys."""
-    from aismm import registry
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     rows = [_describe(hub, a) for _, a in sorted(registry.actors(hub).items())]
@@ -79,7 +79,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, actor_id: str, as_json: bool) -> None:
     """Show one actor (revoked too): keys, retired keys with their windows, key file."""
-    from aismm import registry
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     found = registry.actors(hub).get(actor_id)
@@ -112,12 +112,12 @@ def _show_text(data: dict[str, object]) -> str:
 def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
            as_json: bool) -> None:
     """Give ACTOR_ID a new key; the old one verifies only what it signed before now."""
-    from aismm import registry
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
-        from aismm.signing import parse_public_key
+        from aismm.core.signing import parse_public_key
 
         key_text = parse_public_key(key_text, str(pubkey))
     actor = registry.rotate_actor(hub, actor_id, key_text, hosted)
@@ -134,7 +134,7 @@ def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
 @click.pass_context
 def revoke(ctx: click.Context, actor_id: str, as_json: bool) -> None:
     """Revoke ACTOR_ID for good; its key verifies only what it signed before now."""
-    from aismm import registry
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     actor = registry.revoke_actor(hub, actor_id)

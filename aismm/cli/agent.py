@@ -25,11 +25,11 @@ def group() -> None:
 def register_(ctx: click.Context, manifest: Path, provider: str | None, hosted: bool,
               key: Path | None, as_json: bool) -> None:
     """Validate MANIFEST and publish it in registry.git, signed by the provider."""
-    from aismm import market
+    from aismm.services import market
 
     hub = hub_from(ctx)
     man = market.load_manifest(manifest.read_bytes(), str(manifest))
-    from aismm.signing import read_private_key_file
+    from aismm.core.signing import read_private_key_file
 
     market.register_manifest(hub, man, provider, hosted=hosted,
                              key=read_private_key_file(key) if key else None)
@@ -44,9 +44,10 @@ def register_(ctx: click.Context, manifest: Path, provider: str | None, hosted: 
 @click.pass_context
 def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
     """Show an agent's manifest and latest assessment."""
-    from aismm import market, registry
-    from aismm.errors import UsageError
-    from aismm.model import dump_yaml
+    from aismm.core.errors import UsageError
+    from aismm.core.model import dump_yaml
+    from aismm.services import market
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     man = registry.manifests(hub).get(agent_id)
@@ -64,8 +65,8 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
 @click.pass_context
 def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bool) -> None:
     """Run the contract's benchmark suite against AGENT_ID; list it only if it passes."""
-    from aismm import market
-    from aismm.errors import Rejection
+    from aismm.core.errors import Rejection
+    from aismm.services import market
 
     hub = hub_from(ctx)
     record = market.assess(hub, agent_id, progress=None if as_json else
@@ -89,9 +90,9 @@ def _known_filters(hub: object, contract: str | None, role: str | None) -> None:
     """A filter naming no published contract or no role is bad input, not an empty answer."""
     from typing import get_args
 
-    from aismm import registry
-    from aismm.actor import Role
-    from aismm.errors import ContractError, UsageError
+    from aismm.core.actor import Role
+    from aismm.core.errors import ContractError, UsageError
+    from aismm.state import registry
 
     if contract is not None:
         try:
@@ -112,7 +113,7 @@ def _known_filters(hub: object, contract: str | None, role: str | None) -> None:
 @click.pass_context
 def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: bool) -> None:
     """The marketplace listing with reputation figures."""
-    from aismm import market
+    from aismm.services import market
 
     hub = hub_from(ctx)
     _known_filters(hub, contract, role)
@@ -137,7 +138,7 @@ def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: b
 @click.pass_context
 def rank(ctx: click.Context, contract: str, client: str | None, as_json: bool) -> None:
     """Rank listed agents for a contract, showing every input of the routing score."""
-    from aismm import market
+    from aismm.services import market
 
     hub = hub_from(ctx)
     _known_filters(hub, contract, None)

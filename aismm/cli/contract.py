@@ -19,7 +19,7 @@ def group() -> None:
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List the contracts published in the hub."""
-    from aismm import registry
+    from aismm.state import registry
 
     found = registry.contracts(hub_from(ctx))
     rows = [{"ref": ref, "title": c.title, "category": c.category,
@@ -34,8 +34,8 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show a published contract (REF is contract.<name>[@version])."""
-    from aismm import registry
-    from aismm.model import dump_yaml
+    from aismm.core.model import dump_yaml
+    from aismm.state import registry
 
     contract, files, sha = registry.resolve_contract(hub_from(ctx), ref)
     data = {**contract.model_dump(mode="json", by_alias=True), "sha256": sha}
@@ -47,7 +47,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(path: Path, as_json: bool) -> None:
     """Validate a contract folder (or its contract.yaml) without a hub."""
-    from aismm.contract import load_contract_dir
+    from aismm.core.contract import load_contract_dir
 
     folder = path.parent if path.is_file() else path
     contract = load_contract_dir(folder)

@@ -13,8 +13,8 @@ import click
               help="Where to build the demo hub (default: a new temporary folder).")
 def demo(directory: Path | None) -> None:
     """Run the marketplace end to end on a fresh embedded hub, narrated."""
+    from aismm.core.errors import UsageError
     from aismm.demo import run
-    from aismm.errors import UsageError
 
     target = directory or Path(tempfile.mkdtemp(prefix="aismm-demo-"))
     if target.exists() and any(target.iterdir()):

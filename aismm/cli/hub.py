@@ -23,23 +23,23 @@ def group() -> None:
 def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool,
          as_json: bool) -> None:
     """Create a hub in DIRECTORY (default: --hub / $AISMM_HUB)."""
-    from aismm.hub import Hub, find_hub
+    from aismm.infra.hub import Hub, find_hub
 
     root = directory or find_hub(ctx.find_root().obj.hub_arg)
     isolation = None
     if with_reference_agents:  # assessing runs agent code: a hub that cannot contain it stops here
-        from aismm import sandbox
+        from aismm.infra import sandbox
 
         isolation = sandbox.isolation()
     hub = Hub.init(root)
     agents: list[str] = []
     if with_reference_agents:
-        from aismm import market
+        from aismm.services import market
 
         agents = market.register_reference_agents(
             hub, progress=None if as_json else lambda line: click.echo(f"  assessing {line}",
                                                                         err=True))
-    from aismm import registry
+    from aismm.state import registry
 
     data = {"hub": str(hub.root), "platform": hub.config.platform,
             "contracts": sorted(registry.contracts(hub)), "agents": agents,
@@ -56,8 +56,8 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
 @click.pass_context
 def info(ctx: click.Context, as_json: bool) -> None:
     """Show the hub's layout and configuration."""
-    from aismm import sandbox
-    from aismm.errors import SandboxError
+    from aismm.core.errors import SandboxError
+    from aismm.infra import sandbox
 
     hub = hub_from(ctx)
     try:

@@ -31,9 +31,9 @@ def deposit(ctx: click.Context, actor: str, amount: int, reference: str | None,
     import re
     import secrets
 
-    from aismm import registry
-    from aismm.errors import UsageError
-    from aismm.ledger import MAX_AMOUNT, Ledger
+    from aismm.core.errors import UsageError
+    from aismm.infra.ledger import MAX_AMOUNT, Ledger
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     registry.actor(hub, actor)
@@ -70,8 +70,8 @@ def deposit(ctx: click.Context, actor: str, amount: int, reference: str | None,
 @click.pass_context
 def balance(ctx: click.Context, actor: str, as_json: bool) -> None:
     """Show ACTOR's wallet (and, for an owner, its provider earnings)."""
-    from aismm import registry
-    from aismm.ledger import Ledger
+    from aismm.infra.ledger import Ledger
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     found = registry.actor(hub, actor)
@@ -95,7 +95,7 @@ def history(ctx: click.Context, account: str | None, as_json: bool) -> None:
     """List transfers (of ACCOUNT, e.g. client:alice or escrow:<mission>)."""
     from dataclasses import asdict
 
-    from aismm.ledger import Ledger
+    from aismm.infra.ledger import Ledger
 
     hub = hub_from(ctx)
     with Ledger(hub.db_path, hub.clock) as ledger:
@@ -110,8 +110,8 @@ def history(ctx: click.Context, account: str | None, as_json: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context, as_json: bool) -> None:
     """Check every ledger invariant; exit 1 with one line per violation."""
-    from aismm.errors import CheckFailed
-    from aismm.ledger import Ledger
+    from aismm.core.errors import CheckFailed
+    from aismm.infra.ledger import Ledger
 
     hub = hub_from(ctx)
     with Ledger(hub.db_path, hub.clock) as ledger:

@@ -35,14 +35,14 @@ def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, pri
            tier: str, agents: tuple[str, ...], reviewers: tuple[str, ...], contest: int | None,
            auto: bool, deadline: str | None, key: Path | None, as_json: bool) -> None:
     """Create and fund a mission; print its id."""
-    from aismm import mission
-    from aismm.signing import read_private_key_file
+    from aismm.core.signing import read_private_key_file
+    from aismm.services import mission
 
     hub = hub_from(ctx)
     chosen, mode = list(agents), "direct"
     if contest is not None or auto:
-        from aismm import market
-        from aismm.errors import UsageError
+        from aismm.core.errors import UsageError
+        from aismm.services import market
 
         if agents:
             raise UsageError("--agent: cannot be combined with --contest or --auto")
@@ -65,8 +65,9 @@ def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, pri
 @click.pass_context
 def list_(ctx: click.Context, state: str | None, agent: str | None, as_json: bool) -> None:
     """List missions with their state."""
-    from aismm import lifecycle, registry
-    from aismm.errors import UsageError
+    from aismm.core.errors import UsageError
+    from aismm.services import lifecycle
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     if state is not None and state not in lifecycle.STATES:
@@ -86,7 +87,7 @@ def list_(ctx: click.Context, state: str | None, agent: str | None, as_json: boo
 @click.pass_context
 def show(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     """Show a mission's refs (with signers) and files."""
-    from aismm import mission
+    from aismm.services import mission
 
     data = mission.show(hub_from(ctx), mission_id)
     lines = [f"mission {data['id']} ({data['path']})"]
@@ -106,8 +107,8 @@ def register(cli: click.Group) -> None:
 @click.pass_context
 def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     """Derive a mission's state: attempts, verdicts, escrow, and who acts next."""
-    from aismm import lifecycle
-    from aismm.safepath import printable
+    from aismm.core.safepath import printable
+    from aismm.services import lifecycle
 
     st = lifecycle.status(hub_from(ctx), mission_id)
     lines = [f"mission {st['id']}: {st['state'].upper()}  ({st['contract']}, {st['tier']}, "
@@ -135,10 +136,10 @@ def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
 
 
 def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> None:
-    from aismm import assessment, settlement
-    from aismm.errors import Rejection
-    from aismm.safepath import printable
-    from aismm.signing import read_private_key_file
+    from aismm.core.errors import Rejection
+    from aismm.core.safepath import printable
+    from aismm.core.signing import read_private_key_file
+    from aismm.services import assessment, settlement
 
     hub = hub_from(ctx)
     key = kw.pop("key", None)
@@ -147,7 +148,7 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
     if action == "run":
         lines = assessment.dispatch(hub, mission_id)
         failures = assessment.failed_attempts(lines)
-        from aismm import events
+        from aismm.services import events
 
         lines += events.process(hub)
     elif action in ("rework", "escalate"):
@@ -173,8 +174,8 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
 
 def _reason(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--reason``: the text a request file records, within the request schema's limits."""
-    from aismm.document import Request
-    from aismm.errors import UsageError
+    from aismm.core.document import Request
+    from aismm.core.errors import UsageError
 
     if value is None:
         return value

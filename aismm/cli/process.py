@@ -17,7 +17,7 @@ def _out(lines: list[str], as_json: bool) -> None:
 @click.pass_context
 def process(ctx: click.Context, as_json: bool) -> None:
     """Drain the event outbox (idempotent; safe to run twice or concurrently)."""
-    from aismm import events, settlement
+    from aismm.services import events, settlement
 
     hub = hub_from(ctx)
     lines = settlement.reconcile(hub)
@@ -30,7 +30,7 @@ def process(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def tick(ctx: click.Context, as_json: bool) -> None:
     """Apply every due timer (deadlines, acceptance windows) at the hub clock's time."""
-    from aismm import settlement
+    from aismm.services import settlement
 
     _out(settlement.tick(hub_from(ctx)), as_json)
 
@@ -40,7 +40,7 @@ def tick(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def reconcile(ctx: click.Context, as_json: bool) -> None:
     """Finish half-done settlements and refunds; cross-check tags against the ledger."""
-    from aismm import settlement
+    from aismm.services import settlement
 
     _out(settlement.reconcile(hub_from(ctx)), as_json)
 
@@ -50,7 +50,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     day (timers must still run, and the OS cannot wait for 1e300 seconds)."""
     import math
 
-    from aismm.errors import UsageError
+    from aismm.core.errors import UsageError
 
     if not math.isfinite(value) or not 0 < value <= 86400:
         raise UsageError(f"--interval {value:g}: not a positive number of seconds up to 86400 "

@@ -16,7 +16,7 @@ def group() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def export(directory: Path) -> None:
     """Write the JSON Schemas of every document format into DIRECTORY."""
-    from aismm.schemas import write_all
+    from aismm.core.schemas import write_all
 
     for path in write_all(directory):
         click.echo(str(path))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from aismm import registry
-from aismm.actor import Actor
-from aismm.errors import GateRejection
-from aismm.git import Repo
-from aismm.hub import Hub
-from aismm.model import dump_yaml
+from aismm.core.actor import Actor
+from aismm.core.errors import GateRejection
+from aismm.core.model import dump_yaml
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from aismm import registry
-from aismm.actor import Actor, RetiredKey
-from aismm.errors import GateRejection
-from aismm.git import Repo
-from aismm.model import dump_yaml
-from aismm.signing import allowed_signers
+from aismm.core.actor import Actor, RetiredKey
+from aismm.core.errors import GateRejection
+from aismm.core.model import dump_yaml
+from aismm.core.signing import allowed_signers
+from aismm.infra.git import Repo
+from aismm.state import registry
 from tests import clikit, hubkit
 from tests.clikit import Result
 from tests.hubkit import Clone, Kit, findings, ssh_keygen

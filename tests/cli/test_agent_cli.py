@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from aismm.git import Repo
-from aismm.model import dump_yaml
+from aismm.core.model import dump_yaml
+from aismm.infra.git import Repo
 from tests import clikit
 from tests.clikit import Result
 

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from aismm import registry
-from aismm.errors import GateRejection
-from aismm.git import Repo
-from aismm.ledger import Ledger
+from aismm.core.errors import GateRejection
+from aismm.infra.git import Repo
+from aismm.infra.ledger import Ledger
+from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
-from tests.hubkit import (CONTRACT, INPUTS, START, Kit, findings, kit_fixture, repo_state,
-                          run_git)
+from tests.hubkit import CONTRACT, INPUTS, START, Kit, findings, kit_fixture, repo_state, run_git
 
 USAGE = re.compile(r"^aismm: [^;]+: [^;]+; see aismm( [a-z]+)* --help$")
 

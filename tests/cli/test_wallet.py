@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aismm.actor import Manifest
-from aismm.errors import LedgerError
-from aismm.ledger import MAX_AMOUNT, MAX_BALANCE, Ledger, TransferSpec, transfer_id
+from aismm.core.actor import Manifest
+from aismm.core.errors import LedgerError
+from aismm.infra.ledger import MAX_AMOUNT, MAX_BALANCE, Ledger, TransferSpec, transfer_id
 from tests import clikit
 from tests.clikit import Result
 

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from aismm.actor import Actor, Manifest, RetiredKey, instant
-from aismm.contract import Contract, digest, load_contract_dir, parse_contract
-from aismm.errors import ActorError, ContractError, UsageError
-from aismm.git import Identity, Repo
-from aismm.model import describe_validation, dump_yaml, load_yaml
-from aismm.signing import PrivateKey, allowed_signers
+from aismm.core.actor import Actor, Manifest, RetiredKey, instant
+from aismm.core.contract import Contract, digest, load_contract_dir, parse_contract
+from aismm.core.errors import ActorError, ContractError, UsageError
+from aismm.core.model import describe_validation, dump_yaml, load_yaml
+from aismm.core.signing import PrivateKey, allowed_signers
+from aismm.infra.git import Identity, Repo
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = [
     "create", "actors", "actor", "add_actor", "contracts", "resolve_contract", "commit_files",
@@ -117,7 +117,7 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
                                 key=key, who=identity(signer), when=hub.clock.now())
         gate.judge(hub, repo, [(old, new, MAIN)])
     repo.update_ref(MAIN, new, old)
-    from aismm import events
+    from aismm.services import events
 
     events.record(hub, repo.path, [(old or "0" * 40, new, MAIN)], signer)  # the ref-state log
     return new
@@ -127,7 +127,7 @@ def create(hub: "Hub") -> None:
     """Create ``registry.git`` with the platform and arbiter actors and the bundled catalog."""
     from aismm import gate
     from aismm.hook import install
-    from aismm.hub import bundled
+    from aismm.infra.hub import bundled
 
     repo = Repo.init_bare(hub.registry_path)
     gate.configure(repo)
@@ -190,7 +190,7 @@ def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
         raise UsageError("actor add: give exactly one of --pubkey FILE or --hosted")
     if "platform" in roles:
         raise ActorError(f"{actor_id}: the platform role belongs to the hub alone; drop it")
-    from aismm.signing import generate_key
+    from aismm.core.signing import generate_key
 
     key = generate_key() if hosted else None
     try:
@@ -266,8 +266,8 @@ def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) ->
     dated up to the rotation. ``hosted``: the hub makes the new key and replaces
     ``keys/<id>.key`` and ``.pub``, destroying the old private key.
     """
-    from aismm.clock import iso
-    from aismm.signing import generate_key
+    from aismm.core.clock import iso
+    from aismm.core.signing import generate_key
 
     if (pubkey is None) == (not hosted):
         raise UsageError("actor rotate: give exactly one of --pubkey FILE or --hosted")
@@ -316,7 +316,7 @@ def revoke_actor(hub: "Hub", actor_id: str) -> Actor:
     Its key signs nothing the gate accepts from then on; ``allowed_signers`` keeps it valid for
     commits dated up to ``revoked_at``. A hosted actor's private key is destroyed.
     """
-    from aismm.clock import iso
+    from aismm.core.clock import iso
 
     old = _changeable(hub, actor_id, "revoked")
     candidate = Actor.model_validate({**old.model_dump(mode="json"), "revoked": True,
@@ -409,7 +409,7 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], str]:
     """A published contract by ref (latest version if none): model, frozen files, sha256."""
-    from aismm.contract import parse_ref
+    from aismm.core.contract import parse_ref
 
     cid, version = parse_ref(ref)
     known = contracts(hub)

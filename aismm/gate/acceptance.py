@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aismm.clock import parse_duration
-from aismm.policy import (
+from aismm.core.clock import parse_duration
+from aismm.state.policy import (
     ACCEPTED,
     ATTEMPT,
     REQUEST_NAME,
@@ -17,7 +17,7 @@ from aismm.policy import (
 
 if TYPE_CHECKING:
     from aismm.gate import _Judge
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["judge_acceptance", "judge_tag"]
 
@@ -107,7 +107,7 @@ def judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str
 
 def _refunded_in_ledger(hub: "Hub", mission_id: str) -> bool:
     """A refund whose ledger transaction committed before its tag was written."""
-    from aismm.ledger import Ledger
+    from aismm.infra.ledger import Ledger
 
     if not hub.db_path.exists():
         return False

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from aismm.actor import ActorId
-from aismm.ledger import MAX_AMOUNT
-from aismm.model import Strict
+from aismm.core.actor import ActorId
+from aismm.core.model import Strict
+from aismm.infra.ledger import MAX_AMOUNT
 
 __all__ = ["MissionDoc", "ContractPin", "Assignment", "Verdict", "CheckResult", "Request",
            "MISSION_ID", "TREE_ID"]

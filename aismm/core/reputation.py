@@ -29,7 +29,7 @@ from itertools import accumulate, compress
 from operator import mul
 from typing import Any
 
-from aismm.errors import UsageError
+from aismm.core.errors import UsageError
 
 OUTCOMES = frozenset({"accepted", "not_selected", "rejected", "failed", "refunded"})
 PRIOR_QUALITY = 50.0

@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
-from aismm import registry, sandbox
-from aismm.actor import Manifest
-from aismm.errors import ActorError, UsageError
-from aismm.git import Repo
-from aismm.model import describe_validation, dump_yaml, load_yaml
-from aismm.safepath import printable
+from aismm.core.actor import Manifest
+from aismm.core.errors import ActorError, UsageError
+from aismm.core.model import describe_validation, dump_yaml, load_yaml
+from aismm.core.safepath import printable
+from aismm.infra import sandbox
+from aismm.infra.git import Repo
+from aismm.state import registry
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
-    from aismm.signing import PrivateKey
+    from aismm.core.signing import PrivateKey
+    from aismm.infra.hub import Hub
 
 __all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "status_of",
            "pick", "ranking", "task_reason", "REFERENCE_PROVIDERS"]
@@ -74,7 +75,7 @@ def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = Non
 def register_reference_agents(hub: "Hub", assess_them: bool = True,
                               progress: Callable[[str], None] | None = None) -> list[str]:
     """Register the bundled reference agents as hosted agents (and assess them)."""
-    folder = Path(__file__).resolve().parent / "agents" / "manifests"
+    folder = Path(__file__).resolve().parent.parent / "agents" / "manifests"
     known = registry.actors(hub)
     for provider in REFERENCE_PROVIDERS:
         if provider not in known:
@@ -211,9 +212,9 @@ def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
 def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                      progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
     """Open one unfunded sandbox mission per task; wait for the agent to deliver by git."""
-    from aismm import mission
     from aismm.checks.expect import evaluate
     from aismm.gate import read_verdict
+    from aismm.services import mission
 
     opened = []
     for contract, files, task in jobs:
@@ -276,9 +277,9 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
 def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, bytes], task: str
                  ) -> dict[str, Any]:
     """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
-    from aismm import assessment, dod
     from aismm.checks.expect import evaluate
     from aismm.gate import MissionPolicy
+    from aismm.services import assessment, dod
 
     ref = contract.ref
     with sandbox.workspace("assess-") as tmp:
@@ -320,8 +321,8 @@ def task_reason(task: dict[str, Any]) -> str | None:
 
 
 def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:
-    from aismm.reputation import Execution, compute
-    from aismm.store import Store
+    from aismm.core.reputation import Execution, compute
+    from aismm.infra.store import Store
 
     with Store(hub.db_path) as store:
         rows = store.executions()
@@ -337,7 +338,7 @@ def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:
 
 
 def _open_attempts(hub: "Hub") -> dict[str, int]:
-    from aismm import lifecycle
+    from aismm.services import lifecycle
 
     counts: dict[str, int] = {}
     for row in lifecycle.list_missions(hub):
@@ -377,7 +378,7 @@ def listing(hub: "Hub", contract: str | None = None, role: str | None = None
 
 def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[str, Any]]:
     """Listed agents for a contract, ranked by the routing score, with every input."""
-    from aismm.routing import Candidate, exclusions, rank
+    from aismm.core.routing import Candidate, exclusions, rank
 
     cid = contract.split("@")[0]
     mans = {a: m for a, m in registry.manifests(hub).items()

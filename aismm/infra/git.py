@@ -15,8 +15,8 @@ from typing import Iterator
 import pygit2
 from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
 
-from aismm.errors import ConflictError, RepositoryError
-from aismm.signing import PrivateKey, sign, split_armored
+from aismm.core.errors import ConflictError, RepositoryError
+from aismm.core.signing import PrivateKey, sign, split_armored
 
 __all__ = ["Repo", "Entry", "CommitInfo", "TagInfo", "ZERO", "Identity", "MODE_FILE", "MODE_EXEC"]
 

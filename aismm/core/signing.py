@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aismm.errors import SignatureError, UsageError
+from aismm.core.errors import SignatureError, UsageError
 
 __all__ = [
     "PrivateKey", "generate_key", "load_private_key", "read_private_key_file",

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aismm.clock import iso
-from aismm.errors import SandboxError
-from aismm.store import Store, worker_id
+from aismm.core.clock import iso
+from aismm.core.errors import SandboxError
+from aismm.infra.store import Store, worker_id
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["record", "record_and_process", "process", "in_progress"]
 
@@ -37,7 +37,7 @@ def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
 def _drain(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
            max_id: int | None = None) -> tuple[list[str], set[int]]:
     """:func:`process`, also returning the ids of the events this call handled."""
-    from aismm import lifecycle
+    from aismm.services import lifecycle
 
     lines: list[str] = []
     handled: set[int] = set()
@@ -76,7 +76,7 @@ def _failed_line(repo: str, ref: str, event_id: int, reason: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    from aismm.errors import AismmError
+    from aismm.core.errors import AismmError
 
     text = str(exc).strip()
     if isinstance(exc, AismmError):

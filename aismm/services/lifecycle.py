@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from aismm import registry
-from aismm.clock import iso
-from aismm.git import Repo
-from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
-from aismm.model import load_yaml
-from aismm.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
-from aismm.safepath import printable
+from aismm.core.clock import iso
+from aismm.core.model import load_yaml
+from aismm.core.safepath import printable
+from aismm.infra.git import Repo
+from aismm.services.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+from aismm.state import registry
+from aismm.state.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
-    from aismm.store import Event
+    from aismm.infra.hub import Hub
+    from aismm.infra.store import Event
 
 __all__ = ["delivered_at", "status", "list_missions", "handle_event", "attempt_status", "failed_runs"]
 
@@ -29,7 +29,7 @@ Runs = dict[tuple[str, str], list[dict[str, Any]]]
 def failed_runs(hub: "Hub", mission_id: str | None = None) -> Runs:
     """The ``failed`` execution records (hosted runs that crashed or were refused), by
     (mission, agent)."""
-    from aismm.store import Store
+    from aismm.infra.store import Store
 
     with Store(hub.db_path) as store:
         rows = store.executions()
@@ -169,7 +169,7 @@ def _met_in_time(hub: "Hub", repo: Repo, mission_id: str, attempts: list[dict[st
 def delivered_at(hub: "Hub", mission_id: str, agent: str, tree: str | None) -> float | None:
     """When the hub received the deliverable ``tree`` on an attempt (the ref-state log's time of
     the update that brought it, unchanged since); never a date written inside a commit."""
-    from aismm.store import Store
+    from aismm.infra.store import Store
 
     if tree is None:
         return None
@@ -188,7 +188,7 @@ def delivered_at(hub: "Hub", mission_id: str, agent: str, tree: str | None) -> f
 
 
 def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:
-    from aismm.ledger import Ledger
+    from aismm.infra.ledger import Ledger
 
     if ledger is None:
         with Ledger(hub.db_path, hub.clock) as own:
@@ -221,7 +221,7 @@ def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
 
 def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
                   ) -> list[dict[str, Any]]:
-    from aismm.ledger import Ledger
+    from aismm.infra.ledger import Ledger
 
     rows = []
     snap = registry.snapshot(Repo(hub.registry_path))
@@ -240,6 +240,6 @@ def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
 
 def handle_event(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
     """Process one outbox event; return its result record and summary lines."""
-    from aismm import assessment
+    from aismm.services import assessment
 
     return assessment.on_update(hub, event)

@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from aismm.clock import iso
-from aismm.errors import ConflictError, GateRejection, RepositoryError
-from aismm.git import ZERO, Repo
-from aismm.safepath import printable
+from aismm.core.clock import iso
+from aismm.core.errors import ConflictError, GateRejection, RepositoryError
+from aismm.core.safepath import printable
+from aismm.infra.git import ZERO, Repo
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["REGISTRY", "ensure", "ensure_mission", "ensure_registry", "sweep"]
 
@@ -38,8 +38,9 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
     (being created, or older than the log) is taken as it is. ``approved`` lists moves a
     pre-receive hook has just allowed and post-receive is about to log.
     """
-    from aismm import events, gate
-    from aismm.store import Store
+    from aismm import gate
+    from aismm.infra.store import Store
+    from aismm.services import events
 
     repo = Repo(hub.root / name)
     with Store(hub.db_path) as store:
@@ -88,7 +89,7 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
 def _put_back(hub: "Hub", repo: Repo, name: str, ref: str, old: str | None, new: str | None,
               reason: str, judged: dict[str, str]) -> str:
     """Restore one refused ref to its logged value and keep the incident; the report line."""
-    from aismm.store import Store
+    from aismm.infra.store import Store
 
     try:
         if old is None:
@@ -125,7 +126,7 @@ def sweep(hub: "Hub", approved: Approved = (), skip: Collection[str] = ()) -> li
 
     A repository that cannot be read is reported and skipped, never fatal to the others.
     """
-    from aismm.mission import mission_ids
+    from aismm.services.mission import mission_ids
 
     names = [REGISTRY] + [f"missions/{m}.git" for m in mission_ids(hub, sandbox=True)]
     lines: list[str] = []

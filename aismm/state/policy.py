@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from aismm.actor import Actor
-from aismm.contract import Contract, parse_contract
-from aismm.document import MissionDoc, Verdict
-from aismm.errors import GateRejection, Problem
-from aismm.git import Repo
-from aismm.model import load_yaml
-from aismm.registry import Snapshot
+from aismm.core.actor import Actor
+from aismm.core.contract import Contract, parse_contract
+from aismm.core.document import MissionDoc, Verdict
+from aismm.core.errors import GateRejection, Problem
+from aismm.core.model import load_yaml
+from aismm.infra.git import Repo
+from aismm.state.registry import Snapshot
 
 __all__ = ["MissionPolicy", "load_policy", "dependence", "quorum", "read_verdict",
            "verdict_time", "agent_of", "MAIN", "ACCEPTED", "ATTEMPT", "TAGS", "REQUEST_NAME"]

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from aismm.errors import UsageError
-from aismm.reputation import Reputation, newcomer
+from aismm.core.errors import UsageError
+from aismm.core.reputation import Reputation, newcomer
 
 
 @dataclass(frozen=True, slots=True)

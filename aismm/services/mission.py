@@ -10,19 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate, registry
-from aismm.clock import iso, parse_duration
-from aismm.contract import Contract, match_glob, validate_document
-from aismm.document import Assignment, ContractPin, MissionDoc
-from aismm.errors import ActorError, ContractError, MissionError, UsageError
-from aismm.git import Repo
-from aismm.model import dump_yaml, load_yaml
-from aismm.policy import MissionPolicy, dependence, load_policy
-from aismm.safepath import case_collisions, path_problem
-from aismm.signing import PrivateKey
+from aismm import gate
+from aismm.core.clock import iso, parse_duration
+from aismm.core.contract import Contract, match_glob, validate_document
+from aismm.core.document import Assignment, ContractPin, MissionDoc
+from aismm.core.errors import ActorError, ContractError, MissionError, UsageError
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.safepath import case_collisions, path_problem
+from aismm.core.signing import PrivateKey
+from aismm.infra.git import Repo
+from aismm.state import registry
+from aismm.state.policy import MissionPolicy, dependence, load_policy
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["create", "open_mission", "mission_ids", "show", "read_inputs", "fee_rate",
            "ATTEMPT", "MAIN", "ACCEPTED"]
@@ -99,7 +100,7 @@ def fee_rate(hub: "Hub", contract: Contract, tier: str) -> int:
 
 
 def _render_readme(doc: MissionDoc, contract: Contract) -> bytes:
-    from aismm.hub import bundled
+    from aismm.infra.hub import bundled
 
     template = string.Template((bundled("templates") / "mission_readme.md").read_text())
     bullet = lambda items: "\n".join(f"- {i}" for i in items) or "- (none)"  # noqa: E731
@@ -144,7 +145,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
            mode: str = "direct", parent: str | None = None, fund: bool = True,
            sandbox: bool = False) -> Created:
     """Create and fund a mission; on any error nothing is left behind."""
-    from aismm.ledger import MAX_AMOUNT, Ledger, fee_for
+    from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
 
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
@@ -169,7 +170,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
             raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
                              "specialist")
         if tier != "T0":
-            from aismm.market import status_of
+            from aismm.services.market import status_of
 
             listed = (status_of(hub, agent_id) or {}).get("status") == "listed"
             if not listed:
@@ -244,7 +245,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    from aismm import events
+    from aismm.services import events
 
     events.record(hub, final, [("0" * 40, new, ref) for _old, new, ref in updates], client)
     return Created(doc, final, main)
@@ -277,9 +278,9 @@ def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
     """A mission's repository and policy, or a MissionError naming the id.
 
     Its refs (and the registry's) are judged first: whatever moved without the gate is judged
-    now and put back if refused (:mod:`aismm.judged`), so callers read only judged state.
+    now and put back if refused (:mod:`aismm.services.judged`), so callers read only judged state.
     """
-    from aismm import judged
+    from aismm.services import judged
 
     path = hub.mission_path(mission_id)
     if not path.is_dir() or mission_id.startswith(".") or "/" in mission_id:
@@ -294,7 +295,7 @@ def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
 
 def show(hub: "Hub", mission_id: str) -> dict[str, Any]:
     """Refs, files on main and who signed each ref's tip."""
-    from aismm.signing import verify
+    from aismm.core.signing import verify
 
     repo, policy = open_mission(hub, mission_id)
     snap = registry.snapshot(Repo(hub.registry_path))

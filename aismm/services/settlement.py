@@ -11,20 +11,22 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate, judged, registry
-from aismm.clock import iso, parse_duration
-from aismm.document import Request, Verdict
-from aismm.errors import AismmError, ConflictError, MissionError
-from aismm.git import Repo
-from aismm.ledger import Ledger
-from aismm.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
-from aismm.model import dump_yaml, load_yaml
-from aismm.policy import REQUEST_NAME, MissionPolicy, read_verdict, verdict_time
-from aismm.safepath import printable
-from aismm.signing import PrivateKey
+from aismm import gate
+from aismm.core.clock import iso, parse_duration
+from aismm.core.document import Request, Verdict
+from aismm.core.errors import AismmError, ConflictError, MissionError
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.safepath import printable
+from aismm.core.signing import PrivateKey
+from aismm.infra.git import Repo
+from aismm.infra.ledger import Ledger
+from aismm.services import judged
+from aismm.services.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+from aismm.state import registry
+from aismm.state.policy import REQUEST_NAME, MissionPolicy, read_verdict, verdict_time
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["accept", "request", "settle", "refund", "cancel", "arbitrate", "tick", "reconcile",
            "record_execution"]
@@ -61,7 +63,7 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
         gate.judge(hub, repo, [(old, new, ACCEPTED)])
     repo.update_ref(ACCEPTED, new, old)
     _crash_point("after-merge")
-    from aismm import events
+    from aismm.services import events
 
     events.record(hub, repo.path, [(old, new, ACCEPTED)], signer)
     lines = [f"aismm: {signer} accepted attempts/{agent} with merge {new[:12]}"]
@@ -79,7 +81,7 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
 def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
             key: PrivateKey | None = None) -> list[str]:
     """The client asks for rework or escalates: a signed request file on the attempt."""
-    from aismm import assessment, events
+    from aismm.services import assessment, events
 
     repo, policy = open_mission(hub, mission_id)
     head = _attempt_head(repo, agent)
@@ -118,7 +120,7 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     stated reason in the ruling. Release needs the DoD to pass and the fresh review (when one
     could be had) to pass at the contract's threshold; anything else refunds.
     """
-    from aismm import assessment
+    from aismm.services import assessment
 
     repo, policy = open_mission(hub, mission_id)
     arbiter = policy.doc.arbiter
@@ -201,7 +203,7 @@ def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) ->
         repo.update_ref(ref, tag, None)
     except ConflictError:
         return tag  # a concurrent settler tagged first; the ledger kept it exactly once
-    from aismm import events
+    from aismm.services import events
 
     events.record(hub, repo.path, [("0" * 40, tag, ref)], platform)
     return tag
@@ -266,7 +268,7 @@ def cancel(hub: "Hub", mission_id: str) -> list[str]:
 
 def tick(hub: "Hub") -> list[str]:
     """Apply every due timer: auto-acceptance after the window, refunds after the deadline."""
-    from aismm import lifecycle
+    from aismm.services import lifecycle
 
     lines: list[str] = []
     failures: list[AismmError] = []
@@ -278,7 +280,7 @@ def tick(hub: "Hub") -> list[str]:
     if len(failures) == 1:
         raise failures[0]
     if failures:
-        from aismm.errors import CheckFailed
+        from aismm.core.errors import CheckFailed
 
         raise CheckFailed("tick", [str(f).splitlines()[0] for f in failures])
     return lines
@@ -328,7 +330,7 @@ def reconcile(hub: "Hub") -> list[str]:
                 problems.append(f"{mission_id}: tag {kind} exists but the ledger has "
                                 f"{closure.kind if closure else 'no closure'}")
     if problems:
-        from aismm.errors import CheckFailed
+        from aismm.core.errors import CheckFailed
 
         raise CheckFailed("reconcile", problems)
     return lines or ["aismm: reconcile: nothing to finish; tags and ledger agree"]
@@ -337,14 +339,14 @@ def reconcile(hub: "Hub") -> list[str]:
 def record_execution(hub: "Hub", mission_id: str, agent: str, outcome: str,
                      detail: str = "") -> None:
     """Append one execution record (idempotent per mission, agent and outcome head)."""
-    from aismm.store import Store
+    from aismm.infra.store import Store
 
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
     snap = registry.snapshot(Repo(hub.registry_path))
     head = repo.ref(f"{ATTEMPT}{agent}") or policy.main
     quality = _quality(repo, policy, head) if outcome != "failed" else 0.0
-    from aismm.lifecycle import delivered_at
+    from aismm.services.lifecycle import delivered_at
 
     created = dt.datetime.fromisoformat(doc.created.replace("Z", "+00:00"))
     tree = repo.subtree_id(head, "deliverable")

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aismm import sandbox
-from aismm.contract import match_glob, validate_document
-from aismm.document import CheckResult
-from aismm.model import load_yaml
+from aismm.core.contract import match_glob, validate_document
+from aismm.core.document import CheckResult
+from aismm.core.model import load_yaml
+from aismm.infra import sandbox
 
 if TYPE_CHECKING:
     from aismm.gate import MissionPolicy
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["run_checks", "score", "python_env"]
 

@@ -12,20 +12,23 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aismm import dod, gate, registry, sandbox
-from aismm.actor import Manifest
-from aismm.document import Verdict
-from aismm.errors import AismmError, ConflictError, GateRejection, MissionError
-from aismm.git import Repo
-from aismm.mission import ACCEPTED, ATTEMPT, open_mission
-from aismm.model import dump_yaml, load_yaml
-from aismm.policy import REQUEST_NAME, MissionPolicy, dependence, read_verdict
-from aismm.safepath import printable
-from aismm.signing import PrivateKey
+from aismm import gate
+from aismm.core.actor import Manifest
+from aismm.core.document import Verdict
+from aismm.core.errors import AismmError, ConflictError, GateRejection, MissionError
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.safepath import printable
+from aismm.core.signing import PrivateKey
+from aismm.infra import sandbox
+from aismm.infra.git import Repo
+from aismm.services import dod
+from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
+from aismm.state import registry
+from aismm.state.policy import REQUEST_NAME, MissionPolicy, dependence, read_verdict
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
-    from aismm.store import Event
+    from aismm.infra.hub import Hub
+    from aismm.infra.store import Event
 
 __all__ = ["on_update", "assess", "dispatch", "write_to_attempt", "pick_reviewers",
            "run_agent", "failed_attempts", "review", "fresh_reviewer"]
@@ -55,7 +58,7 @@ def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes 
             repo.update_ref(ref, new, old)
         except ConflictError:
             continue
-        from aismm import events
+        from aismm.services import events
 
         events.record(hub, repo.path, [(old, new, ref)], signer)  # every ref move is an event
         return new
@@ -156,7 +159,7 @@ def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> str:
     ``why`` may carry the agent's own output (stderr, file names): it is escaped into one
     printable line before it is stored or printed.
     """
-    from aismm import settlement
+    from aismm.services import settlement
 
     reason = printable(why, limit=300)
     settlement.record_execution(hub, mission_id, agent, "failed", detail=reason)
@@ -322,11 +325,11 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
             if path.endswith("-rework.yaml"):
                 lines += dispatch(hub, mission_id, [agent], request=path)
             else:
-                from aismm import settlement
+                from aismm.services import settlement
 
                 lines += settlement.arbitrate(hub, mission_id, agent)
     elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
-        from aismm import settlement
+        from aismm.services import settlement
 
         lines += settlement.settle(hub, mission_id)
     return {"lines": lines}, lines

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from aismm.errors import ContractError
-from aismm.ledger import MAX_AMOUNT
-from aismm.model import Strict, describe_validation, load_yaml
+from aismm.core.errors import ContractError
+from aismm.core.model import Strict, describe_validation, load_yaml
+from aismm.infra.ledger import MAX_AMOUNT
 
 __all__ = [
     "Contract", "Check", "Review", "RubricItem", "FileSpec", "Limits", "Tier", "TIERS",
@@ -120,7 +120,7 @@ class Sla(Strict):
     @field_validator("deadline", "acceptance_window")
     @classmethod
     def _duration(cls, value: str) -> str:
-        from aismm.clock import parse_duration
+        from aismm.core.clock import parse_duration
 
         parse_duration(value)
         return value

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aismm.ledger import MAX_AMOUNT
-from aismm.model import Strict
+from aismm.core.model import Strict
+from aismm.infra.ledger import MAX_AMOUNT
 
 __all__ = ["Actor", "RetiredKey", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID", "INSTANT",
            "instant"]
@@ -38,7 +38,7 @@ Instant = Annotated[str, Field(pattern=INSTANT)]
 
 
 def _public_key(key: str) -> str:
-    from aismm.signing import parse_public_key
+    from aismm.core.signing import parse_public_key
 
     try:
         return parse_public_key(key)

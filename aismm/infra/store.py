@@ -1,6 +1,6 @@
 """The hub database (SQLite, WAL): the event outbox and execution records.
 
-The ledger keeps its own tables in the same file through :mod:`aismm.ledger`; every other SQL
+The ledger keeps its own tables in the same file through :mod:`aismm.infra.ledger`; every other SQL
 statement in AISMM lives here.
 """
 

@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from aismm import acceptance
-from aismm.actor import Actor, Manifest
-from aismm.contract import match_glob, parse_contract, validate_document
-from aismm.document import MissionDoc, Request, Verdict
-from aismm.errors import AismmError, GateRejection, Problem, SignatureError
-from aismm.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
-from aismm.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
-from aismm.policy import (  # noqa: F401 (re-exported)
+from aismm.core.actor import Actor, Manifest
+from aismm.core.contract import match_glob, parse_contract, validate_document
+from aismm.core.document import MissionDoc, Request, Verdict
+from aismm.core.errors import AismmError, GateRejection, Problem, SignatureError
+from aismm.core.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
+from aismm.core.safepath import case_collisions, path_problem
+from aismm.core.safepath import printable as _printable
+from aismm.core.signing import verify
+from aismm.gate import acceptance
+from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
+from aismm.state.policy import (  # noqa: F401 (re-exported)
     ACCEPTED,
     ATTEMPT,
     MAIN,
@@ -32,15 +35,12 @@ from aismm.policy import (  # noqa: F401 (re-exported)
     read_verdict,
     verdict_time,
 )
-from aismm.policy import agent_of as _agent_of
-from aismm.policy import dependence as _dependence
-from aismm.registry import Snapshot, key_holder, load_actors, snapshot
-from aismm.safepath import case_collisions, path_problem
-from aismm.safepath import printable as _printable
-from aismm.signing import verify
+from aismm.state.policy import agent_of as _agent_of
+from aismm.state.policy import dependence as _dependence
+from aismm.state.registry import Snapshot, key_holder, load_actors, snapshot
 
 if TYPE_CHECKING:
-    from aismm.hub import Hub
+    from aismm.infra.hub import Hub
 
 __all__ = ["judge", "configure", "rejection_lines", "Update", "MissionPolicy", "load_policy",
            "quorum"]

@@ -32,8 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from aismm.clock import Clock, default_clock, iso
-from aismm.errors import ConflictError, LedgerError
+from aismm.core.clock import Clock, default_clock, iso
+from aismm.core.errors import ConflictError, LedgerError
 
 __all__ = [
     "FEES", "MAX_AMOUNT", "MAX_BALANCE", "WORLD", "check_amount", "Closure", "Ledger", "Settlement", "Transfer", "TransferSpec", "fee_for",

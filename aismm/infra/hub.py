@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from aismm.clock import Clock, default_clock
-from aismm.errors import UsageError
-from aismm.model import Strict, describe_validation, dump_yaml, load_yaml
-from aismm.signing import PrivateKey, generate_key, read_private_key_file
+from aismm.core.clock import Clock, default_clock
+from aismm.core.errors import UsageError
+from aismm.core.model import Strict, describe_validation, dump_yaml, load_yaml
+from aismm.core.signing import PrivateKey, generate_key, read_private_key_file
 
 __all__ = ["Hub", "HubConfig", "FeeBand", "bundled", "find_hub"]
 
@@ -54,7 +54,7 @@ class HubConfig(Strict):
 
 def bundled(name: str) -> Path:
     """A folder shipped with the package (contracts, templates, hooks), wheel or checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the aismm package
     for candidate in (here / "_bundled" / name, here.parent / name):
         if candidate.is_dir():
             return candidate
@@ -136,7 +136,8 @@ class Hub:
     def init(cls, root: Path, clock: Clock | None = None, config: HubConfig | None = None,
              ) -> "Hub":
         """Create a hub at ``root`` atomically: built beside it, renamed into place."""
-        from aismm import registry, store
+        from aismm.infra import store
+        from aismm.state import registry
 
         root = Path(root).resolve()
         if (root / "hub.yaml").exists():

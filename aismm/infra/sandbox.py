@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aismm
-from aismm.errors import SandboxError, UsageError
+from aismm.core.errors import SandboxError, UsageError
 
 __all__ = [
     "ISOLATIONS",

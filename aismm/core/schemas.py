@@ -8,10 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from aismm.actor import Actor, Manifest
-from aismm.contract import Contract
-from aismm.document import MissionDoc, Request, Verdict
-from aismm.errors import UsageError
+from aismm.core.actor import Actor, Manifest
+from aismm.core.contract import Contract
+from aismm.core.document import MissionDoc, Request, Verdict
+from aismm.core.errors import UsageError
 
 __all__ = ["MODELS", "render", "write_all"]
 

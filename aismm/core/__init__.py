@@ -1,0 +1,1 @@
+"""The protocol layer: pure rules and documents (no I/O beyond parsing)."""

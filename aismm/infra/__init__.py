@@ -1,0 +1,1 @@
+"""Adapters: git, SQLite (outbox, ledger), the sandbox and the hub's layout."""

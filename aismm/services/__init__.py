@@ -1,0 +1,1 @@
+"""Services: what the hub does with judged state (events, missions, money)."""

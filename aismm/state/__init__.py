@@ -1,0 +1,1 @@
+"""Read models: what the registry and a mission's main say."""
