@@ -12,7 +12,8 @@ from typing import Callable
 from aismm.infra import sandbox
 from aismm.infra.hub import Hub, bundled
 from aismm.infra.ledger import Ledger
-from aismm.services import events, lifecycle, market, mission, settlement
+from aismm.services import events, lifecycle, market, mission, registrar, settlement
+from aismm.services.hubs import init_hub
 from aismm.state import registry
 
 __all__ = ["run"]
@@ -49,7 +50,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
 
     isolation = sandbox.isolation()  # agent code runs only contained: none here stops the demo
     say("1. The platform opens a hub and publishes the contract catalog")
-    hub = Hub.init(hub_dir)
+    hub = init_hub(hub_dir)
     reg = hub.registry_path
     contracts = registry.contracts(hub)
     tip = _git("rev-parse", "HEAD", cwd=reg).strip()
@@ -61,8 +62,8 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     say("   acme: ref-code-reviewer, ref-schema-designer, ref-test-writer · qa-guild: "
         "ref-reviewer · cheapo: sloppy-coder")
     market.register_reference_agents(hub, assess_them=False)
-    registry.add_actor(hub, "lintworks", ["client"], None, None, True)
-    registry.add_actor(hub, "lint-bot", ["specialist"], "lintworks", None, True)
+    registrar.add_actor(hub, "lintworks", ["client"], None, None, True)
+    registrar.add_actor(hub, "lint-bot", ["specialist"], "lintworks", None, True)
     from aismm.core.actor import Manifest, Runtime
 
     market.register_manifest(hub, Manifest(
@@ -82,7 +83,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
             f"→ {verdict}")
 
     say("\n3. A client joins and funds its wallet")
-    registry.add_actor(hub, "dana", ["client"], "dana-corp", None, True)
+    registrar.add_actor(hub, "dana", ["client"], "dana-corp", None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("dana", 3000, cause="demo-deposit")
     say("   dana (owner dana-corp) deposits 3000 tokens; her key: " + str(hub.key_path("dana")))

@@ -13,30 +13,8 @@ from typing import Any
 
 from aismm.core.errors import AismmError, GateRejection, SandboxError
 
-__all__ = ["install", "main", "hub_of", "handle", "MARKER", "SOCKET"]
+__all__ = ["handle", "hub_of", "main"]
 
-MARKER = "# aismm-hook:"
-NAMES = ("pre-receive", "post-receive")
-SOCKET = "run/aismm.sock"
-
-
-def install(repo_path: Path) -> None:
-    """Write our hooks into a bare repository (absolute interpreter path; keep foreign hooks)."""
-    from aismm.infra.hub import bundled
-
-    hooks = repo_path / "hooks"
-    hooks.mkdir(exist_ok=True)
-    for name in NAMES:
-        target = hooks / name
-        if target.exists() and MARKER not in target.read_text(errors="replace"):
-            target.rename(hooks / f"{name}.legacy")
-        text = (bundled("hooks") / name).read_text().replace("@PYTHON@", sys.executable)
-        tmp = hooks / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        tmp.replace(target)
-    for sample in hooks.glob("*.sample"):
-        sample.unlink()
 
 
 def hub_of(repo_path: Path) -> Path:

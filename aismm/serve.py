@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from aismm.core.errors import AismmError, ConflictError, GateRejection
+from aismm.core.errors import AismmError, ConflictError
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from aismm.infra.hub import Hub  # noqa: E402
 from aismm.infra.ledger import Ledger  # noqa: E402
-from aismm.services import lifecycle, market, mission
-from aismm.state import registry
+from aismm.services import lifecycle, market, mission, registrar
+from aismm.services.hubs import init_hub
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
@@ -39,12 +39,12 @@ def git(*args: str, cwd: Path) -> str:
 
 def _hub(root: Path) -> tuple[Hub, Path]:
     os.environ.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
-    hub = Hub.init(root / "hub")
+    hub = init_hub(root / "hub")
     market.register_reference_agents(hub, assess_them=False)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "ext")],
                    check=True)
-    registry.add_actor(hub, "ext", ["specialist"], None, (root / "ext.pub").read_text(), False)
-    registry.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "ext", ["specialist"], None, (root / "ext.pub").read_text(), False)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("alice", 10_000_000, cause="bench")
     return hub, root / "ext"
@@ -143,7 +143,7 @@ def _listing(root: Path, agents: int) -> dict[str, float]:
     from aismm.core.model import dump_yaml
     from aismm.core.signing import generate_key
 
-    hub = Hub.init(root / "listing")
+    hub = init_hub(root / "listing")
     key = generate_key().public_line
     files: dict[str, bytes | None] = {}
     for i in range(agents):
@@ -158,9 +158,9 @@ def _listing(root: Path, agents: int) -> dict[str, float]:
         files[f"assessments/{aid}/0001.yaml"] = dump_yaml({
             "schema_version": 1, "agent": aid, "n": 1, "status": "listed", "badge": "gold",
             "quality": 90, "p50_seconds": 1.0, "cost": 100, "reasons": [], "tasks": []}).encode()
-    registry.commit_files(hub, {p: d for p, d in files.items() if p.startswith("actors/")},
+    registrar.commit_files(hub, {p: d for p, d in files.items() if p.startswith("actors/")},
                           "actors\n", "platform")
-    registry.commit_files(hub, {p: d for p, d in files.items() if not p.startswith("actors/")},
+    registrar.commit_files(hub, {p: d for p, d in files.items() if not p.startswith("actors/")},
                           "agents\n", "platform")
     start = time.perf_counter()
     rows = market.listing(hub)

@@ -34,7 +34,8 @@ from aismm.core.model import dump_yaml, load_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub, HubConfig
 from aismm.infra.ledger import Ledger
-from aismm.services import mission
+from aismm.services import mission, registrar
+from aismm.services.hubs import init_hub
 from aismm.state import registry
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
@@ -57,9 +58,9 @@ def git(*args: str, cwd: Path) -> str:
 
 def _hub(root: Path) -> Hub:
     os.environ.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
-    hub = Hub.init(root / "hub", config=HubConfig(processing="daemon"))
-    registry.add_actor(hub, "alice", ["client"], None, None, True)
-    registry.add_actor(hub, "bob", ["specialist"], "acme", None, True)
+    hub = init_hub(root / "hub", config=HubConfig(processing="daemon"))
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "bob", ["specialist"], "acme", None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("alice", 1_000_000, cause="bench")
     _publish_bulk_contract(hub)
@@ -78,7 +79,7 @@ def _publish_bulk_contract(hub: Hub) -> None:
     files: dict[str, bytes | None] = {f"{base}/contract.yaml": dump_yaml(doc).encode()}
     for schema in (source / "schemas").iterdir():
         files[f"{base}/schemas/{schema.name}"] = schema.read_bytes()
-    registry.commit_files(hub, files, "Publish the bulk benchmark contract\n",
+    registrar.commit_files(hub, files, "Publish the bulk benchmark contract\n",
                           hub.config.platform)
 
 

@@ -26,9 +26,9 @@ from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import mission
+from aismm.services import mission, registrar
+from aismm.services.hubs import init_hub
 from aismm.services.mission import Created
-from aismm.state import registry
 
 __all__ = [
     "CONTRACT",
@@ -361,10 +361,10 @@ class Kit:
         if external:
             key = ssh_keygen(self.root / "keys" / actor_id / "id_ed25519", actor_id)
             self.external[actor_id] = key
-            registry.add_actor(self.hub, actor_id, roles, owner,
+            registrar.add_actor(self.hub, actor_id, roles, owner,
                                key.with_suffix(".pub").read_text().strip(), False)
         else:
-            registry.add_actor(self.hub, actor_id, roles, owner, None, True)
+            registrar.add_actor(self.hub, actor_id, roles, owner, None, True)
         if "specialist" in roles:
             self.list_agent(actor_id)
         return self.key(actor_id)
@@ -374,7 +374,7 @@ class Kit:
         record = {"schema_version": 1, "agent": agent, "n": 1, "status": "listed",
                   "badge": "silver", "quality": 85.0, "p50_seconds": 1.0, "cost": 100,
                   "reasons": [], "tasks": [], "at": START}
-        registry.commit_files(self.hub, {f"assessments/{agent}/0001.yaml":
+        registrar.commit_files(self.hub, {f"assessments/{agent}/0001.yaml":
                                          dump_yaml(record).encode()},
                               f"Assess {agent}: listed (test fixture)\n", self.hub.config.platform)
 
@@ -411,7 +411,7 @@ class Kit:
 
 def make_kit(root: Path) -> Kit:
     """A hub at ``root/hub`` with the cast of actors and a funded client."""
-    hub = Hub.init(root / "hub", clock=FixedClock(START))
+    hub = init_hub(root / "hub", clock=FixedClock(START))
     kit = Kit(hub, root)
     kit.add_actor("alice", ["client"])
     kit.add_actor("bob", ["specialist"], "acme")

@@ -26,8 +26,8 @@ from aismm.core.signing import generate_key
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, events, lifecycle, market, mission
-from aismm.state import registry
+from aismm.services import assessment, events, lifecycle, market, mission, registrar
+from aismm.services.hubs import init_hub
 
 __all__ = [
     "AGENT",
@@ -72,12 +72,12 @@ def _template(factory: pytest.TempPathFactory) -> Path:
     if _TEMPLATE:
         return _TEMPLATE[0]
     root = factory.mktemp("template") / "hub"
-    hub = Hub.init(root, clock=FixedClock(START))
+    hub = init_hub(root, clock=FixedClock(START))
     market.register_reference_agents(hub, assess_them=False)
     record = market.assess(hub, AGENT)
     assert record["status"] == "listed", record["reasons"]
-    registry.add_actor(hub, CLIENT, ["client"], None, None, True)
-    registry.add_actor(hub, "vera", ["reviewer"], "vera-labs", generate_key().public_line, False)
+    registrar.add_actor(hub, CLIENT, ["client"], None, None, True)
+    registrar.add_actor(hub, "vera", ["reviewer"], "vera-labs", generate_key().public_line, False)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit(CLIENT, SEED, cause="seed")
     _TEMPLATE.append(root)

@@ -27,7 +27,8 @@ from aismm.infra.git import CommitInfo, Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, events, lifecycle, market, mission, settlement
+from aismm.services import assessment, events, lifecycle, market, mission, registrar, settlement
+from aismm.services.hubs import init_hub
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
 from tests import clikit
@@ -90,12 +91,12 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         mp.setenv("HOME", str(root))
         for key, value in GIT_ENV.items():
             mp.setenv(key, value)
-        hub = Hub.init(root / "hub", clock=FixedClock(START))
+        hub = init_hub(root / "hub", clock=FixedClock(START))
         market.register_reference_agents(hub, assess_them=False)
         for agent in REFERENCE.values():
             assert market.assess(hub, agent)["status"] == "listed"
-        registry.add_actor(hub, "carol", ["client"], None, None, True)
-        registry.add_actor(hub, "mallory", ["client"], None, None, True)
+        registrar.add_actor(hub, "carol", ["client"], None, None, True)
+        registrar.add_actor(hub, "mallory", ["client"], None, None, True)
         for name in ("careless", *MISBEHAVING):
             man = market.load_manifest(dump_yaml({
                 "schema_version": 1, "id": "careless" if name == "careless" else f"bad-{name}",

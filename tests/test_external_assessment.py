@@ -17,8 +17,8 @@ from aismm.core.errors import ActorError
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import market, mission
-from aismm.state import registry
+from aismm.services import market, mission, registrar
+from aismm.services.hubs import init_hub
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +26,11 @@ BENCH = ROOT / "contracts" / "schema_design" / "benchmark"
 
 
 def _setup(tmp_path: Path) -> tuple[Hub, Path]:
-    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    hub = init_hub(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ext")],
                    check=True)
-    registry.add_actor(hub, "extco", ["client"], None, None, True)
-    registry.add_actor(hub, "ext", ["specialist"], "extco", (tmp_path / "ext.pub").read_text(),
+    registrar.add_actor(hub, "extco", ["client"], None, None, True)
+    registrar.add_actor(hub, "ext", ["specialist"], "extco", (tmp_path / "ext.pub").read_text(),
                        False)
     market.register_manifest(hub, Manifest(
         id="ext", owner="extco", roles=["specialist"], contracts=["contract.schema_design@1.0.0"],
@@ -42,7 +42,7 @@ def _agent(hub: Hub, key: Path, work: Path, stop: threading.Event, good: bool) -
     """A plain-git agent: clones each sandbox mission and pushes the matching golden files."""
     served: set[str] = set()
     while not stop.is_set():
-        for mid in mission.mission_ids(hub, sandbox=True):
+        for mid in hub.mission_ids(sandbox=True):
             if mid in served:
                 continue
             repo = Repo(hub.mission_path(mid))
@@ -89,8 +89,8 @@ def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
         assert any("DoD failed" in r for r in record["reasons"])
     assert market.status_of(hub, "ext")["status"] == record["status"]
     # sandbox missions hold no money and stay out of the mission list
-    assert mission.mission_ids(hub) == []
-    assert len(mission.mission_ids(hub, sandbox=True)) == len(tasks)
+    assert hub.mission_ids() == []
+    assert len(hub.mission_ids(sandbox=True)) == len(tasks)
     with Ledger(hub.db_path, hub.clock) as ledger:
         assert ledger.history() == []
 
@@ -100,7 +100,7 @@ def test_silent_external_agent_is_rejected_after_the_timeout(tmp_path: Path) -> 
     record = market.assess(hub, "ext", timeout=1)
     assert record["status"] == "rejected"
     assert all(r["misses"] == ["no delivery within 1s"] for r in record["tasks"])
-    registry.add_actor(hub, "bea", ["client"], None, None, True)
+    registrar.add_actor(hub, "bea", ["client"], None, None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("bea", 1000, cause="seed")
     with pytest.raises(ActorError, match="not listed"):

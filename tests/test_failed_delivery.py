@@ -24,8 +24,8 @@ from aismm.core.safepath import printable
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import market, mission
-from aismm.state import registry
+from aismm.services import market, mission, registrar
+from aismm.services.hubs import init_hub
 from tests import clikit
 from tests.clikit import Result
 
@@ -76,10 +76,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         mp.setenv("HOME", str(root))
         for key, value in GIT_ENV.items():
             mp.setenv(key, value)
-        hub = Hub.init(root / "hub", clock=FixedClock(START))
-        registry.add_actor(hub, "carol", ["client"], None, None, True)
-        registry.add_actor(hub, "mallory", ["client"], None, None, True)
-        registry.add_actor(hub, "qa", ["client"], None, None, True)
+        hub = init_hub(root / "hub", clock=FixedClock(START))
+        registrar.add_actor(hub, "carol", ["client"], None, None, True)
+        registrar.add_actor(hub, "mallory", ["client"], None, None, True)
+        registrar.add_actor(hub, "qa", ["client"], None, None, True)
         publish(hub, "noisy", crash(3))
         publish(hub, "refused", REFUSED)
         publish(hub, "flaky", crash(2))

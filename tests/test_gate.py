@@ -20,6 +20,7 @@ import pytest
 
 from aismm import gate
 from aismm.core.model import dump_yaml
+from aismm.services import registrar
 from aismm.state import registry
 from tests import hubkit
 from tests.hubkit import Clone, Kit, findings, request, verdict
@@ -166,9 +167,9 @@ def _(kit: Kit) -> Attack:
     kit.add_actor("mallory", ["specialist"], "mallory-co")
     s = Scene(kit, ("mallory",))
     actor = registry.actor(kit.hub, "mallory").model_copy(update={"revoked": True})
-    registry.commit_files(kit.hub, {"actors/mallory.yaml": dump_yaml(
+    registrar.commit_files(kit.hub, {"actors/mallory.yaml": dump_yaml(
         actor.model_dump(mode="json")).encode()}, "Revoke mallory\n", "platform")
-    registry.write_allowed_signers(kit.hub)
+    registrar.write_allowed_signers(kit.hub)
     oid = s.c.deliver(s.key("mallory"))
     return s.attack(line("refs/heads/attempts/mallory", f"commit {oid[:12]}",
                          "signed by an unregistered or revoked key"))
@@ -911,7 +912,7 @@ def test_a_push_to_the_registry_is_judged_by_the_gate(kit: Kit) -> None:
     finally:
         if result.returncode == 0:  # put the registry back for the other tests of this module
             reg.git("push", "-q", "--force", "origin", f"{before.refs[M]}:{M}")
-            registry.write_allowed_signers(kit.hub)
+            registrar.write_allowed_signers(kit.hub)
 
 
 # -- tree bombs: bounded work and bounded output ------------------------------------------------

@@ -16,8 +16,8 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, events, market, mission
-from aismm.state import registry
+from aismm.services import assessment, events, market, mission, registrar
+from aismm.services.hubs import init_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
@@ -44,13 +44,13 @@ def _server(reply: dict[str, Any], seen: list[dict[str, Any]]) -> ThreadingHTTPS
 
 
 def _mission(tmp_path: Path, url: str) -> tuple[Hub, mission.Created]:
-    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
-    registry.add_actor(hub, "webco", ["client"], None, None, True)
+    hub = init_hub(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    registrar.add_actor(hub, "webco", ["client"], None, None, True)
     market.register_manifest(hub, Manifest(
         id="web-agent", owner="webco", roles=["specialist"],
         contracts=["contract.code_review@1.0.0"], price=100,
         runtime=Runtime(kind="http", url=url, timeout_seconds=10)), "webco", hosted=True)
-    registry.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("alice", 1000, cause="seed")
     created = mission.create(hub, contract_ref="contract.code_review", client="alice",

@@ -9,6 +9,8 @@ import pytest
 from aismm.core.clock import FixedClock
 from aismm.core.errors import ActorError, UsageError
 from aismm.infra.hub import Hub
+from aismm.services import registrar
+from aismm.services.hubs import init_hub
 from aismm.state import registry
 from tests.conftest import git
 
@@ -17,7 +19,7 @@ CLOCK = "2026-01-01T00:00:00Z"
 
 @pytest.fixture()
 def hub(tmp_path: Path) -> Hub:
-    return Hub.init(tmp_path / "hub", clock=FixedClock(CLOCK))
+    return init_hub(tmp_path / "hub", clock=FixedClock(CLOCK))
 
 
 def test_layout_of_design_section_3(hub: Hub) -> None:
@@ -49,7 +51,7 @@ def test_registry_publishes_catalog_in_platform_signed_commits(hub: Hub) -> None
 def test_init_twice_is_refused_and_changes_nothing(hub: Hub) -> None:
     before = sorted(str(p) for p in hub.root.rglob("*"))
     with pytest.raises(UsageError, match="already a hub"):
-        Hub.init(hub.root)
+        init_hub(hub.root)
     assert sorted(str(p) for p in hub.root.rglob("*")) == before
 
 
@@ -57,7 +59,7 @@ def test_init_into_nonempty_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "file").write_text("keep me")
     with pytest.raises(UsageError, match="not empty"):
-        Hub.init(tmp_path / "x")
+        init_hub(tmp_path / "x")
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["file"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.init-")]
 
@@ -70,12 +72,12 @@ def test_not_a_hub_is_a_usage_error(tmp_path: Path) -> None:
 def test_actor_add_hosted_and_external(hub: Hub, tmp_path: Path) -> None:
     import subprocess
 
-    alice = registry.add_actor(hub, "alice", ["client"], None, None, True)
+    alice = registrar.add_actor(hub, "alice", ["client"], None, None, True)
     assert alice.hosted and hub.key_path("alice").stat().st_mode & 0o777 == 0o600
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)
     pub = (tmp_path / "k.pub").read_text()
-    ext = registry.add_actor(hub, "ext-agent", ["specialist"], "acme", pub, False)
+    ext = registrar.add_actor(hub, "ext-agent", ["specialist"], "acme", pub, False)
     assert ext.owner == "acme" and not hub.key_path("ext-agent").exists()
     assert "ext-agent@aismm.invalid" in hub.allowed_signers_path.read_text()
     assert set(registry.actors(hub)) == {"platform", "arbiter", "alice", "ext-agent"}
@@ -89,10 +91,10 @@ def test_actor_add_hosted_and_external(hub: Hub, tmp_path: Path) -> None:
     (("newbie", ["client"], None, None, False), "exactly one of --pubkey FILE or --hosted"),
 ])
 def test_actor_add_bad_input_changes_nothing(hub: Hub, args: tuple, message: str) -> None:
-    registry.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
     tip = git("-C", str(hub.registry_path), "rev-parse", "HEAD").stdout
     keys = sorted(p.name for p in hub.keys_dir.iterdir())
     with pytest.raises((ActorError, UsageError), match=message):
-        registry.add_actor(hub, *args)
+        registrar.add_actor(hub, *args)
     assert git("-C", str(hub.registry_path), "rev-parse", "HEAD").stdout == tip
     assert sorted(p.name for p in hub.keys_dir.iterdir()) == keys

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aismm.services import events
+from aismm.services import events, registrar
 from tests.settlekit import AGENT, CLIENT, GOLDEN, ROOT, Result, Site, make_site, run_git
 
 PRICE, FEE = 400, 40
@@ -122,12 +122,11 @@ def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(
 
 def test_the_ruling_weighs_a_fresh_independent_review(site: Site, tmp_path: Path) -> None:
     from aismm.services import market, settlement
-    from aismm.state import registry
 
     text = (ROOT / "aismm" / "agents" / "manifests" / "ref-reviewer.yaml").read_text()
     text = text.replace("id: ref-reviewer", "id: second-opinion").replace(
         "owner: qa-guild", "owner: opinions-inc")
-    registry.add_actor(site.hub, "opinions-inc", ["client"], None, None, True)
+    registrar.add_actor(site.hub, "opinions-inc", ["client"], None, None, True)
     market.register_manifest(site.hub, market.load_manifest(text.encode(), "m"), "opinions-inc",
                              hosted=True)
     mid = site.create("T1")

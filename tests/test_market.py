@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,8 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import market
+from aismm.services import market, registrar
+from aismm.services.hubs import init_hub
 from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
@@ -74,10 +73,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         mp.setenv("HOME", str(root))
         for key, value in GIT_ENV.items():
             mp.setenv(key, value)
-        hub = Hub.init(root / "hub", clock=FixedClock(START))
+        hub = init_hub(root / "hub", clock=FixedClock(START))
         market.register_reference_agents(hub)
         for provider in ("beta", "gamma"):
-            registry.add_actor(hub, provider, ["client"], None, None, True)
+            registrar.add_actor(hub, provider, ["client"], None, None, True)
         # the same reviewer code, each provider with its own presentation: identical
         # deliverables from two agents in one mission are refused by the gate
         reviewer = ["{python}", "-m", "aismm.agents.code_reviewer", "--order"]
@@ -85,8 +84,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         publish(hub, manifest("gamma-reviewer", "gamma", price=350, argv=[*reviewer, "rule"]))
         for agent in ("beta-reviewer", "gamma-reviewer"):
             assert market.assess(hub, agent)["status"] == "listed"
-        registry.add_actor(hub, "carol", ["client"], None, None, True)
-        registry.add_actor(hub, "gina", ["client"], "gamma", None, True)
+        registrar.add_actor(hub, "carol", ["client"], None, None, True)
+        registrar.add_actor(hub, "gina", ["client"], "gamma", None, True)
         with Ledger(hub.db_path, hub.clock) as ledger:
             ledger.deposit("carol", 100_000, cause="seed")
             ledger.deposit("gina", 100_000, cause="seed")
@@ -344,7 +343,7 @@ def test_provider_cannot_publish_a_manifest_for_an_agent_it_does_not_own(
 
 
 def test_registry_git_has_the_gate_hooks(tmp_path: Path) -> None:
-    fresh = Hub.init(tmp_path / "hub", clock=FixedClock(START))
+    fresh = init_hub(tmp_path / "hub", clock=FixedClock(START))
     hooks = fresh.registry_path / "hooks"
     missing = [n for n in ("pre-receive", "post-receive") if not (hooks / n).is_file()]
     assert missing == []

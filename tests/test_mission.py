@@ -16,7 +16,8 @@ from aismm.core.model import load_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import market, mission
+from aismm.services import market, mission, registrar
+from aismm.services.hubs import init_hub
 from aismm.state import registry
 from tests.conftest import git
 
@@ -29,13 +30,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
     import os
 
     os.environ.setdefault("GIT_CONFIG_GLOBAL", "/dev/null")
-    hub = Hub.init(tmp_path_factory.mktemp("m") / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    hub = init_hub(tmp_path_factory.mktemp("m") / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     market.register_reference_agents(hub, assess_them=False)
     market.assess(hub, "ref-code-reviewer")
-    registry.add_actor(hub, "carol", ["client"], "carol-corp", None, True)
-    registry.add_actor(hub, "poor", ["client"], None, None, True)
-    registry.add_actor(hub, "bob", ["specialist"], "carol-corp", None, True)
-    registry.add_actor(hub, "rita", ["reviewer"], "carol-corp", None, True)
+    registrar.add_actor(hub, "carol", ["client"], "carol-corp", None, True)
+    registrar.add_actor(hub, "poor", ["client"], None, None, True)
+    registrar.add_actor(hub, "bob", ["specialist"], "carol-corp", None, True)
+    registrar.add_actor(hub, "rita", ["reviewer"], "carol-corp", None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("carol", 100_000, cause="seed")
         ledger.deposit("poor", 10, cause="seed")

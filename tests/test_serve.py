@@ -15,8 +15,8 @@ from aismm.core.clock import FixedClock
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import mission
-from aismm.state import registry
+from aismm.services import mission, registrar
+from aismm.services.hubs import init_hub
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,11 +61,11 @@ def _clone(created: mission.Created, path: Path, key: Path) -> Path:
 
 def _hub(tmp_path: Path, missions: int = 1) -> tuple[Hub, list[mission.Created]]:
     """A hub with an external specialist ``me`` (key ``tmp_path/me``) and funded missions."""
-    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    hub = init_hub(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "me")],
                    check=True)
-    registry.add_actor(hub, "me", ["specialist"], None, (tmp_path / "me.pub").read_text(), False)
-    registry.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "me", ["specialist"], None, (tmp_path / "me.pub").read_text(), False)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("alice", 1000 * missions, cause="seed")
     return hub, [mission.create(hub, contract_ref="contract.code_review", client="alice",

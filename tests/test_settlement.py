@@ -691,7 +691,7 @@ def test_a_refund_killed_after_the_ledger_survives_a_late_acceptance(site: Site)
     late = site.cli("mission", "accept", mid, "--attempt", SLOPPY)  # no tag yet, ledger knows
 
     assert site.refs(mid)["refs/heads/accepted"] == site.refs(mid)["refs/heads/main"]
-    assert one_line_error(late) == (f"aismm: refs/heads/accepted: ref: this mission was refunded; "
+    assert one_line_error(late) == ("aismm: refs/heads/accepted: ref: this mission was refunded; "
                                     "it can no longer be accepted")
     assert site.cli("reconcile") == Result(
         0, f"escrow refunded (deadline): 100 back to {CLIENT}, 2 fee kept by the platform\n", "")

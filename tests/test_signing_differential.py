@@ -37,7 +37,7 @@ from aismm.core import signing
 from aismm.core.clock import FixedClock
 from aismm.core.errors import GateRejection, SignatureError
 from aismm.infra.git import Identity, Repo
-from aismm.infra.hub import Hub
+from aismm.services.hubs import init_hub
 from tests.conftest import git
 
 MESSAGE = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@x> 1 +0000\n\nwork\n"
@@ -342,7 +342,7 @@ def test_armor_mutations_agree_with_ssh_keygen(world: World, base: str,
 # -- the attack of issue 11 item 9: a signed commit copied under a new id ------------------------
 def test_commit_copy_with_trailing_signature_data_is_refused_by_git_and_the_gate(
         tmp_path: Path) -> None:
-    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    hub = init_hub(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     repo = Repo(hub.registry_path)
     old = repo.ref("refs/heads/main")
     assert old is not None
@@ -375,7 +375,7 @@ def test_commit_copy_with_trailing_signature_data_is_refused_by_git_and_the_gate
 
 
 def test_commits_we_write_carry_the_signature_exactly_as_git_does(tmp_path: Path) -> None:
-    hub = Hub.init(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
+    hub = init_hub(tmp_path / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     repo = Repo(hub.registry_path)
     tip = repo.ref("refs/heads/main")
     assert tip is not None

@@ -6,63 +6,18 @@ Exit codes (mapped here and nowhere else): 0 ok, 1 rejected / check failed, 2 ba
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 import traceback
-from pathlib import Path
-from typing import Any
 
 import click
 
+from aismm.cli import actor, agent, contract, demo, hub, ledger, mission, process, schema
+from aismm.cli.common import Context
 from aismm.core.errors import AismmError
 
-__all__ = ["main", "cli", "emit", "hub_from", "read_text"]
-
-
-class Context:
-    """What every command needs: where the hub is."""
-
-    def __init__(self, hub: str | None) -> None:
-        self.hub_arg = hub
-
-    def hub(self) -> Any:
-        from aismm.infra.hub import Hub, find_hub
-
-        return Hub(find_hub(self.hub_arg))
-
-
-def hub_from(ctx: click.Context) -> Any:
-    obj: Context = ctx.find_root().obj
-    return obj.hub()
-
-
-def emit(data: Any, as_json: bool, text: str | None = None) -> None:
-    """Print JSON (stable keys) or the human text."""
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-    elif text is not None:
-        click.echo(text)
-
-
-def read_text(path: Path, option: str, limit: int = 1 << 20) -> str:
-    """A small UTF-8 text file named on the command line, or one UsageError naming it."""
-    from aismm.core.errors import UsageError
-
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot read ({exc.strerror or exc}); check the "
-                         "path") from exc
-    if len(data) > limit:
-        raise UsageError(f"{option} {path}: larger than {limit} bytes; pass the right file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{option} {path}: not UTF-8 text (byte {exc.start}); pass a text "
-                         "file") from exc
+__all__ = ["main", "cli"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -76,15 +31,7 @@ def cli(ctx: click.Context, hub: str | None) -> None:
 
 
 def _register() -> None:
-    from aismm.cli import actor, contract, hub, ledger, mission, schema
-
-    for module in (hub, actor, contract, mission, ledger, schema):
-        module.register(cli)
-    for optional in ("agent", "demo", "process"):
-        try:
-            module = __import__(f"aismm.cli.{optional}", fromlist=["register"])
-        except ImportError:
-            continue
+    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process):
         module.register(cli)
 
 

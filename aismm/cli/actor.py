@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from aismm.cli import emit, hub_from, read_text
+from aismm.cli.common import emit, hub_from, read_text
+from aismm.services import registrar
 
 
 @click.group("actor")
@@ -28,7 +29,6 @@ def group() -> None:
 def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | None,
         pubkey: Path | None, hosted: bool, as_json: bool) -> None:
     """Register ACTOR_ID with its roles and key."""
-    from aismm.state import registry
 
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
@@ -36,7 +36,7 @@ def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | 
         from aismm.core.signing import parse_public_key
 
         key_text = parse_public_key(key_text, str(pubkey))
-    actor = registry.add_actor(hub, actor_id, list(roles), owner, key_text, hosted)
+    actor = registrar.add_actor(hub, actor_id, list(roles), owner, key_text, hosted)
     data = _describe(hub, actor)
     emit(data, as_json, f"Registered {actor.id} ({', '.join(actor.roles)}; owner {actor.owner})"
          + (f"\n  key file: {data['key_file']}" if actor.hosted else ""))
@@ -112,7 +112,6 @@ def _show_text(data: dict[str, object]) -> str:
 def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
            as_json: bool) -> None:
     """Give ACTOR_ID a new key; the old one verifies only what it signed before now."""
-    from aismm.state import registry
 
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
@@ -120,7 +119,7 @@ def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
         from aismm.core.signing import parse_public_key
 
         key_text = parse_public_key(key_text, str(pubkey))
-    actor = registry.rotate_actor(hub, actor_id, key_text, hosted)
+    actor = registrar.rotate_actor(hub, actor_id, key_text, hosted)
     data = _describe(hub, actor)
     retired = actor.retired_keys[-1]
     emit(data, as_json, f"Rotated the key of {actor.id}: now {data['fingerprint']}; the old "
@@ -134,10 +133,9 @@ def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
 @click.pass_context
 def revoke(ctx: click.Context, actor_id: str, as_json: bool) -> None:
     """Revoke ACTOR_ID for good; its key verifies only what it signed before now."""
-    from aismm.state import registry
 
     hub = hub_from(ctx)
-    actor = registry.revoke_actor(hub, actor_id)
+    actor = registrar.revoke_actor(hub, actor_id)
     emit(_describe(hub, actor), as_json,
          f"Revoked {actor.id} at {actor.revoked_at}; pushes it signs are refused from now on")
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from aismm.cli import emit, hub_from
+from aismm.cli.common import emit, hub_from
+from aismm.services.hubs import init_hub
 
 
 @click.group("hub")
@@ -23,7 +24,7 @@ def group() -> None:
 def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool,
          as_json: bool) -> None:
     """Create a hub in DIRECTORY (default: --hub / $AISMM_HUB)."""
-    from aismm.infra.hub import Hub, find_hub
+    from aismm.infra.hub import find_hub
 
     root = directory or find_hub(ctx.find_root().obj.hub_arg)
     isolation = None
@@ -31,7 +32,7 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
         from aismm.infra import sandbox
 
         isolation = sandbox.isolation()
-    hub = Hub.init(root)
+    hub = init_hub(root)
     agents: list[str] = []
     if with_reference_agents:
         from aismm.services import market

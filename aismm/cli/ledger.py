@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aismm.cli import emit, hub_from
+from aismm.cli.common import emit, hub_from
 
 
 @click.group("wallet")

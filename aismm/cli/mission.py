@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aismm.cli import emit, hub_from
+from aismm.cli.common import emit, hub_from
 
 
 @click.group("mission")

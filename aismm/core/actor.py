@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from aismm.core.model import Strict
-from aismm.infra.ledger import MAX_AMOUNT
+from aismm.core.money import MAX_AMOUNT
 
 __all__ = ["Actor", "RetiredKey", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID", "INSTANT",
            "instant"]

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from aismm.core.errors import ContractError
 from aismm.core.model import Strict, describe_validation, load_yaml
-from aismm.infra.ledger import MAX_AMOUNT
+from aismm.core.money import MAX_AMOUNT
 
 __all__ = [
     "Contract", "Check", "Review", "RubricItem", "FileSpec", "Limits", "Tier", "TIERS",

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from aismm.core.actor import ActorId
 from aismm.core.model import Strict
-from aismm.infra.ledger import MAX_AMOUNT
+from aismm.core.money import MAX_AMOUNT
 
 __all__ = ["MissionDoc", "ContractPin", "Assignment", "Verdict", "CheckResult", "Request",
            "MISSION_ID", "TREE_ID"]

@@ -55,15 +55,6 @@ class _Stop(Exception):
     """Judging cannot go on safely (e.g. a tree too large to walk); the problems are recorded."""
 
 
-def configure(repo: Repo, max_input: int = 64 << 20) -> None:
-    """The receive settings of DESIGN §5 on a bare repository."""
-    for key, value in (("receive.fsckObjects", True), ("receive.denyNonFastForwards", True),
-                       ("receive.denyDeletes", True), ("receive.advertisePushOptions", True),
-                       ("receive.maxInputSize", max_input), ("core.logAllRefUpdates", "always"),
-                       ("gc.auto", 0)):
-        repo.set_config(key, value)
-
-
 @dataclass
 class _Judge:
     hub: "Hub"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +10,7 @@ from pydantic import Field, ValidationError
 
 from aismm.core.clock import Clock, default_clock
 from aismm.core.errors import UsageError
-from aismm.core.model import Strict, describe_validation, dump_yaml, load_yaml
+from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.signing import PrivateKey, generate_key, read_private_key_file
 
 __all__ = ["Hub", "HubConfig", "FeeBand", "bundled", "find_hub"]
@@ -24,6 +21,9 @@ class FeeBand(Strict):
 
     min_bp: int = Field(ge=0, le=10000)
     max_bp: int = Field(ge=0, le=10000)
+
+
+SANDBOX_PREFIX = "sandbox-"  # unfunded assessment missions: missions/sandbox-<contract>-<hex>
 
 
 class HubLimits(Strict):
@@ -92,6 +92,12 @@ class Hub:
     def db_path(self) -> Path:
         return self.root / "hub.db"
 
+    def mission_ids(self, sandbox: bool = False) -> list[str]:
+        """Mission ids; assessment sandbox missions only when asked (they hold no money)."""
+        return sorted(p.name[:-4] for p in self.missions_dir.glob("*.git")
+                      if not p.name.startswith(".")
+                      and (sandbox or not p.name.startswith(SANDBOX_PREFIX)))
+
     @property
     def registry_path(self) -> Path:
         return self.root / "registry.git"
@@ -131,50 +137,3 @@ class Hub:
         key.write(self.key_path(actor))
         return key
 
-    # -- creation -------------------------------------------------------------------------
-    @classmethod
-    def init(cls, root: Path, clock: Clock | None = None, config: HubConfig | None = None,
-             ) -> "Hub":
-        """Create a hub at ``root`` atomically: built beside it, renamed into place."""
-        from aismm.infra import store
-        from aismm.state import registry
-
-        root = Path(root).resolve()
-        if (root / "hub.yaml").exists():
-            raise UsageError(f"{root}: already a hub; use it with --hub {root} or pick a new DIR")
-        if root.exists() and not root.is_dir():
-            raise UsageError(f"{root}: not a folder; pick a new or empty DIR")
-        if root.exists() and any(root.iterdir()):
-            raise UsageError(f"{root}: folder is not empty; pick a new or empty DIR")
-        above = next((p for p in root.parents if p.exists()), None)
-        if above is not None and not above.is_dir():
-            raise UsageError(f"{root}: {above} is a file, not a folder; pick a DIR under a "
-                             "folder")
-        made = [p for p in root.parents if not p.exists()]
-        try:
-            root.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=root.parent))
-        except OSError as exc:
-            for folder in made:  # the folders this call made, deepest first; nothing else
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            raise UsageError(f"{root}: cannot create the hub here ({exc.strerror or exc}); "
-                             "pick a DIR in a folder you can write") from exc
-        try:
-            for sub in ("missions", "keys", "run"):
-                (staging / sub).mkdir()
-            os.chmod(staging / "keys", 0o700)
-            cfg = config or HubConfig()
-            (staging / "hub.yaml").write_text(dump_yaml(cfg.model_dump(mode="json")))
-            hub = cls(staging, clock)
-            store.Store(hub.db_path).close()
-            registry.create(hub)
-            if root.exists():
-                root.rmdir()
-            os.rename(staging, root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        hub = cls(root, clock)
-        registry.write_allowed_signers(hub)
-        return hub

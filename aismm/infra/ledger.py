@@ -34,6 +34,7 @@ from typing import Any, Self, TypeVar
 
 from aismm.core.clock import Clock, default_clock, iso
 from aismm.core.errors import ConflictError, LedgerError
+from aismm.core.money import MAX_AMOUNT, MAX_BALANCE
 
 __all__ = [
     "FEES", "MAX_AMOUNT", "MAX_BALANCE", "WORLD", "check_amount", "Closure", "Ledger", "Settlement", "Transfer", "TransferSpec", "fee_for",
@@ -42,8 +43,6 @@ __all__ = [
 
 WORLD = "world"
 FEES = "platform:fees"
-MAX_AMOUNT = 10**15  # the largest amount a caller may give, in tokens
-MAX_BALANCE = 10**18  # the largest balance (and the most ever issued), in tokens
 _ACTOR = r"[a-z][a-z0-9-]{1,38}"
 _MISSION = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _NAMES = {kind: (re.compile(f"^(?:{pattern})$"), hint) for kind, pattern, hint in [

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -126,9 +126,7 @@ def sweep(hub: "Hub", approved: Approved = (), skip: Collection[str] = ()) -> li
 
     A repository that cannot be read is reported and skipped, never fatal to the others.
     """
-    from aismm.services.mission import mission_ids
-
-    names = [REGISTRY] + [f"missions/{m}.git" for m in mission_ids(hub, sandbox=True)]
+    names = [REGISTRY] + [f"missions/{m}.git" for m in hub.mission_ids(sandbox=True)]
     lines: list[str] = []
     for name in names:
         if name in skip:

@@ -9,7 +9,7 @@ from aismm.core.clock import iso
 from aismm.core.model import load_yaml
 from aismm.core.safepath import printable
 from aismm.infra.git import Repo
-from aismm.services.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
 
@@ -227,7 +227,7 @@ def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
     snap = registry.snapshot(Repo(hub.registry_path))
     runs = failed_runs(hub)
     with Ledger(hub.db_path, hub.clock) as ledger:
-        statuses = [status(hub, m, snap, ledger, runs) for m in mission_ids(hub)]
+        statuses = [status(hub, m, snap, ledger, runs) for m in hub.mission_ids()]
     for st in statuses:
         if state and st["state"] != state:
             continue

@@ -19,6 +19,7 @@ from aismm.core.model import describe_validation, dump_yaml, load_yaml
 from aismm.core.safepath import printable
 from aismm.infra import sandbox
 from aismm.infra.git import Repo
+from aismm.services import registrar
 from aismm.state import registry
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = Non
             # after the registry had already gained the agent's actor.
             raise ActorError(f"{manifest.id}: {provider} may not publish a manifest owned by "
                              f"{manifest.owner}; sign it as {manifest.owner} (--as)")
-        registry.add_actor(hub, manifest.id, list(manifest.roles), manifest.owner, None, True)
-    registry.commit_files(hub, {f"agents/{manifest.id}.yaml": dump_yaml(
+        registrar.add_actor(hub, manifest.id, list(manifest.roles), manifest.owner, None, True)
+    registrar.commit_files(hub, {f"agents/{manifest.id}.yaml": dump_yaml(
         manifest.model_dump(mode="json")).encode()}, f"Publish manifest {manifest.id}\n",
         provider, key)
     return manifest
@@ -79,7 +80,7 @@ def register_reference_agents(hub: "Hub", assess_them: bool = True,
     known = registry.actors(hub)
     for provider in REFERENCE_PROVIDERS:
         if provider not in known:
-            registry.add_actor(hub, provider, ["client"], None, None, True)
+            registrar.add_actor(hub, provider, ["client"], None, None, True)
     ids = []
     for path in sorted(folder.glob("*.yaml")):
         man = load_manifest(path.read_bytes(), str(path))
@@ -187,7 +188,7 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
               if not reasons else None, "quality": quality, "p50_seconds": p50,
               "cost": man.price, "reasons": reasons, "tasks": results,
               "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
-    registry.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
+    registrar.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
                                 dump_yaml(record).encode()},
                           f"Assess {agent}: {record['status']}\n", hub.config.platform)
     return record

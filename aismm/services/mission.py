@@ -19,13 +19,13 @@ from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import case_collisions, path_problem
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
-from aismm.state import registry
+from aismm.state import provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
 
 if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
+    from aismm.infra.hub import SANDBOX_PREFIX, Hub
 
-__all__ = ["create", "open_mission", "mission_ids", "show", "read_inputs", "fee_rate",
+__all__ = ["create", "open_mission", "show", "read_inputs", "fee_rate",
            "ATTEMPT", "MAIN", "ACCEPTED"]
 
 MAIN, ACCEPTED, ATTEMPT = "refs/heads/main", "refs/heads/accepted", "refs/heads/attempts/"
@@ -203,7 +203,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         raise ActorError(f"--key: does not match the key registered for {client}; use the "
                          "client's own private key")
     now = hub.clock.now()
-    mission_id = f"{SANDBOX if sandbox else ''}{contract.name.replace('_', '-')}-" \
+    mission_id = f"{SANDBOX_PREFIX if sandbox else ''}{contract.name.replace('_', '-')}-" \
         f"{secrets.token_hex(4)}"
     doc = MissionDoc(
         id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
@@ -223,7 +223,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     staging = hub.missions_dir / f".tmp-{mission_id}.git"
     try:
         repo = Repo.init_bare(staging)
-        gate.configure(repo, hub.config.limits.max_push_bytes)
+        provision.configure(repo, hub.config.limits.max_push_bytes)
         tree = repo.build_tree(None, tree_files)
         main = repo.write_commit(tree=tree, parents=[], message=f"Open mission {mission_id}\n\n"
                                  f"contract: {contract.ref}\nclient: {client}\n", key=key,
@@ -235,7 +235,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
             repo.update_ref(ref, new, None)
         repo.set_config("gpg.format", "ssh")
         repo.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
-        from aismm.hook import install
+        from aismm.state.provision import install
 
         install(staging)
         if fund and not sandbox:
@@ -265,13 +265,6 @@ def _price(hub: "Hub", agents: list[str], price: int | None) -> int:
     return price
 
 
-SANDBOX = "sandbox-"
-
-
-def mission_ids(hub: "Hub", sandbox: bool = False) -> list[str]:
-    """Mission ids; assessment sandbox missions only when asked (they hold no money)."""
-    return sorted(p.name[:-4] for p in hub.missions_dir.glob("*.git")
-                  if not p.name.startswith(".") and (sandbox or not p.name.startswith(SANDBOX)))
 
 
 def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:

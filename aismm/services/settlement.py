@@ -21,7 +21,7 @@ from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
 from aismm.infra.ledger import Ledger
 from aismm.services import judged
-from aismm.services.mission import ACCEPTED, ATTEMPT, mission_ids, open_mission
+from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, MissionPolicy, read_verdict, verdict_time
 
@@ -272,7 +272,7 @@ def tick(hub: "Hub") -> list[str]:
 
     lines: list[str] = []
     failures: list[AismmError] = []
-    for mission_id in mission_ids(hub):
+    for mission_id in hub.mission_ids():
         try:
             lines += _tick_one(hub, mission_id, lifecycle.status(hub, mission_id))
         except AismmError as exc:  # one mission's trouble must not stop the others' timers
@@ -308,7 +308,7 @@ def reconcile(hub: "Hub") -> list[str]:
     """Finish half-done settlements/refunds and cross-check tags against the ledger."""
     lines, problems = [], []
     with Ledger(hub.db_path, hub.clock) as ledger:
-        closures = {m: ledger.closure(m) for m in mission_ids(hub)}
+        closures = {m: ledger.closure(m) for m in hub.mission_ids()}
     for mission_id, closure in closures.items():
         repo, policy = open_mission(hub, mission_id)
         accepted = repo.ref(ACCEPTED)

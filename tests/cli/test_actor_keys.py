@@ -12,6 +12,7 @@ from aismm.core.errors import GateRejection
 from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
+from aismm.services import registrar
 from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
@@ -92,6 +93,6 @@ def test_a_registry_push_with_a_duplicate_key_is_refused_by_the_gate(
     doc = Actor(id="mallory", roles=["client"], owner="mallory", key=platform_key)
     tip = Repo(h.registry_path).ref("refs/heads/main")
     with pytest.raises(GateRejection, match="key already belongs to platform"):
-        registry.commit_files(h, {"actors/mallory.yaml": dump_yaml(doc.model_dump(mode="json"))
+        registrar.commit_files(h, {"actors/mallory.yaml": dump_yaml(doc.model_dump(mode="json"))
                                   .encode()}, "Register mallory\n", h.config.platform)
     assert Repo(h.registry_path).ref("refs/heads/main") == tip

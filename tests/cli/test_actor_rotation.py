@@ -22,6 +22,7 @@ from aismm.core.errors import GateRejection
 from aismm.core.model import dump_yaml
 from aismm.core.signing import allowed_signers
 from aismm.infra.git import Repo
+from aismm.services import registrar
 from aismm.state import registry
 from tests import clikit, hubkit
 from tests.clikit import Result
@@ -287,8 +288,8 @@ def test_refusals_change_nothing(kit: Kit, tmp_path: Path,
 def test_the_gate_refuses_rewriting_an_actors_history(kit: Kit, tmp_path: Path) -> None:
     kit.add_actor("hist", ["client"], external=True)
     new = ssh_keygen(tmp_path / "n" / "id_ed25519").with_suffix(".pub").read_text()
-    registry.rotate_actor(kit.hub, "hist", " ".join(new.split()[:2]), False)
-    assert registry.revoke_actor(kit.hub, "hist").revoked
+    registrar.rotate_actor(kit.hub, "hist", " ".join(new.split()[:2]), False)
+    assert registrar.revoke_actor(kit.hub, "hist").revoked
     current = registry.actors(kit.hub)["hist"]
     other = registry.actors(kit.hub)["vera"]
     doc = current.model_dump(mode="json")
@@ -301,7 +302,7 @@ def test_the_gate_refuses_rewriting_an_actors_history(kit: Kit, tmp_path: Path) 
     tip = Repo(kit.hub.registry_path).ref("refs/heads/main")
     for what, data in attempts.items():
         with pytest.raises(GateRejection, match=re.escape(what)):
-            registry.commit_files(kit.hub, {"actors/hist.yaml": dump_yaml(data).encode()},
+            registrar.commit_files(kit.hub, {"actors/hist.yaml": dump_yaml(data).encode()},
                                   "Rewrite history\n", kit.hub.config.platform)
         assert Repo(kit.hub.registry_path).ref("refs/heads/main") == tip
 
@@ -316,7 +317,7 @@ def test_the_gate_refuses_rewriting_an_actors_history(kit: Kit, tmp_path: Path) 
             {"key": spare, "valid_before": "2026-01-01T00:00:00Z"}]},
     }.items():
         with pytest.raises(GateRejection, match=re.escape(what)):
-            registry.commit_files(kit.hub, {"actors/hist2.yaml": dump_yaml(data).encode()},
+            registrar.commit_files(kit.hub, {"actors/hist2.yaml": dump_yaml(data).encode()},
                                   "Rewrite history\n", kit.hub.config.platform)
 
 

@@ -17,7 +17,7 @@ import pytest
 from aismm.core.errors import GateRejection
 from aismm.infra.git import Repo
 from aismm.infra.ledger import Ledger
-from aismm.state import registry
+from aismm.services import registrar
 from tests import clikit
 from tests.clikit import Result
 from tests.hubkit import CONTRACT, INPUTS, START, Kit, findings, kit_fixture, repo_state, run_git
@@ -267,7 +267,7 @@ def test_a_refused_registry_write_leaves_no_object(kit: Kit) -> None:
     bare = kit.hub.registry_path
     before, fsck_before = repo_state(bare), dangling(bare)
     with pytest.raises(GateRejection):  # alice may not write the registry
-        registry.commit_files(kit.hub, {"actors/mallory.yaml": b"id: mallory\n"},
+        registrar.commit_files(kit.hub, {"actors/mallory.yaml": b"id: mallory\n"},
                               "Add mallory\n", "alice")
     assert repo_state(bare) == before and dangling(bare) == fsck_before
 

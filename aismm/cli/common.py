@@ -1,0 +1,54 @@
+"""What every command shares: the hub it works on, output, and reading small files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aismm.core.errors import UsageError
+from aismm.infra.hub import Hub, find_hub
+
+__all__ = ["Context", "emit", "hub_from", "read_text"]
+
+
+class Context:
+    """What every command needs: where the hub is."""
+
+    def __init__(self, hub: str | None) -> None:
+        self.hub_arg = hub
+
+    def hub(self) -> Hub:
+        return Hub(find_hub(self.hub_arg))
+
+
+def hub_from(ctx: click.Context) -> Hub:
+    obj: Context = ctx.find_root().obj
+    return obj.hub()
+
+
+def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+    """Print JSON (stable keys) or the human text."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    elif text is not None:
+        click.echo(text)
+
+
+def read_text(path: Path, option: str, limit: int = 1 << 20) -> str:
+    """A small UTF-8 text file named on the command line, or one UsageError naming it."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot read ({exc.strerror or exc}); check the "
+                         "path") from exc
+    if len(data) > limit:
+        raise UsageError(f"{option} {path}: larger than {limit} bytes; pass the right file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{option} {path}: not UTF-8 text (byte {exc.start}); pass a text "
+                         "file") from exc
