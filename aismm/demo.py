@@ -12,7 +12,7 @@ from typing import Callable
 from aismm.infra import sandbox
 from aismm.infra.hub import Hub, bundled
 from aismm.infra.ledger import Ledger
-from aismm.services import events, lifecycle, market, mission, registrar, settlement
+from aismm.services import client, lifecycle, market, mission, registrar, worker
 from aismm.services.hubs import init_hub
 from aismm.state import registry
 
@@ -108,7 +108,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
 
     say("\n5. dana asks one agent for a rework, then accepts with plain git")
     first = top[0]
-    for line in settlement.request(hub, mid, first, "rework",
+    for line in client.request(hub, mid, first, "rework",
                                    "Add a notes.md that ranks the findings by risk"):
         say(f"   {line.removeprefix('aismm: ')}")
     clone = work / mid
@@ -139,7 +139,7 @@ def run(directory: Path, out: Say) -> dict[str, object]:
                             agents=["ref-schema-designer"])
     for line in _dispatch(hub, schema.doc.id):
         say(f"   {line}")
-    for line in settlement.accept(hub, schema.doc.id, "ref-schema-designer"):
+    for line in client.accept(hub, schema.doc.id, "ref-schema-designer"):
         say(f"   {line.removeprefix('aismm: ')}")
 
     say("\n7. Balances, reputation and the ledger check")
@@ -171,7 +171,7 @@ Try next:
 def _dispatch(hub: Hub, mission_id: str) -> list[str]:
     from aismm.services import assessment
 
-    lines = assessment.dispatch(hub, mission_id) + events.process(hub)
+    lines = assessment.dispatch(hub, mission_id) + worker.process(hub)
     return [line.removeprefix("aismm: ") for line in lines]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aismm.core.errors import AismmError, GateRejection, SandboxError
+from aismm.services import worker
 
 __all__ = ["handle", "hub_of", "main"]
 
@@ -95,9 +96,8 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
             repo.add_objects(request["object_dir"])
         gate.judge(hub, repo, updates, pusher=request.get("pusher"))
         return []
-    from aismm.services import events
 
-    return events.record_and_process(hub, git_dir, updates, request.get("pusher"))
+    return worker.record_and_process(hub, git_dir, updates, request.get("pusher"))
 
 
 def main(name: str, stdin: bytes) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from aismm.core.errors import AismmError, ConflictError
+from aismm.services import worker
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
@@ -191,16 +192,16 @@ class Server:
             os.umask(old)
 
     def _pass(self, full: bool = True) -> None:
-        from aismm.services import events, settlement
+        from aismm.services import settlement
 
         with self.lock:
             try:
                 rescan(self.hub, self.log, self.approved, self.activity, self.reported)
                 if self.hub.config.processing == "daemon":
-                    lines = events.process(self.hub)
+                    lines = worker.process(self.hub)
                 elif full:  # inline: pushes process their own events and report them; the
                     # loop only picks up stragglers already pending at the previous pass
-                    lines = events.process(self.hub, max_id=self.stragglers)
+                    lines = worker.process(self.hub, max_id=self.stragglers)
                 else:
                     lines = []
                 if full:  # timers and the reconciler walk every mission: on the interval only

@@ -27,7 +27,15 @@ from aismm.infra.git import CommitInfo, Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, events, lifecycle, market, mission, registrar, settlement
+from aismm.services import (
+    assessment,
+    lifecycle,
+    market,
+    mission,
+    registrar,
+    settlement,
+    worker,
+)
 from aismm.services.hubs import init_hub
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
@@ -203,7 +211,7 @@ def benchmark_missions(hub: Hub) -> dict[tuple[str, str, str], tuple[str, list[s
     with ThreadPoolExecutor(max_workers=4) as pool:
         lines = list(pool.map(lambda m: assessment.dispatch(hub, m), plan.values()))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda _: events.process(hub), range(4)))
+        list(pool.map(lambda _: worker.process(hub), range(4)))
     with Store(hub.db_path) as store:
         assert store.pending() == 0
     return {case: (m, out) for (case, m), out in zip(plan.items(), lines)}
@@ -289,11 +297,11 @@ def test_garbage_deliverable_is_refused_for_its_schema(hub: Hub) -> None:
 # -- rework: the agent runs again with AISMM_REQUEST; old verdicts go stale ---------------------
 def test_rework_reinvokes_the_agent_and_stales_old_verdicts(hub: Hub,
                                                              cli: Callable[..., Result]) -> None:
-    events.process(hub)
+    worker.process(hub)
     agent = "ref-code-reviewer"
     mission_id = create(hub, "code_review", CODE_INPUTS, agent)
     assessment.dispatch(hub, mission_id)
-    events.process(hub)
+    worker.process(hub)
     repo, _ = mission.open_mission(hub, mission_id)
     first = repo.ref(f"{ATTEMPT}{agent}")
     assert first is not None
@@ -308,7 +316,7 @@ def test_rework_reinvokes_the_agent_and_stales_old_verdicts(hub: Hub,
     lines = settlement.request(queued, mission_id, agent, "rework", reason)
     assert lines == [(f"aismm: carol filed requests/001-rework.yaml on attempts/{agent} "
                       f"({repo.ref(f'{ATTEMPT}{agent}')[:12]})")]  # type: ignore[index]
-    assert events.process(queued, limit=1)[0].startswith(f"aismm: {agent} delivered ")
+    assert worker.process(queued, limit=1)[0].startswith(f"aismm: {agent} delivered ")
     tip = repo.ref(f"{ATTEMPT}{agent}")
     assert tip is not None
     new_tree = repo.subtree_id(tip, "deliverable")
@@ -326,7 +334,7 @@ def test_rework_reinvokes_the_agent_and_stales_old_verdicts(hub: Hub,
         {"platform": ("pass", False), "ref-reviewer": ("pass", False)}
     assert "(stale)" in cli("mission", "status", mission_id).out
 
-    events.process(queued)
+    worker.process(queued)
     fresh = cli("mission", "status", mission_id, "--json").json["attempts"][0]
     assert (fresh["deliverable_tree"], fresh["dod"], fresh["state"], fresh["reworks"]) == \
         (new_tree, "pass", "awaiting_acceptance", 1)
@@ -341,7 +349,7 @@ def test_rework_reinvokes_the_agent_and_stales_old_verdicts(hub: Hub,
 
 # -- `aismm process` is idempotent, also when two run at once ----------------------------------
 def test_process_is_idempotent_and_concurrency_safe(hub: Hub, cli: Callable[..., Result]) -> None:
-    events.process(hub)
+    worker.process(hub)
     queued = daemon(hub)
     missions = {
         create(hub, "code_review", CODE_INPUTS, "ref-code-reviewer"): "ref-code-reviewer",
@@ -400,7 +408,7 @@ def test_push_by_external_agent_returns_with_verdicts(hub: Hub, cli: Callable[..
                   "150", "--json")
     assert created.code == 0, created.err
     mission_id = created.json["id"]
-    events.process(hub)  # post-receive drains the whole outbox; start from an empty one
+    worker.process(hub)  # post-receive drains the whole outbox; start from an empty one
 
     clone = tmp_path / "clone"
     assert git("clone", "-q", created.json["url"], str(clone)).returncode == 0

@@ -16,7 +16,7 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, events, market, mission, registrar
+from aismm.services import assessment, market, mission, registrar, worker
 from aismm.services.hubs import init_hub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_http_agent_delivers_through_the_gate(tmp_path: Path) -> None:
     server = _server({"files": {"deliverable/findings.json": golden}}, seen)
     try:
         hub, created = _mission(tmp_path, f"http://127.0.0.1:{server.server_port}/task")
-        lines = assessment.dispatch(hub, created.doc.id) + events.process(hub)
+        lines = assessment.dispatch(hub, created.doc.id) + worker.process(hub)
     finally:
         server.shutdown()
     assert any(line.startswith("aismm: web-agent delivered") for line in lines), lines

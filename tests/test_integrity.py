@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aismm.services import events, registrar
+from aismm.services import disputes, registrar, worker
 from tests.settlekit import AGENT, CLIENT, GOLDEN, ROOT, Result, Site, make_site, run_git
 
 PRICE, FEE = 400, 40
@@ -107,12 +107,12 @@ def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(
     settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
     settlement.request(site.hub, mid, AGENT, "escalation", "I want my money back")
 
-    lines = settlement.arbitrate(site.hub, mid, AGENT)  # racing the queued DoD
+    lines = disputes.arbitrate(site.hub, mid, AGENT)  # racing the queued DoD
 
     assert any(line.startswith(f"aismm: platform DoD on {AGENT}: PASS") for line in lines), lines
     assert f"aismm: arbiter arbiter ruled RELEASE on attempts/{AGENT}" in lines
     assert site.status(mid)["state"] == "accepted"
-    events.process(site.hub)
+    worker.process(site.hub)
     assert site.status(mid)["state"] == "settled"
     ruling = yaml.safe_load(site.git(mid, "show", "refs/heads/accepted^2:verdicts/arbiter.yaml")
                             .stdout)
@@ -135,9 +135,9 @@ def test_the_ruling_weighs_a_fresh_independent_review(site: Site, tmp_path: Path
     assert "second-opinion" in before or "ref-reviewer" in before
     first = next(iter(r for r in before if r != "platform"))
     settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
-    events.process(site.hub)
+    worker.process(site.hub)
     settlement.request(site.hub, mid, AGENT, "escalation", "not convinced")
-    events.process(site.hub)
+    worker.process(site.hub)
 
     merge = site.refs(mid)["refs/heads/accepted"]
     head = site.git(mid, "rev-parse", f"{merge}^2").stdout.strip()
@@ -254,7 +254,7 @@ def test_a_rewind_to_an_earlier_approved_value_is_judged(queued: Site, tmp_path:
     _commit(site, clone, site.now(), {"deliverable/findings.json": GOLDEN.read_bytes()})
     _push(site, clone)
     delivered = run_git("rev-parse", "HEAD", cwd=clone).stdout.strip()
-    events.process(site.hub)  # DoD and review
+    worker.process(site.hub)  # DoD and review
     settlement.request(site.hub, mid, AGENT, "rework", "cite the lines")
     logged = site.refs(mid)[f"refs/heads/attempts/{AGENT}"]
     assert logged != delivered

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aismm.services import assessment, events, settlement
+from aismm.services import assessment, settlement, worker
 from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",
@@ -80,7 +80,7 @@ def test_status_from_assignment_through_review_and_rework_to_settlement(queued: 
     assert (attempt["state"], attempt["deliverable_tree"], attempt["dod"], attempt["verdicts"]) \
         == ("in_review", first, None, {})
 
-    events.process(site.hub)
+    worker.process(site.hub)
     [attempt] = status(site, mid, "awaiting_acceptance")["attempts"]
     assert (attempt["state"], attempt["dod"], attempt["quorum"]) == (
         "awaiting_acceptance", "pass", {"have": ["ref-reviewer"], "need": 1})
@@ -94,7 +94,7 @@ def test_status_from_assignment_through_review_and_rework_to_settlement(queued: 
             attempt["deliverable_tree"]) == (
         "rework", ["requests/001-rework.yaml"], 1, "requests/001-rework.yaml", first)
 
-    events.process(site.hub)  # the agent reworks; the new delivery is assessed
+    worker.process(site.hub)  # the agent reworks; the new delivery is assessed
     [attempt] = status(site, mid, "awaiting_acceptance")["attempts"]
     second = tree(site, mid)
     assert second != first
@@ -133,13 +133,13 @@ def test_status_of_a_failed_delivery_escalated_and_refunded(queued: Site) -> Non
         "platform": "fail", "ref-reviewer": "fail"}
 
     settlement.request(site.hub, mid, agent, "rework", "make the tests run")
-    events.process(site.hub)  # the agent re-runs (and fails again)
+    worker.process(site.hub)  # the agent re-runs (and fails again)
     settlement.request(site.hub, mid, agent, "escalation", "the tests do not run")
     [attempt] = status(site, mid, "escalated")["attempts"]
     assert (attempt["state"], attempt["open_request"], attempt["ruling"]) == (
         "escalated", "requests/002-escalation.yaml", None)
 
-    events.process(site.hub)  # the hosted arbiter rules
+    worker.process(site.hub)  # the hosted arbiter rules
     data = status(site, mid, "refunded")
     [attempt] = data["attempts"]
     assert (attempt["state"], attempt["ruling"], data["accepted"]) == ("failed", "refund", None)

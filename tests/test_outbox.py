@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from aismm.infra.store import Store
-from aismm.services import events
+from aismm.services import events, worker
 from tests import clikit, hubkit
 from tests.hubkit import Kit, findings
 
@@ -47,7 +47,7 @@ def _delivery(kit: Kit) -> tuple[str, str, str]:
     created = kit.mission(("bob",), tier="T1")
     clone = kit.clone(created, "attempts/bob")
     old = clone.rev("HEAD")
-    events.process(kit.hub)  # start from an empty outbox (before the landing: processing
+    worker.process(kit.hub)  # start from an empty outbox (before the landing: processing
     clone.deliver(kit.key("bob"), findings())  # judges and logs any unlogged move it sees)
     clone.land("attempts/bob")
     return f"missions/{created.doc.id}.git", old, clone.rev("HEAD")

@@ -378,7 +378,7 @@ def test_a_passing_delivery_before_the_deadline_is_not_refunded_at_the_deadline(
 DIE_IN_LEDGER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from aismm.services import settlement
+    from aismm.services import client, settlement
     from aismm.infra.hub import Hub
     from aismm.infra.ledger import Ledger
 
@@ -395,7 +395,7 @@ DIE_IN_LEDGER = textwrap.dedent("""
     Ledger._post = post_then_die
     hub = Hub(Path(sys.argv[1]))
     if sys.argv[2] == "accept":
-        settlement.accept(hub, sys.argv[3], sys.argv[4])
+        client.accept(hub, sys.argv[3], sys.argv[4])
     else:
         settlement.cancel(hub, sys.argv[3])
 """)

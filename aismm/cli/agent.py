@@ -46,14 +46,13 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
     """Show an agent's manifest and latest assessment."""
     from aismm.core.errors import UsageError
     from aismm.core.model import dump_yaml
-    from aismm.services import market
     from aismm.state import registry
 
     hub = hub_from(ctx)
     man = registry.manifests(hub).get(agent_id)
     if man is None:
         raise UsageError(f"{agent_id}: no such agent; see `aismm agent list`")
-    data = {"manifest": man.model_dump(mode="json"), "assessment": market.status_of(hub, agent_id)}
+    data = {"manifest": man.model_dump(mode="json"), "assessment": registry.status_of(hub, agent_id)}
     emit(data, as_json, dump_yaml(data).rstrip())
 
 

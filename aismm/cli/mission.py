@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from aismm.cli.common import emit, hub_from
+from aismm.services import client, worker
 
 
 @click.group("mission")
@@ -148,15 +149,14 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
     if action == "run":
         lines = assessment.dispatch(hub, mission_id)
         failures = assessment.failed_attempts(lines)
-        from aismm.services import events
 
-        lines += events.process(hub)
+        lines += worker.process(hub)
     elif action in ("rework", "escalate"):
-        lines = settlement.request(hub, mission_id, str(kw["attempt"]),
+        lines = client.request(hub, mission_id, str(kw["attempt"]),
                                    "rework" if action == "rework" else "escalation",
                                    str(kw["reason"]), private)
     elif action == "accept":
-        lines = settlement.accept(hub, mission_id, str(kw["attempt"]),
+        lines = client.accept(hub, mission_id, str(kw["attempt"]),
                                   kw.get("as_actor") or None, private)  # type: ignore[arg-type]
     else:
         lines = settlement.cancel(hub, mission_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aismm.cli.common import emit, hub_from
+from aismm.services import client, worker
 
 
 def _out(lines: list[str], as_json: bool) -> None:
@@ -21,7 +22,7 @@ def process(ctx: click.Context, as_json: bool) -> None:
 
     hub = hub_from(ctx)
     lines = settlement.reconcile(hub)
-    lines = [line for line in lines if "nothing to finish" not in line] + events.process(hub)
+    lines = [line for line in lines if "nothing to finish" not in line] + worker.process(hub)
     _out(lines + events.in_progress(hub), as_json)
 
 
@@ -30,9 +31,8 @@ def process(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def tick(ctx: click.Context, as_json: bool) -> None:
     """Apply every due timer (deadlines, acceptance windows) at the hub clock's time."""
-    from aismm.services import settlement
 
-    _out(settlement.tick(hub_from(ctx)), as_json)
+    _out(client.tick(hub_from(ctx)), as_json)
 
 
 @click.command("reconcile")

@@ -11,57 +11,27 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate
 from aismm.core.actor import Manifest
 from aismm.core.document import Verdict
-from aismm.core.errors import AismmError, ConflictError, GateRejection, MissionError
+from aismm.core.errors import ConflictError, GateRejection
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import printable
-from aismm.core.signing import PrivateKey
 from aismm.infra import sandbox
 from aismm.infra.git import Repo
-from aismm.services import dod
-from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
+from aismm.services import dod, executions
+from aismm.services.attempts import write_to_attempt
+from aismm.services.mission import ATTEMPT, open_mission
 from aismm.state import registry
-from aismm.state.policy import REQUEST_NAME, MissionPolicy, dependence, read_verdict
+from aismm.state.policy import MissionPolicy, dependence, read_verdict
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
-    from aismm.infra.store import Event
 
-__all__ = ["on_update", "assess", "dispatch", "write_to_attempt", "pick_reviewers",
-           "run_agent", "failed_attempts", "review", "fresh_reviewer"]
+__all__ = ["assess", "dispatch", "failed_attempts", "fresh_reviewer", "pick_reviewers", "review",
+           "run_agent"]
 
 _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
                      r"nothing committed$")
-
-
-def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes | None],
-                     message: str, signer: str, key: PrivateKey | None = None,
-                     expect_tree: str | None = None) -> str:
-    """Commit files onto attempts/<agent> as ``signer``, through the gate (CAS, retried)."""
-    ref = f"{ATTEMPT}{agent}"
-    key = key or hub.hosted_key(signer)
-    for _ in range(5):
-        old = repo.ref(ref)
-        if old is None:
-            raise MissionError(f"{agent}: no attempt branch; assign the agent first")
-        if expect_tree is not None and repo.subtree_id(old, "deliverable") != expect_tree:
-            raise ConflictError(f"{ref}: the deliverable changed meanwhile; judge the new one")
-        with repo.quarantine():  # a refused write leaves no object behind
-            tree = repo.build_tree(repo.tree_of(old), files)
-            new = repo.write_commit(tree=tree, parents=[old], message=message, key=key,
-                                    who=registry.identity(signer), when=hub.clock.now())
-            gate.judge(hub, repo, [(old, new, ref)])
-        try:
-            repo.update_ref(ref, new, old)
-        except ConflictError:
-            continue
-        from aismm.services import events
-
-        events.record(hub, repo.path, [(old, new, ref)], signer)  # every ref move is an event
-        return new
-    raise ConflictError(f"{ref}: kept moving while we wrote; retry")
 
 
 def _hosted_manifest(hub: "Hub", actor_id: str) -> Manifest | None:
@@ -158,10 +128,8 @@ def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> str:
     ``why`` may carry the agent's own output (stderr, file names): it is escaped into one
     printable line before it is stored or printed.
     """
-    from aismm.services import settlement
-
     reason = printable(why, limit=300)
-    settlement.record_execution(hub, mission_id, agent, "failed", detail=reason)
+    executions.record_execution(hub, mission_id, agent, "failed", detail=reason)
     return f"aismm: {agent}: attempt failed ({reason}); nothing committed"
 
 
@@ -300,35 +268,3 @@ def _doc(model: Any) -> bytes:
     return dump_yaml(model.model_dump(mode="json")).encode()
 
 
-def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
-    """React to one accepted ref update (an outbox event)."""
-    if not event.repo.startswith("missions/"):
-        return {"skipped": "not a mission"}, []
-    mission_id = Path(event.repo).name.removesuffix(".git")
-    try:
-        repo, policy = open_mission(hub, mission_id)
-    except AismmError as exc:
-        return {"error": str(exc)}, [f"aismm: {exc}"]
-    lines: list[str] = []
-    old = None if set(event.old) == {"0"} else event.old
-    if event.ref.startswith(ATTEMPT):
-        agent = event.ref[len(ATTEMPT):]
-        old_tree = repo.subtree_id(old, "deliverable") if old else None
-        new_tree = repo.subtree_id(event.new, "deliverable")
-        if new_tree is not None and new_tree != old_tree:
-            lines += assess(hub, mission_id, agent)
-        before = set(repo.flatten(old)) if old else set()
-        added = sorted(p for p in repo.flatten(event.new) if REQUEST_NAME.match(p)
-                       and p not in before)
-        for path in added:
-            if path.endswith("-rework.yaml"):
-                lines += dispatch(hub, mission_id, [agent], request=path)
-            else:
-                from aismm.services import settlement
-
-                lines += settlement.arbitrate(hub, mission_id, agent)
-    elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
-        from aismm.services import settlement
-
-        lines += settlement.settle(hub, mission_id)
-    return {"lines": lines}, lines

@@ -15,9 +15,8 @@ from aismm.state.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
-    from aismm.infra.store import Event
 
-__all__ = ["delivered_at", "status", "list_missions", "handle_event", "attempt_status", "failed_runs"]
+__all__ = ["delivered_at", "status", "list_missions", "attempt_status", "failed_runs"]
 
 STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
           "accepted", "settled", "refunded", "expired")
@@ -238,8 +237,3 @@ def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
     return rows
 
 
-def handle_event(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
-    """Process one outbox event; return its result record and summary lines."""
-    from aismm.services import assessment
-
-    return assessment.on_update(hub, event)

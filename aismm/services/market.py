@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from aismm.core.signing import PrivateKey
     from aismm.infra.hub import Hub
 
-__all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "status_of",
-           "pick", "ranking", "task_reason", "REFERENCE_PROVIDERS"]
+__all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "pick", "ranking", "task_reason", "REFERENCE_PROVIDERS"]
 
 REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
 
@@ -93,40 +92,6 @@ def register_reference_agents(hub: "Hub", assess_them: bool = True,
     return ids
 
 
-_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
-
-
-def _assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
-    """Every assessment record by agent, oldest first; cached per registry commit."""
-    repo = Repo(hub.registry_path)
-    tip = repo.ref("refs/heads/main")
-    if tip is None:
-        return {}
-    key = (str(repo.path), tip)
-    if key not in _ASSESSED:
-        if len(_ASSESSED) > 16:
-            _ASSESSED.clear()
-        _ASSESSED[key] = _read_assessments(repo, tip)
-    return _ASSESSED[key]
-
-
-def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path, entry in sorted(repo.flatten(tip).items()):
-        parts = path.split("/")
-        if parts[0] == "assessments" and len(parts) == 3:
-            out.setdefault(parts[1], []).append(load_yaml(repo.blob(entry.oid), path))
-    for records in out.values():
-        records.sort(key=lambda r: int(r.get("n", 0)))
-    return out
-
-
-def status_of(hub: "Hub", agent: str) -> dict[str, Any] | None:
-    """The latest assessment record of an agent, or None."""
-    records = _assessments(hub).get(agent)
-    return records[-1] if records else None
-
-
 def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: Manifest,
                  contract_ref: str) -> None:
     for path, data in contract_files.items():
@@ -181,7 +146,7 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
     if any(r["dod"] != "pass" for r in results):
         reasons.append("DoD failed on " + ", ".join(r["task"] for r in results
                                                      if r["dod"] != "pass"))
-    previous = _assessments(hub).get(agent, [])
+    previous = registry.assessments(hub).get(agent, [])
     record = {"schema_version": 1, "agent": agent, "n": len(previous) + 1,
               "status": "listed" if not reasons else "rejected",
               "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
@@ -354,7 +319,7 @@ def listing(hub: "Hub", contract: str | None = None, role: str | None = None
     """The marketplace listing: status, badge, price, reputation figures."""
     mans = registry.manifests(hub)
     reps = _reputations(hub, contract)
-    assessed = _assessments(hub)  # once: reading it per agent would be quadratic
+    assessed = registry.assessments(hub)  # once: reading it per agent would be quadratic
     rows = []
     for agent, man in sorted(mans.items()):
         if contract and not any(c == contract or c.split("@")[0] == contract
@@ -385,7 +350,7 @@ def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[s
     mans = {a: m for a, m in registry.manifests(hub).items()
             if "specialist" in m.roles and any(c.split("@")[0] == cid for c in m.contracts)}
     load = _open_attempts(hub)
-    assessed = _assessments(hub)
+    assessed = registry.assessments(hub)
     candidates = [Candidate(agent=a, owner=m.owner, price=m.price, capacity=m.capacity,
                             open_attempts=load.get(a, 0),
                             listed=((assessed.get(a) or [{}])[-1]).get("status") == "listed")

@@ -170,7 +170,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
             raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
                              "specialist")
         if tier != "T0":
-            from aismm.services.market import status_of
+            from aismm.state.registry import status_of
 
             listed = (status_of(hub, agent_id) or {}).get("status") == "listed"
             if not listed:

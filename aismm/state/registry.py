@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract, digest, parse_contract
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from aismm.infra.hub import Hub
 
 __all__ = [
-    "MAIN", "Snapshot", "actor", "actors", "contracts", "identity", "key_holder", "load_actors",
+    "MAIN", "Snapshot", "actor", "actors", "assessments", "status_of", "contracts", "identity", "key_holder", "load_actors",
     "manifests", "resolve_contract", "snapshot",
 ]
 
@@ -159,3 +159,37 @@ def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], 
 
 def manifests(hub: "Hub") -> dict[str, Manifest]:
     return snapshot(Repo(hub.registry_path)).manifests
+
+
+_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+
+
+def assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
+    """Every assessment record by agent, oldest first; cached per registry commit."""
+    repo = Repo(hub.registry_path)
+    tip = repo.ref("refs/heads/main")
+    if tip is None:
+        return {}
+    key = (str(repo.path), tip)
+    if key not in _ASSESSED:
+        if len(_ASSESSED) > 16:
+            _ASSESSED.clear()
+        _ASSESSED[key] = _read_assessments(repo, tip)
+    return _ASSESSED[key]
+
+
+def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path, entry in sorted(repo.flatten(tip).items()):
+        parts = path.split("/")
+        if parts[0] == "assessments" and len(parts) == 3:
+            out.setdefault(parts[1], []).append(load_yaml(repo.blob(entry.oid), path))
+    for records in out.values():
+        records.sort(key=lambda r: int(r.get("n", 0)))
+    return out
+
+
+def status_of(hub: "Hub", agent: str) -> dict[str, Any] | None:
+    """The latest assessment record of an agent, or None."""
+    records = assessments(hub).get(agent)
+    return records[-1] if records else None
