@@ -86,7 +86,6 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
     hub = (hubs or {}).get(root) or Hub(root)
     updates = _updates(request["stdin"].encode())
     if request["hook"] == "pre-receive":
-        from aismm import gate
         from aismm.infra.git import Repo
         from aismm.services import judged
 
@@ -94,7 +93,7 @@ def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
         repo = Repo(git_dir)
         if request.get("object_dir"):
             repo.add_objects(request["object_dir"])
-        gate.judge(hub, repo, updates, pusher=request.get("pusher"))
+        judged.judge(hub, repo, updates, pusher=request.get("pusher"))
         return []
 
     return worker.record_and_process(hub, git_dir, updates, request.get("pusher"))

@@ -34,7 +34,7 @@ from aismm.core.model import dump_yaml, load_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub, HubConfig
 from aismm.infra.ledger import Ledger
-from aismm.services import mission, registrar
+from aismm.services import judged, mission, registrar
 from aismm.services.hubs import init_hub
 from aismm.state import registry
 
@@ -180,11 +180,11 @@ def judge_times(root: Path, sizes: list[int], repeats: int) -> dict[str, float]:
         new = repo.write_commit(tree=tree, parents=[created.main], message="Deliver\n", key=key,
                                 who=registry.identity("bob"), when=hub.clock.now())
         update: list[gate.Update] = [(created.main, new, "refs/heads/attempts/bob")]
-        gate.judge(hub, repo, update)  # accepted (raises otherwise); also warms caches
+        judged.judge(hub, repo, update)  # accepted (raises otherwise); also warms caches
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
-            gate.judge(hub, repo, update)
+            judged.judge(hub, repo, update)
             runs.append(time.perf_counter() - start)
         out[f"judge_{size}_files_s"] = statistics.median(runs)
     return out

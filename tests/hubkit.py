@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from aismm import gate
 from aismm.core.clock import FixedClock
 from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import mission, registrar
+from aismm.services import judged, mission, registrar
 from aismm.services.hubs import init_hub
 from aismm.services.mission import Created
 
@@ -263,7 +262,7 @@ class Clone:
             mp.setenv("GIT_DIR", str(self.origin))
             mp.setenv("GIT_ALTERNATE_OBJECT_DIRECTORIES", str(self.path / ".git" / "objects"))
             repo = Repo(self.origin, from_env=True)
-            gate.judge(self.hub, repo, updates)
+            judged.judge(self.hub, repo, updates)
         result = self.push(*refspecs, hooks="none")
         assert result.returncode == 0 and not result.problems, result.text
         assert all(self.remote_state().refs.get(ref) == new for _o, new, ref in updates)

@@ -28,6 +28,7 @@ from aismm.core.errors import GateRejection
 from aismm.core.safepath import case_collisions, path_problem
 from aismm.core.signing import generate_key, verify
 from aismm.infra.git import ZERO, Identity, Repo
+from aismm.services import judged
 from aismm.state import registry
 from tests import hubkit
 from tests.hubkit import Kit, findings, verdict
@@ -276,7 +277,7 @@ def test_gate_rejects_cleanly_or_accepts_only_what_obeys_the_rules(
     updates, _commit = _build(world, push)
     pusher = push["pusher"]
     try:
-        gate.judge(world.kit.hub, world.repo, updates, pusher=pusher)  # type: ignore[arg-type]
+        judged.judge(world.kit.hub, world.repo, updates, pusher=pusher)
     except GateRejection as exc:
         event(f"rejected ({push['kind']})")
         assert exc.problems
@@ -292,7 +293,7 @@ def test_gate_rejects_cleanly_or_accepts_only_what_obeys_the_rules(
 
 def test_the_legitimate_delivery_is_accepted_in_process(world: World) -> None:
     """The properties above are not vacuous: the golden delivery does pass."""
-    gate.judge(world.kit.hub, world.repo, [(world.main, world.delivered, ATTEMPT)])
+    judged.judge(world.kit.hub, world.repo, [(world.main, world.delivered, ATTEMPT)])
     _assert_obeys_the_rules(world, [(world.main, world.delivered, ATTEMPT)], None)
 
 

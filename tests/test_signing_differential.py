@@ -32,11 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import current_build_context
 
-from aismm import gate
 from aismm.core import signing
 from aismm.core.clock import FixedClock
 from aismm.core.errors import GateRejection, SignatureError
 from aismm.infra.git import Identity, Repo
+from aismm.services import judged
 from aismm.services.hubs import init_hub
 from tests.conftest import git
 
@@ -351,7 +351,7 @@ def test_commit_copy_with_trailing_signature_data_is_refused_by_git_and_the_gate
                                key=hub.hosted_key(hub.config.platform),
                                who=Identity("platform", "platform@aismm.invalid"),
                                when=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
-    gate.judge(hub, repo, [(old, commit, "refs/heads/main")])  # the original passes
+    judged.judge(hub, repo, [(old, commit, "refs/heads/main")])  # the original passes
 
     raw = git("-C", str(repo.path), "cat-file", "commit", commit).stdout
     head, _, rest = raw.partition("gpgsig ")
@@ -371,7 +371,7 @@ def test_commit_copy_with_trailing_signature_data_is_refused_by_git_and_the_gate
               check=False)
     assert res.returncode != 0 and "trailing data" in res.stderr
     with pytest.raises(GateRejection, match="bad signature"):
-        gate.judge(hub, repo, [(old, forged, "refs/heads/main")])
+        judged.judge(hub, repo, [(old, forged, "refs/heads/main")])
 
 
 def test_commits_we_write_carry_the_signature_exactly_as_git_does(tmp_path: Path) -> None:

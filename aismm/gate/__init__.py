@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ValidationError
 
 from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import match_glob, parse_contract, validate_document
 from aismm.core.document import MissionDoc, Request, Verdict
-from aismm.core.errors import AismmError, GateRejection, Problem, SignatureError
+from aismm.core.errors import AismmError, GateRejection, Problem
 from aismm.core.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
-from aismm.core.safepath import case_collisions, path_problem
-from aismm.core.safepath import printable as _printable
-from aismm.core.signing import verify
+from aismm.core.safepath import case_collisions
 from aismm.gate import acceptance
+from aismm.gate.base import SHOWN_PROBLEMS, Context, Judge, Stop, shown
 from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
 from aismm.state.policy import (  # noqa: F401 (re-exported)
     ACCEPTED,
@@ -37,153 +32,25 @@ from aismm.state.policy import (  # noqa: F401 (re-exported)
 )
 from aismm.state.policy import agent_of as _agent_of
 from aismm.state.policy import dependence as _dependence
-from aismm.state.registry import Snapshot, key_holder, load_actors, snapshot
+from aismm.state.registry import key_holder, load_actors, snapshot
 
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
-
-__all__ = ["judge", "configure", "rejection_lines", "Update", "MissionPolicy", "load_policy",
-           "quorum"]
+__all__ = ["Context", "MissionPolicy", "Update", "judge", "load_policy", "quorum",
+           "rejection_lines"]
 
 Update = tuple["str | None", str, str]
 
-SHOWN_PROBLEMS = 20  # problem lines a pusher sees; the rest are summed up in one line
-KEPT_PROBLEMS = 1000  # problems a rejection carries; beyond that they are only counted
-
-
-class _Stop(Exception):
-    """Judging cannot go on safely (e.g. a tree too large to walk); the problems are recorded."""
-
-
-@dataclass
-class _Judge:
-    hub: "Hub"
-    repo: Repo
-    registry: Snapshot
-    pusher: str | None
-    problems: list[Problem] = field(default_factory=list)
-    unlisted: int = 0  # problems found beyond KEPT_PROBLEMS
-    paths: dict[tuple[str, int], int] = field(default_factory=dict)  # Repo.count_paths memo
-
-    def reject(self, ref: str, where: str, what: str, fix: str) -> None:
-        if len(self.problems) >= KEPT_PROBLEMS:
-            self.unlisted += 1
-            return
-        self.problems.append(Problem(*(_printable(part) for part in (ref, where, what, fix))))
-
-    def rejection(self) -> GateRejection:
-        exc = GateRejection(self.problems)
-        exc.unlisted = self.unlisted  # type: ignore[attr-defined]
-        return exc
-
-    def bounded(self, ref: str, commits: list[str], cap: int) -> None:
-        """Before any walk: each commit's tree holds at most ``cap`` paths, none deeper than the
-        hub allows. Counting reads each distinct subtree once and stops past the limit, so a
-        tree bomb (a few objects naming 10^14 paths) is refused at the cost of its size."""
-        depth = self.hub.config.limits.max_path_depth
-        nesting = 2 * depth  # up to here each too-deep path gets its own line later
-        for oid in commits:
-            count = self.repo.count_paths(oid, cap, nesting, self.paths)
-            if count > cap:
-                self.reject(ref, f"commit {oid[:12]}", f"its tree holds more than {cap} files "
-                            "(the hub's limit)", "commit fewer files")
-                raise _Stop
-            if count < 0:
-                self.reject(ref, f"commit {oid[:12]}", f"its tree nests folders more than "
-                            f"{nesting} levels deep (paths may have at most {depth})",
-                            "flatten it")
-                raise _Stop
-
-    def signer(self, ref: str, oid: str, signature: bytes | None, payload: bytes | None,
-               keys: dict[str, Actor]) -> Actor | None:
-        """The registered actor whose key signed an object, or None (with a problem)."""
-        short = oid[:12]
-        if not signature or payload is None:
-            self.reject(ref, f"commit {short}", "unsigned",
-                        "sign it with `git commit -S` (gpg.format=ssh) using your registered key")
-            return None
-        try:
-            public = verify(signature, payload)
-        except SignatureError as exc:
-            reason = str(exc).removeprefix("signature: ").split("; ")[0]
-            self.reject(ref, f"commit {short}", f"bad signature ({reason})",
-                        "re-sign it with your registered key")
-            return None
-        actor = keys.get(public)
-        if actor is None:
-            self.reject(ref, f"commit {short}", "signed by an unregistered or revoked key",
-                        "sign with the key registered for your actor (`aismm actor show`)")
-            return None
-        if self.pusher is not None and actor.id != self.pusher:
-            self.reject(ref, f"commit {short}", f"signed by {actor.id} but pushed by "
-                        f"{self.pusher}", "push only commits you signed yourself")
-            return None
-        return actor
-
-    def commit_signer(self, ref: str, oid: str, keys: dict[str, Actor]) -> Actor | None:
-        info = self.repo.commit(oid)
-        return self.signer(ref, oid, info.signature, info.payload, keys)
-
-    def content(self, ref: str, entry: Entry) -> bool:
-        """Path and mode rules for one added or changed entry."""
-        limits = self.hub.config.limits
-        problem = path_problem(entry.path, limits.max_path_length, limits.max_path_depth)
-        if problem:
-            what, _, fix = problem.partition("; ")
-            self.reject(ref, _shown(entry.path), what, fix or "rename it")
-            return False
-        if entry.mode == 0o120000:
-            self.reject(ref, entry.path, "symbolic links are not allowed",
-                        "commit the file's content instead of a link")
-            return False
-        if entry.mode == 0o160000:
-            self.reject(ref, entry.path, "submodules (gitlinks) are not allowed",
-                        "commit the files themselves")
-            return False
-        if entry.mode not in (MODE_FILE, MODE_EXEC):
-            self.reject(ref, entry.path, f"unsupported file mode {entry.mode:o}",
-                        "commit regular files only")
-            return False
-        return True
-
-    def document(self, ref: str, path: str, oid: str, model: type[BaseModel]) -> Any:
-        """Parse and validate a YAML document blob; None (with a problem) when invalid."""
-        try:
-            data = load_yaml(self.repo.blob(oid), path)
-            return model.model_validate(data)
-        except ValueError as exc:
-            first = describe_validation(exc)[0] if isinstance(exc, ValidationError) else \
-                str(exc).split(": ", 1)[-1]
-            self.reject(ref, path, f"invalid document ({first})",
-                        "fix the file so it matches its schema (see docs/protocol.md)")
-            return None
-
-    def fast_forward(self, old: str | None, new: str | None, ref: str) -> bool:
-        if new is None:
-            self.reject(ref, "ref", "deleting refs is not allowed", "refs are append-only")
-            return False
-        if old is not None and not self.repo.is_ancestor(old, new):
-            self.reject(ref, "ref", "non-fast-forward update (history rewrite)",
-                        "fetch, rebase your commits on the current tip and push again")
-            return False
-        return True
-
-
-def _shown(path: str) -> str:
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
-        .encode("unicode_escape").decode("ascii")
 
 
 def _norm(value: str | None) -> str | None:
     return None if value in (None, "", ZERO) else value
 
 
-def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None = None,
+def judge(ctx: Context, repo: Repo, updates: list[Update], *, pusher: str | None = None,
           bootstrap: bool = False, creating: bool = False) -> None:
     """Allow a set of ref updates or raise :class:`GateRejection` listing every problem."""
     norm = [(_norm(old), _norm(new), ref) for old, new, ref in updates]
-    is_registry = repo.path.resolve() == hub.registry_path.resolve()
-    reg_repo = repo if is_registry else Repo(hub.registry_path)
+    is_registry = repo.path.resolve() == ctx.registry.path.resolve()
+    reg_repo = repo if is_registry else ctx.registry
     # The registry a registry update is judged against is the one it builds on (its old value),
     # never the value being judged: a write that skipped the hooks cannot vouch for itself.
     base = next((old for old, _new, ref in norm if ref == MAIN and old), None) \
@@ -195,15 +62,15 @@ def judge(hub: "Hub", repo: Repo, updates: list[Update], *, pusher: str | None =
     except Exception as exc:  # noqa: BLE001 - a corrupt registry must fail closed
         raise GateRejection([Problem("registry", "registry.git", f"unreadable ({exc})",
                                      "repair the hub registry")]) from exc
-    j = _Judge(hub, repo, registry, pusher)
+    j = Judge(ctx, repo, registry, pusher)
     try:
         if not _objects_exist(j, norm):
-            raise _Stop
+            raise Stop
         if is_registry:
             _judge_registry(j, norm, bootstrap)
         else:
             _judge_mission(j, norm, creating)
-    except _Stop:
+    except Stop:
         pass
     except GateRejection:
         raise
@@ -227,7 +94,7 @@ def rejection_lines(exc: GateRejection, limit: int = SHOWN_PROBLEMS) -> list[str
     return lines
 
 
-def _objects_exist(j: _Judge, updates: list[tuple[str | None, str | None, str]]) -> bool:
+def _objects_exist(j: Judge, updates: list[tuple[str | None, str | None, str]]) -> bool:
     """Both ends of every update name objects in the repository; branches hold commits."""
     for old, new, ref in updates:
         for label, oid in (("old", old), ("new", new)):
@@ -243,9 +110,9 @@ def _objects_exist(j: _Judge, updates: list[tuple[str | None, str | None, str]])
 
 
 # -- registry ---------------------------------------------------------------------------------
-def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]],
+def _judge_registry(j: Judge, updates: list[tuple[str | None, str | None, str]],
                     bootstrap: bool) -> None:
-    platform = j.hub.config.platform
+    platform = j.ctx.platform
     for old, new, ref in updates:
         if ref != MAIN:
             j.reject(ref, "ref", "registry.git has only refs/heads/main",
@@ -258,7 +125,7 @@ def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]]
         commits = j.repo.new_commits(new, [old] if old else [])
         current = j.repo.ref(MAIN)
         grown = j.repo.count_paths(current, 1 << 40, 1 << 20) if current else 0
-        j.bounded(ref, commits, grown + j.hub.config.limits.max_files)
+        j.bounded(ref, commits, grown + j.ctx.limits.max_files)
         for oid in commits:
             info = j.repo.commit(oid)
             if not info.parents:
@@ -281,7 +148,7 @@ def _judge_registry(j: _Judge, updates: list[tuple[str | None, str | None, str]]
                 _registry_path(j, ref, path, before, after, signer, platform, oid)
 
 
-def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: Entry | None,
+def _registry_path(j: Judge, ref: str, path: str, before: Entry | None, after: Entry | None,
                    signer: Actor, platform: str, commit: str) -> None:
     if after is not None and not j.content(ref, after):
         return
@@ -332,7 +199,7 @@ def _registry_path(j: _Judge, ref: str, path: str, before: Entry | None, after: 
              "assessments/")
 
 
-def _actor_history(j: _Judge, ref: str, path: str, before: Entry | None, actor: Actor) -> None:
+def _actor_history(j: Judge, ref: str, path: str, before: Entry | None, actor: Actor) -> None:
     """An actor document keeps its history: revocation is final and rotated-out keys stay."""
     prev = None
     if before is not None:
@@ -357,7 +224,7 @@ def _actor_history(j: _Judge, ref: str, path: str, before: Entry | None, actor: 
                  "use `aismm actor rotate`")
 
 
-def _registry_manifest(j: _Judge, ref: str, path: str, before: Entry | None,
+def _registry_manifest(j: Judge, ref: str, path: str, before: Entry | None,
                        after: Entry | None, signer: Actor) -> None:
     if after is None:
         j.reject(ref, path, "manifests are never deleted", "set capacity or contracts instead")
@@ -388,7 +255,7 @@ def _registry_manifest(j: _Judge, ref: str, path: str, before: Entry | None,
 
 
 # -- missions ---------------------------------------------------------------------------------
-def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
+def _judge_mission(j: Judge, updates: list[tuple[str | None, str | None, str]],
                    creating: bool) -> None:
     policy = load_policy(j.repo)
     if policy is None:
@@ -405,7 +272,7 @@ def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
     for old, new, ref in updates:
         if new is not None and ref.startswith("refs/heads/"):
             j.bounded(ref, j.repo.new_commits(new, [old] if old else []),
-                      j.hub.config.limits.max_files)
+                      j.ctx.limits.max_files)
     for old, new, ref in updates:
         if ref == MAIN:
             j.reject(ref, "ref", "main never changes after the mission is created",
@@ -421,7 +288,7 @@ def _judge_mission(j: _Judge, updates: list[tuple[str | None, str | None, str]],
                      "or (platform) the settled/refunded tags")
 
 
-def _judge_creation(j: _Judge, updates: list[tuple[str | None, str | None, str]]) -> None:
+def _judge_creation(j: Judge, updates: list[tuple[str | None, str | None, str]]) -> None:
     by_ref = {ref: new for _old, new, ref in updates}
     main = by_ref.get(MAIN)
     if main is None or any(old is not None for old, _n, _r in updates):
@@ -451,7 +318,7 @@ def _judge_creation(j: _Judge, updates: list[tuple[str | None, str | None, str]]
             j.reject(ref, "ref", "must start at main", "point it at main")
 
 
-def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
+def _judge_attempt(j: Judge, policy: MissionPolicy, old: str | None, new: str | None,
                    ref: str) -> None:
     agent_id = _agent_of(ref)
     doc = policy.doc
@@ -512,7 +379,7 @@ def _judge_attempt(j: _Judge, policy: MissionPolicy, old: str | None, new: str |
     _deliverable_limits(j, policy, ref, new)
 
 
-def _attempt_write(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
+def _attempt_write(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
                    before: Entry | None, after: Entry | None, signer: Actor,
                    agent: Actor | None, client: Actor | None, tree: str | None) -> None:
     doc = policy.doc
@@ -523,7 +390,7 @@ def _attempt_write(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: s
             j.reject(ref, path, f"agent {who} may write only under deliverable/",
                      "move the file under deliverable/")
         return
-    if who == j.hub.config.platform:
+    if who == j.ctx.platform:
         if path != "verdicts/platform.yaml":
             j.reject(ref, path, "the platform writes only verdicts/platform.yaml",
                      "drop this change")
@@ -575,7 +442,7 @@ def _attempt_write(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: s
              "write here")
 
 
-def _verdict(j: _Judge, doc: MissionDoc, ref: str, path: str, entry: Entry, who: str,
+def _verdict(j: Judge, doc: MissionDoc, ref: str, path: str, entry: Entry, who: str,
              tree: str | None) -> None:
     verdict = j.document(ref, path, entry.oid, Verdict)
     if verdict is None:
@@ -596,7 +463,7 @@ def _verdict(j: _Judge, doc: MissionDoc, ref: str, path: str, entry: Entry, who:
                  "arbiters rule release|refund; reviewers and the platform judge pass|fail")
 
 
-def _request(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str, entry: Entry,
+def _request(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str, entry: Entry,
              tree: str | None) -> None:
     match = REQUEST_NAME.match(path)
     if match is None:
@@ -629,10 +496,10 @@ def _request(j: _Judge, policy: MissionPolicy, ref: str, oid: str, path: str, en
                  f"it after {need}", "ask for a rework first")
 
 
-def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) -> None:
+def _deliverable_limits(j: Judge, policy: MissionPolicy, ref: str, tip: str) -> None:
     files = j.repo.flatten(tip)
     for a, b in case_collisions(list(files)):
-        j.reject(ref, _shown(b), f"collides with {_shown(a)} on case-insensitive file systems",
+        j.reject(ref, shown(b), f"collides with {shown(a)} on case-insensitive file systems",
                  "rename one of them")
     spec = policy.contract.deliverable
     limits = spec.limits
@@ -644,16 +511,16 @@ def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) ->
     for path, entry in sorted(deliverable.items()):
         if entry.mode not in (MODE_FILE, MODE_EXEC):
             if not any(match_glob(path, g) for g in spec.allowed):
-                j.reject(ref, _shown(path), "not an allowed deliverable path",
+                j.reject(ref, shown(path), "not an allowed deliverable path",
                          f"deliver only {', '.join(spec.allowed)}")
             continue  # links and gitlinks are refused per commit; they have no blob to read
         size = j.repo.blob_size(entry.oid)
         total += size
         if size > limits.max_file_bytes:
-            j.reject(ref, _shown(path), f"{size} bytes exceed the per-file limit of "
+            j.reject(ref, shown(path), f"{size} bytes exceed the per-file limit of "
                      f"{limits.max_file_bytes}", "make the file smaller")
         if not any(match_glob(path, g) for g in spec.allowed):
-            j.reject(ref, _shown(path), "not an allowed deliverable path",
+            j.reject(ref, shown(path), "not an allowed deliverable path",
                      f"deliver only {', '.join(spec.allowed)}")
     if total > limits.max_total_bytes:
         j.reject(ref, "deliverable/", f"{total} bytes exceed the total limit of "
@@ -666,7 +533,7 @@ def _deliverable_limits(j: _Judge, policy: MissionPolicy, ref: str, tip: str) ->
                 _schema(j, ref, path, entry, policy.schemas.get(fs.schema_, b"{}"))
 
 
-def _schema(j: _Judge, ref: str, path: str, entry: Entry, schema: bytes) -> None:
+def _schema(j: Judge, ref: str, path: str, entry: Entry, schema: bytes) -> None:
     raw = j.repo.blob(entry.oid)
     try:
         data = json.loads(raw) if path.endswith(".json") else load_yaml(raw, path)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aismm.core.clock import parse_duration
+from aismm.gate.base import Judge
 from aismm.state.policy import (
     ACCEPTED,
     ATTEMPT,
@@ -15,21 +14,17 @@ from aismm.state.policy import (
     verdict_time,
 )
 
-if TYPE_CHECKING:
-    from aismm.gate import _Judge
-    from aismm.infra.hub import Hub
-
 __all__ = ["judge_acceptance", "judge_tag"]
 
 
-def judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None,
+def judge_acceptance(j: Judge, policy: MissionPolicy, old: str | None, new: str | None,
                       ref: str, after: dict[str, str]) -> None:
     if not j.fast_forward(old, new, ref) or new is None:
         return
     if old != policy.main:
         j.reject(ref, "ref", "this mission is already accepted", "nothing to do")
         return
-    if j.repo.ref("refs/tags/refunded") or _refunded_in_ledger(j.hub, policy.doc.id):
+    if j.repo.ref("refs/tags/refunded") or j.ctx.closure(policy.doc.id) == "refunded":
         j.reject(ref, "ref", "this mission was refunded", "it can no longer be accepted")
         return
     info = j.repo.commit(new)
@@ -82,7 +77,7 @@ def judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str
         platform_verdict.deliverable_tree == tree
     if signer.id == policy.doc.client:
         pass
-    elif signer.id == j.hub.config.platform:
+    elif signer.id == j.ctx.platform:
         released = ruling is not None and ruling.verdict == "release"
         if not released and not _window_elapsed(j, policy, head, dod_ok):
             j.reject(ref, f"commit {new[:12]}", "the platform may accept only after an "
@@ -105,27 +100,16 @@ def judge_acceptance(j: _Judge, policy: MissionPolicy, old: str | None, new: str
                      "wait for reviewers or request rework")
 
 
-def _refunded_in_ledger(hub: "Hub", mission_id: str) -> bool:
-    """A refund whose ledger transaction committed before its tag was written."""
-    from aismm.infra.ledger import Ledger
-
-    if not hub.db_path.exists():
-        return False
-    with Ledger(hub.db_path, hub.clock) as ledger:
-        closure = ledger.closure(mission_id)
-    return closure is not None and closure.kind == "refunded"
-
-
-def _window_elapsed(j: _Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:
+def _window_elapsed(j: Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:
     if not dod_ok:
         return False
     window = parse_duration(policy.contract.sla.acceptance_window)
     since = verdict_time(j.repo, head, "verdicts/platform.yaml")
     return since is not None and \
-        j.hub.clock.now().timestamp() - since >= window.total_seconds()
+        j.ctx.now.timestamp() - since >= window.total_seconds()
 
 
-def judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None, ref: str,
+def judge_tag(j: Judge, policy: MissionPolicy, old: str | None, new: str | None, ref: str,
                after: dict[str, str]) -> None:
     if old is not None or new is None:
         j.reject(ref, "ref", "settlement tags are create-once", "never move or delete them")
@@ -137,7 +121,7 @@ def judge_tag(j: _Judge, policy: MissionPolicy, old: str | None, new: str | None
     signer = j.signer(ref, new, tag.signature, tag.payload, j.registry.by_key)
     if signer is None:
         return
-    if signer.id != j.hub.config.platform:
+    if signer.id != j.ctx.platform:
         j.reject(ref, "tag", f"signed by {signer.id}; only the platform tags",
                  "tags are written by the hub when it settles or refunds")
         return

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aismm import gate
 from aismm.core.errors import ConflictError, MissionError
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
-from aismm.services import events
+from aismm.services import events, judged
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
 
@@ -34,7 +33,7 @@ def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes 
             tree = repo.build_tree(repo.tree_of(old), files)
             new = repo.write_commit(tree=tree, parents=[old], message=message, key=key,
                                     who=registry.identity(signer), when=hub.clock.now())
-            gate.judge(hub, repo, [(old, new, ref)])
+            judged.judge(hub, repo, [(old, new, ref)])
         try:
             repo.update_ref(ref, new, old)
         except ConflictError:

@@ -16,15 +16,18 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from aismm import gate
 from aismm.core.clock import iso
 from aismm.core.errors import ConflictError, GateRejection, RepositoryError
 from aismm.core.safepath import printable
 from aismm.infra.git import ZERO, Repo
+from aismm.infra.ledger import Ledger
+from aismm.services import events
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
 
-__all__ = ["REGISTRY", "ensure", "ensure_mission", "ensure_registry", "sweep"]
+__all__ = ["REGISTRY", "context", "ensure", "ensure_mission", "ensure_registry", "judge", "sweep"]
 
 REGISTRY = "registry.git"
 
@@ -38,9 +41,7 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
     (being created, or older than the log) is taken as it is. ``approved`` lists moves a
     pre-receive hook has just allowed and post-receive is about to log.
     """
-    from aismm import gate
     from aismm.infra.store import Store
-    from aismm.services import events
 
     repo = Repo(hub.root / name)
     with Store(hub.db_path) as store:
@@ -69,7 +70,7 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
                                    for _old, new, ref in moved if new is None}
         if not refused:
             try:
-                gate.judge(hub, repo, moved)
+                judge(hub, repo, moved)
             except GateRejection as exc:
                 named = {p.ref for p in exc.problems} & {ref for _o, _n, ref in moved}
                 for problem in exc.problems:
@@ -137,3 +138,25 @@ def sweep(hub: "Hub", approved: Approved = (), skip: Collection[str] = ()) -> li
             lines.append(f"aismm: {name}: damaged ({type(exc).__name__}: "
                          f"{printable(str(exc), limit=200)}); skipped")
     return lines
+
+
+def context(hub: "Hub") -> gate.Context:
+    """What the gate judges this hub's updates against: its registry, limits, platform, clock
+    and how the ledger closed each mission."""
+
+    def closure(mission_id: str) -> str | None:
+        if not hub.db_path.exists():
+            return None
+        with Ledger(hub.db_path, hub.clock) as ledger:
+            found = ledger.closure(mission_id)
+        return found.kind if found is not None else None
+
+    return gate.Context(registry=Repo(hub.registry_path), limits=hub.config.limits,
+                        platform=hub.config.platform, now=hub.clock.now(), closure=closure)
+
+
+def judge(hub: "Hub", repo: Repo, updates: list[gate.Update], *, pusher: str | None = None,
+          bootstrap: bool = False, creating: bool = False) -> None:
+    """:func:`aismm.gate.judge` in this hub's context (raises GateRejection)."""
+    gate.judge(context(hub), repo, updates, pusher=pusher, bootstrap=bootstrap,
+               creating=creating)

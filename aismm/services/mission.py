@@ -19,6 +19,7 @@ from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import case_collisions, path_problem
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
+from aismm.services import events, judged
 from aismm.state import provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
 
@@ -230,7 +231,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
                                  who=registry.identity(client), when=now)
         updates: list[gate.Update] = [(None, main, MAIN), (None, main, ACCEPTED)]
         updates += [(None, main, f"{ATTEMPT}{a}") for a in agents]
-        gate.judge(hub, repo, updates, creating=True)
+        judged.judge(hub, repo, updates, creating=True)
         for _old, new, ref in updates:
             repo.update_ref(ref, new, None)
         repo.set_config("gpg.format", "ssh")
@@ -245,7 +246,6 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    from aismm.services import events
 
     events.record(hub, final, [("0" * 40, new, ref) for _old, new, ref in updates], client)
     return Created(doc, final, main)
@@ -273,8 +273,6 @@ def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
     Its refs (and the registry's) are judged first: whatever moved without the gate is judged
     now and put back if refused (:mod:`aismm.services.judged`), so callers read only judged state.
     """
-    from aismm.services import judged
-
     path = hub.mission_path(mission_id)
     if not path.is_dir() or mission_id.startswith(".") or "/" in mission_id:
         raise MissionError(f"{mission_id}: no such mission; see `aismm mission list`")

@@ -19,6 +19,7 @@ from aismm.core.errors import ActorError, UsageError
 from aismm.core.model import describe_validation, dump_yaml
 from aismm.core.signing import PrivateKey, allowed_signers
 from aismm.infra.git import Repo
+from aismm.services import judged
 from aismm.state import provision
 from aismm.state.registry import MAIN, actors, identity, key_holder
 
@@ -32,7 +33,6 @@ __all__ = ["add_actor", "commit_files", "create", "revoke_actor", "rotate_actor"
 def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signer: str,
                  key: PrivateKey | None = None) -> str:
     """Commit documents to the registry's main through the gate, signed by ``signer``."""
-    from aismm import gate
 
     repo = Repo(hub.registry_path)
     old = repo.ref(MAIN)
@@ -42,7 +42,7 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
         tree = repo.build_tree(base, files)
         new = repo.write_commit(tree=tree, parents=[old] if old else [], message=message,
                                 key=key, who=identity(signer), when=hub.clock.now())
-        gate.judge(hub, repo, [(old, new, MAIN)])
+        judged.judge(hub, repo, [(old, new, MAIN)])
     repo.update_ref(MAIN, new, old)
     from aismm.services import events
 
@@ -52,7 +52,6 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
 
 def create(hub: "Hub") -> None:
     """Create ``registry.git`` with the platform and arbiter actors and the bundled catalog."""
-    from aismm import gate
     from aismm.infra.hub import bundled
     from aismm.state.provision import install
 
@@ -73,7 +72,7 @@ def create(hub: "Hub") -> None:
     tree = repo.build_tree(None, files)
     root = repo.write_commit(tree=tree, parents=[], message="Create the hub registry\n",
                              key=pkey, who=identity(platform), when=hub.clock.now())
-    gate.judge(hub, repo, [(None, root, MAIN)], bootstrap=True)
+    judged.judge(hub, repo, [(None, root, MAIN)], bootstrap=True)
     repo.update_ref(MAIN, root, None)
     catalog = bundled("contracts")
     publish: dict[str, bytes | None] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from aismm import gate
 from aismm.core.clock import parse_duration
 from aismm.core.document import Request
 from aismm.core.errors import AismmError, CheckFailed, ConflictError, MissionError
@@ -57,7 +56,7 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
         new = repo.write_commit(tree=repo.tree_of(head), parents=[old, head], message=message,
                                 key=key or hub.hosted_key(signer),
                                 who=registry.identity(signer), when=hub.clock.now())
-        gate.judge(hub, repo, [(old, new, ACCEPTED)])
+        judged.judge(hub, repo, [(old, new, ACCEPTED)])
     repo.update_ref(ACCEPTED, new, old)
     _crash_point("after-merge")
     events.record(hub, repo.path, [(old, new, ACCEPTED)], signer)
@@ -108,7 +107,7 @@ def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) ->
         tag = repo.write_tag(target=target, name=name, message=f"{name}\n\n{dump_yaml(body)}",
                              key=hub.hosted_key(platform), who=registry.identity(platform),
                              when=hub.clock.now())
-        gate.judge(hub, repo, [(None, tag, ref)])
+        judged.judge(hub, repo, [(None, tag, ref)])
     try:
         repo.update_ref(ref, tag, None)
     except ConflictError:
