@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from aismm.agents.runtime import deliverable_tree
-from aismm.checks.expect import evaluate
 from aismm.checks.local import (
     benchmark_checkout,
     benchmark_tasks,
@@ -28,6 +27,7 @@ from aismm.checks.local import (
 )
 from aismm.checks.testrun import collect
 from aismm.core.contract import load_contract_dir
+from aismm.services import scoring
 
 CONTRACT = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
 TASKS = benchmark_tasks(CONTRACT)
@@ -412,14 +412,15 @@ def test_benchmark_scoring_runs_in_the_sandbox_and_scores_a_failed_run_zero(
     task = tmp_path / "task"
     shutil.copytree(CONTRACT / "benchmark" / "money", task)
     (task / "inputs" / "module.py").unlink()  # the mutants check itself cannot run
-    score, details = evaluate("contract.unit_tests", task, task / "golden")
+    score, details = scoring.evaluate("contract.unit_tests", task, task / "golden")
     assert score == 0
-    assert len(details) == 1 and details[0].startswith("test run failed (exit 1: ")
+    assert len(details) == 1 and details[0].startswith("test run failed ("), details
     # and a forgery that exits at import scores zero through the same path
     forged = tmp_path / "forged"
     forged.mkdir()
     (forged / "test_module.py").write_text(FORGERIES["os-exit-at-import"])
-    score, details = evaluate("contract.unit_tests", CONTRACT / "benchmark" / "money", forged)
+    score, details = scoring.evaluate("contract.unit_tests", CONTRACT / "benchmark" / "money",
+                                      forged)
     assert score == 0
     assert details == [
         "tests do not pass against the unmodified module: test_module.py: the test run ended"

@@ -12,13 +12,15 @@
                     mutants: [{function, body}]         50 %, killed (plus a stub per must_cover)
                                                         0 when the tests fail unmodified
 
-Returns the score and one line per miss. The unit tests run as ``python -m aismm.checks.mutants
---json`` through :func:`aismm.infra.sandbox.run` (this runs in the hub's process; the agent's code does
-not); a run that fails or prints anything but the expected JSON scores 0.
+A program run inside the sandbox (``python -m aismm.checks.expect CONTRACT TASK DELIVERABLE``
+prints ``{"score": N, "details": [...]}``): scoring parses, validates and runs what an agent
+delivered, so the hub never does it in its own process (:mod:`aismm.services.scoring`). The
+unit tests run in the unit-test child; a run that fails scores 0.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -28,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from aismm.checks.local import package_root
-from aismm.checks.run_tests import referenced_names
+from aismm.checks.mutants import STUB, Mutant
+from aismm.checks.mutants import as_json as mutants_json
+from aismm.checks.run_tests import INPUTS, TESTS, referenced_names
 from aismm.checks.schema_fit import first_error, validator
-from aismm.infra import sandbox
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "main"]
 
 
 def evaluate(contract_id: str, task_dir: Path, deliverable_dir: Path) -> tuple[int, list[str]]:
@@ -159,26 +161,21 @@ def _unit_tests(expect: dict[str, Any], task: Path, deliverable: Path) -> tuple[
 
 def _run_mutants(task: Path, deliverable: Path,
                  mutants: list[dict[str, str]]) -> tuple[dict[str, Any] | None, str]:
-    """The mutants check's JSON for this deliverable, run in the sandbox; (None, why) if not."""
+    """The mutants check's JSON for this deliverable; (None, why) when the run failed.
+
+    The agent's tests run only in the unit-test child (:mod:`aismm.checks.testrun`), which this
+    program starts inside the sandbox it runs in.
+    """
     with tempfile.TemporaryDirectory(prefix="aismm-expect-") as tmp:
         root = Path(tmp) / "checkout"
         root.mkdir()
         shutil.copytree(task / "inputs", root / "inputs")
-        # links stay links: followed here, they would copy what the hub may read into the run
         shutil.copytree(deliverable, root / "deliverable", symlinks=True)
-        (root / "spec.json").write_text(json.dumps(mutants), encoding="utf-8")
-        argv = [sys.executable, "-m", "aismm.checks.mutants", "--json", "--spec", "spec.json"]
-        done = sandbox.run(argv, root, limits=sandbox.Limits(timeout_seconds=120, cpu_seconds=120),
-                           env={"PYTHONPATH": str(package_root())})
-    if not done.ok:
-        why = "timed out after 120s" if done.timed_out else (
-            f"killed ({done.killed})" if done.killed else f"exit {done.returncode}")
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-        return None, f"test run failed ({why}{': ' + tail[0][:200] if tail else ''})"
-    try:
-        parsed = json.loads(done.stdout)
-    except ValueError:
-        return None, "test run failed (its output is not the mutants check's JSON)"
+        chosen = [Mutant(m["function"], m.get("body", STUB)) for m in mutants]
+        try:
+            parsed = json.loads(mutants_json(root, TESTS, INPUTS, chosen))
+        except (OSError, ValueError) as exc:
+            return None, f"test run failed ({str(exc)[:200]})"
     if not _well_formed(parsed, len(mutants)):
         return None, "test run failed (its output is not the mutants check's JSON)"
     return parsed, ""
@@ -197,3 +194,22 @@ def _well_formed(data: Any, count: int) -> bool:
             and all(isinstance(m, dict) and isinstance(m.get("killed"), bool)
                     and isinstance(m.get("function"), str) and isinstance(m.get("body"), str)
                     for m in mutants))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: print the score of a deliverable as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m aismm.checks.expect")
+    parser.add_argument("contract")
+    parser.add_argument("task", type=Path)
+    parser.add_argument("deliverable", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        score, details = evaluate(args.contract, args.task, args.deliverable)
+    except (OSError, ValueError) as exc:
+        score, details = 0, [f"cannot score: {str(exc)[:200]}"]
+    print(json.dumps({"score": score, "details": details}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ from aismm.checks import report
 from aismm.checks.run_tests import INPUTS, TESTS, SuiteResult, public_functions, run_suite
 from aismm.core.errors import UsageError
 
-__all__ = ["Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
+__all__ = ["as_json", "Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
 
 STUB = "return None"
 
@@ -116,7 +116,7 @@ def check(root: Path, *, tests: str = TESTS, inputs: str = INPUTS) -> list[str]:
     return problems
 
 
-def _as_json(root: Path, tests: str, inputs: str, mutants: list[Mutant] | None) -> str:
+def as_json(root: Path, tests: str, inputs: str, mutants: list[Mutant] | None) -> str:
     test_path = root / tests
     module_source = (root / inputs / "module.py").read_text(encoding="utf-8")
     if not test_path.is_file():
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.spec:
                 spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
                 mutants = [Mutant(m["function"], m.get("body", STUB)) for m in spec]
-            print(_as_json(root, args.tests, args.inputs, mutants))
+            print(as_json(root, args.tests, args.inputs, mutants))
             return 0
         problems = check(root, tests=args.tests, inputs=args.inputs)
     except UsageError as exc:

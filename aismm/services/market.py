@@ -19,7 +19,7 @@ from aismm.core.model import describe_validation, dump_yaml, load_yaml
 from aismm.core.safepath import printable
 from aismm.infra import sandbox
 from aismm.infra.git import Repo
-from aismm.services import registrar
+from aismm.services import registrar, scoring
 from aismm.state import registry
 
 if TYPE_CHECKING:
@@ -178,7 +178,6 @@ def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
 def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                      progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
     """Open one unfunded sandbox mission per task; wait for the agent to deliver by git."""
-    from aismm.checks.expect import evaluate
     from aismm.gate import read_verdict
     from aismm.services import mission
 
@@ -218,8 +217,9 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                         target = task_dir / path[len(f"benchmark/{task}/"):]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(data)
-                score, misses = evaluate(contract.id, task_dir,
-                                         Path(tmp) / "checkout" / "deliverable")
+                score, misses = scoring.evaluate(contract.id, task_dir,
+                                                 Path(tmp) / "checkout" / "deliverable",
+                                                 hidden=[hub.root])
             passed = verdict.verdict == "pass"
             done[created.doc.id] = {
                 "contract": contract.ref, "task": task, "dod": "pass" if passed else "fail",
@@ -243,7 +243,6 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
 def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, bytes], task: str
                  ) -> dict[str, Any]:
     """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
-    from aismm.checks.expect import evaluate
     from aismm.gate import MissionPolicy
     from aismm.services import assessment, dod
 
@@ -267,7 +266,8 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
                 target = task_dir / path[len(f"benchmark/{task}/"):]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-        score, misses = evaluate(contract.id, task_dir, root / "deliverable") \
+        score, misses = scoring.evaluate(contract.id, task_dir, root / "deliverable",
+                                         hidden=[hub.root]) \
             if ok and (root / "deliverable").is_dir() else (0, [detail])
     misses = [printable(m, limit=300) for m in misses[:5]]  # may quote the agent's output
     return {"contract": ref, "task": task, "dod": "pass" if dod_pass else "fail",
