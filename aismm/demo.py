@@ -169,9 +169,9 @@ Try next:
 
 
 def _dispatch(hub: Hub, mission_id: str) -> list[str]:
-    from aismm.services import assessment
+    from aismm.services import delivery
 
-    lines = assessment.dispatch(hub, mission_id) + worker.process(hub)
+    lines = delivery.dispatch(hub, mission_id) + worker.process(hub)
     return [line.removeprefix("aismm: ") for line in lines]
 
 

@@ -26,7 +26,7 @@ from aismm.core.signing import generate_key
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, lifecycle, market, mission, registrar, worker
+from aismm.services import delivery, lifecycle, market, mission, registrar, worker
 from aismm.services.hubs import init_hub
 
 __all__ = [
@@ -127,7 +127,7 @@ class Site:
 
     def deliver(self, mission_id: str) -> list[str]:
         """Run the hosted agents, then process the outbox (DoD checks and reviewers)."""
-        return assessment.dispatch(self.hub, mission_id) + worker.process(self.hub)
+        return delivery.dispatch(self.hub, mission_id) + worker.process(self.hub)
 
     def cli_args(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "aismm", "--hub", str(self.root), *args]

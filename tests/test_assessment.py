@@ -28,7 +28,7 @@ from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
 from aismm.services import (
-    assessment,
+    delivery,
     lifecycle,
     market,
     mission,
@@ -209,7 +209,7 @@ def benchmark_missions(hub: Hub) -> dict[tuple[str, str, str], tuple[str, list[s
         plan[(name, task, agent)] = create(hub, name, inputs, agent_id(name, agent),
                                            "T1" if agent == "reference" else "T0")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        lines = list(pool.map(lambda m: assessment.dispatch(hub, m), plan.values()))
+        lines = list(pool.map(lambda m: delivery.dispatch(hub, m), plan.values()))
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda _: worker.process(hub), range(4)))
     with Store(hub.db_path) as store:
@@ -263,7 +263,7 @@ def test_misbehaving_agent_is_a_failed_attempt(hub: Hub, behaviour: str) -> None
     mission_id = create(hub, "code_review", CODE_INPUTS, agent, tier="T0", price=100)
     repo, policy = mission.open_mission(hub, mission_id)
     refs = repo.refs()
-    lines = assessment.dispatch(hub, mission_id)
+    lines = delivery.dispatch(hub, mission_id)
     assert len(lines) == 1
     assert lines[0].startswith(f"aismm: {agent}: ")
     assert "attempt failed (" in lines[0] and lines[0].endswith("; nothing committed")
@@ -288,7 +288,7 @@ def test_misbehaving_agent_is_a_failed_attempt(hub: Hub, behaviour: str) -> None
 
 def test_garbage_deliverable_is_refused_for_its_schema(hub: Hub) -> None:
     mission_id = create(hub, "code_review", CODE_INPUTS, "bad-garbage", tier="T0", price=100)
-    [line] = assessment.dispatch(hub, mission_id)
+    [line] = delivery.dispatch(hub, mission_id)
     assert line.startswith("aismm: bad-garbage: attempt failed (delivery refused by the gate: "
                            "refs/heads/attempts/bad-garbage: deliverable/findings.json: ")
     assert "JSON" in line or "json" in line or "schema" in line
@@ -300,7 +300,7 @@ def test_rework_reinvokes_the_agent_and_stales_old_verdicts(hub: Hub,
     worker.process(hub)
     agent = "ref-code-reviewer"
     mission_id = create(hub, "code_review", CODE_INPUTS, agent)
-    assessment.dispatch(hub, mission_id)
+    delivery.dispatch(hub, mission_id)
     worker.process(hub)
     repo, _ = mission.open_mission(hub, mission_id)
     first = repo.ref(f"{ATTEMPT}{agent}")
@@ -358,7 +358,7 @@ def test_process_is_idempotent_and_concurrency_safe(hub: Hub, cli: Callable[...,
         create(hub, "code_review", CODE_INPUTS, "careless", tier="T0", price=100): "careless",
     }
     for mission_id in missions:
-        assert " delivered " in assessment.dispatch(queued, mission_id)[0]
+        assert " delivered " in delivery.dispatch(queued, mission_id)[0]
     with Store(hub.db_path) as store:
         assert store.pending() >= len(missions)  # at least every delivery
 

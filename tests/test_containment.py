@@ -82,7 +82,7 @@ def test_dod_of_a_pushed_deliverable_cannot_read_or_write_the_hub(kit: Kit) -> N
 
 def test_a_hosted_agent_sees_no_hub(kit: Kit, tmp_path: Path) -> None:
     from aismm.core.actor import Manifest
-    from aismm.services import assessment
+    from aismm.services import delivery
     from aismm.state import registry
 
     hub = kit.hub
@@ -101,7 +101,7 @@ def test_a_hosted_agent_sees_no_hub(kit: Kit, tmp_path: Path) -> None:
                     "timeout_seconds": 30}})
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    ok, detail = assessment.run_agent(hub, manifest, checkout, {"AISMM_ACTOR": "bob"})
+    ok, detail = delivery.run_agent(hub, manifest, checkout, {"AISMM_ACTOR": "bob"})
     assert ok, detail
     seen = json.loads((checkout / "deliverable" / "seen.json").read_text())
     assert seen[str(hub.root)] is False

@@ -1,4 +1,4 @@
-"""An external (git runtime) agent is assessed through sandbox missions it completes by git."""
+"""An external (git runtime) agent is assessed through benchmark missions it completes by git."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def _setup(tmp_path: Path) -> tuple[Hub, Path]:
 
 
 def _agent(hub: Hub, key: Path, work: Path, stop: threading.Event, good: bool) -> None:
-    """A plain-git agent: clones each sandbox mission and pushes the matching golden files."""
+    """A plain-git agent: clones each benchmark mission and pushes the matching golden files."""
     served: set[str] = set()
     while not stop.is_set():
-        for mid in hub.mission_ids(sandbox=True):
+        for mid in hub.mission_ids(benchmark=True):
             if mid in served:
                 continue
             repo = Repo(hub.mission_path(mid))
@@ -89,9 +89,9 @@ def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
         assert record["status"] == "rejected"
         assert any("DoD failed" in r for r in record["reasons"])
     assert registry.status_of(hub, "ext")["status"] == record["status"]
-    # sandbox missions hold no money and stay out of the mission list
+    # benchmark missions hold no money and stay out of the mission list
     assert hub.mission_ids() == []
-    assert len(hub.mission_ids(sandbox=True)) == len(tasks)
+    assert len(hub.mission_ids(benchmark=True)) == len(tasks)
     with Ledger(hub.db_path, hub.clock) as ledger:
         assert ledger.history() == []
 

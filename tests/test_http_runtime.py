@@ -16,7 +16,7 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import assessment, market, mission, registrar, worker
+from aismm.services import delivery, market, mission, registrar, worker
 from aismm.services.hubs import init_hub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_http_agent_delivers_through_the_gate(tmp_path: Path) -> None:
     server = _server({"files": {"deliverable/findings.json": golden}}, seen)
     try:
         hub, created = _mission(tmp_path, f"http://127.0.0.1:{server.server_port}/task")
-        lines = assessment.dispatch(hub, created.doc.id) + worker.process(hub)
+        lines = delivery.dispatch(hub, created.doc.id) + worker.process(hub)
     finally:
         server.shutdown()
     assert any(line.startswith("aismm: web-agent delivered") for line in lines), lines
@@ -88,7 +88,7 @@ def test_misbehaving_http_agent_is_a_failed_attempt(tmp_path: Path, reply: dict[
     server = _server(reply, [])
     try:
         hub, created = _mission(tmp_path, f"http://127.0.0.1:{server.server_port}/task")
-        lines = assessment.dispatch(hub, created.doc.id)
+        lines = delivery.dispatch(hub, created.doc.id)
     finally:
         server.shutdown()
     assert len(lines) == 1 and "attempt failed" in lines[0] and why in lines[0], lines

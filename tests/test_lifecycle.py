@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aismm.services import assessment, settlement, worker
+from aismm.services import delivery, settlement, worker
 from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",
@@ -74,7 +74,7 @@ def test_status_from_assignment_through_review_and_rework_to_settlement(queued: 
         "quorum": {"have": [], "need": 1}, "verdicts": {}, "requests": [], "reworks": 0,
         "open_request": None, "ruling": None, "failure": None}]
 
-    assessment.dispatch(site.hub, mid)  # delivered; the assessment waits in the outbox
+    delivery.dispatch(site.hub, mid)  # delivered; the assessment waits in the outbox
     [attempt] = status(site, mid, "in_review")["attempts"]
     first = tree(site, mid)
     assert (attempt["state"], attempt["deliverable_tree"], attempt["dod"], attempt["verdicts"]) \

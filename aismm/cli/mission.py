@@ -140,15 +140,15 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
     from aismm.core.errors import Rejection
     from aismm.core.safepath import printable
     from aismm.core.signing import read_private_key_file
-    from aismm.services import assessment, settlement
+    from aismm.services import delivery, settlement
 
     hub = hub_from(ctx)
     key = kw.pop("key", None)
     private = read_private_key_file(key) if key else None  # type: ignore[arg-type]
     failures: list[dict[str, str]] = []
     if action == "run":
-        lines = assessment.dispatch(hub, mission_id)
-        failures = assessment.failed_attempts(lines)
+        lines = delivery.dispatch(hub, mission_id)
+        failures = delivery.failed_attempts(lines)
 
         lines += worker.process(hub)
     elif action in ("rework", "escalate"):

@@ -23,7 +23,7 @@ class FeeBand(Strict):
     max_bp: int = Field(ge=0, le=10000)
 
 
-SANDBOX_PREFIX = "sandbox-"  # unfunded assessment missions: missions/sandbox-<contract>-<hex>
+BENCH_PREFIX = "bench-"  # unfunded benchmark missions: missions/bench-<contract>-<hex>
 
 
 class HubLimits(Strict):
@@ -92,11 +92,11 @@ class Hub:
     def db_path(self) -> Path:
         return self.root / "hub.db"
 
-    def mission_ids(self, sandbox: bool = False) -> list[str]:
-        """Mission ids; assessment sandbox missions only when asked (they hold no money)."""
+    def mission_ids(self, benchmark: bool = False) -> list[str]:
+        """Mission ids; benchmark missions only when asked (they hold no money)."""
         return sorted(p.name[:-4] for p in self.missions_dir.glob("*.git")
                       if not p.name.startswith(".")
-                      and (sandbox or not p.name.startswith(SANDBOX_PREFIX)))
+                      and (benchmark or not p.name.startswith(BENCH_PREFIX)))
 
     @property
     def registry_path(self) -> Path:

@@ -9,7 +9,7 @@ from aismm.core.errors import MissionError
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import printable
 from aismm.infra.git import Repo
-from aismm.services import assessment
+from aismm.services import delivery
 from aismm.services.attempts import write_to_attempt
 from aismm.services.mission import open_mission
 from aismm.services.settlement import _attempt_head, accept, refund
@@ -40,7 +40,7 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     lines: list[str] = []
     platform = read_verdict(repo, head, "verdicts/platform.yaml")
     if platform is None or platform.deliverable_tree != tree:  # evidence first, then the ruling
-        lines += assessment.assess(hub, mission_id, agent)
+        lines += delivery.check(hub, mission_id, agent)
         head = _attempt_head(repo, agent)
         platform = read_verdict(repo, head, "verdicts/platform.yaml")
         if repo.subtree_id(head, "deliverable") != tree:
@@ -48,10 +48,10 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     dod_pass = platform is not None and platform.verdict == "pass" and \
         platform.deliverable_tree == tree
     reason = _escalation_reason(repo, head)
-    fresh_id = assessment.fresh_reviewer(hub, policy, agent, head)
+    fresh_id = delivery.fresh_reviewer(hub, policy, agent, head)
     fresh = None
     if fresh_id is not None:
-        fresh, line = assessment.review(hub, repo, policy, agent, fresh_id, head, tree)
+        fresh, line = delivery.review(hub, repo, policy, agent, fresh_id, head, tree)
         lines.append(line)
         head = _attempt_head(repo, agent)
     threshold = policy.contract.dod.review.threshold

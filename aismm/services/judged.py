@@ -127,7 +127,7 @@ def sweep(hub: "Hub", approved: Approved = (), skip: Collection[str] = ()) -> li
 
     A repository that cannot be read is reported and skipped, never fatal to the others.
     """
-    names = [REGISTRY] + [f"missions/{m}.git" for m in hub.mission_ids(sandbox=True)]
+    names = [REGISTRY] + [f"missions/{m}.git" for m in hub.mission_ids(benchmark=True)]
     lines: list[str] = []
     for name in names:
         if name in skip:

@@ -177,7 +177,7 @@ def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
 
 def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                      progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    """Open one unfunded sandbox mission per task; wait for the agent to deliver by git."""
+    """Open one unfunded benchmark mission per task; wait for the agent to deliver by git."""
     from aismm.gate import read_verdict
     from aismm.services import mission
 
@@ -192,10 +192,10 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                     (inputs / path[len(prefix):]).write_bytes(data)
             created = mission.create(hub, contract_ref=contract.ref, client=hub.config.platform,
                                      inputs=inputs, price=None, tier="T0", agents=[man.id],
-                                     sandbox=True)
+                                     benchmark=True)
         opened.append((contract, files, task, created, time.monotonic()))
         if progress:
-            progress(f"sandbox mission {created.doc.id} ({contract.ref} task {task}) waits for "
+            progress(f"benchmark mission {created.doc.id} ({contract.ref} task {task}) waits for "
                      f"{man.id}: git clone {created.path}")
     deadline = time.monotonic() + timeout
     done: dict[str, dict[str, Any]] = {}
@@ -244,7 +244,7 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
                  ) -> dict[str, Any]:
     """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
     from aismm.gate import MissionPolicy
-    from aismm.services import assessment, dod
+    from aismm.services import delivery, dod
 
     ref = contract.ref
     with sandbox.workspace("assess-") as tmp:
@@ -254,7 +254,7 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
         env = {"AISMM_ACTOR": man.id, "AISMM_MISSION": f"assess-{task}",
                "AISMM_CONTRACT": ref, "AISMM_ROLE": "specialist"}
         started = time.monotonic()
-        ok, detail = assessment.run_agent(hub, man, root, env)
+        ok, detail = delivery.run_agent(hub, man, root, env)
         seconds = time.monotonic() - started
         schemas = {p: files[p] for p in contract.schema_paths()}
         policy = MissionPolicy("", None, contract, schemas)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aismm import gate
 from aismm.core.clock import iso, parse_duration
@@ -19,12 +19,10 @@ from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import case_collisions, path_problem
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
+from aismm.infra.hub import BENCH_PREFIX, Hub, bundled
 from aismm.services import events, judged
 from aismm.state import provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import SANDBOX_PREFIX, Hub
 
 __all__ = ["create", "open_mission", "show", "read_inputs", "fee_rate",
            "ATTEMPT", "MAIN", "ACCEPTED"]
@@ -101,8 +99,6 @@ def fee_rate(hub: "Hub", contract: Contract, tier: str) -> int:
 
 
 def _render_readme(doc: MissionDoc, contract: Contract) -> bytes:
-    from aismm.infra.hub import bundled
-
     template = string.Template((bundled("templates") / "mission_readme.md").read_text())
     bullet = lambda items: "\n".join(f"- {i}" for i in items) or "- (none)"  # noqa: E731
     text = template.safe_substitute(
@@ -144,14 +140,14 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
            tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
            deadline: str | None = None, key: PrivateKey | None = None,
            mode: str = "direct", parent: str | None = None, fund: bool = True,
-           sandbox: bool = False) -> Created:
+           benchmark: bool = False) -> Created:
     """Create and fund a mission; on any error nothing is left behind."""
     from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
 
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
     if not {"client", "orchestrator"} & set(client_actor.roles) and not (
-            sandbox and client == hub.config.platform):
+            benchmark and client == hub.config.platform):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
     if price is not None and price < 0:
@@ -204,7 +200,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         raise ActorError(f"--key: does not match the key registered for {client}; use the "
                          "client's own private key")
     now = hub.clock.now()
-    mission_id = f"{SANDBOX_PREFIX if sandbox else ''}{contract.name.replace('_', '-')}-" \
+    mission_id = f"{BENCH_PREFIX if benchmark else ''}{contract.name.replace('_', '-')}-" \
         f"{secrets.token_hex(4)}"
     doc = MissionDoc(
         id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
@@ -239,7 +235,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         from aismm.state.provision import install
 
         install(staging)
-        if fund and not sandbox:
+        if fund and not benchmark:
             with Ledger(hub.db_path, hub.clock) as ledger:
                 ledger.fund(mission_id, client, doc.price, doc.fee, cause=main)
         staging.rename(final)

@@ -12,7 +12,7 @@ from aismm.core.clock import iso
 from aismm.core.errors import AismmError, SandboxError
 from aismm.infra.hub import Hub
 from aismm.infra.store import Event, Store, worker_id
-from aismm.services import assessment, disputes, events, settlement
+from aismm.services import delivery, disputes, events, settlement
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state.policy import REQUEST_NAME
 
@@ -40,13 +40,13 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
         old_tree = repo.subtree_id(old, "deliverable") if old else None
         new_tree = repo.subtree_id(event.new, "deliverable")
         if new_tree is not None and new_tree != old_tree:
-            lines += assessment.assess(hub, mission_id, agent)
+            lines += delivery.check(hub, mission_id, agent)
         before = set(repo.flatten(old)) if old else set()
         added = sorted(p for p in repo.flatten(event.new) if REQUEST_NAME.match(p)
                        and p not in before)
         for path in added:
             if path.endswith("-rework.yaml"):
-                lines += assessment.dispatch(hub, mission_id, [agent], request=path)
+                lines += delivery.dispatch(hub, mission_id, [agent], request=path)
             else:
                 lines += disputes.arbitrate(hub, mission_id, agent)
     elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted

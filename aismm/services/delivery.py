@@ -1,4 +1,4 @@
-"""The assessment loop: a delivery becomes platform and reviewer verdicts, committed back.
+"""A delivery: hosted agents run, and each deliverable gets its DoD and reviews, committed back.
 
 Also runs hosted agents (``mission run``) and reacts to client requests (rework, escalation).
 """
@@ -27,7 +27,7 @@ from aismm.state.policy import MissionPolicy, dependence, read_verdict
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
 
-__all__ = ["assess", "dispatch", "failed_attempts", "fresh_reviewer", "pick_reviewers", "review",
+__all__ = ["check", "dispatch", "failed_attempts", "fresh_reviewer", "pick_reviewers", "review",
            "run_agent"]
 
 _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
@@ -156,7 +156,7 @@ def pick_reviewers(hub: "Hub", policy: MissionPolicy, agent: str) -> list[str]:
     return out[:max(1, policy.contract.dod.review.quorum)]
 
 
-def assess(hub: "Hub", mission_id: str, agent: str) -> list[str]:
+def check(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     """Run the DoD checks and the reviewers on an attempt's current deliverable (idempotent)."""
     repo, policy = open_mission(hub, mission_id)
     platform = hub.config.platform
