@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from aismm.core.errors import AismmError, ConflictError
+from aismm.core.refs import SOCKET
 from aismm.services import worker
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class Server:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stop = threading.Event()
-        self.socket_path = hub.root / "run" / "aismm.sock"
+        self.socket_path = hub.root / SOCKET
         self.approved: set[tuple[str, str, str, str]] = set()
         self.activity: _Activity | None = None
         self.reported: set[str] = set()  # problems already logged (logged once, not per pass)

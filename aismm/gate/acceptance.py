@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aismm.core.clock import parse_duration
+from aismm.core.refs import REFUNDED, SETTLED
 from aismm.gate.base import Judge
 from aismm.state.policy import (
     ACCEPTED,
@@ -24,7 +25,7 @@ def judge_acceptance(j: Judge, policy: MissionPolicy, old: str | None, new: str 
     if old != policy.main:
         j.reject(ref, "ref", "this mission is already accepted", "nothing to do")
         return
-    if j.repo.ref("refs/tags/refunded") or j.ctx.closure(policy.doc.id) == "refunded":
+    if j.repo.ref(REFUNDED) or j.ctx.closure(policy.doc.id) == "refunded":
         j.reject(ref, "ref", "this mission was refunded", "it can no longer be accepted")
         return
     info = j.repo.commit(new)
@@ -129,7 +130,7 @@ def judge_tag(j: Judge, policy: MissionPolicy, old: str | None, new: str | None,
         j.reject(ref, "tag", f"the tag object is named {tag.name!r}",
                  "name the tag object after its ref")
         return
-    other = "refs/tags/refunded" if ref.endswith("settled") else "refs/tags/settled"
+    other = REFUNDED if ref == SETTLED else SETTLED
     if other in after:
         j.reject(ref, "tag", f"{other.rsplit('/', 1)[1]} already exists",
                  "a mission is settled or refunded, never both")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aismm import gate
 from aismm.core.clock import iso
 from aismm.core.errors import ConflictError, GateRejection, RepositoryError
+from aismm.core.refs import MAIN
 from aismm.core.safepath import printable
 from aismm.infra.git import ZERO, Repo
 from aismm.infra.ledger import Ledger
@@ -52,7 +53,7 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
     judged = dict(current)
     lines: list[str] = []
     moved: list[tuple[str | None, str | None, str]] = []
-    for ref in sorted(set(current) | set(logged), key=lambda r: (r != "refs/heads/main", r)):
+    for ref in sorted(set(current) | set(logged), key=lambda r: (r != MAIN, r)):
         old = logged.get(ref)
         old = None if old in (None, ZERO) else old
         new = current.get(ref)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aismm.core.clock import iso
 from aismm.core.model import load_yaml
+from aismm.core.refs import REFUNDED, SETTLED
 from aismm.core.safepath import printable
 from aismm.infra.git import Repo
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
@@ -134,9 +135,9 @@ def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
         accepted_agent = next((a["agent"] for a in attempts if repo.is_ancestor(head, a["head"])),
                               None)
     deadline = dt.datetime.fromisoformat(doc.deadline.replace("Z", "+00:00"))
-    if repo.ref("refs/tags/refunded"):
+    if repo.ref(REFUNDED):
         state = "refunded"
-    elif repo.ref("refs/tags/settled"):
+    elif repo.ref(SETTLED):
         state = "settled"
     elif accepted_agent:
         state = "accepted"

@@ -16,6 +16,7 @@ from aismm.core.contract import Contract, match_glob, validate_document
 from aismm.core.document import Assignment, ContractPin, MissionDoc
 from aismm.core.errors import ActorError, ContractError, MissionError, UsageError
 from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN
 from aismm.core.safepath import case_collisions, path_problem
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
@@ -27,7 +28,6 @@ from aismm.state.policy import MissionPolicy, dependence, load_policy
 __all__ = ["create", "open_mission", "show", "read_inputs", "fee_rate",
            "ATTEMPT", "MAIN", "ACCEPTED"]
 
-MAIN, ACCEPTED, ATTEMPT = "refs/heads/main", "refs/heads/accepted", "refs/heads/attempts/"
 
 
 def read_inputs(folder: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from aismm.core.clock import parse_duration
 from aismm.core.document import Request
 from aismm.core.errors import AismmError, CheckFailed, ConflictError, MissionError
 from aismm.core.model import dump_yaml
+from aismm.core.refs import REFUNDED, SETTLED
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
 from aismm.infra.ledger import Ledger
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["accept", "cancel", "reconcile", "refund", "request", "settle", "tick"]
 
-SETTLED, REFUNDED = "refs/tags/settled", "refs/tags/refunded"
 
 
 def _crash_point(name: str) -> None:

@@ -16,15 +16,13 @@ from aismm.core.contract import Contract, parse_contract
 from aismm.core.document import MissionDoc, Verdict
 from aismm.core.errors import GateRejection, Problem
 from aismm.core.model import load_yaml
+from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, TAGS
 from aismm.infra.git import Repo
 from aismm.state.registry import Snapshot
 
 __all__ = ["MissionPolicy", "load_policy", "dependence", "quorum", "read_verdict",
            "verdict_time", "agent_of", "MAIN", "ACCEPTED", "ATTEMPT", "TAGS", "REQUEST_NAME"]
 
-MAIN, ACCEPTED = "refs/heads/main", "refs/heads/accepted"
-ATTEMPT = "refs/heads/attempts/"
-TAGS = ("refs/tags/settled", "refs/tags/refunded")
 REQUEST_NAME = re.compile(r"^requests/(\d{3})-(rework|escalation)\.yaml$")
 
 

@@ -12,6 +12,7 @@ from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract, digest, parse_contract
 from aismm.core.errors import ActorError, ContractError
 from aismm.core.model import load_yaml
+from aismm.core.refs import MAIN
 from aismm.infra.git import Identity, Repo
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ __all__ = [
     "manifests", "resolve_contract", "snapshot",
 ]
 
-MAIN = "refs/heads/main"
 
 
 def identity(actor_id: str) -> Identity:
@@ -167,7 +167,7 @@ _ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
 def assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
     """Every assessment record by agent, oldest first; cached per registry commit."""
     repo = Repo(hub.registry_path)
-    tip = repo.ref("refs/heads/main")
+    tip = repo.ref(MAIN)
     if tip is None:
         return {}
     key = (str(repo.path), tip)
