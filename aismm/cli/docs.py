@@ -27,7 +27,7 @@ def _walk(command: click.Command, path: list[str], out: list[str]) -> None:
 
 def reference() -> str:
     """The CLI reference as a Markdown table."""
-    from aismm.cli.common import cli
+    from aismm.cli import cli
 
     rows: list[str] = []
     _walk(cli, ["aismm"], rows)
