@@ -182,8 +182,10 @@ class _Visitor(ast.NodeVisitor):
             self._shadow(arg, arg.arg)
         self.class_level.pop()
         positional = [*args.posonlyargs, *args.args]
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        defaulted = positional[len(positional) - len(args.defaults):]
+        pairs = list(zip(defaulted, args.defaults, strict=True))
+        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                  if d is not None]
         for arg, default in pairs:
             kind = _mutable_kind(default)
             if kind:
@@ -210,7 +212,7 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Compare(self, node: ast.Compare) -> None:
         left = node.left
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=True):
             const = next((c for c in (left, right) if isinstance(c, ast.Constant)), None)
             if const is not None and isinstance(op, (ast.Eq, ast.NotEq)):
                 word = "is" if isinstance(op, ast.Eq) else "is not"

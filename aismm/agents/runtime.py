@@ -85,7 +85,7 @@ def invocation(root: Path, environ: Mapping[str, str]) -> Invocation:
 
 
 def _git_object(kind: str, data: bytes) -> bytes:
-    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()  # noqa: S324 - git ids
+    return hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).digest()  # git ids
 
 
 def _tree(folder: Path) -> bytes | None:
@@ -162,8 +162,6 @@ def rework_notes(inv: Invocation, answer: list[str]) -> str:
 
 def run(serve: Callable[[Invocation], None], contracts: tuple[str, ...]) -> int:
     """Entry point shared by the agents: 0 on success, 2 on a contract it does not serve."""
-    import os
-
     sys.dont_write_bytecode = True  # importing client code must not write outside deliverable/
     try:
         inv = invocation(Path.cwd(), os.environ)

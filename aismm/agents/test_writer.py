@@ -36,6 +36,7 @@ from aismm.agents.runtime import (
 )
 from aismm.checks.mutants import Mutant, run_mutants
 from aismm.checks.run_tests import MODULE_NAME, public_functions, run_suite
+from aismm.core.errors import UsageError
 
 __all__ = ["TestCase", "main", "write_tests"]
 
@@ -72,7 +73,9 @@ class TestCase:
 def _load(inputs: Path) -> types.ModuleType:
     sys.path.insert(0, str(inputs.resolve()))
     spec = importlib.util.spec_from_file_location(MODULE_NAME, inputs / "module.py")
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{inputs / 'module.py'}: cannot be loaded as a Python module;"
+                         " the inputs must hold a module.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[MODULE_NAME] = module
     with contextlib.redirect_stdout(io.StringIO()):
@@ -147,7 +150,7 @@ def _doctest_case(name: str, doc: str, module: types.ModuleType) -> TestCase | N
             expr = f"({source})" if "\n" in source else source
             try:
                 value = _quiet_call(eval, compile(source, "<doctest>", "eval"), namespace)
-            except Exception as exc:  # noqa: BLE001 - the example documents an error
+            except Exception as exc:  # the example documents an error
                 if _nameable(exc, module):
                     case.lines += _raises(expr, exc)
                 continue
@@ -155,7 +158,7 @@ def _doctest_case(name: str, doc: str, module: types.ModuleType) -> TestCase | N
         else:
             try:
                 _quiet_call(exec, compile(source, "<doctest>", "exec"), namespace)
-            except Exception:  # noqa: BLE001 - a broken setup ends the example run
+            except Exception:  # a broken setup ends the example run
                 break
             case.lines += source.splitlines()
     return case if any(line.lstrip().startswith("assert") for line in case.lines) else None
@@ -208,7 +211,7 @@ def _argument_sets(node: ast.FunctionDef, fn: Any) -> list[tuple[list[Any], dict
     out = []
     for choice in choices[:MAX_CASES * 4]:
         args, kwargs = [], {}
-        for param, pool, pick in zip(params, pools, choice):
+        for param, pool, pick in zip(params, pools, choice, strict=True):
             if param.kind == param.KEYWORD_ONLY:
                 kwargs[param.name] = pool[pick]
             else:
@@ -222,7 +225,7 @@ def _outcome(fn: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, Any
     call_args = copy.deepcopy(args)
     try:
         return "value", _quiet_call(fn, *call_args, **copy.deepcopy(kwargs)), call_args
-    except Exception as exc:  # noqa: BLE001 - recorded as expected behaviour
+    except Exception as exc:  # recorded as expected behaviour
         return "raise", exc, call_args
 
 
@@ -239,7 +242,8 @@ def _generated_case(name: str, node: ast.FunctionDef, module: types.ModuleType) 
         if len(rendered) != len(literals):
             continue
         call = f"{name}(" + ", ".join(
-            [*rendered[:len(args)], *(f"{k}={r}" for k, r in zip(kwargs, rendered[len(args):]))]
+            [*rendered[:len(args)],
+             *(f"{k}={r}" for k, r in zip(kwargs, rendered[len(args):], strict=True))]
         ) + ")"
         if call in seen:
             continue
@@ -255,13 +259,13 @@ def _generated_case(name: str, node: ast.FunctionDef, module: types.ModuleType) 
                 case.lines += _raises(call, result)
                 raises += 1
             continue
-        mutated = [i for i, (a, b) in enumerate(zip(args, after)) if a != b]
+        mutated = [i for i, (a, b) in enumerate(zip(args, after, strict=True)) if a != b]
         if mutated:
             for i in mutated:
                 case.lines.append(f"arg{i} = {rendered[i]}")
             call = f"{name}(" + ", ".join(
                 [f"arg{i}" if i in mutated else r for i, r in enumerate(rendered[:len(args)])]
-                + [f"{k}={r}" for k, r in zip(kwargs, rendered[len(args):])]
+                + [f"{k}={r}" for k, r in zip(kwargs, rendered[len(args):], strict=True)]
             ) + ")"
             case.lines += _assertion(call, result)
             case.lines += [f"assert arg{i} == {_literal(after[i]) or repr(after[i])}"

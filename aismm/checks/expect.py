@@ -79,7 +79,9 @@ def _code_review(expect: dict[str, Any], deliverable: Path) -> tuple[int, list[s
     details = []
     used: set[int] = set()
     for entry in must:
-        hit = next((i for i, f in enumerate(findings) if i not in used and _matches(entry, f)), None)
+        hit = next(
+            (i for i, f in enumerate(findings) if i not in used and _matches(entry, f)), None
+        )
         if hit is None:
             details.append(f"missed: {_label(entry)}")
         else:
@@ -103,7 +105,7 @@ def _schema_design(expect: dict[str, Any], task: Path,
     try:
         check = validator(schema)
         check.check_schema(schema)
-    except Exception as exc:  # noqa: BLE001 - any broken schema scores zero
+    except Exception as exc:  # any broken schema scores zero
         return 0, [f"schema.json: not a valid JSON Schema ({str(exc).splitlines()[0]})"]
     cases: list[tuple[str, Any, bool]] = [
         (f"sample {i}", s, True) for i, s in enumerate(samples)
@@ -149,7 +151,9 @@ def _unit_tests(expect: dict[str, Any], task: Path, deliverable: Path) -> tuple[
     details.extend(f"not covered: {f}" for f in must_cover if f not in covered)
     killed = [m for m in result["mutants"] if m["killed"]]
     details.extend(
-        f"mutant survived: {m['function']}: {m['body']}" for m in result["mutants"] if not m["killed"]
+        f"mutant survived: {m['function']}: {m['body']}"
+        for m in result["mutants"]
+        if not m["killed"]
     )
     score = (
         20 * min(1.0, baseline["tests"] / min_tests if min_tests else 1.0)

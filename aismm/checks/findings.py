@@ -27,7 +27,9 @@ def check(root: Path) -> list[str]:
     except (ValueError, UnicodeDecodeError) as exc:
         return [f"{FINDINGS}: not valid JSON ({exc}); write a JSON object"]
     if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
-        return [f"{FINDINGS}: expected an object with a 'findings' list; see the deliverable schema"]
+        return [
+            f"{FINDINGS}: expected an object with a 'findings' list; see the deliverable schema"
+        ]
     sources = {
         path.relative_to(root).as_posix(): path.read_text(encoding="utf-8").splitlines()
         for path in sorted((root / "inputs" / "src").glob("*.py"))
@@ -43,7 +45,9 @@ def _anchors(findings: list[Any], sources: dict[str, list[str]]) -> list[str]:
     for index, finding in enumerate(findings):
         where = f"{FINDINGS}: findings/{index}"
         if not isinstance(finding, dict):
-            problems.append(f"{where}: not an object; write {{file, line, rule, severity, message}}")
+            problems.append(
+                f"{where}: not an object; write {{file, line, rule, severity, message}}"
+            )
             continue
         file, line, rule = finding.get("file"), finding.get("line"), finding.get("rule")
         if file not in sources:

@@ -26,7 +26,7 @@ from aismm.checks import report
 from aismm.checks.run_tests import INPUTS, TESTS, SuiteResult, public_functions, run_suite
 from aismm.core.errors import UsageError
 
-__all__ = ["as_json", "Mutant", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
+__all__ = ["Mutant", "as_json", "check", "default_mutants", "main", "make_mutant", "run_mutants"]
 
 STUB = "return None"
 
@@ -54,7 +54,7 @@ def _find(tree: ast.Module, target: str) -> ast.FunctionDef | ast.AsyncFunctionD
 
 
 def make_mutant(source: str, mutant: Mutant) -> str:
-    """The module source with one function's body replaced; KeyError if there is no such function."""
+    """The module source with one function's body replaced; KeyError if there is no such one."""
     tree = ast.parse(source)
     node = _find(tree, mutant.function)
     if node is None:

@@ -46,7 +46,8 @@ def public_functions(source: str) -> list[str]:
     return [
         node.name
         for node in tree.body
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_")
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and not node.name.startswith("_")
     ]
 
 
@@ -68,7 +69,10 @@ def pytest_imports(source: str) -> list[int]:
     """Line numbers where a source imports pytest."""
     lines = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pytest" for a in node.names) or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pytest":
+        if (
+            isinstance(node, ast.Import)
+            and any(a.name.split(".")[0] == "pytest" for a in node.names)
+        ) or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pytest"):
             lines.append(node.lineno)
     return lines
 
@@ -131,7 +135,8 @@ def check(root: Path, *, tests: str = TESTS, inputs: str = INPUTS, min_tests: in
         problems.append(f"{tests}: no tests found; write top-level def test_*() functions")
     elif len(suite.outcomes) < min_tests:
         problems.append(
-            f"{tests}: {len(suite.outcomes)} tests found; the contract asks for at least {min_tests}"
+            f"{tests}: {len(suite.outcomes)} tests found;"
+            f" the contract asks for at least {min_tests}"
         )
     if report_text is not None:
         problems.extend(_report_problems(report_text, suite, module_source, test_source))

@@ -31,6 +31,7 @@ by a complete run in which a test raised) fails it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import secrets
 import selectors
@@ -41,10 +42,11 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aismm.core.errors import UsageError
+from aismm.core.errors import AismmError, UsageError
 
 __all__ = [
     "MODULE_NAME",
@@ -116,7 +118,8 @@ def _problem(node: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> str:
     required = positional[:len(positional) - len(args.defaults)]
     if method and "staticmethod" not in decorators:
         required = required[1:]  # self, or cls of a classmethod
-    required += [a for a, default in zip(args.kwonlyargs, args.kw_defaults) if default is None]
+    required += [a for a, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+                 if default is None]
     if required:
         names = ", ".join(a.arg for a in required)
         return f"takes arguments ({names}); fixtures are not supported"
@@ -202,10 +205,8 @@ def _clean(text: str, most: int = 200) -> str:
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _spawn(argv: list[str], cwd: Path, env: dict[str, str], nonce: str,
@@ -214,7 +215,10 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], nonce: str,
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
                             start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:  # PIPE makes all three
+        _kill_group(proc.pid)
+        proc.wait()
+        raise AismmError("testrun: the child process has no pipes; this is a bug in the hub")
     deadline = time.monotonic() + seconds
     try:
         proc.stdin.write(f"{nonce}\n".encode())
@@ -320,7 +324,7 @@ def _verdict(label: str, specs: list[TestSpec], nonce: str, code: int | None, ou
         return _incomplete(f"{label}: the test run reported {len(results)} of {len(specs)}"
                            " tests; results cannot be trusted")
     outcomes = []
-    for spec, (name, status, detail) in zip(specs, results):
+    for spec, (name, status, detail) in zip(specs, results, strict=True):
         if spec.problem:
             outcomes.append(TestOutcome(name, False, spec.problem))
         else:
@@ -398,7 +402,7 @@ def main() -> None:
             text = str_(exc)
             name = name if type_(name) is str_ else "Exception"
             text = text if type_(text) is str_ else ""
-        except Base:  # noqa: BLE001 - an exception that cannot describe itself
+        except Base:  # an exception that cannot describe itself
             return "an exception that cannot be printed"
         return " ".join(f"{name}: {text}".strip().rstrip(":").split())[:200]
 
@@ -408,14 +412,14 @@ def main() -> None:
         fired[0] = True
         raise Expired(f"took longer than {seconds:g}s")
 
-    def guarded(step: object) -> tuple[bool, str]:
+    def guarded(step: Callable[[], object]) -> tuple[bool, str]:
         """Run step() under the per-test alarm; (True, "") or (False, why)."""
         fired[0] = False
         on_signal(SIGALRM, expired)
         setitimer(ITIMER, seconds)
         try:
-            step()  # type: ignore[operator]
-        except Base as exc:  # noqa: BLE001 - whatever the agent's code raised is its outcome
+            step()
+        except Base as exc:  # whatever the agent's code raised is its outcome
             setitimer(ITIMER, 0)
             return False, (f"took longer than {seconds:g}s" if fired[0] else describe(exc))
         setitimer(ITIMER, 0)
@@ -429,7 +433,7 @@ def main() -> None:
         specs = collect(test_source)
         test_code = compile_(test_source, tests_path, "exec", dont_inherit=True)
         module_code = compile_(module_source, module_path, "exec", dont_inherit=True)
-    except Exception as exc:  # noqa: BLE001 - the checker already refuses unparsable files
+    except Exception as exc:  # the checker already refuses unparsable files
         emit(f"error {os.path.basename(tests_path)}: fails to import ({describe(exc)})")
         emit("done")
         exit_(0)
@@ -458,9 +462,8 @@ def main() -> None:
             emit(f"test error {spec.name} {spec.problem}")
             continue
         owner, _, attr = spec.name.rpartition(".")
-        target: list[object] = [None]
 
-        def resolve(owner: str = owner, attr: str = attr) -> None:
+        def resolve(owner: str = owner, attr: str = attr) -> object:
             holder: object = tests
             if owner:
                 if owner not in instances:
@@ -471,17 +474,17 @@ def main() -> None:
                 holder, reason = instances[owner]
                 if reason:
                     raise RuntimeError(f"class {owner} cannot be instantiated ({reason})")
-            target[0] = getattr_(holder, attr)
+            return getattr_(holder, attr)
 
         try:
-            resolve()
-        except Base as exc:  # noqa: BLE001 - a test the import removed or broke
+            test = resolve()
+        except Base as exc:  # a test the import removed or broke
             emit(f"test error {spec.name} cannot be found after import ({describe(exc)})")
             continue
-        if not callable_(target[0]):
+        if not callable_(test):
             emit(f"test error {spec.name} is not a function after import")
             continue
-        ok, why = guarded(target[0])
+        ok, why = guarded(test)
         emit(f"test pass {spec.name}" if ok else
              f"test {'error' if fired[0] else 'fail'} {spec.name} {why}")
     emit("done")
