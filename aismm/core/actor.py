@@ -9,9 +9,19 @@ from pydantic import Field, field_validator, model_validator
 
 from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
+from aismm.core.signing import parse_public_key
 
-__all__ = ["Actor", "RetiredKey", "Manifest", "Runtime", "ROLES", "Role", "ACTOR_ID", "INSTANT",
-           "instant"]
+__all__ = [
+    "ACTOR_ID",
+    "INSTANT",
+    "ROLES",
+    "Actor",
+    "Manifest",
+    "RetiredKey",
+    "Role",
+    "Runtime",
+    "instant",
+]
 
 ACTOR_ID = r"^[a-z][a-z0-9-]{1,38}$"
 ROLES = ("client", "specialist", "reviewer", "orchestrator", "arbiter", "platform")
@@ -23,7 +33,7 @@ INSTANT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 def instant(text: str) -> dt.datetime:
     """An ``INSTANT`` string as an aware UTC datetime."""
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
 def _instant(text: str) -> str:
@@ -38,8 +48,6 @@ Instant = Annotated[str, Field(pattern=INSTANT)]
 
 
 def _public_key(key: str) -> str:
-    from aismm.core.signing import parse_public_key
-
     try:
         return parse_public_key(key)
     except Exception as exc:  # UsageError -> pydantic error text
@@ -82,7 +90,7 @@ class Actor(Strict):
     _when = field_validator("revoked_at")(lambda v: v if v is None else _instant(v))
 
     @model_validator(mode="after")
-    def _history(self) -> "Actor":
+    def _history(self) -> Actor:
         if self.revoked_at is not None and not self.revoked:
             raise ValueError("revoked_at is set but revoked is false")
         blobs = [k.split()[1] for k in (self.key, *(r.key for r in self.retired_keys))]

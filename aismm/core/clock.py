@@ -7,7 +7,7 @@ import os
 import re
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "FixedClock", "default_clock", "parse_duration", "iso"]
+__all__ = ["Clock", "FixedClock", "SystemClock", "default_clock", "iso", "parse_duration"]
 
 
 class Clock(Protocol):
@@ -18,7 +18,7 @@ class SystemClock:
     """Wall-clock UTC time."""
 
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 class FixedClock:
@@ -37,8 +37,8 @@ class FixedClock:
 def _parse_instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def default_clock() -> Clock:
@@ -76,4 +76,4 @@ def parse_duration(text: str) -> dt.timedelta:
 
 def iso(moment: dt.datetime) -> str:
     """Render an instant as ``2026-11-25T14:00:00Z``."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -10,8 +10,16 @@ from aismm.core.actor import ActorId
 from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
 
-__all__ = ["MissionDoc", "ContractPin", "Assignment", "Verdict", "CheckResult", "Request",
-           "MISSION_ID", "TREE_ID"]
+__all__ = [
+    "MISSION_ID",
+    "TREE_ID",
+    "Assignment",
+    "CheckResult",
+    "ContractPin",
+    "MissionDoc",
+    "Request",
+    "Verdict",
+]
 
 MISSION_ID = r"^[a-z][a-z0-9-]{2,62}$"
 TREE_ID = r"^[0-9a-f]{40}$"

@@ -2,19 +2,22 @@
 
 ::
 
-    AismmError                  exit 3 unless a subclass says otherwise
+    AismmError                  exit 3: the hub's own fault, unless a subclass says otherwise
     ├── UsageError              exit 2: bad input (arguments, files, unknown ids)
-    │   ├── ContractError       a contract or its schemas are invalid or unknown
-    │   ├── ActorError          an actor is unknown, malformed or lacks a role
-    │   └── MissionError        a mission is unknown or the request does not fit its state
+    │   ├── ContractError       exit 2: a contract or its schemas are invalid or unknown
+    │   ├── ActorError          exit 2: an actor is unknown, malformed or lacks a role
+    │   ├── MissionError        exit 2: a mission is unknown or the request does not fit its state
+    │   └── LedgerError         exit 2: a transfer is invalid (funds, idempotency conflict)
     ├── Rejection               exit 1: a check failed or a write was refused
-    │   ├── GateRejection       the gate refused a set of ref updates (carries every problem)
-    │   └── CheckFailed         a verification (ledger check, verify) found violations
-    ├── SignatureError          exit 1: a signature is missing, malformed or does not verify
-    ├── LedgerError             exit 2: a transfer is invalid (funds, idempotency conflict)
+    │   ├── GateRejection       exit 1: the gate refused ref updates (carries every problem)
+    │   ├── CheckFailed         exit 1: a verification (ledger check, verify) found violations
+    │   ├── SignatureError      exit 1: a signature is missing, malformed or does not verify
+    │   └── ConflictError       exit 1: a concurrent writer won a race; retry or re-read
     ├── RepositoryError         exit 3: git failed underneath us
-    ├── SandboxError            exit 3: the hub cannot run agent code safely here (its fault)
-    └── ConflictError           exit 1: a concurrent writer won a race; retry or re-read
+    └── SandboxError            exit 3: the hub cannot run agent code safely here (its fault)
+
+Every line names a class, its parent (the line it hangs from) and its ``exit_code``.
+:class:`Problem` is a record a :class:`GateRejection` carries, not an exception.
 
 Messages read ``<where>: <what>; <how to fix>``.
 """
@@ -22,20 +25,20 @@ Messages read ``<where>: <what>; <how to fix>``.
 from __future__ import annotations
 
 __all__ = [
-    "AismmError",
-    "UsageError",
-    "ContractError",
     "ActorError",
-    "MissionError",
-    "Rejection",
-    "GateRejection",
+    "AismmError",
     "CheckFailed",
-    "SignatureError",
+    "ConflictError",
+    "ContractError",
+    "GateRejection",
     "LedgerError",
+    "MissionError",
+    "Problem",
+    "Rejection",
     "RepositoryError",
     "SandboxError",
-    "ConflictError",
-    "Problem",
+    "SignatureError",
+    "UsageError",
 ]
 
 from dataclasses import dataclass

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Strict", "describe_validation", "load_yaml", "dump_yaml"]
+__all__ = ["Strict", "describe_validation", "dump_yaml", "load_yaml"]
 
 
 class Strict(BaseModel):
@@ -25,14 +25,22 @@ def describe_validation(exc: ValidationError) -> list[str]:
     return lines
 
 
-class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+# libyaml's CSafeLoader when PyYAML was built with it; it has SafeLoader's constructor API, which
+# is what the type checker is shown.
+if TYPE_CHECKING:
+    _LoaderBase = yaml.SafeLoader
+else:
+    _LoaderBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SafeLoader(_LoaderBase):
     """Safe loader (libyaml's parser when present) that refuses duplicate keys."""
 
 
 def _construct_mapping(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -47,7 +55,7 @@ _SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def load_yaml(text: str | bytes, where: str) -> Any:
     """Parse YAML safely; raise ValueError('<where>: line N: ...') on malformed input."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - safe loader subclass
+        return yaml.load(text, Loader=_SafeLoader)  # safe loader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}: " if mark is not None else ""

@@ -141,12 +141,12 @@ def _weighted_median(values: list[float], weights: list[float]) -> float | None:
     """Lower weighted median: the smallest value whose cumulative weight reaches half the total."""
     if not values:
         return None
-    weight_of = dict(zip(values, weights))
+    weight_of = dict(zip(values, weights, strict=True))
     if len(weight_of) == len(values):
         ordered_values = sorted(values)
         ordered_weights = list(map(weight_of.__getitem__, ordered_values))
     else:  # ties: order by (value, weight) so the running sum never depends on input order
-        pairs = sorted(zip(values, weights))
+        pairs = sorted(zip(values, weights, strict=True))
         ordered_values = [v for v, _ in pairs]
         ordered_weights = [w for _, w in pairs]
     running = list(accumulate(ordered_weights))
@@ -176,8 +176,8 @@ def _summarise(row: array[float], half_life_days: float) -> _Partial | None:
             return None
     scale = _DAY_SECONDS * half_life_days
     weights = [0.5 ** (age / scale) for age in ages]
-    delivered = [q >= 0.0 and o != _FAILED for q, o in zip(quality, outcome)]
-    scores = [q if d else 0.0 for q, d in zip(quality, delivered)]
+    delivered = [q >= 0.0 and o != _FAILED for q, o in zip(quality, outcome, strict=True)]
+    scores = [q if d else 0.0 for q, d in zip(quality, delivered, strict=True)]
     weighted = list(map(mul, weights, scores))
     weight = math.fsum(weights)
     mean = _posterior(math.fsum(weighted), weight)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["path_problem", "case_collisions", "printable", "FORBIDDEN_NAMES"]
+__all__ = ["FORBIDDEN_NAMES", "case_collisions", "path_problem", "printable"]
 
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 FORBIDDEN_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}

@@ -22,9 +22,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from aismm.core.errors import SignatureError, UsageError
 
 __all__ = [
-    "PrivateKey", "generate_key", "load_private_key", "read_private_key_file",
-    "parse_public_key", "sign", "verify", "fingerprint", "allowed_signers", "split_armored",
-    "BEGIN", "END",
+    "BEGIN",
+    "END",
+    "PrivateKey",
+    "allowed_signers",
+    "fingerprint",
+    "generate_key",
+    "load_private_key",
+    "parse_public_key",
+    "read_private_key_file",
+    "sign",
+    "split_armored",
+    "verify",
 ]
 
 BEGIN = "-----BEGIN SSH SIGNATURE-----"
@@ -260,7 +269,7 @@ def fingerprint(public_line: str) -> str:
 
 def allowed_signers(entries: Iterable[tuple[str, str] | tuple[str, str, dt.datetime | None]]
                     ) -> str:
-    """An allowed-signers file (``principal namespaces="git" key``) for ``gpg.ssh.allowedSignersFile``.
+    """An allowed-signers file (``principal namespaces="git" key``) for git's allowedSignersFile.
 
     An entry ``(principal, key, valid_before)`` with an instant gets OpenSSH's
     ``valid-before="YYYYMMDDhhmmssZ"`` option (UTC): ``git verify-commit`` passes the commit's
@@ -272,7 +281,7 @@ def allowed_signers(entries: Iterable[tuple[str, str] | tuple[str, str, dt.datet
         until = rest[0] if rest else None
         options = 'namespaces="git"'
         if until is not None:
-            stamp = until.astimezone(dt.timezone.utc).strftime("%Y%m%d%H%M%SZ")
+            stamp = until.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ")
             options += f',valid-before="{stamp}"'
         lines.append((who, key, f"{who} {options} {key}\n"))
     return "".join(line for _, _, line in sorted(lines))
