@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aismm.core.errors import ConflictError, MissionError
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
 from aismm.services import events, judged
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
 
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
-
 __all__ = ['write_to_attempt']
 
 
-def write_to_attempt(hub: "Hub", repo: Repo, agent: str, files: dict[str, bytes | None],
+def write_to_attempt(hub: Hub, repo: Repo, agent: str, files: dict[str, bytes | None],
                      message: str, signer: str, key: PrivateKey | None = None,
                      expect_tree: str | None = None) -> str:
     """Commit files onto attempts/<agent> as ``signer``, through the gate (CAS, retried)."""

@@ -9,23 +9,22 @@ import json
 import re
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from aismm.core.actor import Manifest
 from aismm.core.document import Verdict
-from aismm.core.errors import ConflictError, GateRejection
+from aismm.core.errors import ConflictError, GateRejection, MissionError
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import printable
 from aismm.infra import sandbox
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
 from aismm.services import dod, executions
 from aismm.services.attempts import write_to_attempt
 from aismm.services.mission import ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import MissionPolicy, dependence, read_verdict
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
 
 __all__ = ["check", "dispatch", "failed_attempts", "fresh_reviewer", "pick_reviewers", "review",
            "run_agent"]
@@ -34,14 +33,14 @@ _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.
                      r"nothing committed$")
 
 
-def _hosted_manifest(hub: "Hub", actor_id: str) -> Manifest | None:
+def _hosted_manifest(hub: Hub, actor_id: str) -> Manifest | None:
     man = registry.manifests(hub).get(actor_id)
     if man is None or man.runtime.kind == "git" or not hub.key_path(actor_id).is_file():
         return None
     return man
 
 
-def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
+def run_agent(hub: Hub, man: Manifest, checkout: Path, env: dict[str, str],
               writable: tuple[Path, ...] = ()) -> tuple[bool, str]:
     """Invoke a hosted agent's runtime on a checkout; (ok, detail)."""
     if man.runtime.kind == "http":
@@ -60,7 +59,7 @@ def run_agent(hub: "Hub", man: Manifest, checkout: Path, env: dict[str, str],
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(str(text))
             return True, "http ok"
-        except Exception as exc:  # noqa: BLE001 - a failing agent is an outcome, not a crash
+        except Exception as exc:  # a failing agent is an outcome, not a crash
             return False, f"http runtime failed: {exc}"
     argv = [sandbox.PYTHON if a == "{python}" else a for a in man.runtime.argv or []]
     limits = sandbox.Limits(timeout_seconds=man.runtime.timeout_seconds,
@@ -78,7 +77,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and not p.is_symlink()}
 
 
-def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
+def dispatch(hub: Hub, mission_id: str, agents: list[str] | None = None,
              request: str | None = None) -> list[str]:
     """Run the mission's hosted specialists and commit what they deliver; summary lines."""
     repo, policy = open_mission(hub, mission_id)
@@ -89,7 +88,8 @@ def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
             lines.append(f"aismm: {agent}: external agent; it delivers by git push")
             continue
         tip = repo.ref(f"{ATTEMPT}{agent}")
-        assert tip is not None
+        if tip is None:
+            raise MissionError(f"{agent}: no attempt branch; assign the agent first")
         with sandbox.workspace("agent-") as tmp:
             checkout = Path(tmp)
             repo.export(tip, checkout)
@@ -121,7 +121,7 @@ def dispatch(hub: "Hub", mission_id: str, agents: list[str] | None = None,
     return lines
 
 
-def _record_failure(hub: "Hub", mission_id: str, agent: str, why: str) -> str:
+def _record_failure(hub: Hub, mission_id: str, agent: str, why: str) -> str:
     """A failed hosted run is an execution outcome: it feeds reputation and shows as the
     attempt's ``failure`` in ``mission status``. Returns the line to print.
 
@@ -138,7 +138,7 @@ def failed_attempts(lines: list[str]) -> list[dict[str, str]]:
     return [m.groupdict() for m in map(_FAILED.match, lines) if m]
 
 
-def pick_reviewers(hub: "Hub", policy: MissionPolicy, agent: str) -> list[str]:
+def pick_reviewers(hub: Hub, policy: MissionPolicy, agent: str) -> list[str]:
     """The mission's reviewers, or independent hosted reviewers serving the contract."""
     doc = policy.doc
     if doc.reviewers:
@@ -156,7 +156,7 @@ def pick_reviewers(hub: "Hub", policy: MissionPolicy, agent: str) -> list[str]:
     return out[:max(1, policy.contract.dod.review.quorum)]
 
 
-def check(hub: "Hub", mission_id: str, agent: str) -> list[str]:
+def check(hub: Hub, mission_id: str, agent: str) -> list[str]:
     """Run the DoD checks and the reviewers on an attempt's current deliverable (idempotent)."""
     repo, policy = open_mission(hub, mission_id)
     platform = hub.config.platform
@@ -198,7 +198,7 @@ def check(hub: "Hub", mission_id: str, agent: str) -> list[str]:
     return lines
 
 
-def review(hub: "Hub", repo: Repo, policy: MissionPolicy, agent: str, rid: str, tip: str,
+def review(hub: Hub, repo: Repo, policy: MissionPolicy, agent: str, rid: str, tip: str,
            tree: str) -> tuple[Verdict | None, str]:
     """Run hosted reviewer ``rid`` on the attempt at ``tip`` and commit its verdict; (the
     committed verdict or None, one line saying what happened)."""
@@ -229,7 +229,7 @@ def review(hub: "Hub", repo: Repo, policy: MissionPolicy, agent: str, rid: str, 
                               f"{verdict_or_error.verdict.upper()} ({verdict_or_error.score}/100)")
 
 
-def fresh_reviewer(hub: "Hub", policy: MissionPolicy, agent: str, tip: str) -> str | None:
+def fresh_reviewer(hub: Hub, policy: MissionPolicy, agent: str, tip: str) -> str | None:
     """A hosted reviewer independent of the agent and the client who has never reviewed this
     attempt (among the mission's own reviewers when it names them); None when there is none."""
     repo = Repo(hub.mission_path(policy.doc.id))
@@ -264,7 +264,7 @@ def _review(mission_id: str, rid: str, tree: str, produced: bytes | None) -> Ver
         return f"malformed verdict: {str(exc).splitlines()[0]}"
 
 
-def _doc(model: Any) -> bytes:
+def _doc(model: BaseModel) -> bytes:
     return dump_yaml(model.model_dump(mode="json")).encode()
 
 

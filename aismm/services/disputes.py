@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aismm.core.document import Request, Verdict
 from aismm.core.errors import MissionError
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.safepath import printable
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
 from aismm.services import delivery
 from aismm.services.attempts import write_to_attempt
 from aismm.services.mission import open_mission
 from aismm.services.settlement import _attempt_head, accept, refund
 from aismm.state.policy import REQUEST_NAME, read_verdict
 
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
-
 __all__ = ['arbitrate']
 
 
-def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
+def arbitrate(hub: Hub, mission_id: str, agent: str) -> list[str]:
     """The hosted arbiter rules on an escalation, on the current tree's complete evidence.
 
     It weighs the DoD of the current tree (run first if it is missing or stale), a fresh review
@@ -44,7 +40,7 @@ def arbitrate(hub: "Hub", mission_id: str, agent: str) -> list[str]:
         head = _attempt_head(repo, agent)
         platform = read_verdict(repo, head, "verdicts/platform.yaml")
         if repo.subtree_id(head, "deliverable") != tree:
-            return lines + [f"aismm: {agent}: the deliverable changed; ruling on the new one later"]
+            return [*lines, f"aismm: {agent}: the deliverable changed; ruling on the new one later"]
     dod_pass = platform is not None and platform.verdict == "pass" and \
         platform.deliverable_tree == tree
     reason = _escalation_reason(repo, head)

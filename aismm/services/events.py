@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aismm.core.clock import iso
+from aismm.infra.hub import Hub
 from aismm.infra.store import Store
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
 
 __all__ = ["in_progress", "record"]
 
 
-def record(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
+def record(hub: Hub, repo_path: Path, updates: list[tuple[str, str, str]],
            pusher: str | None) -> None:
     """Append accepted ref updates to the durable outbox in hub.db."""
     name = repo_path.resolve().relative_to(hub.root).as_posix()
@@ -24,7 +21,7 @@ def record(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
         store.record_updates(name, updates, pusher, iso(hub.clock.now()))
 
 
-def in_progress(hub: "Hub") -> list[str]:
+def in_progress(hub: Hub) -> list[str]:
     """One line per live worker still holding claims on pending events (run again later)."""
     with Store(hub.db_path) as store:
         busy = store.busy()

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import TYPE_CHECKING
 
 from aismm.core.clock import iso
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
 from aismm.infra.store import Store
 from aismm.services.lifecycle import delivered_at
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
-from aismm.state.policy import MissionPolicy, read_verdict
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
+from aismm.state.policy import read_verdict
 
 __all__ = ['record_execution', 'record_outcomes']
 
 
-def record_execution(hub: "Hub", mission_id: str, agent: str, outcome: str,
+def record_execution(hub: Hub, mission_id: str, agent: str, outcome: str,
                      detail: str = "") -> None:
     """Append one execution record (idempotent per mission, agent and outcome head)."""
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
     snap = registry.snapshot(Repo(hub.registry_path))
     head = repo.ref(f"{ATTEMPT}{agent}") or policy.main
-    quality = _quality(repo, policy, head) if outcome != "failed" else 0.0
+    quality = _quality(repo, head) if outcome != "failed" else 0.0
     created = dt.datetime.fromisoformat(doc.created.replace("Z", "+00:00"))
     tree = repo.subtree_id(head, "deliverable")
     delivered = delivered_at(hub, mission_id, agent, tree) or hub.clock.now().timestamp()
@@ -48,7 +45,7 @@ def record_execution(hub: "Hub", mission_id: str, agent: str, outcome: str,
         store.add_execution(record)
 
 
-def _quality(repo: Repo, policy: MissionPolicy, head: str) -> float:
+def _quality(repo: Repo, head: str) -> float:
     """Quality 0-100: mean of the platform DoD score and the reviewers' scores, current tree."""
     tree = repo.subtree_id(head, "deliverable")
     if tree is None:
@@ -62,8 +59,9 @@ def _quality(repo: Repo, policy: MissionPolicy, head: str) -> float:
     return round(sum(scores) / len(scores), 2) if scores else 0.0
 
 
-def record_outcomes(hub: "Hub", mission_id: str, accepted_agent: str | None) -> None:
-    repo, policy = open_mission(hub, mission_id)
+def record_outcomes(hub: Hub, mission_id: str, accepted_agent: str | None) -> None:
+    """One execution record per assigned agent once the mission closed (accepted or not)."""
+    _repo, policy = open_mission(hub, mission_id)
     for agent in policy.doc.assignment.agents:
         if agent == accepted_agent:
             outcome = "accepted"

@@ -13,8 +13,7 @@ value is judged like any other move.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Sequence
 
 from aismm import gate
 from aismm.core.clock import iso
@@ -22,11 +21,10 @@ from aismm.core.errors import ConflictError, GateRejection, RepositoryError
 from aismm.core.refs import MAIN
 from aismm.core.safepath import printable
 from aismm.infra.git import ZERO, Repo
+from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
 from aismm.services import events
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
 
 __all__ = ["REGISTRY", "context", "ensure", "ensure_mission", "ensure_registry", "judge", "sweep"]
 
@@ -35,15 +33,13 @@ REGISTRY = "registry.git"
 Approved = Collection[tuple[str, str, str, str]]  # (repo, ref, old, new) a hook already judged
 
 
-def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, str], list[str]]:
+def ensure(hub: Hub, name: str, approved: Approved = ()) -> tuple[dict[str, str], list[str]]:
     """Judge every unlogged ref move of repository ``name``; the judged refs and incident lines.
 
     ``name`` is ``registry.git`` or ``missions/<id>.git``. A repository the log has never seen
     (being created, or older than the log) is taken as it is. ``approved`` lists moves a
     pre-receive hook has just allowed and post-receive is about to log.
     """
-    from aismm.infra.store import Store
-
     repo = Repo(hub.root / name)
     with Store(hub.db_path) as store:
         logged = store.last_values(name)
@@ -71,7 +67,7 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
                                    for _old, new, ref in moved if new is None}
         if not refused:
             try:
-                judge(hub, repo, moved)
+                judge(hub, repo, [(old, new, ref) for old, new, ref in moved if new is not None])
             except GateRejection as exc:
                 named = {p.ref for p in exc.problems} & {ref for _o, _n, ref in moved}
                 for problem in exc.problems:
@@ -88,11 +84,9 @@ def ensure(hub: "Hub", name: str, approved: Approved = ()) -> tuple[dict[str, st
     return judged, lines
 
 
-def _put_back(hub: "Hub", repo: Repo, name: str, ref: str, old: str | None, new: str | None,
+def _put_back(hub: Hub, repo: Repo, name: str, ref: str, old: str | None, new: str | None,
               reason: str, judged: dict[str, str]) -> str:
     """Restore one refused ref to its logged value and keep the incident; the report line."""
-    from aismm.infra.store import Store
-
     try:
         if old is None:
             repo.delete_ref(ref, str(new))
@@ -111,37 +105,37 @@ def _put_back(hub: "Hub", repo: Repo, name: str, ref: str, old: str | None, new:
             f"{old[:12] if old else 'nothing (deleted)'}")
 
 
-def ensure_registry(hub: "Hub") -> list[str]:
+def ensure_registry(hub: Hub) -> list[str]:
     """Judge the registry's unlogged moves (before any key or manifest is read)."""
     return ensure(hub, REGISTRY)[1]
 
 
-def ensure_mission(hub: "Hub", mission_id: str) -> tuple[dict[str, str], list[str]]:
+def ensure_mission(hub: Hub, mission_id: str) -> tuple[dict[str, str], list[str]]:
     """Judge the registry, then one mission; the mission's judged refs and incident lines."""
     lines = ensure_registry(hub)
     refs, more = ensure(hub, f"missions/{mission_id}.git")
     return refs, lines + more
 
 
-def sweep(hub: "Hub", approved: Approved = (), skip: Collection[str] = ()) -> list[str]:
+def sweep(hub: Hub, approved: Approved = (), skip: Collection[str] = ()) -> list[str]:
     """Judge every repository of the hub (registry first); incident and damage lines.
 
     A repository that cannot be read is reported and skipped, never fatal to the others.
     """
-    names = [REGISTRY] + [f"missions/{m}.git" for m in hub.mission_ids(benchmark=True)]
+    names = [REGISTRY, *(f"missions/{m}.git" for m in hub.mission_ids(benchmark=True))]
     lines: list[str] = []
     for name in names:
         if name in skip:
             continue
         try:
             lines += ensure(hub, name, approved)[1]
-        except Exception as exc:  # noqa: BLE001 - one damaged repository must not stop the rest
+        except Exception as exc:  # one damaged repository must not stop the rest
             lines.append(f"aismm: {name}: damaged ({type(exc).__name__}: "
                          f"{printable(str(exc), limit=200)}); skipped")
     return lines
 
 
-def context(hub: "Hub") -> gate.Context:
+def context(hub: Hub) -> gate.Context:
     """What the gate judges this hub's updates against: its registry, limits, platform, clock
     and how the ledger closed each mission."""
 
@@ -156,8 +150,8 @@ def context(hub: "Hub") -> gate.Context:
                         platform=hub.config.platform, now=hub.clock.now(), closure=closure)
 
 
-def judge(hub: "Hub", repo: Repo, updates: list[gate.Update], *, pusher: str | None = None,
+def judge(hub: Hub, repo: Repo, updates: Sequence[gate.Update], *, pusher: str | None = None,
           bootstrap: bool = False, creating: bool = False) -> None:
     """:func:`aismm.gate.judge` in this hub's context (raises GateRejection)."""
-    gate.judge(context(hub), repo, updates, pusher=pusher, bootstrap=bootstrap,
+    gate.judge(context(hub), repo, list(updates), pusher=pusher, bootstrap=bootstrap,
                creating=creating)

@@ -3,34 +3,108 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 from aismm.core.clock import iso
 from aismm.core.model import load_yaml
 from aismm.core.refs import REFUNDED, SETTLED
 from aismm.core.safepath import printable
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
 
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
-
-__all__ = ["delivered_at", "status", "list_missions", "attempt_status", "failed_runs"]
+__all__ = ["AttemptStatus", "MissionRow", "MissionStatus", "attempt_status", "delivered_at",
+           "failed_runs", "list_missions", "status"]
 
 STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
           "accepted", "settled", "refunded", "expired")
 
+# An execution record as the store returns it (aismm.services.executions writes them): id,
+# agent, agent_owner, client, client_owner, contract, mission, finished_at, latency_seconds,
+# quality, outcome, reworks, cost, commits {head, accepted, detail}.
+ExecutionRow = dict[str, Any]
+Runs = dict[tuple[str, str], list[ExecutionRow]]
 
-Runs = dict[tuple[str, str], list[dict[str, Any]]]
+# {"state", "balance"}, plus the ledger closure's fields (Closure.to_dict()) once closed
+Escrow = dict[str, Any]
 
 
-def failed_runs(hub: "Hub", mission_id: str | None = None) -> Runs:
+class Failure(TypedDict):
+    """An attempt's latest failed hosted run, while it is still current."""
+
+    reason: str
+    at: str
+
+
+class Quorum(TypedDict):
+    have: list[str]
+    need: int
+
+
+class VerdictSummary(TypedDict):
+    verdict: str
+    score: int
+    current: bool
+    checks: list[dict[str, Any]]
+
+
+class AttemptStatus(TypedDict):
+    """What :func:`attempt_status` knows about one attempt at its tip."""
+
+    agent: str
+    head: str
+    deliverable_tree: str | None
+    state: str
+    dod: str | None
+    quorum: Quorum
+    verdicts: dict[str, VerdictSummary]
+    requests: list[str]
+    reworks: int
+    open_request: str | None
+    ruling: str | None
+    failure: Failure | None
+
+
+class MissionStatus(TypedDict):
+    """The derived state of a mission (:func:`status`)."""
+
+    id: str
+    state: str
+    contract: str
+    tier: str
+    client: str
+    price: int
+    fee: int
+    deadline: str
+    agents: list[str]
+    mode: str
+    attempts: list[AttemptStatus]
+    accepted: str | None
+    escrow: Escrow
+    next: str
+    now: str
+
+
+class MissionRow(TypedDict):
+    """One row of :func:`list_missions`."""
+
+    id: str
+    state: str
+    contract: str
+    tier: str
+    client: str
+    agents: list[str]
+    price: int
+    fee: int
+
+
+def failed_runs(hub: Hub, mission_id: str | None = None) -> Runs:
     """The ``failed`` execution records (hosted runs that crashed or were refused), by
     (mission, agent)."""
-    from aismm.infra.store import Store
-
     with Store(hub.db_path) as store:
         rows = store.executions()
     out: Runs = {}
@@ -45,7 +119,7 @@ def _requests(repo: Repo, commit: str) -> list[str]:
 
 
 def _failure(repo: Repo, tip: str, tree: str | None, requests: list[str],
-             runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+             runs: list[ExecutionRow]) -> Failure | None:
     """The latest failed run of this attempt, unless a delivery or a request came after it.
 
     A run records the attempt's head when it failed; it is still current while the deliverable
@@ -66,14 +140,14 @@ def _failure(repo: Repo, tip: str, tree: str | None, requests: list[str],
 
 
 def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
-                   snap: registry.Snapshot, runs: list[dict[str, Any]] | None = None
-                   ) -> dict[str, Any]:
+                   snap: registry.Snapshot, runs: list[ExecutionRow] | None = None
+                   ) -> AttemptStatus:
     """Everything known about one attempt at its tip (``runs``: its failed execution records)."""
     tree = repo.subtree_id(tip, "deliverable")
     files = repo.flatten(tip)
     requests = sorted(p for p in files if REQUEST_NAME.match(p))
     reworks = sum(1 for p in requests if p.endswith("-rework.yaml"))
-    verdicts: dict[str, Any] = {}
+    verdicts: dict[str, VerdictSummary] = {}
     for path in sorted(p for p in files if p.startswith("verdicts/")):
         v = read_verdict(repo, tip, path)
         if v is not None:
@@ -118,8 +192,8 @@ _ORDER = {s: i for i, s in enumerate(("assigned", "failed", "in_review", "rework
                                       "awaiting_acceptance"))}
 
 
-def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
-           ledger: Any = None, runs: Runs | None = None) -> dict[str, Any]:
+def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
+           ledger: Ledger | None = None, runs: Runs | None = None) -> MissionStatus:
     """The derived state of a mission, its attempts, escrow and who acts next."""
     repo, policy = open_mission(hub, mission_id)
     snap = snap or registry.snapshot(Repo(hub.registry_path))
@@ -158,7 +232,7 @@ def status(hub: "Hub", mission_id: str, snap: registry.Snapshot | None = None,
             "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
 
 
-def _met_in_time(hub: "Hub", repo: Repo, mission_id: str, attempts: list[dict[str, Any]],
+def _met_in_time(hub: Hub, repo: Repo, mission_id: str, attempts: list[AttemptStatus],
                  deadline: dt.datetime) -> bool:
     """An attempt awaits acceptance for a deliverable the hub received before the deadline."""
     return any(a["state"] == "awaiting_acceptance" and
@@ -166,11 +240,9 @@ def _met_in_time(hub: "Hub", repo: Repo, mission_id: str, attempts: list[dict[st
                is not None and when <= deadline.timestamp() for a in attempts)
 
 
-def delivered_at(hub: "Hub", mission_id: str, agent: str, tree: str | None) -> float | None:
+def delivered_at(hub: Hub, mission_id: str, agent: str, tree: str | None) -> float | None:
     """When the hub received the deliverable ``tree`` on an attempt (the ref-state log's time of
     the update that brought it, unchanged since); never a date written inside a commit."""
-    from aismm.infra.store import Store
-
     if tree is None:
         return None
     repo = Repo(hub.mission_path(mission_id))
@@ -178,18 +250,13 @@ def delivered_at(hub: "Hub", mission_id: str, agent: str, tree: str | None) -> f
         history = store.ref_history(f"missions/{mission_id}.git", f"{ATTEMPT}{agent}")
     since = None
     for new, created in history:
-        if repo.subtree_id(new, "deliverable") == tree:
-            since = since or created
-        else:
-            since = None
+        since = (since or created) if repo.subtree_id(new, "deliverable") == tree else None
     if since is None:
         return None
     return dt.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
 
 
-def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:
-    from aismm.infra.ledger import Ledger
-
+def _escrow(hub: Hub, mission_id: str, ledger: Ledger | None = None) -> Escrow:
     if ledger is None:
         with Ledger(hub.db_path, hub.clock) as own:
             return _escrow(hub, mission_id, own)
@@ -200,7 +267,7 @@ def _escrow(hub: "Hub", mission_id: str, ledger: Any = None) -> dict[str, Any]:
     return {"state": closure.kind, "balance": balance, **closure.to_dict()}
 
 
-def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
+def _next(state: str, client: str, attempts: list[AttemptStatus]) -> str:
     if state == "failed" and any(a["state"] == "failed" and a.get("failure") and a["dod"] != "fail"
                                  for a in attempts):
         return "the agent delivers again (its run failed; see the attempt's failure)"
@@ -219,11 +286,9 @@ def _next(state: str, client: str, attempts: list[dict[str, Any]]) -> str:
     }.get(state, "")
 
 
-def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
-                  ) -> list[dict[str, Any]]:
-    from aismm.infra.ledger import Ledger
-
-    rows = []
+def list_missions(hub: Hub, state: str | None = None, agent: str | None = None
+                  ) -> list[MissionRow]:
+    rows: list[MissionRow] = []
     snap = registry.snapshot(Repo(hub.registry_path))
     runs = failed_runs(hub)
     with Ledger(hub.db_path, hub.clock) as ledger:
@@ -233,8 +298,9 @@ def list_missions(hub: "Hub", state: str | None = None, agent: str | None = None
             continue
         if agent and agent not in st["agents"]:
             continue
-        rows.append({k: st[k] for k in ("id", "state", "contract", "tier", "client", "agents",
-                                        "price", "fee")})
+        rows.append({"id": st["id"], "state": st["state"], "contract": st["contract"],
+                     "tier": st["tier"], "client": st["client"], "agents": st["agents"],
+                     "price": st["price"], "fee": st["fee"]})
     return rows
 
 

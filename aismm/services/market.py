@@ -7,28 +7,69 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, NotRequired, TypedDict
 
 from pydantic import ValidationError
 
 from aismm.core.actor import Manifest
+from aismm.core.contract import Contract
 from aismm.core.errors import ActorError, UsageError
 from aismm.core.model import describe_validation, dump_yaml, load_yaml
+from aismm.core.reputation import Execution, Reputation, compute
+from aismm.core.routing import Candidate, exclusions, rank
 from aismm.core.safepath import printable
+from aismm.core.signing import PrivateKey
 from aismm.infra import sandbox
 from aismm.infra.git import Repo
-from aismm.services import registrar, scoring
+from aismm.infra.hub import Hub
+from aismm.infra.store import Store
+from aismm.services import delivery, dod, lifecycle, mission, registrar, scoring
 from aismm.state import registry
+from aismm.state.policy import MissionPolicy, read_verdict
 
-if TYPE_CHECKING:
-    from aismm.core.signing import PrivateKey
-    from aismm.infra.hub import Hub
-
-__all__ = ["register_manifest", "register_reference_agents", "assess", "listing", "pick", "ranking", "task_reason", "REFERENCE_PROVIDERS"]
+__all__ = ["REFERENCE_PROVIDERS", "Assessment", "TaskResult", "assess", "listing", "load_manifest",
+           "pick", "ranking", "register_manifest", "register_reference_agents", "task_reason"]
 
 REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
+
+Job = tuple[Contract, dict[str, bytes], str]  # a contract, its frozen files, one benchmark task
+Progress = Callable[[str], None]
+# A listing row: the manifest's figures and the reputation's (Reputation.to_dict() fields)
+ListingRow = dict[str, Any]
+# A ranking row: eligible ones carry the score and its inputs, the others why they are out
+RankingRow = dict[str, Any]
+
+
+class TaskResult(TypedDict):
+    """One benchmark task of an assessment, as recorded."""
+
+    contract: str
+    task: str
+    dod: str
+    quality: int
+    mission: NotRequired[str]  # the benchmark mission an external agent delivered to
+    seconds: float
+    misses: list[str]
+    failed_checks: list[str]
+
+
+class Assessment(TypedDict):
+    """The platform-signed assessment record ``assessments/<agent>/<n>.yaml``."""
+
+    schema_version: int
+    agent: str
+    n: int
+    status: str
+    badge: str | None
+    quality: float
+    p50_seconds: float
+    cost: int
+    reasons: list[str]
+    tasks: list[TaskResult]
+    at: str
 
 
 def load_manifest(text: bytes | str, where: str) -> Manifest:
@@ -41,8 +82,8 @@ def load_manifest(text: bytes | str, where: str) -> Manifest:
         raise UsageError(f"{exc}; fix the YAML") from exc
 
 
-def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = None,
-                      hosted: bool = False, key: "PrivateKey | None" = None) -> Manifest:
+def register_manifest(hub: Hub, manifest: Manifest, provider: str | None = None,
+                      hosted: bool = False, key: PrivateKey | None = None) -> Manifest:
     """Commit a manifest to registry.git signed by its provider (registering a hosted actor)."""
     provider = provider or manifest.owner
     signer = registry.actor(hub, provider)
@@ -72,8 +113,8 @@ def register_manifest(hub: "Hub", manifest: Manifest, provider: str | None = Non
     return manifest
 
 
-def register_reference_agents(hub: "Hub", assess_them: bool = True,
-                              progress: Callable[[str], None] | None = None) -> list[str]:
+def register_reference_agents(hub: Hub, assess_them: bool = True,
+                              progress: Progress | None = None) -> list[str]:
     """Register the bundled reference agents as hosted agents (and assess them)."""
     folder = Path(__file__).resolve().parent.parent / "agents" / "manifests"
     known = registry.actors(hub)
@@ -106,14 +147,14 @@ def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: M
     (dest / "README.md").write_text(f"Assessment task {task} of {contract_ref} for {man.id}\n")
 
 
-def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None,
-           timeout: float | None = None) -> dict[str, Any]:
+def assess(hub: Hub, agent: str, progress: Progress | None = None,
+           timeout: float | None = None) -> Assessment:
     """Run the contract benchmark suites against an agent; commit a platform-signed record."""
     man = registry.manifests(hub).get(agent)
     if man is None:
         raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
     sandbox.isolation()  # scoring runs agent code: no sandbox here is the hub's fault, not theirs
-    jobs = []
+    jobs: list[Job] = []
     for ref in man.contracts:
         contract, files, _sha = registry.resolve_contract(hub, ref)
         tasks = sorted({p.split("/")[1] for p in files if p.startswith("benchmark/")})
@@ -126,7 +167,7 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
     qualities = [r["quality"] for r in results]
     quality = round(statistics.mean(qualities), 1) if qualities else 0.0
     p50 = round(statistics.median(durations), 3) if durations else 0.0
-    reasons = []
+    reasons: list[str] = []
     # Each contract's thresholds judge that contract's tasks (not the first contract's for all).
     benches = {c.ref: c.benchmark for c, _, _ in jobs}
     for ref in man.contracts:
@@ -147,23 +188,24 @@ def assess(hub: "Hub", agent: str, progress: Callable[[str], None] | None = None
         reasons.append("DoD failed on " + ", ".join(r["task"] for r in results
                                                      if r["dod"] != "pass"))
     previous = registry.assessments(hub).get(agent, [])
-    record = {"schema_version": 1, "agent": agent, "n": len(previous) + 1,
-              "status": "listed" if not reasons else "rejected",
-              "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
-              if not reasons else None, "quality": quality, "p50_seconds": p50,
-              "cost": man.price, "reasons": reasons, "tasks": results,
-              "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record: Assessment = {
+        "schema_version": 1, "agent": agent, "n": len(previous) + 1,
+        "status": "listed" if not reasons else "rejected",
+        "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
+        if not reasons else None, "quality": quality, "p50_seconds": p50,
+        "cost": man.price, "reasons": reasons, "tasks": results,
+        "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
     registrar.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
                                 dump_yaml(record).encode()},
                           f"Assess {agent}: {record['status']}\n", hub.config.platform)
     return record
 
 
-def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
-                   progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+def _assess_hosted(hub: Hub, man: Manifest, jobs: list[Job],
+                   progress: Progress | None) -> list[TaskResult]:
     """Run every benchmark task of a hosted agent, in parallel sandboxes."""
     workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
-    results = []
+    results: list[TaskResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_assess_task, hub, man, c, f, t) for c, f, t in jobs]
         for i, future in enumerate(futures, 1):
@@ -175,12 +217,9 @@ def _assess_hosted(hub: "Hub", man: Manifest, jobs: list[Any],
     return results
 
 
-def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
-                     progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+def _assess_external(hub: Hub, man: Manifest, jobs: list[Job], timeout: float,
+                     progress: Progress | None) -> list[TaskResult]:
     """Open one unfunded benchmark mission per task; wait for the agent to deliver by git."""
-    from aismm.gate import read_verdict
-    from aismm.services import mission
-
     opened = []
     for contract, files, task in jobs:
         with tempfile.TemporaryDirectory(prefix="aismm-task-") as tmp:
@@ -198,7 +237,7 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
             progress(f"benchmark mission {created.doc.id} ({contract.ref} task {task}) waits for "
                      f"{man.id}: git clone {created.path}")
     deadline = time.monotonic() + timeout
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, TaskResult] = {}
     while len(done) < len(opened) and time.monotonic() < deadline:
         for contract, files, task, created, started in opened:
             if created.doc.id in done:
@@ -212,11 +251,7 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
             with sandbox.workspace("score-") as tmp:
                 repo.export(tip, Path(tmp) / "checkout")
                 task_dir = Path(tmp) / "task"
-                for path, data in files.items():
-                    if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
-                        target = task_dir / path[len(f"benchmark/{task}/"):]
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(data)
+                _write_task(files, task, task_dir)
                 score, misses = scoring.evaluate(contract.id, task_dir,
                                                  Path(tmp) / "checkout" / "deliverable",
                                                  hidden=[hub.root])
@@ -231,7 +266,7 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
                 progress(f"[{len(done)}/{len(opened)}] {man.id} delivered {task}: DoD "
                          f"{done[created.doc.id]['dod']}")
         time.sleep(0.2)
-    results = []
+    results: list[TaskResult] = []
     for contract, _files, task, created, _started in opened:
         results.append(done.get(created.doc.id) or {
             "contract": contract.ref, "task": task, "dod": "fail", "quality": 0,
@@ -240,12 +275,18 @@ def _assess_external(hub: "Hub", man: Manifest, jobs: list[Any], timeout: float,
     return results
 
 
-def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, bytes], task: str
-                 ) -> dict[str, Any]:
-    """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
-    from aismm.gate import MissionPolicy
-    from aismm.services import delivery, dod
+def _write_task(files: dict[str, bytes], task: str, task_dir: Path) -> None:
+    """Lay out benchmark task ``task`` for scoring: its files, without the golden answer."""
+    for path, data in files.items():
+        if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
+            target = task_dir / path[len(f"benchmark/{task}/"):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
 
+
+def _assess_task(hub: Hub, man: Manifest, contract: Contract, files: dict[str, bytes], task: str
+                 ) -> TaskResult:
+    """Run one benchmark task in a sandboxed checkout; score DoD and expectations."""
     ref = contract.ref
     with sandbox.workspace("assess-") as tmp:
         root = Path(tmp) / "checkout"
@@ -261,11 +302,7 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
         checks = dod.run_checks(hub, policy, root) if ok else []
         dod_pass = ok and all(c.status == "pass" for c in checks)
         task_dir = Path(tmp) / "task"
-        for path, data in files.items():
-            if path.startswith(f"benchmark/{task}/") and "/golden/" not in path:
-                target = task_dir / path[len(f"benchmark/{task}/"):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+        _write_task(files, task, task_dir)
         score, misses = scoring.evaluate(contract.id, task_dir, root / "deliverable",
                                          hidden=[hub.root]) \
             if ok and (root / "deliverable").is_dir() else (0, [detail])
@@ -276,7 +313,7 @@ def _assess_task(hub: "Hub", man: Manifest, contract: Any, files: dict[str, byte
                                                 if c.status != "pass"]}
 
 
-def task_reason(task: dict[str, Any]) -> str | None:
+def task_reason(task: TaskResult) -> str | None:
     """Why a benchmark task failed, first reason only (None when its DoD passed)."""
     if task.get("dod") == "pass":
         return None
@@ -286,10 +323,7 @@ def task_reason(task: dict[str, Any]) -> str | None:
     return printable(misses[0], limit=300) if misses else "DoD failed"
 
 
-def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:
-    from aismm.core.reputation import Execution, compute
-    from aismm.infra.store import Store
-
+def _reputations(hub: Hub, contract: str | None) -> dict[str, Reputation]:
     with Store(hub.db_path) as store:
         rows = store.executions()
     records = [Execution(id=r["id"], agent=r["agent"], agent_owner=r["agent_owner"],
@@ -303,9 +337,7 @@ def _reputations(hub: "Hub", contract: str | None) -> dict[str, Any]:
     return compute(records, hub.clock.now(), contract=contract)
 
 
-def _open_attempts(hub: "Hub") -> dict[str, int]:
-    from aismm.services import lifecycle
-
+def _open_attempts(hub: Hub) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in lifecycle.list_missions(hub):
         if row["state"] not in ("settled", "refunded", "accepted", "expired"):
@@ -314,20 +346,21 @@ def _open_attempts(hub: "Hub") -> dict[str, int]:
     return counts
 
 
-def listing(hub: "Hub", contract: str | None = None, role: str | None = None
-            ) -> list[dict[str, Any]]:
+def listing(hub: Hub, contract: str | None = None, role: str | None = None
+            ) -> list[ListingRow]:
     """The marketplace listing: status, badge, price, reputation figures."""
     mans = registry.manifests(hub)
     reps = _reputations(hub, contract)
     assessed = registry.assessments(hub)  # once: reading it per agent would be quadratic
-    rows = []
+    rows: list[ListingRow] = []
     for agent, man in sorted(mans.items()):
         if contract and not any(c == contract or c.split("@")[0] == contract
                                 for c in man.contracts):
             continue
         if role and role not in man.roles:
             continue
-        st = (assessed.get(agent) or [None])[-1]
+        history = assessed.get(agent)
+        st = history[-1] if history else None
         rep = reps.get(agent)
         rows.append({
             "agent": agent, "owner": man.owner, "roles": man.roles, "contracts": man.contracts,
@@ -342,10 +375,8 @@ def listing(hub: "Hub", contract: str | None = None, role: str | None = None
     return rows
 
 
-def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[str, Any]]:
+def ranking(hub: Hub, contract: str, client: str | None = None) -> list[RankingRow]:
     """Listed agents for a contract, ranked by the routing score, with every input."""
-    from aismm.core.routing import Candidate, exclusions, rank
-
     cid = contract.split("@")[0]
     mans = {a: m for a, m in registry.manifests(hub).items()
             if "specialist" in m.roles and any(c.split("@")[0] == cid for c in m.contracts)}
@@ -357,15 +388,16 @@ def ranking(hub: "Hub", contract: str, client: str | None = None) -> list[dict[s
                   for a, m in sorted(mans.items())]
     owner = registry.actor(hub, client).owner if client else None
     ranked = rank(candidates, _reputations(hub, None), client_owner=owner)
-    out = [{"agent": r.agent, "score": round(r.score, 2), "reputation": r.reputation,
-            "price_score": round(r.price_score, 3), "load_score": round(r.load_score, 3),
-            "inputs": r.inputs, "eligible": True} for r in ranked]
+    out: list[RankingRow] = [
+        {"agent": r.agent, "score": round(r.score, 2), "reputation": r.reputation,
+         "price_score": round(r.price_score, 3), "load_score": round(r.load_score, 3),
+         "inputs": r.inputs, "eligible": True} for r in ranked]
     out += [{"agent": a, "eligible": False, "why": why}
             for a, why in exclusions(candidates, client_owner=owner).items()]
     return out
 
 
-def pick(hub: "Hub", contract: str, client: str, n: int) -> list[str]:
+def pick(hub: Hub, contract: str, client: str, n: int) -> list[str]:
     """The top ``n`` eligible agents for a contest (never the client's own)."""
     if n < 1:
         raise UsageError(f"--contest {n}: must be at least 1")

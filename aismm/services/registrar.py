@@ -9,28 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from aismm.core.actor import Actor, RetiredKey, instant
+from aismm.core.clock import iso
 from aismm.core.contract import load_contract_dir
 from aismm.core.errors import ActorError, UsageError
 from aismm.core.model import describe_validation, dump_yaml
-from aismm.core.signing import PrivateKey, allowed_signers
+from aismm.core.signing import PrivateKey, allowed_signers, generate_key
 from aismm.infra.git import Repo
-from aismm.services import judged
+from aismm.infra.hub import Hub, bundled
+from aismm.services import events, judged
 from aismm.state import provision
 from aismm.state.registry import MAIN, actors, identity, key_holder
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
 
 __all__ = ["add_actor", "commit_files", "create", "revoke_actor", "rotate_actor",
            "write_allowed_signers"]
 
 
-def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signer: str,
+def commit_files(hub: Hub, files: dict[str, bytes | None], message: str, signer: str,
                  key: PrivateKey | None = None) -> str:
     """Commit documents to the registry's main through the gate, signed by ``signer``."""
 
@@ -44,20 +42,15 @@ def commit_files(hub: "Hub", files: dict[str, bytes | None], message: str, signe
                                 key=key, who=identity(signer), when=hub.clock.now())
         judged.judge(hub, repo, [(old, new, MAIN)])
     repo.update_ref(MAIN, new, old)
-    from aismm.services import events
-
     events.record(hub, repo.path, [(old or "0" * 40, new, MAIN)], signer)  # the ref-state log
     return new
 
 
-def create(hub: "Hub") -> None:
+def create(hub: Hub) -> None:
     """Create ``registry.git`` with the platform and arbiter actors and the bundled catalog."""
-    from aismm.infra.hub import bundled
-    from aismm.state.provision import install
-
     repo = Repo.init_bare(hub.registry_path)
     provision.configure(repo)
-    install(hub.registry_path)
+    provision.install(hub.registry_path)
     platform, arbiter = hub.config.platform, hub.config.arbiter
     pkey = hub.new_hosted_key(platform)
     akey = hub.new_hosted_key(arbiter)
@@ -90,7 +83,7 @@ def _actor_doc(actor: Actor) -> bytes:
     return dump_yaml(actor.model_dump(mode="json")).encode()
 
 
-def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
+def add_actor(hub: Hub, actor_id: str, roles: list[str], owner: str | None,
               pubkey: str | None, hosted: bool) -> Actor:
     """Register an actor (platform-signed); with ``hosted`` the hub makes and keeps its key."""
     if actor_id in actors(hub):
@@ -99,11 +92,9 @@ def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
         raise UsageError("actor add: give exactly one of --pubkey FILE or --hosted")
     if "platform" in roles:
         raise ActorError(f"{actor_id}: the platform role belongs to the hub alone; drop it")
-    from aismm.core.signing import generate_key
-
     key = generate_key() if hosted else None
     try:
-        candidate = Actor(id=actor_id, roles=roles, owner=owner or actor_id,  # type: ignore[arg-type]
+        candidate = Actor(id=actor_id, roles=roles, owner=owner or actor_id,
                           key=key.public_line if key else pubkey, hosted=hosted)
     except ValidationError as exc:
         raise ActorError(f"{actor_id}: {describe_validation(exc)[0]}; see `aismm actor add --help`"
@@ -129,7 +120,7 @@ def add_actor(hub: "Hub", actor_id: str, roles: list[str], owner: str | None,
     return candidate
 
 
-def write_allowed_signers(hub: "Hub") -> Path:
+def write_allowed_signers(hub: Hub) -> Path:
     """Rewrite ``<hub>/allowed_signers`` so plain git can verify every actor's signatures.
 
     Current keys of active actors verify without limit; a rotated-out key verifies only
@@ -153,7 +144,7 @@ def write_allowed_signers(hub: "Hub") -> Path:
     return path
 
 
-def _changeable(hub: "Hub", actor_id: str, verb: str) -> Actor:
+def _changeable(hub: Hub, actor_id: str, verb: str) -> Actor:
     """The actor a rotation or revocation may change; refusals name the actor and the fix."""
     found = actors(hub).get(actor_id)
     if found is None:
@@ -167,7 +158,7 @@ def _changeable(hub: "Hub", actor_id: str, verb: str) -> Actor:
     return found
 
 
-def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) -> Actor:
+def rotate_actor(hub: Hub, actor_id: str, pubkey: str | None, hosted: bool) -> Actor:
     """Give an actor a new key (platform-signed); the old key is kept in ``retired_keys``.
 
     The old key stops signing anything the gate accepts the moment the registry commit lands
@@ -175,9 +166,6 @@ def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) ->
     dated up to the rotation. ``hosted``: the hub makes the new key and replaces
     ``keys/<id>.key`` and ``.pub``, destroying the old private key.
     """
-    from aismm.core.clock import iso
-    from aismm.core.signing import generate_key
-
     if (pubkey is None) == (not hosted):
         raise UsageError("actor rotate: give exactly one of --pubkey FILE or --hosted")
     old = _changeable(hub, actor_id, "rotated")
@@ -186,9 +174,12 @@ def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) ->
                          "--pubkey FILE")
     if not hosted and old.hosted:
         raise ActorError(f"{actor_id}: the hub keeps this actor's key; rotate it with --hosted")
-    key = generate_key() if hosted else None
-    new_key = key.public_line if key is not None else pubkey
-    assert new_key is not None
+    key: PrivateKey | None = None
+    if pubkey is None:  # hosted (exactly one of the two, checked above): the hub makes the key
+        made = generate_key()
+        key, new_key = made, made.public_line
+    else:
+        new_key = pubkey
     holder = key_holder(actors(hub), new_key)
     if holder is not None:
         whose = (f"{actor_id} already holds or held this key" if holder.id == actor_id
@@ -219,14 +210,12 @@ def rotate_actor(hub: "Hub", actor_id: str, pubkey: str | None, hosted: bool) ->
     return candidate
 
 
-def revoke_actor(hub: "Hub", actor_id: str) -> Actor:
+def revoke_actor(hub: Hub, actor_id: str) -> Actor:
     """Revoke an actor for good (platform-signed): ``revoked: true`` and ``revoked_at`` now.
 
     Its key signs nothing the gate accepts from then on; ``allowed_signers`` keeps it valid for
     commits dated up to ``revoked_at``. A hosted actor's private key is destroyed.
     """
-    from aismm.core.clock import iso
-
     old = _changeable(hub, actor_id, "revoked")
     candidate = Actor.model_validate({**old.model_dump(mode="json"), "revoked": True,
                                       "revoked_at": iso(hub.clock.now())})
@@ -240,11 +229,11 @@ def revoke_actor(hub: "Hub", actor_id: str) -> Actor:
     return candidate
 
 
-def _staged_paths(hub: "Hub", actor_id: str) -> tuple[Path, Path]:
+def _staged_paths(hub: Hub, actor_id: str) -> tuple[Path, Path]:
     return (hub.keys_dir / f".{actor_id}.key.rotating", hub.keys_dir / f".{actor_id}.pub.rotating")
 
 
-def _stage_key(hub: "Hub", actor_id: str, key: PrivateKey) -> tuple[Path, Path]:
+def _stage_key(hub: Hub, actor_id: str, key: PrivateKey) -> tuple[Path, Path]:
     """Write a hosted actor's next key beside its current one (0600), ready to be swapped in."""
     private, public = _staged_paths(hub, actor_id)
     for path in (private, public):

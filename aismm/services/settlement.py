@@ -7,24 +7,27 @@ caused it; then the platform-signed tag. The reconciler finishes whatever a cras
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from aismm.core.clock import parse_duration
 from aismm.core.document import Request
-from aismm.core.errors import AismmError, CheckFailed, ConflictError, MissionError
+from aismm.core.errors import (
+    AismmError,
+    CheckFailed,
+    ConflictError,
+    MissionError,
+    RepositoryError,
+)
 from aismm.core.model import dump_yaml
 from aismm.core.refs import REFUNDED, SETTLED
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.services import events, executions, judged, lifecycle
 from aismm.services.attempts import write_to_attempt
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, verdict_time
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
 
 __all__ = ["accept", "cancel", "reconcile", "refund", "request", "settle", "tick"]
 
@@ -43,14 +46,16 @@ def _attempt_head(repo: Repo, agent: str) -> str:
     return tip
 
 
-def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
+def accept(hub: Hub, mission_id: str, agent: str, as_actor: str | None = None,
            key: PrivateKey | None = None) -> list[str]:
     """The client's signed merge of an attempt into ``accepted`` (as `git merge --no-ff -S`)."""
     repo, policy = open_mission(hub, mission_id)
     signer = as_actor or policy.doc.client
     head = _attempt_head(repo, agent)
     old = repo.ref(ACCEPTED)
-    assert old is not None
+    if old is None:
+        raise RepositoryError(f"{mission_id}: the mission has no accepted branch; repair the "
+                              "repository")
     message = f"Merge branch 'attempts/{agent}' into accepted\n\nAccepted by {signer}.\n"
     with repo.quarantine():  # a refused merge leaves no object behind
         new = repo.write_commit(tree=repo.tree_of(head), parents=[old, head], message=message,
@@ -63,7 +68,7 @@ def accept(hub: "Hub", mission_id: str, agent: str, as_actor: str | None = None,
     return [f"aismm: {signer} accepted attempts/{agent} with merge {new[:12]}"]
 
 
-def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
+def request(hub: Hub, mission_id: str, agent: str, kind: str, reason: str,
             key: PrivateKey | None = None) -> list[str]:
     """The client asks for rework or escalates: a signed request file on the attempt."""
     repo, policy = open_mission(hub, mission_id)
@@ -85,8 +90,7 @@ def request(hub: "Hub", mission_id: str, agent: str, kind: str, reason: str,
                            f"rework request(s), {reworks} so far; ask for a rework first "
                            "(`aismm mission rework`)")
     path = f"requests/{len(existing) + 1:03d}-{kind}.yaml"
-    doc = Request(mission=mission_id, kind=kind, deliverable_tree=tree,  # type: ignore[arg-type]
-                  reason=reason)
+    doc = Request(mission=mission_id, kind=kind, deliverable_tree=tree, reason=reason)
     client = policy.doc.client
     new = write_to_attempt(
         hub, repo, agent, {path: dump_yaml(doc.model_dump(mode="json")).encode()},
@@ -100,7 +104,7 @@ def _fee_on_refund(tier: str, reason: str, fee: int) -> int:
     return fee
 
 
-def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) -> str:
+def _tag(hub: Hub, repo: Repo, ref: str, target: str, body: dict[str, object]) -> str:
     name = ref.rsplit("/", 1)[1]
     platform = hub.config.platform
     with repo.quarantine():  # a refused tag leaves no object behind
@@ -116,7 +120,7 @@ def _tag(hub: "Hub", repo: Repo, ref: str, target: str, body: dict[str, Any]) ->
     return tag
 
 
-def settle(hub: "Hub", mission_id: str) -> list[str]:
+def settle(hub: Hub, mission_id: str) -> list[str]:
     """Pay out an accepted mission exactly once, then tag it ``settled``."""
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
@@ -142,7 +146,7 @@ def settle(hub: "Hub", mission_id: str) -> list[str]:
             f"platform:fees ({doc.fee_bp / 100:g}% {doc.tier}); tag settled on {merge[:12]}"]
 
 
-def refund(hub: "Hub", mission_id: str, reason: str) -> list[str]:
+def refund(hub: Hub, mission_id: str, reason: str) -> list[str]:
     """Return the escrow (minus the kept fee at T0/T1) and tag the mission ``refunded``."""
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
@@ -163,7 +167,7 @@ def refund(hub: "Hub", mission_id: str, reason: str) -> list[str]:
             + (f", {kept} fee kept by the platform" if kept else "")]
 
 
-def cancel(hub: "Hub", mission_id: str) -> list[str]:
+def cancel(hub: Hub, mission_id: str) -> list[str]:
     """Cancel before any delivery: everything back to the client."""
     repo, _policy = open_mission(hub, mission_id)
     for ref, tip in repo.refs(ATTEMPT).items():
@@ -173,7 +177,7 @@ def cancel(hub: "Hub", mission_id: str) -> list[str]:
     return refund(hub, mission_id, "cancel")
 
 
-def tick(hub: "Hub") -> list[str]:
+def tick(hub: Hub) -> list[str]:
     """Apply every due timer: auto-acceptance after the window, refunds after the deadline."""
     lines: list[str] = []
     failures: list[AismmError] = []
@@ -189,7 +193,7 @@ def tick(hub: "Hub") -> list[str]:
     return lines
 
 
-def _tick_one(hub: "Hub", mission_id: str, st: dict[str, Any]) -> list[str]:
+def _tick_one(hub: Hub, mission_id: str, st: lifecycle.MissionStatus) -> list[str]:
     if st["state"] in ("settled", "refunded"):
         return []
     if st["state"] == "accepted":
@@ -207,18 +211,18 @@ def _tick_one(hub: "Hub", mission_id: str, st: dict[str, Any]) -> list[str]:
     return []
 
 
-def reconcile(hub: "Hub") -> list[str]:
+def reconcile(hub: Hub) -> list[str]:
     """Finish half-done settlements/refunds and cross-check tags against the ledger."""
-    lines, problems = [], []
+    lines: list[str] = []
+    problems: list[str] = []
     with Ledger(hub.db_path, hub.clock) as ledger:
         closures = {m: ledger.closure(m) for m in hub.mission_ids()}
     for mission_id, closure in closures.items():
         repo, policy = open_mission(hub, mission_id)
         accepted = repo.ref(ACCEPTED)
         settled, refunded = repo.ref(SETTLED), repo.ref(REFUNDED)
-        if accepted and accepted != policy.main and closure is None:
-            lines += settle(hub, mission_id)
-        elif closure is not None and closure.kind == "settled" and settled is None:
+        unsettled = accepted and accepted != policy.main and closure is None
+        if unsettled or (closure is not None and closure.kind == "settled" and settled is None):
             lines += settle(hub, mission_id)
         elif closure is not None and closure.kind == "refunded" and refunded is None:
             reason = closure.cause.split(":", 1)[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from aismm.core.clock import iso
 from aismm.core.errors import AismmError, SandboxError
@@ -16,16 +15,11 @@ from aismm.services import delivery, disputes, events, settlement
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state.policy import REQUEST_NAME
 
-__all__ = ['handle_event', 'on_update', 'process', 'record_and_process']
+__all__ = ["handle_event", "process", "record_and_process"]
 
 
-def handle_event(hub: Hub, event: Event) -> tuple[dict[str, Any], list[str]]:
+def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
     """React to one accepted ref update (an outbox event): its result record and lines."""
-    return on_update(hub, event)
-
-
-def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
-    """React to one accepted ref update (an outbox event)."""
     if not event.repo.startswith("missions/"):
         return {"skipped": "not a mission"}, []
     mission_id = Path(event.repo).name.removesuffix(".git")
@@ -54,7 +48,7 @@ def on_update(hub: "Hub", event: "Event") -> tuple[dict[str, Any], list[str]]:
     return {"lines": lines}, lines
 
 
-def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
+def process(hub: Hub, limit: int | None = None, only_repo: str | None = None,
             max_id: int | None = None) -> list[str]:
     """Drain the outbox: handle each pending event exactly once; return summary lines.
 
@@ -64,7 +58,7 @@ def process(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
     return _drain(hub, limit, only_repo, max_id)[0]
 
 
-def _drain(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
+def _drain(hub: Hub, limit: int | None = None, only_repo: str | None = None,
            max_id: int | None = None) -> tuple[list[str], set[int]]:
     """:func:`process`, also returning the ids of the events this call handled."""
     lines: list[str] = []
@@ -84,7 +78,7 @@ def _drain(hub: "Hub", limit: int | None = None, only_repo: str | None = None,
                 # committed for it; the event stays pending for when the sandbox works again.
                 store.release(event.id)
                 raise
-            except Exception as exc:  # noqa: BLE001 - one bad event must not block the others
+            except Exception as exc:  # one bad event must not block the others
                 reason = _reason(exc)
                 line = _failed_line(event.repo, event.ref, event.id, reason)
                 store.finish(event.id, {"error": reason, "lines": [line]},
@@ -110,7 +104,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def record_and_process(hub: "Hub", repo_path: Path, updates: list[tuple[str, str, str]],
+def record_and_process(hub: Hub, repo_path: Path, updates: list[tuple[str, str, str]],
                        pusher: str | None, wait_seconds: float = 300.0) -> list[str]:
     """What post-receive does: record, then (inline mode) process before returning.
 
