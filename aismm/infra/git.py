@@ -8,9 +8,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import cast
 
 import pygit2
 from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
@@ -18,7 +19,7 @@ from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
 from aismm.core.errors import ConflictError, RepositoryError
 from aismm.core.signing import PrivateKey, sign, split_armored
 
-__all__ = ["Repo", "Entry", "CommitInfo", "TagInfo", "ZERO", "Identity", "MODE_FILE", "MODE_EXEC"]
+__all__ = ["MODE_EXEC", "MODE_FILE", "ZERO", "CommitInfo", "Entry", "Identity", "Repo", "TagInfo"]
 
 ZERO = "0" * 40
 MODE_FILE = 0o100644
@@ -100,6 +101,17 @@ def _migrate(incoming: Path, objects: Path) -> None:
                               "check the disk and permissions, then retry") from exc
 
 
+def _raw_name(entry: pygit2.Object) -> bytes:
+    """A tree entry's name as stored (bytes: git names need not be UTF-8)."""
+    raw = entry.raw_name if hasattr(entry, "raw_name") else None
+    if raw is None:
+        if entry.name is None:
+            raise RepositoryError(f"{entry.id}: a tree entry without a name; the repository "
+                                  "is corrupt, restore it from a backup")
+        raw = entry.name.encode()
+    return raw
+
+
 def _sig(who: Identity, when: dt.datetime) -> pygit2.Signature:
     return pygit2.Signature(who.name, who.email, int(when.timestamp()), 0)
 
@@ -118,7 +130,7 @@ class Repo:
         self.path = Path(self._r.path)
 
     @classmethod
-    def init_bare(cls, path: Path) -> "Repo":
+    def init_bare(cls, path: Path) -> Repo:
         """Create a bare repository (refusing an existing one)."""
         if path.exists():
             raise RepositoryError(f"{path}: already exists; choose another path")
@@ -238,7 +250,32 @@ class Repo:
             else len(self.blob(oid))
 
     def tree_of(self, commit: str) -> str:
-        return str(self._r[commit].tree_id)
+        obj = self._r[commit]
+        if not isinstance(obj, pygit2.Commit):
+            raise RepositoryError(f"{commit}: is a {obj.type_str}, not a commit")
+        return str(obj.tree_id)
+
+    def _tree(self, oid: str | pygit2.Oid) -> pygit2.Tree:
+        """The tree ``oid`` names (KeyError when the store lacks it)."""
+        obj = self._r[oid]
+        if not isinstance(obj, pygit2.Tree):
+            raise RepositoryError(f"{oid}: is a {obj.type_str}, not a tree")
+        return obj
+
+    def _tree_if_present(self, oid: pygit2.Oid) -> pygit2.Tree | None:
+        """The tree ``oid`` names, or None when the store lacks it."""
+        obj = self._r.get(oid)
+        if obj is not None and not isinstance(obj, pygit2.Tree):
+            raise RepositoryError(f"{oid}: is a {obj.type_str}, not a tree")
+        return obj
+
+    def _root(self, tree_or_commit: str) -> pygit2.Tree:
+        """The tree ``tree_or_commit`` names, or the tree of the commit it names."""
+        obj = self._r[tree_or_commit]
+        tree = obj.tree if isinstance(obj, pygit2.Commit) else obj
+        if not isinstance(tree, pygit2.Tree):
+            raise RepositoryError(f"{tree_or_commit}: is a {obj.type_str}, not a tree or a commit")
+        return tree
 
     def subtree_id(self, commit: str, path: str) -> str | None:
         """The tree id at ``path`` in a commit (e.g. the deliverable tree), or None."""
@@ -260,10 +297,8 @@ class Repo:
 
     def flatten(self, tree_or_commit: str, prefix: str = "") -> dict[str, Entry]:
         """Every non-tree entry under a tree (raw bytes names decoded with surrogateescape)."""
-        obj = self._r[tree_or_commit]
-        tree = obj.tree if isinstance(obj, pygit2.Commit) else obj
         out: dict[str, Entry] = {}
-        self._walk(tree, prefix, out)
+        self._walk(self._root(tree_or_commit), prefix, out)
         return out
 
     def count_paths(self, tree_or_commit: str, cap: int, max_depth: int,
@@ -275,8 +310,7 @@ class Repo:
         ``-1`` when some path is deeper than ``max_depth`` components. ``memo`` may be shared
         across calls with the same ``cap``.
         """
-        obj = self._r[tree_or_commit]
-        tree = obj.tree if isinstance(obj, pygit2.Commit) else obj
+        tree = self._root(tree_or_commit)
         return self._count(tree, cap, max_depth, {} if memo is None else memo)
 
     def _count(self, tree: pygit2.Tree, cap: int, depth: int,
@@ -306,11 +340,10 @@ class Repo:
 
     def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
         for entry in tree:
-            raw = entry.raw_name if hasattr(entry, "raw_name") else entry.name.encode()
-            name = raw.decode("utf-8", "surrogateescape")
+            name = _raw_name(entry).decode("utf-8", "surrogateescape")
             path = f"{prefix}{name}"
             if entry.filemode == FileMode.TREE:
-                sub = self._r.get(entry.id)
+                sub = self._tree_if_present(entry.id)
                 if sub is None:
                     out[path + "/"] = Entry(path + "/", MODE_TREE, str(entry.id))
                 else:
@@ -322,13 +355,13 @@ class Repo:
                    ) -> dict[str, tuple[Entry | None, Entry | None]]:
         """Paths that differ between two trees, skipping identical subtrees by id."""
         out: dict[str, tuple[Entry | None, Entry | None]] = {}
-        self._diff(self._r[old_tree] if old_tree else None, self._r[new_tree], prefix, out)
+        self._diff(self._tree(old_tree) if old_tree else None, self._tree(new_tree), prefix, out)
         return out
 
     def _entries(self, tree: pygit2.Tree | None) -> dict[bytes, pygit2.Object]:
         if tree is None:
             return {}
-        return {(e.raw_name if hasattr(e, "raw_name") else e.name.encode()): e for e in tree}
+        return {_raw_name(e): e for e in tree}
 
     def _diff(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
               out: dict[str, tuple[Entry | None, Entry | None]]) -> None:
@@ -342,8 +375,8 @@ class Repo:
             a_tree = ea is not None and ea.filemode == FileMode.TREE
             b_tree = eb is not None and eb.filemode == FileMode.TREE
             if a_tree or b_tree:
-                sub_a = self._r.get(ea.id) if a_tree and ea is not None else None
-                sub_b = self._r.get(eb.id) if b_tree and eb is not None else None
+                sub_a = self._tree_if_present(ea.id) if a_tree and ea is not None else None
+                sub_b = self._tree_if_present(eb.id) if b_tree and eb is not None else None
                 self._diff(sub_a, sub_b, path + "/", out)
             if not a_tree or not b_tree:
                 left = Entry(path, int(ea.filemode), str(ea.id)) if ea is not None and \
@@ -428,7 +461,7 @@ class Repo:
 
     def build_tree(self, base: str | None, changes: dict[str, bytes | None]) -> str:
         """A tree: ``base`` (a tree id or None) with files set (bytes) or removed (None)."""
-        base_tree = self._r[base] if base else None
+        base_tree = self._tree(base) if base else None
         return str(self._build(base_tree, changes))
 
     def _build(self, base: pygit2.Tree | None, changes: dict[str, bytes | None]) -> pygit2.Oid:
@@ -445,10 +478,10 @@ class Repo:
                 builder.insert(head, self._r.create_blob(data), FileMode.BLOB)
         for head, sub in nested.items():
             existing = builder.get(head)
-            sub_base = self._r[existing.id] if existing is not None and \
+            sub_base = self._tree(existing.id) if existing is not None and \
                 existing.filemode == FileMode.TREE else None
             oid = self._build(sub_base, sub)
-            if len(self._r[oid]) == 0:
+            if len(self._tree(oid)) == 0:
                 if existing is not None:
                     builder.remove(head)
             else:
@@ -461,9 +494,10 @@ class Repo:
     ) -> str:
         """Write an SSH-signed commit object (no ref moves)."""
         sig = _sig(who, when)
-        content = self._r.create_commit_string(
+        # pygit2's stub says Oid; create_commit_string returns the commit object's text
+        content = cast(str, self._r.create_commit_string(
             sig, sig, message, pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents]
-        )
+        ))
         # Without its final newline, as git writes the gpgsig header: libgit2 would add a
         # blank continuation line, a second encoding of the same signature.
         signature = sign(key, content.encode("utf-8")).removesuffix("\n")
@@ -478,6 +512,6 @@ class Repo:
             f"object {target}\ntype commit\ntag {name}\n"
             f"tagger {who.name} <{who.email}> {int(when.timestamp())} +0000\n\n"
             f"{message.rstrip()}\n"
-        ).encode("utf-8")
+        ).encode()
         data = body + sign(key, body).encode()
         return str(self._r.odb.write(ObjectType.TAG, data))

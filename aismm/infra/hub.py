@@ -13,7 +13,7 @@ from aismm.core.errors import UsageError
 from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.signing import PrivateKey, generate_key, read_private_key_file
 
-__all__ = ["Hub", "HubConfig", "FeeBand", "bundled", "find_hub"]
+__all__ = ["FeeBand", "Hub", "HubConfig", "bundled", "find_hub"]
 
 
 class FeeBand(Strict):
@@ -35,19 +35,21 @@ class HubLimits(Strict):
     max_files: int = 10000
 
 
+def _default_fees() -> dict[Literal["T0", "T1", "T2"], FeeBand]:
+    return {
+        "T0": FeeBand(min_bp=0, max_bp=300),
+        "T1": FeeBand(min_bp=800, max_bp=1200),
+        "T2": FeeBand(min_bp=2000, max_bp=3500),
+    }
+
+
 class HubConfig(Strict):
     """``hub.yaml``."""
 
     schema_version: Literal[1] = 1
     platform: str = "platform"
     arbiter: str = "arbiter"
-    fees: dict[Literal["T0", "T1", "T2"], FeeBand] = Field(
-        default_factory=lambda: {
-            "T0": FeeBand(min_bp=0, max_bp=300),
-            "T1": FeeBand(min_bp=800, max_bp=1200),
-            "T2": FeeBand(min_bp=2000, max_bp=3500),
-        }
-    )
+    fees: dict[Literal["T0", "T1", "T2"], FeeBand] = Field(default_factory=_default_fees)
     limits: HubLimits = HubLimits()
     processing: Literal["inline", "daemon"] = "inline"
 

@@ -37,7 +37,17 @@ from aismm.core.errors import ConflictError, LedgerError
 from aismm.core.money import MAX_AMOUNT, MAX_BALANCE
 
 __all__ = [
-    "FEES", "MAX_AMOUNT", "MAX_BALANCE", "WORLD", "check_amount", "Closure", "Ledger", "Settlement", "Transfer", "TransferSpec", "fee_for",
+    "FEES",
+    "MAX_AMOUNT",
+    "MAX_BALANCE",
+    "WORLD",
+    "Closure",
+    "Ledger",
+    "Settlement",
+    "Transfer",
+    "TransferSpec",
+    "check_amount",
+    "fee_for",
     "transfer_id",
 ]
 

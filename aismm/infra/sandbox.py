@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,9 +159,9 @@ def _choose(requested: str | None) -> str:
             return name
     level = ISOLATIONS[0] if os.geteuid() == 0 else ISOLATIONS[1]
     raise SandboxError(
-        f"sandbox: no isolation works here ({level}: {_probe_errors().get(level, '?')}); run as root or allow user namespaces "
-        "(sysctl kernel.unprivileged_userns_clone=1), or set AISMM_SANDBOX=rlimits-only to run "
-        "agent code unconfined"
+        f"sandbox: no isolation works here ({level}: {_probe_errors().get(level, '?')});"
+        " run as root or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1),"
+        " or set AISMM_SANDBOX=rlimits-only to run agent code unconfined"
     )
 
 
@@ -196,7 +196,8 @@ def _probe_errors() -> dict[str, str]:
                 errors[name] = str(exc)
                 continue
             if not result.ok:
-                errors[name] = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+                lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
+                errors[name] = lines[-1]
     return errors
 
 
@@ -234,18 +235,18 @@ def _run(job: _Job) -> Result:
         root = Path(tempfile.mkdtemp(prefix="aismm-root-"))
         owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
         try:
-            for path, st in owners:
-                _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
+            if uid is not None:
+                for path, st in owners:
+                    _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
             return _execute(job, _command(job, root, env, uid), env, prelude=True)
         finally:
             if uid is not None:
                 _kill_uid(uid)
-            for path, st in owners:
-                _chown_tree(path, uid, (st.st_uid, st.st_gid), set(job.readonly), exclusive=False)
-            try:
+                for path, st in owners:
+                    _chown_tree(path, uid, (st.st_uid, st.st_gid), set(job.readonly),
+                                exclusive=False)
+            with suppress(OSError):
                 root.rmdir()
-            except OSError:
-                pass
 
 
 # The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow
@@ -315,7 +316,8 @@ def _view(job: _Job, env: Mapping[str, str]) -> list[str]:
     for path in sorted(python):
         if path.exists() and not any(path == s or s in path.parents for s in system):
             ops.append((path, ["ro", str(path)]))
-    ops.append((Path("/tmp"), ["tmpfs", "/tmp", f"mode=1777,nosuid,nodev,size={job.limits.memory_bytes}"]))
+    tmp_options = f"mode=1777,nosuid,nodev,size={job.limits.memory_bytes}"
+    ops.append((Path("/tmp"), ["tmpfs", "/tmp", tmp_options]))
     ops.append((Path("/proc"), ["proc", "/proc"]))
     ops.append((Path("/dev"), ["tmpfs", "/dev", "mode=0755,nosuid,size=64k"]))
     ops += [(Path("/dev", d), ["dev", f"/dev/{d}"]) for d in _DEVICES if Path("/dev", d).exists()]
@@ -406,10 +408,8 @@ def _kill_uid(uid: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.01)
     raise SandboxError(f"sandbox: processes of run uid {uid} survive SIGKILL; check the host")
 
@@ -417,7 +417,7 @@ def _kill_uid(uid: int) -> None:
 def _chown_tree(
     top: Path, uid: int, to: tuple[int, int], skip: set[Path], *, exclusive: bool
 ) -> None:
-    """Give what uid owns under top to ``to`` (uid, gid), never following symlinks or entering skip."""
+    """Give what uid owns under top to ``to`` (uid, gid); never follow symlinks or enter skip."""
 
     def move(name: str | Path, dir_fd: int | None) -> None:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -447,7 +447,9 @@ def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: boo
         )
     except OSError as exc:
         if prelude:
-            raise SandboxError(f"sandbox: cannot start {command[0]}: {exc}; install util-linux")
+            raise SandboxError(
+                f"sandbox: cannot start {command[0]}: {exc}; install util-linux"
+            ) from exc
         why = f"sandbox: cannot start {job.argv[0]}: {exc}\n"
         return Result(tuple(job.argv), None, "", why, False, None, 0.0, False, job.isolation)
     with proc:
@@ -457,9 +459,9 @@ def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: boo
         if not err.startswith(_READY):
             if timed_out:
                 raise SandboxError("sandbox: the isolation did not come up in time; check the host")
-            why = err.decode(errors="replace").strip().splitlines()
+            said = err.decode(errors="replace").strip().splitlines()
             raise SandboxError(f"sandbox: cannot set up {job.isolation} isolation"
-                               f" ({why[-1] if why else f'exit {proc.returncode}'});"
+                               f" ({said[-1] if said else f'exit {proc.returncode}'});"
                                " check util-linux and namespace support")
         err = err[len(_READY):]
     code: int | None = None if timed_out else proc.returncode
@@ -517,10 +519,8 @@ def _collect(
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _text(data: bytes, truncated: bool, cap: int) -> str:
@@ -542,8 +542,8 @@ def _killed(code: int | None, timed_out: bool, stderr: str) -> str | None:
 def workspace(prefix: str) -> Iterator[Path]:
     """A fresh folder for one run's files, removed afterwards; leftovers of dead processes too.
 
-    Every workspace lives in ``$TMPDIR/aismm-runs-<uid>/<pid>-<random>``, so a folder whose process is
-    gone (a killed worker) is recognised and removed by the next run.
+    Every workspace lives in ``$TMPDIR/aismm-runs-<uid>/<pid>-<random>``, so a folder whose
+    process is gone (a killed worker) is recognised and removed by the next run.
     """
     runs = _runs_dir()
     sweep_workspaces(runs)

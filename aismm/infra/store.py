@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Store", "Event", "connect", "worker_id", "worker_alive"]
+__all__ = ["Event", "Store", "connect", "worker_alive", "worker_id"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -99,9 +99,7 @@ def worker_alive(claimed_by: str | None) -> bool | None:
             return False
         except PermissionError:
             pass
-        if Path("/proc/self/stat").exists():  # /proc works: no stat file means gone/zombie
-            return False
-        return True
+        return not Path("/proc/self/stat").exists()  # /proc works: no stat file: gone/zombie
     return not start or not now or now == start
 
 
@@ -137,7 +135,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -172,14 +170,15 @@ class Store:
             for *fields, claimed_by, claimed_at in rows:
                 if claimed_at is None or claimed_at < now - lease_seconds or \
                         worker_alive(claimed_by) is False:
+                    event = Event(*fields)
                     break
             else:
                 return None
             self.conn.execute(
                 "UPDATE events SET claimed_by = ?, claimed_at = ? WHERE id = ?",
-                (worker, now, fields[0]),
+                (worker, now, event.id),
             )
-        return Event(*fields)
+        return event
 
     def busy(self, lease_seconds: float = 300.0) -> dict[str, int]:
         """Pending events another live worker holds a claim on: worker description -> count."""
@@ -223,7 +222,7 @@ class Store:
         rows = self.conn.execute(
             f"SELECT {', '.join(keys)} FROM events WHERE id IN "
             f"({', '.join('?' for _ in ids)}) ORDER BY id", list(ids)).fetchall()
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def max_event_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
@@ -237,7 +236,7 @@ class Store:
         rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
                                  (repo,) if repo else ()).fetchall()
         keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def last_known(self) -> dict[str, dict[str, str]]:
         """The latest recorded value of every ref, per repository (the ref-state log)."""
@@ -265,7 +264,7 @@ class Store:
         rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
                                  (repo,) if repo else ()).fetchall()
         keys = ("id", "repo", "ref", "found", "restored", "reason", "at")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def ref_history(self, repo: str, ref: str) -> list[tuple[str, str]]:
         """Every value the log recorded for one ref, oldest first: (new, created) pairs."""
@@ -298,13 +297,13 @@ class Store:
                 "commits")
         out = []
         for row in rows:
-            rec = dict(zip(keys, row))
+            rec = dict(zip(keys, row, strict=True))
             rec["commits"] = json.loads(rec["commits"])
             out.append(rec)
         return out
 
     # -- plumbing -------------------------------------------------------------------------
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self.conn)
 
 
