@@ -1,4 +1,5 @@
-"""The contract catalog: every contract loads, every benchmark task is valid, every golden passes."""
+"""The contract catalog: every contract loads, every benchmark task is valid, every golden
+passes the hub's own DoD."""
 
 from __future__ import annotations
 
@@ -11,14 +12,9 @@ import yaml
 
 from aismm.checks import findings, mutants, run_tests, schema_fit
 from aismm.checks.expect import evaluate
-from aismm.checks.local import (
-    benchmark_checkout,
-    benchmark_tasks,
-    file_problems,
-    run_dod,
-    schema_problems,
-)
 from aismm.core.contract import Contract, load_contract_dir, parse_ref
+from aismm.services.mission import check_inputs, read_inputs
+from tests.dodkit import benchmark_checkout, benchmark_tasks, run_dod, schemas_of
 
 CATALOG = Path(__file__).resolve().parent.parent / "contracts"
 NAMES = ["code_review", "schema_design", "unit_tests"]
@@ -72,8 +68,8 @@ def test_each_contract_has_at_least_three_benchmark_tasks(name: str) -> None:
 def test_task_inputs_satisfy_the_contract(name: str, task: Path, tmp_path: Path) -> None:
     contract = _contract(name)
     root = benchmark_checkout(CATALOG / name, task, tmp_path)
-    assert file_problems(contract, root, "inputs") == []
-    assert schema_problems(contract, root, "inputs") == []
+    # what `aismm mission create` checks: raises ContractError listing any problem
+    check_inputs(contract, schemas_of(contract, root), read_inputs(root / "inputs"), root)
 
 
 @pytest.mark.parametrize(("name", "task"), TASKS, ids=_task_id)
@@ -138,7 +134,8 @@ def test_expect_unit_tests_scores_surviving_mutants(tmp_path: Path) -> None:
     assert details == [
         "1 tests; expected at least 5",
         "mutant survived: clamp: return min(x, hi)\n",
-        "mutant survived: is_prime: return n >= 2 and all(n % d for d in range(2, math.isqrt(n)))\n",
+        ("mutant survived: is_prime: return n >= 2 and all(n % d for d in range(2,"
+         " math.isqrt(n)))\n"),
         "mutant survived: gcd_list: return math.gcd(*values[:2]) if values else 0\n",
         "mutant survived: mean: return sum(values) // len(values)\n",
     ]
@@ -212,8 +209,9 @@ def test_schema_fit_refuses_an_invalid_schema(tmp_path: Path) -> None:
 def test_run_tests_reports_failures_pytest_imports_and_too_few_tests(tmp_path: Path) -> None:
     root = _checkout("unit_tests", "textkit", tmp_path)
     tests = root / "deliverable" / "test_module.py"
-    tests.write_text("from module import slugify\n\n\ndef test_a():\n    assert slugify('A b') == 'a-b'"
-                     "\n\n\ndef test_b():\n    assert slugify('A') == 'A'\n\n\n"
+    tests.write_text("from module import slugify\n\n\ndef test_a():\n"
+                     "    assert slugify('A b') == 'a-b'\n\n\n"
+                     "def test_b():\n    assert slugify('A') == 'A'\n\n\n"
                      "def test_c(tmp_path):\n    pass\n")
     assert run_tests.check(root, min_tests=4, report="none.json") == [
         "deliverable/test_module.py::test_b: fails: AssertionError",
@@ -288,13 +286,13 @@ def test_a_failing_check_fails_the_dod_with_its_output(tmp_path: Path) -> None:
     results = {r.name: r for r in run_dod(contract, root)}
     assert results["files"].status == "fail"
     assert results["files"].detail == (
-        "deliverable/extra.txt: not allowed by the contract (deliverable/findings.json,"
-        " deliverable/notes.md); remove it"
+        "deliverable/extra.txt: not an allowed deliverable path; deliver only"
+        " deliverable/findings.json, deliverable/notes.md"
     )
     assert results["schema"].status == "pass"
     assert results["findings-anchored"].status == "fail"
     assert results["findings-anchored"].detail.startswith(
-        "exit 1: deliverable/findings.json: findings/0: file 'inputs/src/client.py' is not one"
+        "deliverable/findings.json: findings/0: file 'inputs/src/client.py' is not one"
     )
 
 

@@ -18,16 +18,16 @@ import pytest
 import yaml
 
 from aismm.agents.runtime import deliverable_tree
-from aismm.checks.local import (
+from aismm.checks.testrun import collect
+from aismm.core.contract import load_contract_dir
+from aismm.services import scoring
+from tests.dodkit import (
     benchmark_checkout,
     benchmark_tasks,
     platform_verdict,
     run_dod,
     scrubbed_env,
 )
-from aismm.checks.testrun import collect
-from aismm.core.contract import load_contract_dir
-from aismm.services import scoring
 
 CONTRACT = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
 TASKS = benchmark_tasks(CONTRACT)
@@ -292,7 +292,7 @@ def test_checks_run_through_the_sandbox_on_a_forgery(tmp_path: Path) -> None:
     results = {r.name: r for r in run_dod(contract, root)}
     assert results["tests-pass"].status == "fail"
     assert results["tests-pass"].detail == (
-        "exit 1: test_module.py: the test run ended before reporting every test (exit 0 at"
+        "test_module.py: the test run ended before reporting every test (exit 0 at"
         " import?); the tests must import and run"
     )
     assert results["tests-catch-stubs"].status == "fail"

@@ -180,9 +180,10 @@ def test_bad_input_is_refused_and_changes_nothing(hub: Hub, kw: dict[str, Any],
 
 
 @pytest.mark.parametrize(("maker", "message"), [
-    (_bad_inputs, "request.json: language: 'python' was expected"),
+    (_bad_inputs, r"request.json: fails the contract schema \(language: 'python' was expected\)"),
     (_missing_inputs, r"inputs/src/\*\.py: required input missing"),
-    (_extra_inputs, "inputs/notes.txt: not an input of contract.code_review"),
+    (_extra_inputs, "inputs/notes.txt: not an allowed input path; provide only "
+                    "inputs/request.json, inputs/src/"),
 ])
 def test_inputs_are_validated_against_the_contract(hub: Hub, tmp_path: Path, maker: Any,
                                                    message: str) -> None:

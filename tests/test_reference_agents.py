@@ -16,15 +16,15 @@ import yaml
 from aismm.agents.code_reviewer import RULES, analyze
 from aismm.agents.runtime import deliverable_tree
 from aismm.checks.expect import evaluate
-from aismm.checks.local import (
-    CheckResult,
+from aismm.core.contract import Contract, load_contract_dir
+from aismm.core.document import CheckResult
+from tests.dodkit import (
     benchmark_checkout,
     benchmark_tasks,
     platform_verdict,
     run_dod,
     scrubbed_env,
 )
-from aismm.core.contract import Contract, load_contract_dir
 
 CATALOG = Path(__file__).resolve().parent.parent / "contracts"
 REFERENCE = {"code_review": ("ref-code-reviewer", "code_reviewer"),
@@ -178,7 +178,7 @@ def test_a_failing_platform_verdict_caps_the_reviewer_below_threshold(
 ) -> None:
     contract = load_contract_dir(CATALOG / "schema_design")
     run = attempts[("schema_design", "order", "ref-schema-designer")]
-    results = [*run.results, CheckResult("extra", "fail", "simulated")]
+    results = [*run.results, CheckResult(name="extra", status="fail", detail="simulated")]
     done, verdict = review(run.root, contract, results)
     assert done.returncode == 0
     assert verdict["verdict"] == "fail"
@@ -197,7 +197,8 @@ def test_reviewer_without_output_path_fails_with_a_usage_error(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_specialist_redelivers_cleanly_and_answers_a_rework_request(name: str, tmp_path: Path) -> None:
+def test_specialist_redelivers_cleanly_and_answers_a_rework_request(name: str,
+                                                                    tmp_path: Path) -> None:
     contract = load_contract_dir(CATALOG / name)
     task = benchmark_tasks(CATALOG / name)[0].name
     root = checkout(name, task, tmp_path / "c")

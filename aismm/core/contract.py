@@ -12,14 +12,26 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from aismm.core.clock import parse_duration
 from aismm.core.errors import ContractError
 from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.money import MAX_AMOUNT
 
 __all__ = [
-    "Contract", "Check", "Review", "RubricItem", "FileSpec", "Limits", "Tier", "TIERS",
-    "load_contract_dir", "digest", "parse_ref", "validate_document",
+    "TIERS",
+    "Check",
+    "Contract",
+    "FileSpec",
+    "Limits",
+    "Review",
+    "RubricItem",
+    "Tier",
+    "digest",
+    "load_contract_dir",
     "match_glob",
+    "parse_ref",
+    "schema_errors",
+    "validate_document",
 ]
 
 CONTRACT_ID = r"^contract\.[a-z0-9_]+$"
@@ -79,7 +91,7 @@ class Check(Strict):
     description: str = ""
 
     @model_validator(mode="after")
-    def _run_only_for_command(self) -> "Check":
+    def _run_only_for_command(self) -> Check:
         if self.kind == "command" and not self.run:
             raise ValueError("a command check needs 'run' (an argv list)")
         if self.kind != "command" and self.run is not None:
@@ -120,8 +132,6 @@ class Sla(Strict):
     @field_validator("deadline", "acceptance_window")
     @classmethod
     def _duration(cls, value: str) -> str:
-        from aismm.core.clock import parse_duration
-
         parse_duration(value)
         return value
 
@@ -134,7 +144,7 @@ class Pricing(Strict):
     max: int = Field(gt=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Pricing":
+    def _ordered(self) -> Pricing:
         if self.min > self.max:
             raise ValueError("min must not exceed max")
         return self
@@ -251,7 +261,8 @@ def load_contract_dir(folder: Path) -> Contract:
     """Load a contract folder and check that every referenced schema exists and is valid."""
     path = folder / "contract.yaml"
     if not path.is_file():
-        raise ContractError(f"{folder}: no contract.yaml; a contract is a folder with contract.yaml")
+        raise ContractError(f"{folder}: no contract.yaml; a contract is a folder with "
+                            "contract.yaml")
     contract = parse_contract(path.read_bytes(), str(path))
     problems = []
     for rel in contract.schema_paths():
@@ -268,12 +279,14 @@ def load_contract_dir(folder: Path) -> Contract:
     return contract
 
 
+def schema_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
+    """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
+    (``(document)`` for the whole document)."""
+    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
+    return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
+
+
 def validate_document(schema_text: bytes, data: Any, where: str) -> list[str]:
     """Validate data against a JSON Schema; return ``where: field: message`` lines."""
-    schema = json.loads(schema_text)
-    validator = jsonschema.Draft202012Validator(schema)
-    out = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        field = "/".join(str(p) for p in err.path) or "(document)"
-        out.append(f"{where}: {field}: {err.message}")
-    return out
+    return [f"{where}: {field}: {message}" for field, message in schema_errors(schema_text, data)]

@@ -6,15 +6,14 @@ frozen contract, the registry's actors), never against the incoming objects.
 
 from __future__ import annotations
 
-import json
 import re
 
 from aismm.core.actor import Actor, Manifest
-from aismm.core.contract import match_glob, parse_contract, validate_document
+from aismm.core.contract import parse_contract
 from aismm.core.document import MissionDoc, Request, Verdict
 from aismm.core.errors import AismmError, GateRejection, Problem
+from aismm.core.files import document_problems, layout_problems, schema_targets
 from aismm.core.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
-from aismm.core.safepath import case_collisions
 from aismm.gate import acceptance
 from aismm.gate.base import SHOWN_PROBLEMS, Context, Judge, Stop, shown
 from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
@@ -497,50 +496,19 @@ def _request(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str, ent
 
 
 def _deliverable_limits(j: Judge, policy: MissionPolicy, ref: str, tip: str) -> None:
+    """The contract's rules on the deliverable the attempt's tip holds (:mod:`aismm.core.files`);
+    required files are left to the DoD, since an attempt may be delivered over several pushes."""
     files = j.repo.flatten(tip)
-    for a, b in case_collisions(list(files)):
-        j.reject(ref, shown(b), f"collides with {shown(a)} on case-insensitive file systems",
-                 "rename one of them")
-    spec = policy.contract.deliverable
-    limits = spec.limits
+    contract = policy.contract
     deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
-    if len(deliverable) > limits.max_files:
-        j.reject(ref, "deliverable/", f"{len(deliverable)} files exceed the contract's limit of "
-                 f"{limits.max_files}", "deliver fewer files")
-    total = 0
-    for path, entry in sorted(deliverable.items()):
-        if entry.mode not in (MODE_FILE, MODE_EXEC):
-            if not any(match_glob(path, g) for g in spec.allowed):
-                j.reject(ref, shown(path), "not an allowed deliverable path",
-                         f"deliver only {', '.join(spec.allowed)}")
-            continue  # links and gitlinks are refused per commit; they have no blob to read
-        size = j.repo.blob_size(entry.oid)
-        total += size
-        if size > limits.max_file_bytes:
-            j.reject(ref, shown(path), f"{size} bytes exceed the per-file limit of "
-                     f"{limits.max_file_bytes}", "make the file smaller")
-        if not any(match_glob(path, g) for g in spec.allowed):
-            j.reject(ref, shown(path), "not an allowed deliverable path",
-                     f"deliver only {', '.join(spec.allowed)}")
-    if total > limits.max_total_bytes:
-        j.reject(ref, "deliverable/", f"{total} bytes exceed the total limit of "
-                 f"{limits.max_total_bytes}", "deliver less")
-    for fs in spec.files:
-        if not fs.schema_:
-            continue
-        for path, entry in deliverable.items():
-            if match_glob(path, fs.path) and entry.mode in (MODE_FILE, MODE_EXEC):
-                _schema(j, ref, path, entry, policy.schemas.get(fs.schema_, b"{}"))
-
-
-def _schema(j: Judge, ref: str, path: str, entry: Entry, schema: bytes) -> None:
-    raw = j.repo.blob(entry.oid)
-    try:
-        data = json.loads(raw) if path.endswith(".json") else load_yaml(raw, path)
-    except ValueError as exc:
-        j.reject(ref, path, f"cannot be parsed ({str(exc)[:120]})", "deliver valid JSON/YAML")
-        return
-    for line in validate_document(schema, data, path)[:5]:
-        where, _, what = line.partition(": ")
-        j.reject(ref, where, f"fails the contract schema ({what[:200]})",
-                 "make the file match the contract's schema")
+    # links and gitlinks are refused per commit; they have no blob to measure or read
+    regular = {p for p, e in deliverable.items() if e.mode in (MODE_FILE, MODE_EXEC)}
+    sizes = {p: j.repo.blob_size(e.oid) if p in regular else 0 for p, e in deliverable.items()}
+    for problem in layout_problems(contract, "deliverable", sizes, required=False, show=shown,
+                                   around=[p for p in files if p not in deliverable]):
+        j.reject(ref, shown(problem.path), problem.what, problem.fix)
+    documents = {p: j.repo.blob(deliverable[p].oid) if p in regular else None
+                 for p, _schema in schema_targets(contract, "deliverable", deliverable)}
+    for problem in document_problems(contract, "deliverable", documents, policy.schemas,
+                                     per_file=5):
+        j.reject(ref, problem.path, problem.what, problem.fix)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import string
@@ -12,12 +11,13 @@ from typing import Any
 
 from aismm import gate
 from aismm.core.clock import iso, parse_duration
-from aismm.core.contract import Contract, match_glob, validate_document
+from aismm.core.contract import Contract
 from aismm.core.document import Assignment, ContractPin, MissionDoc
 from aismm.core.errors import ActorError, ContractError, MissionError, UsageError
-from aismm.core.model import dump_yaml, load_yaml
+from aismm.core.files import document_problems, layout_problems
+from aismm.core.model import dump_yaml
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN
-from aismm.core.safepath import case_collisions, path_problem
+from aismm.core.safepath import path_problem
 from aismm.core.signing import PrivateKey
 from aismm.infra.git import Repo
 from aismm.infra.hub import BENCH_PREFIX, Hub, bundled
@@ -48,39 +48,14 @@ def read_inputs(folder: Path) -> dict[str, bytes]:
 
 def check_inputs(contract: Contract, schemas: dict[str, bytes], files: dict[str, bytes],
                  where: Path) -> None:
-    """Validate inputs against the contract; raise one ContractError listing every problem."""
-    problems = []
-    for path in files:
-        why = path_problem(path)
-        if why:
-            problems.append(f"{where}: {path}: {why}")
-        elif not any(match_glob(path, spec.path) for spec in contract.inputs.files):
-            allowed = ", ".join(s.path for s in contract.inputs.files)
-            problems.append(f"{where}: {path}: not an input of {contract.ref}; "
-                            f"provide only {allowed}")
-    for a, b in case_collisions(list(files)):
-        problems.append(f"{where}: {b}: collides with {a} by case; rename one")
-    limits = contract.inputs.limits
-    if len(files) > limits.max_files:
-        problems.append(f"{where}: {len(files)} files exceed {limits.max_files}; send fewer")
-    for path, data in files.items():
-        if len(data) > limits.max_file_bytes:
-            problems.append(f"{where}: {path}: {len(data)} bytes exceed {limits.max_file_bytes}")
-    for spec in contract.inputs.files:
-        matching = [p for p in files if match_glob(p, spec.path)]
-        if spec.required and not matching:
-            problems.append(f"{where}: {spec.path}: required input missing; add it")
-        for path in matching:
-            if not spec.schema_:
-                continue
-            try:
-                data = json.loads(files[path]) if path.endswith(".json") else \
-                    load_yaml(files[path], path)
-            except ValueError as exc:
-                problems.append(f"{where}: {path}: cannot be parsed ({str(exc)[:100]}); fix it")
-                continue
-            for line in validate_document(schemas[spec.schema_], data, path):
-                problems.append(f"{where}: {line}; make it match {spec.schema_}")
+    """Validate inputs against the contract (:mod:`aismm.core.files`, the rules the gate applies
+    to a deliverable); raise one ContractError listing every problem."""
+    unsafe = {path: why for path in files if (why := path_problem(path))}
+    safe = {path: data for path, data in files.items() if path not in unsafe}
+    problems = [f"{where}: {path}: {why}" for path, why in unsafe.items()]
+    found = [*layout_problems(contract, "inputs", {p: len(d) for p, d in safe.items()}),
+             *document_problems(contract, "inputs", safe, schemas)]
+    problems += [f"{where}: {problem}" for problem in found]
     if problems:
         raise ContractError("\n".join(problems))
 
