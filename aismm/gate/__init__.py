@@ -58,7 +58,7 @@ def judge(ctx: Context, repo: Repo, updates: list[Update], *, pusher: str | None
         registry = snapshot(reg_repo, base)
     except AismmError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt registry must fail closed
+    except Exception as exc:  # any failure reading a corrupt registry fails closed
         raise GateRejection([Problem("registry", "registry.git", f"unreadable ({exc})",
                                      "repair the hub registry")]) from exc
     j = Judge(ctx, repo, registry, pusher)
@@ -73,7 +73,7 @@ def judge(ctx: Context, repo: Repo, updates: list[Update], *, pusher: str | None
         pass
     except GateRejection:
         raise
-    except Exception as exc:  # noqa: BLE001 - anything unexpected rejects (fail closed)
+    except Exception as exc:  # anything unexpected rejects (fail closed)
         j.reject(norm[0][2] if norm else "?", "gate", f"internal error ({type(exc).__name__}: "
                  f"{exc})", "report this; the push was refused to stay safe")
     if j.problems:
@@ -265,7 +265,7 @@ def _judge_mission(j: Judge, updates: list[tuple[str | None, str | None, str]],
                      "missions are created with `aismm mission create`")
         return
     after = dict(j.repo.refs())
-    for old, new, ref in updates:
+    for _old, new, ref in updates:
         if new is not None:
             after[ref] = new
     for old, new, ref in updates:

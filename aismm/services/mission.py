@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,26 @@ from aismm.core.files import document_problems, layout_problems
 from aismm.core.model import dump_yaml
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN
 from aismm.core.safepath import path_problem
-from aismm.core.signing import PrivateKey
+from aismm.core.signing import PrivateKey, verify
 from aismm.infra.git import Repo
 from aismm.infra.hub import BENCH_PREFIX, Hub, bundled
+from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
 from aismm.services import events, judged
 from aismm.state import provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
+from aismm.state.provision import install
+from aismm.state.registry import status_of
 
-__all__ = ["create", "open_mission", "show", "read_inputs", "fee_rate",
-           "ATTEMPT", "MAIN", "ACCEPTED"]
+__all__ = [
+    "ACCEPTED",
+    "ATTEMPT",
+    "MAIN",
+    "create",
+    "fee_rate",
+    "open_mission",
+    "read_inputs",
+    "show",
+]
 
 
 
@@ -60,36 +72,39 @@ def check_inputs(contract: Contract, schemas: dict[str, bytes], files: dict[str,
         raise ContractError("\n".join(problems))
 
 
-def fee_rate(hub: "Hub", contract: Contract, tier: str) -> int:
+def fee_rate(hub: Hub, contract: Contract, tier: str) -> int:
     """The fee rate (basis points) of a tier: the contract's, inside the hub's band."""
     if tier not in contract.tiers:
         raise ContractError(f"--tier {tier}: {contract.ref} allows only "
                             f"{', '.join(sorted(contract.tiers))}; pick one of those")
-    rate = contract.tiers[tier].fee_bp  # type: ignore[index]
-    band = hub.config.fees[tier]  # type: ignore[index]
+    rate = contract.tiers[tier].fee_bp
+    band = hub.config.fees[tier]
     if not band.min_bp <= rate <= band.max_bp:
         raise ContractError(f"{contract.ref}: tier {tier} fee {rate} bp is outside the hub's band "
                             f"{band.min_bp}-{band.max_bp} bp; fix the contract or hub.yaml")
     return rate
 
 
+def _bullet(items: Iterable[str]) -> str:
+    return "\n".join(f"- {i}" for i in items) or "- (none)"
+
+
 def _render_readme(doc: MissionDoc, contract: Contract) -> bytes:
     template = string.Template((bundled("templates") / "mission_readme.md").read_text())
-    bullet = lambda items: "\n".join(f"- {i}" for i in items) or "- (none)"  # noqa: E731
     text = template.safe_substitute(
         mission_id=doc.id, contract_ref=doc.contract.ref, contract_title=contract.title,
         contract_description=contract.description.strip(), client=doc.client, tier=doc.tier,
         price=doc.price, fee=doc.fee, deadline=doc.deadline,
         agents=", ".join(doc.assignment.agents), reviewers=", ".join(doc.reviewers) or
         "picked by the hub",
-        deliverables=bullet(f"`{f.path}`" + (f" (schema `{f.schema_}`)" if f.schema_ else "") +
+        deliverables=_bullet(f"`{f.path}`" + (f" (schema `{f.schema_}`)" if f.schema_ else "") +
                             (f": {f.description}" if f.description else "")
                             for f in contract.deliverable.files),
-        checks=bullet(f"`{c.name}` ({c.kind})" + (f": {c.description}" if c.description else "")
+        checks=_bullet(f"`{c.name}` ({c.kind})" + (f": {c.description}" if c.description else "")
                       for c in contract.dod.checks),
         quorum=contract.dod.review.quorum, threshold=contract.dod.review.threshold,
         rubric=", ".join(r.id for r in contract.dod.review.rubric),
-        inputs=bullet(f"`{f.path}`" + (f": {f.description}" if f.description else "")
+        inputs=_bullet(f"`{f.path}`" + (f": {f.description}" if f.description else "")
                       for f in contract.inputs.files),
     )
     return text.encode()
@@ -111,14 +126,12 @@ class Created:
                 "main": self.main}
 
 
-def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: int | None,
+def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int | None,
            tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
            deadline: str | None = None, key: PrivateKey | None = None,
            mode: str = "direct", parent: str | None = None, fund: bool = True,
            benchmark: bool = False) -> Created:
     """Create and fund a mission; on any error nothing is left behind."""
-    from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
-
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
     if not {"client", "orchestrator"} & set(client_actor.roles) and not (
@@ -142,8 +155,6 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
             raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
                              "specialist")
         if tier != "T0":
-            from aismm.state.registry import status_of
-
             listed = (status_of(hub, agent_id) or {}).get("status") == "listed"
             if not listed:
                 raise ActorError(f"--agent {agent_id}: not listed (no passing assessment); at "
@@ -179,9 +190,9 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
         f"{secrets.token_hex(4)}"
     doc = MissionDoc(
         id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
-        tier=tier,  # type: ignore[arg-type]
+        tier=tier,
         price=price, fee=fee_for(price, rate), fee_bp=rate, created=iso(now),
-        deadline=iso(now + span), assignment=Assignment(mode=mode, agents=agents),  # type: ignore[arg-type]
+        deadline=iso(now + span), assignment=Assignment(mode=mode, agents=agents),
         reviewers=reviewers, arbiter=contract.disputes.arbiter or hub.config.arbiter,
         parent=parent,
     )
@@ -207,8 +218,6 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
             repo.update_ref(ref, new, None)
         repo.set_config("gpg.format", "ssh")
         repo.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
-        from aismm.state.provision import install
-
         install(staging)
         if fund and not benchmark:
             with Ledger(hub.db_path, hub.clock) as ledger:
@@ -222,7 +231,7 @@ def create(hub: "Hub", *, contract_ref: str, client: str, inputs: Path, price: i
     return Created(doc, final, main)
 
 
-def _price(hub: "Hub", agents: list[str], price: int | None) -> int:
+def _price(hub: Hub, agents: list[str], price: int | None) -> int:
     """The mission price: given, or the highest asking price of the assigned agents."""
     asks = {a: m.price for a, m in registry.manifests(hub).items() if a in agents}
     if price is None:
@@ -238,7 +247,7 @@ def _price(hub: "Hub", agents: list[str], price: int | None) -> int:
 
 
 
-def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
+def open_mission(hub: Hub, mission_id: str) -> tuple[Repo, MissionPolicy]:
     """A mission's repository and policy, or a MissionError naming the id.
 
     Its refs (and the registry's) are judged first: whatever moved without the gate is judged
@@ -255,10 +264,8 @@ def open_mission(hub: "Hub", mission_id: str) -> tuple[Repo, MissionPolicy]:
     return repo, policy
 
 
-def show(hub: "Hub", mission_id: str) -> dict[str, Any]:
+def show(hub: Hub, mission_id: str) -> dict[str, Any]:
     """Refs, files on main and who signed each ref's tip."""
-    from aismm.core.signing import verify
-
     repo, policy = open_mission(hub, mission_id)
     snap = registry.snapshot(Repo(hub.registry_path))
     refs = {}
@@ -274,7 +281,7 @@ def show(hub: "Hub", mission_id: str) -> dict[str, Any]:
             if sig and payload is not None:
                 actor = snap.by_key.get(verify(sig, payload))
                 signer = actor.id if actor else "unknown key"
-        except Exception:  # noqa: BLE001 - show what we can
+        except Exception:
             signer = "invalid signature"
         refs[ref] = {"id": oid, "signer": signer}
     return {"id": mission_id, "path": str(repo.path), "mission": policy.doc.model_dump(
