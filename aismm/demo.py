@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from aismm.core.actor import Manifest, Runtime
 from aismm.infra import sandbox
 from aismm.infra.hub import Hub, bundled
 from aismm.infra.ledger import Ledger
-from aismm.services import client, lifecycle, market, mission, registrar, worker
+from aismm.services import client, delivery, lifecycle, market, mission, registrar, worker
 from aismm.services.hubs import init_hub
 from aismm.state import registry
 
@@ -64,8 +65,6 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     market.register_reference_agents(hub, assess_them=False)
     registrar.add_actor(hub, "lintworks", ["client"], None, None, True)
     registrar.add_actor(hub, "lint-bot", ["specialist"], "lintworks", None, True)
-    from aismm.core.actor import Manifest, Runtime
-
     market.register_manifest(hub, Manifest(
         id="lint-bot", owner="lintworks", roles=["specialist"],
         contracts=["contract.code_review@1.0.0"], price=300, capacity=4,
@@ -169,8 +168,6 @@ Try next:
 
 
 def _dispatch(hub: Hub, mission_id: str) -> list[str]:
-    from aismm.services import delivery
-
     lines = delivery.dispatch(hub, mission_id) + worker.process(hub)
     return [line.removeprefix("aismm: ") for line in lines]
 

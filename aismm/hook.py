@@ -1,4 +1,6 @@
-"""Server-side hooks: install them, and the code the thin hook scripts (or the server) run.
+"""Server-side hooks: the code the thin hook scripts (or the server) run.
+
+The scripts themselves are installed by :mod:`aismm.state.provision`.
 
 A hook script first offers its work to a resident ``aismm serve`` over ``<hub>/run/aismm.sock``
 (stdlib only, so it starts fast); without one it imports this module and does the work itself.
@@ -12,10 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from aismm.core.errors import AismmError, GateRejection, SandboxError
-from aismm.services import worker
+from aismm.gate import rejection_lines
+from aismm.infra.git import Repo
+from aismm.infra.hub import Hub
+from aismm.services import judged, worker
 
-__all__ = ["handle", "hub_of", "main"]
+__all__ = ["Request", "handle", "hub_of", "main"]
 
+# A hook request (also the socket message): hook, stdin, git_dir, object_dir, pusher. Typed
+# loosely: it arrives as JSON from a hook script, and a malformed one is refused where read.
+Request = dict[str, Any]
 
 
 def hub_of(repo_path: Path) -> Path:
@@ -36,7 +44,7 @@ def _updates(stdin: bytes) -> list[tuple[str, str, str]]:
     return out
 
 
-def request_from_env(name: str, stdin: bytes) -> dict[str, Any]:
+def request_from_env(name: str, stdin: bytes) -> Request:
     """What a hook needs from its environment, as a plain dict (also the socket message)."""
     return {
         "hook": name, "stdin": stdin.decode("utf-8", "replace"),
@@ -46,8 +54,7 @@ def request_from_env(name: str, stdin: bytes) -> dict[str, Any]:
     }
 
 
-def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
-           ) -> tuple[int, list[str]]:
+def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, list[str]]:
     """Run one hook request; return (exit status, the lines for this pusher's stderr).
 
     Nothing is printed here: the caller (the hook script in-process, or ``aismm serve`` for one
@@ -57,8 +64,6 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
     try:
         return 0, _run(request, hubs)
     except GateRejection as exc:
-        from aismm.gate import rejection_lines
-
         return 1, rejection_lines(exc)
     except SandboxError as exc:  # the hub's fault: nothing was judged or committed for it
         if name == "pre-receive":
@@ -67,7 +72,7 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
                    "sandbox, then run `aismm process`"]
     except AismmError as exc:
         return 1, f"aismm: {exc}".splitlines()
-    except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
+    except Exception as exc:  # fail closed, one line, no traceback
         what = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else \
             type(exc).__name__
         if name == "pre-receive":
@@ -78,17 +83,12 @@ def handle(request: dict[str, Any], hubs: dict[Path, Any] | None = None
                    "yet processed; run `aismm process`"]
 
 
-def _run(request: dict[str, Any], hubs: dict[Path, Any] | None) -> list[str]:
-    from aismm.infra.hub import Hub
-
+def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
     git_dir = Path(request["git_dir"])
     root = hub_of(git_dir)
     hub = (hubs or {}).get(root) or Hub(root)
     updates = _updates(request["stdin"].encode())
     if request["hook"] == "pre-receive":
-        from aismm.infra.git import Repo
-        from aismm.services import judged
-
         judged.ensure_registry(hub)  # keys and manifests as judged, never a hook-skipping write
         repo = Repo(git_dir)
         if request.get("object_dir"):

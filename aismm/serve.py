@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import socketserver
 import threading
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import cast
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
 
 from aismm.core.errors import AismmError, ConflictError
 from aismm.core.refs import SOCKET
-from aismm.services import worker
-
-if TYPE_CHECKING:
-    from aismm.infra.hub import Hub
+from aismm.hook import handle
+from aismm.infra.hub import Hub
+from aismm.infra.store import Store
+from aismm.services import judged, settlement, worker
 
 __all__ = ["Server", "rescan"]
 
@@ -60,9 +66,7 @@ class _Activity:
 
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
-        from aismm.hook import handle
-
-        server: "_SocketServer" = self.server  # type: ignore[assignment]
+        server = cast(_SocketServer, self.server)  # the server this handler belongs to
         repo: str | None = None
         try:
             request = json.loads(self.rfile.readline())
@@ -88,15 +92,14 @@ class _Handler(socketserver.StreamRequestHandler):
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, hub: "Hub", lock: threading.Lock) -> None:
+    def __init__(self, path: str, hub: Hub) -> None:
         self.hub = hub
-        self.lock = lock
         self.approved: set[tuple[str, str, str, str]] = set()  # (repo, ref, old, new) judged
         self.activity = _Activity()
         super().__init__(path, _Handler)
 
 
-def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str, str]] | None = None,
+def rescan(hub: Hub, log: Log, approved: set[tuple[str, str, str, str]] | None = None,
            activity: _Activity | None = None, reported: set[str] | None = None) -> None:
     """Judge every ref move the ref-state log never saw, the registry's included; restore what
     the gate rejects (:func:`aismm.services.judged.sweep`).
@@ -105,8 +108,6 @@ def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str, str]] | None
     its refs move just before they are logged. Trouble with one repository is logged (once per
     distinct message when ``reported`` is given) and never stops the scan of the others.
     """
-    from aismm.services import judged
-
     busy = {name for name in (activity.names() if activity is not None else [])
             if activity is not None and activity.stamp(name)[0]}
     for line in judged.sweep(hub, approved or set(), skip=busy):
@@ -122,9 +123,8 @@ def rescan(hub: "Hub", log: Log, approved: set[tuple[str, str, str, str]] | None
 class Server:
     """The resident process: socket, outbox, timers, reconciler, watcher."""
 
-    def __init__(self, hub: "Hub", log: Log, interval: float = 5.0) -> None:
+    def __init__(self, hub: Hub, log: Log, interval: float = 5.0) -> None:
         self.hub, self.log, self.interval = hub, log, interval
-        self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.socket_path = hub.root / SOCKET
@@ -135,9 +135,6 @@ class Server:
 
     def run(self, once: bool = False) -> None:
         """Serve until interrupted (or one pass with ``once``)."""
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
-
         server = self._listen()
         self.approved, self.activity = server.approved, server.activity
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -149,8 +146,6 @@ class Server:
                 path = str(event.src_path)
                 if "/refs/" in path or path.endswith("packed-refs"):
                     wake.set()
-
-        import warnings
 
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
         observer = Observer()
@@ -177,8 +172,6 @@ class Server:
     def _listen(self) -> _SocketServer:
         path = str(self.socket_path)
         if self.socket_path.exists():
-            import socket
-
             with socket.socket(socket.AF_UNIX) as probe:
                 try:
                     probe.connect(path)
@@ -188,33 +181,29 @@ class Server:
                     raise ConflictError(f"{path}: another `aismm serve` is running; stop it first")
         old = os.umask(0o177)
         try:
-            return _SocketServer(path, self.hub, self.lock)
+            return _SocketServer(path, self.hub)
         finally:
             os.umask(old)
 
     def _pass(self, full: bool = True) -> None:
-        from aismm.services import settlement
-
-        with self.lock:
-            try:
-                rescan(self.hub, self.log, self.approved, self.activity, self.reported)
-                if self.hub.config.processing == "daemon":
-                    lines = worker.process(self.hub)
-                elif full:  # inline: pushes process their own events and report them; the
-                    # loop only picks up stragglers already pending at the previous pass
-                    lines = worker.process(self.hub, max_id=self.stragglers)
-                else:
-                    lines = []
-                if full:  # timers and the reconciler walk every mission: on the interval only
-                    from aismm.infra.store import Store
-
-                    with Store(self.hub.db_path) as store:
-                        self.stragglers = store.max_event_id()
-                    lines = settlement.reconcile(self.hub) + lines + settlement.tick(self.hub)
-                for line in lines:
-                    if "nothing to finish" not in line:
-                        self.log(line.removeprefix("aismm: "))
-            except AismmError as exc:
-                self.log(f"error: {exc}")
-            except Exception as exc:  # noqa: BLE001 - the daemon outlives any one bad pass
-                self.log(f"error: {type(exc).__name__}: {exc}")
+        """One pass of the loop (only the loop runs it: the socket threads take no part)."""
+        try:
+            rescan(self.hub, self.log, self.approved, self.activity, self.reported)
+            if self.hub.config.processing == "daemon":
+                lines = worker.process(self.hub)
+            elif full:  # inline: pushes process their own events and report them; the
+                # loop only picks up stragglers already pending at the previous pass
+                lines = worker.process(self.hub, max_id=self.stragglers)
+            else:
+                lines = []
+            if full:  # timers and the reconciler walk every mission: on the interval only
+                with Store(self.hub.db_path) as store:
+                    self.stragglers = store.max_event_id()
+                lines = settlement.reconcile(self.hub) + lines + settlement.tick(self.hub)
+            for line in lines:
+                if "nothing to finish" not in line:
+                    self.log(line.removeprefix("aismm: "))
+        except AismmError as exc:
+            self.log(f"error: {exc}")
+        except Exception as exc:  # the daemon outlives any one bad pass
+            self.log(f"error: {type(exc).__name__}: {exc}")

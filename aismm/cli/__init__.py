@@ -17,7 +17,7 @@ from aismm.cli import actor, agent, contract, demo, hub, ledger, mission, proces
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,7 +43,8 @@ _QUOTED = re.compile(r"'(-{1,2}[A-Za-z0-9][\w-]*|[A-Z][A-Z0-9_]*)'")
 
 def _command_path(argv: list[str]) -> str:
     """The command an argument list names (``aismm mission create``), read off its words."""
-    path, command, words = ["aismm"], cli, iter(argv)
+    path, words = ["aismm"], iter(argv)
+    command: click.Command = cli
     for word in words:
         if not isinstance(command, click.Group):
             break
@@ -64,14 +65,15 @@ def _command_path(argv: list[str]) -> str:
 def usage_line(exc: click.ClickException, argv: list[str] | None = None) -> str:
     """One ``aismm: <command>: <what>; see aismm <command> --help`` line for an error click
     found while parsing (missing argument or option, unknown option or command, bad value)."""
-    ctx = getattr(exc, "ctx", None)
+    ctx: click.Context | None = getattr(exc, "ctx", None)
     path = ctx.command_path if ctx is not None else _command_path(
         sys.argv[1:] if argv is None else argv)
     where = path.removeprefix("aismm").strip() or "usage"
     fix = f"see {path} --help"
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-        command = ctx.command if ctx is not None else None
-        names = ", ".join(command.list_commands(ctx)) if isinstance(command, click.Group) else ""
+        group = ctx.command if ctx is not None else None
+        names = ", ".join(group.list_commands(ctx)) if ctx is not None and \
+            isinstance(group, click.Group) else ""
         what = f"missing command{f' (one of {names})' if names else ''}"
         return f"aismm: {where}: {what}; {fix}"
     text = " ".join(exc.format_message().split())
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("aismm: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 3
+    except Exception as exc:  # the one place that turns bugs into exit 3
         click.echo(f"aismm: internal error ({type(exc).__name__}: {exc}); rerun with "
                    "AISMM_DEBUG=1 for a traceback and report it", err=True)
         if debug:

@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from aismm.cli.common import emit, hub_from, read_text
+from aismm.core.actor import Actor
+from aismm.core.signing import fingerprint, parse_public_key
+from aismm.infra.hub import Hub
 from aismm.services import registrar
 
 
@@ -33,8 +36,6 @@ def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | 
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
-        from aismm.core.signing import parse_public_key
-
         key_text = parse_public_key(key_text, str(pubkey))
     actor = registrar.add_actor(hub, actor_id, list(roles), owner, key_text, hosted)
     data = _describe(hub, actor)
@@ -42,19 +43,18 @@ def add(ctx: click.Context, actor_id: str, roles: tuple[str, ...], owner: str | 
          + (f"\n  key file: {data['key_file']}" if actor.hosted else ""))
 
 
-def _describe(hub: object, actor: object) -> dict[str, object]:
-    from aismm.core.actor import Actor
-    from aismm.core.signing import fingerprint
+def _state(actor: Actor) -> str:
+    return "revoked" if actor.revoked else "active"
 
-    assert isinstance(actor, Actor)
+
+def _describe(hub: Hub, actor: Actor) -> dict[str, object]:
     data: dict[str, object] = actor.model_dump(mode="json")
-    data["state"] = "revoked" if actor.revoked else "active"
+    data["state"] = _state(actor)
     data["fingerprint"] = fingerprint(actor.key)
     data["rotated_keys"] = len(actor.retired_keys)
     data["retired_keys"] = [{**r.model_dump(mode="json"), "fingerprint": fingerprint(r.key)}
                             for r in actor.retired_keys]
-    data["key_file"] = (str(hub.key_path(actor.id))  # type: ignore[attr-defined]
-                        if actor.hosted and not actor.revoked else None)
+    data["key_file"] = str(hub.key_path(actor.id)) if actor.hosted and not actor.revoked else None
     return data
 
 
@@ -66,11 +66,11 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     from aismm.state import registry
 
     hub = hub_from(ctx)
-    rows = [_describe(hub, a) for _, a in sorted(registry.actors(hub).items())]
-    text = "\n".join(f"{r['id']:<22} {','.join(r['roles']):<24} owner={r['owner']:<16} "  # type: ignore[arg-type]
-                     f"{'hosted' if r['hosted'] else 'external':<8} {r['state']:<7} "
-                     f"rotated={r['rotated_keys']}" for r in rows)
-    emit(rows, as_json, text or "(no actors)")
+    found = [a for _, a in sorted(registry.actors(hub).items())]
+    text = "\n".join(f"{a.id:<22} {','.join(a.roles):<24} owner={a.owner:<16} "
+                     f"{'hosted' if a.hosted else 'external':<8} {_state(a):<7} "
+                     f"rotated={len(a.retired_keys)}" for a in found)
+    emit([_describe(hub, a) for a in found], as_json, text or "(no actors)")
 
 
 @group.command("show")
@@ -84,19 +84,18 @@ def show(ctx: click.Context, actor_id: str, as_json: bool) -> None:
     hub = hub_from(ctx)
     found = registry.actors(hub).get(actor_id)
     if found is None:
-        registry.actor(hub, actor_id)  # raises the usual "unknown actor" error
+        found = registry.actor(hub, actor_id)  # raises the usual "unknown actor" error
     data = _describe(hub, found)
-    emit(data, as_json, _show_text(data))
+    emit(data, as_json, _show_text(found, data))
 
 
-def _show_text(data: dict[str, object]) -> str:
+def _show_text(actor: Actor, data: dict[str, object]) -> str:
     lines = []
     for k, v in data.items():
         if k == "retired_keys":
-            retired: list[dict[str, str]] = v  # type: ignore[assignment]
-            lines.append(f"retired_keys: {len(retired) or 'none'}")
-            lines += [f"  {r['fingerprint']} valid before {r['valid_before']}  ({r['key']})"
-                      for r in retired]
+            lines.append(f"retired_keys: {len(actor.retired_keys) or 'none'}")
+            lines += [f"  {fingerprint(r.key)} valid before {r.valid_before}  ({r.key})"
+                      for r in actor.retired_keys]
         else:
             lines.append(f"{k}: {v}")
     return "\n".join(lines)
@@ -116,8 +115,6 @@ def rotate(ctx: click.Context, actor_id: str, pubkey: Path | None, hosted: bool,
     hub = hub_from(ctx)
     key_text = read_text(pubkey, "--pubkey") if pubkey else None
     if key_text is not None:
-        from aismm.core.signing import parse_public_key
-
         key_text = parse_public_key(key_text, str(pubkey))
     actor = registrar.rotate_actor(hub, actor_id, key_text, hosted)
     data = _describe(hub, actor)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from aismm.cli.common import emit, hub_from
+from aismm.infra.hub import Hub
 
 
 @click.group("agent")
@@ -52,7 +53,8 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
     man = registry.manifests(hub).get(agent_id)
     if man is None:
         raise UsageError(f"{agent_id}: no such agent; see `aismm agent list`")
-    data = {"manifest": man.model_dump(mode="json"), "assessment": registry.status_of(hub, agent_id)}
+    data = {"manifest": man.model_dump(mode="json"),
+            "assessment": registry.status_of(hub, agent_id)}
     emit(data, as_json, dump_yaml(data).rstrip())
 
 
@@ -85,7 +87,7 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
                         "improve the agent and assess again")
 
 
-def _known_filters(hub: object, contract: str | None, role: str | None) -> None:
+def _known_filters(hub: Hub, contract: str | None, role: str | None) -> None:
     """A filter naming no published contract or no role is bad input, not an empty answer."""
     from typing import get_args
 
@@ -95,9 +97,9 @@ def _known_filters(hub: object, contract: str | None, role: str | None) -> None:
 
     if contract is not None:
         try:
-            registry.resolve_contract(hub, contract)  # type: ignore[arg-type]
+            registry.resolve_contract(hub, contract)
         except ContractError as exc:
-            known = sorted(registry.contracts(hub))  # type: ignore[arg-type]
+            known = sorted(registry.contracts(hub))
             raise UsageError(f"--contract {contract}: no such published contract; use one of "
                              f"{', '.join(known) or '(none published)'} (the version is "
                              "optional)") from exc

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from aismm.core.errors import UsageError
 from aismm.infra.hub import Hub, find_hub
 
-__all__ = ["Context", "emit", "hub_from", "read_text"]
+__all__ = ["Context", "context_of", "emit", "hub_from", "read_text"]
 
 
 class Context:
@@ -24,12 +23,18 @@ class Context:
         return Hub(find_hub(self.hub_arg))
 
 
-def hub_from(ctx: click.Context) -> Hub:
+def context_of(ctx: click.Context) -> Context:
+    """The :class:`Context` the ``aismm`` group put on the root click context."""
     obj: Context = ctx.find_root().obj
-    return obj.hub()
+    return obj
 
 
-def emit(data: Any, as_json: bool, text: str | None = None) -> None:
+def hub_from(ctx: click.Context) -> Hub:
+    """The hub the command works on (``--hub`` / ``$AISMM_HUB``)."""
+    return context_of(ctx).hub()
+
+
+def emit(data: object, as_json: bool, text: str | None = None) -> None:
     """Print JSON (stable keys) or the human text."""
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -37,7 +37,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     from aismm.core.model import dump_yaml
     from aismm.state import registry
 
-    contract, files, sha = registry.resolve_contract(hub_from(ctx), ref)
+    contract, _files, sha = registry.resolve_contract(hub_from(ctx), ref)
     data = {**contract.model_dump(mode="json", by_alias=True), "sha256": sha}
     emit(data, as_json, dump_yaml(data).rstrip())
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aismm.cli.common import emit, hub_from
+from aismm.cli.common import context_of, emit, hub_from
 from aismm.services.hubs import init_hub
 
 
@@ -26,7 +26,7 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
     """Create a hub in DIRECTORY (default: --hub / $AISMM_HUB)."""
     from aismm.infra.hub import find_hub
 
-    root = directory or find_hub(ctx.find_root().obj.hub_arg)
+    root = directory or find_hub(context_of(ctx).hub_arg)
     isolation = None
     if with_reference_agents:  # assessing runs agent code: a hub that cannot contain it stops here
         from aismm.infra import sandbox
@@ -42,11 +42,11 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
                                                                         err=True))
     from aismm.state import registry
 
-    data = {"hub": str(hub.root), "platform": hub.config.platform,
-            "contracts": sorted(registry.contracts(hub)), "agents": agents,
-            "sandbox": isolation}
+    contracts = sorted(registry.contracts(hub))
+    data = {"hub": str(hub.root), "platform": hub.config.platform, "contracts": contracts,
+            "agents": agents, "sandbox": isolation}
     emit(data, as_json, f"Created hub {hub.root}\n  platform: {hub.config.platform}\n"
-         f"  contracts: {', '.join(data['contracts'])}" +
+         f"  contracts: {', '.join(contracts)}" +
          (f"\n  agents: {', '.join(agents)} (assessed in the {isolation} sandbox)"
           if agents else "") +
          f"\nUse it with: export AISMM_HUB={hub.root}")

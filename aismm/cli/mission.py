@@ -136,15 +136,16 @@ def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     emit(st, as_json, "\n".join(lines))
 
 
-def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> None:
+def _acting(ctx: click.Context, mission_id: str, action: str, *, attempt: str = "",
+            reason: str = "", as_actor: str | None = None, key: Path | None = None,
+            as_json: bool = False) -> None:
     from aismm.core.errors import Rejection
     from aismm.core.safepath import printable
     from aismm.core.signing import read_private_key_file
     from aismm.services import delivery, settlement
 
     hub = hub_from(ctx)
-    key = kw.pop("key", None)
-    private = read_private_key_file(key) if key else None  # type: ignore[arg-type]
+    private = read_private_key_file(key) if key else None
     failures: list[dict[str, str]] = []
     if action == "run":
         lines = delivery.dispatch(hub, mission_id)
@@ -152,12 +153,10 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
 
         lines += worker.process(hub)
     elif action in ("rework", "escalate"):
-        lines = client.request(hub, mission_id, str(kw["attempt"]),
-                                   "rework" if action == "rework" else "escalation",
-                                   str(kw["reason"]), private)
+        lines = client.request(hub, mission_id, attempt,
+                               "rework" if action == "rework" else "escalation", reason, private)
     elif action == "accept":
-        lines = client.accept(hub, mission_id, str(kw["attempt"]),
-                                  kw.get("as_actor") or None, private)  # type: ignore[arg-type]
+        lines = client.accept(hub, mission_id, attempt, as_actor or None, private)
     else:
         lines = settlement.cancel(hub, mission_id)
     lines = [printable(line) for line in lines]  # agent text in them is escaped already
@@ -167,7 +166,7 @@ def _acting(ctx: click.Context, mission_id: str, action: str, **kw: object) -> N
     if action == "run":
         data["failures"] = failures
     text = "\n".join(line.removeprefix("aismm: ") for line in lines if line not in failed)
-    emit(data, bool(kw.get("as_json")), text or None)
+    emit(data, as_json, text or None)
     if failed:  # one stderr line per failed attempt, exit 1
         raise Rejection("\n".join(failed))
 
