@@ -52,3 +52,39 @@ def test_only_git_module_imports_pygit2() -> None:
     offenders = [p for p in (ROOT / "aismm").rglob("*.py")
                  if "import pygit2" in p.read_text() and p.name != "git.py"]
     assert offenders == []
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_docs_stand_alone() -> None:
+    """A user has README.md and docs/ only: no page leans on the original design notes."""
+    for page in DOCS:
+        text = page.read_text()
+        for word in ("DESIGN", "shared/"):
+            assert word not in text, f"{page.relative_to(ROOT)} refers to {word}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading."""
+    kept = "".join(ch for ch in heading.strip().lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+def test_relative_links_resolve() -> None:
+    """Every relative link of README.md and docs/*.md names a file that exists, and every
+    ``#anchor`` a heading of that page."""
+    import re
+
+    for page in DOCS:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.exists(), f"{page.relative_to(ROOT)}: broken link {target}"
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.MULTILINE)
+                assert anchor in {_slug(h) for h in headings}, \
+                    f"{page.relative_to(ROOT)}: no heading for #{anchor} in {path or page.name}"
