@@ -1,4 +1,4 @@
-"""The gate's rules for ``accepted`` and the settlement tags (DESIGN §6.6, §6.2)."""
+"""The gate's rules for ``accepted`` and the settlement tags (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mission repositories: creation (DESIGN §5), listing and inspection."""
+"""Mission repositories: creation, listing and inspection."""
 
 from __future__ import annotations
 
