@@ -1,4 +1,4 @@
-"""The gate: the one validator that decides whether a set of ref updates is allowed (docs/protocol.md, "The gate").
+"""The gate: the one validator that decides whether a set of ref updates is allowed.
 
 Everything is judged against the policy already in the repository (``main``'s mission.yaml and
 frozen contract, the registry's actors), never against the incoming objects.
