@@ -28,7 +28,7 @@ from aismm.infra.hub import Hub
 from aismm.infra.store import Store
 from aismm.services import delivery, dod, lifecycle, mission, registrar, scoring
 from aismm.state import registry
-from aismm.state.policy import MissionPolicy, read_verdict
+from aismm.state.policy import read_verdict
 
 __all__ = ["REFERENCE_PROVIDERS", "Assessment", "TaskResult", "assess", "listing", "load_manifest",
            "pick", "ranking", "register_manifest", "register_reference_agents", "task_reason"]
@@ -298,8 +298,7 @@ def _assess_task(hub: Hub, man: Manifest, contract: Contract, files: dict[str, b
         ok, detail = delivery.run_agent(hub, man, root, env)
         seconds = time.monotonic() - started
         schemas = {p: files[p] for p in contract.schema_paths()}
-        policy = MissionPolicy("", None, contract, schemas)  # type: ignore[arg-type]
-        checks = dod.run_checks(hub, policy, root) if ok else []
+        checks = dod.run(contract, schemas, root, hidden=(hub.root,)) if ok else []
         dod_pass = ok and all(c.status == "pass" for c in checks)
         task_dir = Path(tmp) / "task"
         _write_task(files, task, task_dir)
