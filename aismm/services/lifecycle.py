@@ -1,4 +1,4 @@
-"""Mission state, derived from the refs and the ledger, never stored (DESIGN §7)."""
+"""Mission state, derived from the refs and the ledger, never stored."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Escrow outcomes: acceptance, settlement, refunds, arbitration, timers and the reconciler.
 
-Order for every closure (DESIGN §8): the ledger transaction first, keyed by the git object that
-caused it; then the platform-signed tag. The reconciler finishes whatever a crash interrupted.
+Order for every closure (docs/protocol.md, "Escrow"): the ledger transaction first, keyed by the
+git object that caused it; then the platform-signed tag. The reconciler finishes whatever a crash
+interrupted.
 """
 
 from __future__ import annotations
