@@ -1,32 +1,69 @@
-"""Shared fixtures: every test runs cut off from the user's git config and $HOME."""
+"""Shared fixtures: the session runs cut off from the user's git config and $HOME.
+
+The isolation is set once for the whole session (:func:`_isolated_session`), before any fixture
+of any scope builds anything, and undone when the session ends. Each test still gets its own
+``tmp_path``; :func:`_no_leaked_environment` puts back (and reports) any change a test or its
+fixtures made to ``os.environ`` without undoing it, so nothing leaks from one test to the next.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+#: git's isolation: no user or system configuration, a fixed author and committer.
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+#: Variables of the user's shell that would point the code under test somewhere else.
+UNSET = ("AISMM_HUB", "AISMM_NOW", "AISMM_PUSHER", "AISMM_DEBUG", "REMOTE_USER")
+
+
+def isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Apply the session's isolation through ``mp`` (undone when ``mp`` is)."""
+    mp.setenv("HOME", str(home))
+    for key in list(os.environ):
+        if key.startswith("GIT_") and key not in GIT_ENV:
+            mp.delenv(key)
+    for key, value in GIT_ENV.items():
+        mp.setenv(key, value)
+    for key in UNSET:
+        mp.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, tmp_path_factory.mktemp("home"))
+        yield
+
+
+def _environment() -> dict[str, str]:
+    """``os.environ`` but for the variable pytest itself rewrites at every phase of a test."""
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
 
 @pytest.fixture(autouse=True)
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.invalid")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.invalid")
-    monkeypatch.delenv("AISMM_HUB", raising=False)
-    monkeypatch.delenv("AISMM_NOW", raising=False)
-    for key in list(os.environ):
-        if key.startswith("GIT_") and key not in {
-            "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL",
-            "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
-        }:
-            monkeypatch.delenv(key)
+def _no_leaked_environment(_isolated_session: None) -> Iterator[None]:
+    before = _environment()
+    yield
+    after = _environment()
+    if after == before:
+        return
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    for key in changed:
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            del os.environ[key]
+    pytest.fail(f"the test left os.environ changed (now put back): {', '.join(changed)}",
+                pytrace=False)
 
 
 def git(*args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None

@@ -10,7 +10,6 @@ by alice, the client), and two external actors whose keys come from ``ssh-keygen
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from aismm.infra.ledger import Ledger
 from aismm.services import judged, mission, registrar
 from aismm.services.hubs import init_hub
 from aismm.services.mission import Created
+from tests import conftest
 
 __all__ = [
     "CONTRACT",
@@ -40,7 +40,6 @@ __all__ = [
     "Push",
     "RepoState",
     "findings",
-    "isolated_env",
     "kit_fixture",
     "make_kit",
     "repo_state",
@@ -57,27 +56,8 @@ INPUTS = TASK / "inputs"
 GOLDEN = TASK / "golden" / "findings.json"
 START = "2026-01-01T00:00:00Z"
 
-# The same isolation tests/conftest.py applies per test, for module-scoped fixtures and scripts.
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-@contextlib.contextmanager
-def isolated_env(home: Path) -> Iterator[None]:
-    """Cut git off from the user's configuration while a module-scoped fixture builds things."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        for key, value in GIT_ENV.items():
-            mp.setenv(key, value)
-        for key in list(os.environ):
-            if key.startswith("GIT_") and key not in GIT_ENV:
-                mp.delenv(key)
-        for key in ("AISMM_HUB", "AISMM_NOW", "AISMM_PUSHER", "REMOTE_USER"):
-            mp.delenv(key, raising=False)
-        yield
+# The session's git isolation (tests/conftest.py), for scripts given an explicit environment.
+GIT_ENV = dict(conftest.GIT_ENV)
 
 
 def run_git(*args: str | bytes, cwd: Path | None = None, check: bool = True,
@@ -428,7 +408,6 @@ def make_kit(root: Path) -> Kit:
 
 
 def kit_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
-    """Body of a module-scoped ``kit`` fixture: one hub per test module, isolated from $HOME."""
-    root = tmp_path_factory.mktemp("kit")
-    with isolated_env(root / "home"):
-        yield make_kit(root)
+    """Body of a module-scoped ``kit`` fixture: one hub per test module (the session's
+    isolation from $HOME and the user's git config applies, see tests/conftest.py)."""
+    yield make_kit(tmp_path_factory.mktemp("kit"))

@@ -95,29 +95,25 @@ SCRIPTS = {"careless": CARELESS, **{name: text for name, (text, _) in MISBEHAVIN
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     root = tmp_path_factory.mktemp("assessment")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root))
-        for key, value in GIT_ENV.items():
-            mp.setenv(key, value)
-        hub = init_hub(root / "hub", clock=FixedClock(START))
-        market.register_reference_agents(hub, assess_them=False)
-        for agent in REFERENCE.values():
-            assert market.assess(hub, agent)["status"] == "listed"
-        registrar.add_actor(hub, "carol", ["client"], None, None, True)
-        registrar.add_actor(hub, "mallory", ["client"], None, None, True)
-        for name in ("careless", *MISBEHAVING):
-            man = market.load_manifest(dump_yaml({
-                "schema_version": 1, "id": "careless" if name == "careless" else f"bad-{name}",
-                "owner": "mallory",
-                "roles": ["specialist"], "contracts": ["contract.code_review@1.0.0"] +
-                (["contract.schema_design@1.0.0"] if name == "careless" else []),
-                "price": 100, "runtime": {"kind": "command", "timeout_seconds": 2,
-                                          "argv": ["{python}", "-c", SCRIPTS[name]]},
-            }), name)
-            market.register_manifest(hub, man, hosted=True)
-        with Ledger(hub.db_path, hub.clock) as ledger:
-            ledger.deposit("carol", 1_000_000, cause="seed")
-        yield hub
+    hub = init_hub(root / "hub", clock=FixedClock(START))
+    market.register_reference_agents(hub, assess_them=False)
+    for agent in REFERENCE.values():
+        assert market.assess(hub, agent)["status"] == "listed"
+    registrar.add_actor(hub, "carol", ["client"], None, None, True)
+    registrar.add_actor(hub, "mallory", ["client"], None, None, True)
+    for name in ("careless", *MISBEHAVING):
+        man = market.load_manifest(dump_yaml({
+            "schema_version": 1, "id": "careless" if name == "careless" else f"bad-{name}",
+            "owner": "mallory",
+            "roles": ["specialist"], "contracts": ["contract.code_review@1.0.0"] +
+            (["contract.schema_design@1.0.0"] if name == "careless" else []),
+            "price": 100, "runtime": {"kind": "command", "timeout_seconds": 2,
+                                      "argv": ["{python}", "-c", SCRIPTS[name]]},
+        }), name)
+        market.register_manifest(hub, man, hosted=True)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("carol", 1_000_000, cause="seed")
+    yield hub
 
 
 def daemon(hub: Hub) -> Hub:

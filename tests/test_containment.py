@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hubkit import ROOT, Kit, isolated_env, make_kit
+from hubkit import ROOT, Kit, make_kit
 
 from aismm.infra.git import Repo
 from aismm.services import mission
@@ -25,8 +25,7 @@ TASK = ROOT / "contracts" / "unit_tests" / "benchmark" / "mathx"
 def kit() -> Iterator[Kit]:
     top = Path(tempfile.mkdtemp(prefix="aismm-containment-", dir="/var/tmp"))
     try:
-        with isolated_env(top / "home"):
-            yield make_kit(top)
+        yield make_kit(top)
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

@@ -32,9 +32,6 @@ from tests.clikit import Result
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 START = "2026-01-01T00:00:00Z"
-GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 
 # What a hostile agent writes to stderr: an OSC window title, an OSC 52 clipboard write, CSI
 # colour and clear-screen, a bare carriage return, a bidi override, C1 CSI, and a newline.
@@ -72,21 +69,17 @@ def publish(hub: Hub, agent: str, code: str, role: str = "specialist",
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     root = tmp_path_factory.mktemp("failed-delivery")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root))
-        for key, value in GIT_ENV.items():
-            mp.setenv(key, value)
-        hub = init_hub(root / "hub", clock=FixedClock(START))
-        registrar.add_actor(hub, "carol", ["client"], None, None, True)
-        registrar.add_actor(hub, "mallory", ["client"], None, None, True)
-        registrar.add_actor(hub, "qa", ["client"], None, None, True)
-        publish(hub, "noisy", crash(3))
-        publish(hub, "refused", REFUSED)
-        publish(hub, "flaky", crash(2))
-        publish(hub, "grumpy", crash(1), role="reviewer", owner="qa")
-        with Ledger(hub.db_path, hub.clock) as ledger:
-            ledger.deposit("carol", 1_000_000, cause="seed")
-        yield hub
+    hub = init_hub(root / "hub", clock=FixedClock(START))
+    registrar.add_actor(hub, "carol", ["client"], None, None, True)
+    registrar.add_actor(hub, "mallory", ["client"], None, None, True)
+    registrar.add_actor(hub, "qa", ["client"], None, None, True)
+    publish(hub, "noisy", crash(3))
+    publish(hub, "refused", REFUSED)
+    publish(hub, "flaky", crash(2))
+    publish(hub, "grumpy", crash(1), role="reviewer", owner="qa")
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("carol", 1_000_000, cause="seed")
+    yield hub
 
 
 @pytest.fixture

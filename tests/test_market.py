@@ -69,27 +69,23 @@ def publish(hub: Hub, text: str, provider: str | None = None) -> None:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     root = tmp_path_factory.mktemp("market")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root))
-        for key, value in GIT_ENV.items():
-            mp.setenv(key, value)
-        hub = init_hub(root / "hub", clock=FixedClock(START))
-        market.register_reference_agents(hub)
-        for provider in ("beta", "gamma"):
-            registrar.add_actor(hub, provider, ["client"], None, None, True)
-        # the same reviewer code, each provider with its own presentation: identical
-        # deliverables from two agents in one mission are refused by the gate
-        reviewer = ["{python}", "-m", "aismm.agents.code_reviewer", "--order"]
-        publish(hub, manifest("beta-reviewer", "beta", price=300, argv=[*reviewer, "severity"]))
-        publish(hub, manifest("gamma-reviewer", "gamma", price=350, argv=[*reviewer, "rule"]))
-        for agent in ("beta-reviewer", "gamma-reviewer"):
-            assert market.assess(hub, agent)["status"] == "listed"
-        registrar.add_actor(hub, "carol", ["client"], None, None, True)
-        registrar.add_actor(hub, "gina", ["client"], "gamma", None, True)
-        with Ledger(hub.db_path, hub.clock) as ledger:
-            ledger.deposit("carol", 100_000, cause="seed")
-            ledger.deposit("gina", 100_000, cause="seed")
-        yield hub
+    hub = init_hub(root / "hub", clock=FixedClock(START))
+    market.register_reference_agents(hub)
+    for provider in ("beta", "gamma"):
+        registrar.add_actor(hub, provider, ["client"], None, None, True)
+    # the same reviewer code, each provider with its own presentation: identical
+    # deliverables from two agents in one mission are refused by the gate
+    reviewer = ["{python}", "-m", "aismm.agents.code_reviewer", "--order"]
+    publish(hub, manifest("beta-reviewer", "beta", price=300, argv=[*reviewer, "severity"]))
+    publish(hub, manifest("gamma-reviewer", "gamma", price=350, argv=[*reviewer, "rule"]))
+    for agent in ("beta-reviewer", "gamma-reviewer"):
+        assert market.assess(hub, agent)["status"] == "listed"
+    registrar.add_actor(hub, "carol", ["client"], None, None, True)
+    registrar.add_actor(hub, "gina", ["client"], "gamma", None, True)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("carol", 100_000, cause="seed")
+        ledger.deposit("gina", 100_000, cause="seed")
+    yield hub
 
 
 @pytest.fixture

@@ -27,9 +27,6 @@ TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers" / "inpu
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
-    import os
-
-    os.environ.setdefault("GIT_CONFIG_GLOBAL", "/dev/null")
     hub = init_hub(tmp_path_factory.mktemp("m") / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
     market.register_reference_agents(hub, assess_them=False)
     market.assess(hub, "ref-code-reviewer")

@@ -49,20 +49,16 @@ def manifest(agent: str, owner: str, module: str = "code_reviewer", **extra: Any
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A hub with providers ``acme`` and ``cheapo`` and client ``carol``; no agents yet."""
-    root = tmp_path_factory.mktemp("agent-cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(root))
+    hub = tmp_path_factory.mktemp("agent-cli") / "hub"
+    with pytest.MonkeyPatch.context() as mp:  # the clock only while building: no leak
         mp.setenv("AISMM_NOW", START)
-        for key, value in GIT_ENV.items():
-            mp.setenv(key, value)
-        hub = root / "hub"
         for args in (("hub", "init", str(hub)),
                      ("actor", "add", "acme", "--role", "client", "--hosted"),
                      ("actor", "add", "cheapo", "--role", "client", "--hosted"),
                      ("actor", "add", "carol", "--role", "client", "--owner", "acme",
                       "--hosted")):
             assert invoke(hub, *args).code == 0, args
-        yield hub
+    yield hub
 
 
 @pytest.fixture
