@@ -105,3 +105,24 @@ def main(name: str, stdin: bytes) -> int:
     sys.stderr.write("".join(f"{line}\n" for line in lines))
     sys.stderr.flush()
     return code
+
+
+def parse_raw(head: bytes, body: bytes) -> Request:
+    """A request in the native client's raw form (see hooks/client.c): header lines, then stdin.
+
+    ``head`` holds ``AISMM/1 <hook>`` and ``key=value`` lines; ``body`` the ref lines.
+    """
+    lines = head.decode("utf-8", "replace").splitlines()
+    magic, _, hook = lines[0].partition(" ")
+    if magic != "AISMM/1" or hook not in ("pre-receive", "post-receive"):
+        raise ValueError("not an aismm hook request")
+    fields = dict(line.partition("=")[::2] for line in lines[1:] if line)
+    return {"hook": hook, "stdin": body.decode("utf-8", "replace"),
+            "git_dir": fields["git_dir"], "object_dir": fields.get("object_dir") or None,
+            "pusher": fields.get("pusher") or None}
+
+
+if __name__ == "__main__":  # the native client's fallback: `python -m aismm.hook HOOK` < stdin
+    code = main(sys.argv[1], sys.stdin.buffer.read())
+    sys.stderr.flush()
+    os._exit(code)  # nothing left to tear down: skip the interpreter's slow exit

@@ -25,7 +25,7 @@ from watchdog.observers import Observer
 
 from aismm.core.errors import AismmError, ConflictError
 from aismm.core.refs import SOCKET
-from aismm.hook import handle
+from aismm.hook import Request, handle, parse_raw
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store
 from aismm.services import judged, settlement, worker
@@ -33,6 +33,8 @@ from aismm.services import judged, settlement, worker
 __all__ = ["Server", "rescan"]
 
 Log = Callable[[str], None]
+MAX_STDIN = 16 << 20  # ref lines of one push; far more than git ever sends
+SLOW_SWEEP = 60.0  # seconds between full sweeps of every repository (hints do the rest)
 
 
 class _Activity:
@@ -65,11 +67,16 @@ class _Activity:
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    """One hook request: JSON from the Python hook scripts, or the native client's raw form."""
+
     def handle(self) -> None:
         server = cast(_SocketServer, self.server)  # the server this handler belongs to
         repo: str | None = None
+        raw = False
         try:
-            request = json.loads(self.rfile.readline())
+            first = self.rfile.readline(1 << 20)
+            raw = first.startswith(b"AISMM/1 ")
+            request = self._raw(first) if raw else json.loads(first)
             repo = Path(request["git_dir"]).resolve().relative_to(server.hub.root).as_posix()
             server.activity.begin(repo)
             # No lock: the outbox claim already makes each event's processing exclusive.
@@ -84,25 +91,43 @@ class _Handler(socketserver.StreamRequestHandler):
         finally:
             if repo is not None:
                 server.activity.end(repo)
+                server.wake.set()  # the loop looks at this repository now, not at the interval
         # This request's own lines only; the server's log never goes to a pusher.
+        if raw:
+            self.wfile.write(f"{code}\n".encode() + "".join(f"{x}\n" for x in lines).encode())
+            return
         answer = {"code": code, "lines": lines, "stderr": "".join(f"{x}\n" for x in lines)}
         self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+    def _raw(self, first: bytes) -> Request:
+        head = [first]
+        while (line := self.rfile.readline(1 << 16)) not in (b"\n", b""):
+            head.append(line)
+        fields = dict(x.decode("utf-8", "replace").rstrip("\n").partition("=")[::2]
+                      for x in head[1:])
+        length = int(fields.get("length", "0"))
+        if not 0 <= length <= MAX_STDIN:
+            raise ValueError(f"length {length} out of range")
+        return parse_raw(b"".join(head), self.rfile.read(length))
 
 
 class _SocketServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-    def __init__(self, path: str, hub: Hub) -> None:
+    def __init__(self, path: str, hub: Hub, wake: threading.Event) -> None:
         self.hub = hub
+        self.wake = wake
         self.approved: set[tuple[str, str, str, str]] = set()  # (repo, ref, old, new) judged
         self.activity = _Activity()
         super().__init__(path, _Handler)
 
 
 def rescan(hub: Hub, log: Log, approved: set[tuple[str, str, str, str]] | None = None,
-           activity: _Activity | None = None, reported: set[str] | None = None) -> None:
-    """Judge every ref move the ref-state log never saw, the registry's included; restore what
-    the gate rejects (:func:`aismm.services.judged.sweep`).
+           activity: _Activity | None = None, reported: set[str] | None = None,
+           only: set[str] | None = None) -> None:
+    """Judge every ref move the ref-state log never saw (in ``only`` those repositories, else
+    in all, the registry's included); restore what the gate rejects
+    (:func:`aismm.services.judged.sweep`).
 
     A repository with a hook request in flight (``activity``) is skipped until the next pass:
     its refs move just before they are logged. Trouble with one repository is logged (once per
@@ -110,14 +135,58 @@ def rescan(hub: Hub, log: Log, approved: set[tuple[str, str, str, str]] | None =
     """
     busy = {name for name in (activity.names() if activity is not None else [])
             if activity is not None and activity.stamp(name)[0]}
-    for line in judged.sweep(hub, approved or set(), skip=busy):
+    for line in judged.sweep(hub, approved or set(), skip=busy, only=only):
+        if ": incident: " in line:
+            continue  # recorded in the incidents table; the loop logs those (Server._incidents)
         text = line.removeprefix("aismm: ")
         if reported is None or text not in reported:
             log(text)
             if reported is not None:
                 reported.add(text)
-    if approved:  # forget approvals the log now holds (or that were overtaken)
+    if approved and only is None:  # forget approvals the log now holds (or were overtaken)
         approved.clear()
+
+
+class _Hints(FileSystemEventHandler):
+    """Wake the loop when a ref really moves, naming the repository it moved in.
+
+    Git moves a ref by renaming ``<ref>.lock`` over it (or rewriting ``packed-refs``); reading
+    refs (``opened``, ``closed_no_write``) is ignored, so the loop's own scans wake nothing.
+    Only ``refs/`` and each repository's top folder are watched, never ``objects/``.
+    """
+
+    EVENTS = frozenset({"created", "deleted", "modified", "moved", "closed"})
+
+    def __init__(self, hub: Hub, dirty: set[str], wake: threading.Event,
+                 watch: Callable[[Path], None]) -> None:
+        self.root, self.dirty, self.wake, self.watch = hub.root, dirty, wake, watch
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in self.EVENTS:
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "") or ""):
+            path = Path(os.fsdecode(raw))
+            try:
+                parts = path.relative_to(self.root).parts
+            except ValueError:
+                continue
+            at = 1 if parts[:1] == ("registry.git",) else 2
+            if len(parts) < at or not parts[at - 1].endswith(".git"):
+                continue
+            name = "/".join(parts[:at])
+            if len(parts) == at and event.event_type in ("created", "moved"):
+                self.watch(self.root / name)  # a new mission renamed into place
+            elif not _is_ref(parts[at:]):
+                continue
+            self.dirty.add(name)
+            self.wake.set()
+
+
+def _is_ref(inside: tuple[str, ...]) -> bool:
+    """Whether a path inside a repository is a ref (``refs/...``, not a lock) or packed-refs."""
+    if inside == ("packed-refs",):
+        return True
+    return len(inside) > 1 and inside[0] == "refs" and not inside[-1].endswith(".lock")
 
 
 class Server:
@@ -132,6 +201,8 @@ class Server:
         self.activity: _Activity | None = None
         self.reported: set[str] = set()  # problems already logged (logged once, not per pass)
         self.stragglers = 0  # outbox ids pending since the previous full pass
+        self.dirty: set[str] = set()  # repositories whose refs moved since the last pass
+        self.incident = 0  # the last incident logged: whoever put a ref back, serve reports it
 
     def run(self, once: bool = False) -> None:
         """Serve until interrupted (or one pass with ``once``)."""
@@ -139,29 +210,40 @@ class Server:
         self.approved, self.activity = server.approved, server.activity
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
-        wake = self.wake
-
-        class Hint(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                path = str(event.src_path)
-                if "/refs/" in path or path.endswith("packed-refs"):
-                    wake.set()
-
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
         observer = Observer()
-        observer.schedule(Hint(), str(self.hub.missions_dir), recursive=True)
+        watched: set[Path] = set()
+
+        def watch(repo: Path) -> None:
+            if repo in watched or not (repo / "refs").is_dir():
+                return
+            watched.add(repo)
+            observer.schedule(hints, str(repo / "refs"), recursive=True)
+            observer.schedule(hints, str(repo), recursive=False)  # packed-refs
+
+        hints = _Hints(self.hub, self.dirty, self.wake, watch)
+        observer.schedule(hints, str(self.hub.missions_dir), recursive=False)  # new missions
+        for repo in [self.hub.registry_path, *self.hub.missions_dir.glob("*.git")]:
+            watch(repo)
         observer.start()
+        with Store(self.hub.db_path) as store:
+            known = store.incidents()
+        self.incident = int(known[-1]["id"]) if known else 0
         self.log(f"serving {self.hub.root} on {self.socket_path}")
         try:
-            due = 0.0
+            due, sweep_due = 0.0, 0.0
             while not self.stop.is_set():
-                full = time.monotonic() >= due  # a watchdog hint: rescan refs, drain the outbox
-                self._pass(full)
+                now = time.monotonic()
+                full = now >= due  # timers, the reconciler and stragglers: on the interval
+                sweep = now >= sweep_due  # every repository, hints or not: slowly
+                self._pass(full, sweep)
                 if full:
                     due = time.monotonic() + self.interval
+                if sweep:
+                    sweep_due = time.monotonic() + max(self.interval, SLOW_SWEEP)
                 if once:
                     break
-                self.wake.wait(max(0.0, due - time.monotonic()))
+                self.wake.wait(max(0.0, min(due, sweep_due) - time.monotonic()))
                 self.wake.clear()
         finally:
             observer.stop()
@@ -181,14 +263,26 @@ class Server:
                     raise ConflictError(f"{path}: another `aismm serve` is running; stop it first")
         old = os.umask(0o177)
         try:
-            return _SocketServer(path, self.hub)
+            return _SocketServer(path, self.hub, self.wake)
         finally:
             os.umask(old)
 
-    def _pass(self, full: bool = True) -> None:
+    def _incidents(self) -> None:
+        """Log every incident recorded since the last pass (by this loop or any command)."""
+        with Store(self.hub.db_path) as store:
+            for row in store.incidents(after=self.incident):
+                self.incident = int(row["id"])
+                put = str(row["restored"] or "")[:12] or "nothing (deleted)"
+                self.log(f"{row['repo']} {row['ref']}: incident: a write that skipped the gate "
+                         f"was refused ({row['reason']}); put back to {put}")
+
+    def _pass(self, full: bool = True, sweep: bool = True) -> None:
         """One pass of the loop (only the loop runs it: the socket threads take no part)."""
         try:
-            rescan(self.hub, self.log, self.approved, self.activity, self.reported)
+            changed, self.dirty = self.dirty, set()
+            if sweep or changed:
+                rescan(self.hub, self.log, self.approved, self.activity, self.reported,
+                       only=None if sweep else changed)
             if self.hub.config.processing == "daemon":
                 lines = worker.process(self.hub)
             elif full:  # inline: pushes process their own events and report them; the
@@ -203,6 +297,7 @@ class Server:
             for line in lines:
                 if "nothing to finish" not in line:
                     self.log(line.removeprefix("aismm: "))
+            self._incidents()
         except AismmError as exc:
             self.log(f"error: {exc}")
         except Exception as exc:  # the daemon outlives any one bad pass

@@ -259,10 +259,11 @@ class Store:
                 "INSERT INTO incidents (repo, ref, found, restored, reason, at) "
                 "VALUES (?, ?, ?, ?, ?, ?)", (repo, ref, found, restored, reason, at))
 
-    def incidents(self, repo: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, repo, ref, found, restored, reason, at FROM incidents"
-        rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
-                                 (repo,) if repo else ()).fetchall()
+    def incidents(self, repo: str | None = None, after: int = 0) -> list[dict[str, Any]]:
+        """Recorded incidents (of one repository), those with an id above ``after``."""
+        sql = "SELECT id, repo, ref, found, restored, reason, at FROM incidents WHERE id > ?"
+        rows = self.conn.execute(sql + (" AND repo = ?" if repo else "") + " ORDER BY id",
+                                 (after, repo) if repo else (after,)).fetchall()
         keys = ("id", "repo", "ref", "found", "restored", "reason", "at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 

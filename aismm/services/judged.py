@@ -117,12 +117,16 @@ def ensure_mission(hub: Hub, mission_id: str) -> tuple[dict[str, str], list[str]
     return refs, lines + more
 
 
-def sweep(hub: Hub, approved: Approved = (), skip: Collection[str] = ()) -> list[str]:
-    """Judge every repository of the hub (registry first); incident and damage lines.
+def sweep(hub: Hub, approved: Approved = (), skip: Collection[str] = (),
+          only: Collection[str] | None = None) -> list[str]:
+    """Judge every repository of the hub (registry first), or ``only`` those named; incident
+    and damage lines.
 
     A repository that cannot be read is reported and skipped, never fatal to the others.
     """
     names = [REGISTRY, *(f"missions/{m}.git" for m in hub.mission_ids(benchmark=True))]
+    if only is not None:
+        names = [name for name in names if name in only]
     lines: list[str] = []
     for name in names:
         if name in skip:
