@@ -41,19 +41,6 @@ def test_errors_all_is_complete_and_documented() -> None:
         assert name in (aismm.core.errors.__doc__ or "") or name == "AismmError"
 
 
-def test_core_never_imports_click() -> None:
-    for path in (ROOT / "aismm").rglob("*.py"):
-        if "cli" in path.relative_to(ROOT / "aismm").parts:
-            continue
-        assert "import click" not in path.read_text(), f"{path} imports click"
-
-
-def test_only_git_module_imports_pygit2() -> None:
-    offenders = [p for p in (ROOT / "aismm").rglob("*.py")
-                 if "import pygit2" in p.read_text() and p.name != "git.py"]
-    assert offenders == []
-
-
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

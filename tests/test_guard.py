@@ -120,3 +120,91 @@ def test_the_unit_test_child_refuses_to_run_outside_the_sandbox(tmp_path: Path) 
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0 or "sandbox" in done.stdout + done.stderr
     assert "AISMM_SANDBOX" in done.stdout + done.stderr
+
+
+# -- the import graph: which modules import click and pygit2 ------------------------------------
+def _module_of(path: Path) -> str:
+    """``aismm/infra/git.py`` -> ``aismm.infra.git``; a package's ``__init__`` is the package."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Every module name ``tree`` imports, anywhere (inside functions too): ``import a.b`` and
+    ``from a.b import c`` (relative ones resolved against ``module``) give ``a.b`` and, for the
+    ``from`` form, ``a.b.c`` as well (``c`` may be a submodule); ``importlib.import_module("x")``
+    and ``__import__("x")`` with a literal name give ``x``."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else \
+                func.id if isinstance(func, ast.Name) else ""
+            if name in ("import_module", "__import__"):
+                found.add(node.args[0].value)
+    return {name for name in found if name}
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the modules it imports, for every module of the package (from the syntax
+    tree; nothing is imported or run)."""
+    graph = {}
+    for path in sorted(package.rglob("*.py")):
+        module = _module_of(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())
+        graph[module] = _imported(tree, module, path.name == "__init__.py")
+    return graph
+
+
+def _importers(graph: dict[str, set[str]], top: str) -> dict[str, list[str]]:
+    """Modules that import ``top`` (or a submodule of it), with the names they import."""
+    return {module: sorted(n for n in names if n == top or n.startswith(f"{top}."))
+            for module, names in graph.items()
+            if any(n == top or n.startswith(f"{top}.") for n in names)}
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def test_only_the_cli_imports_click() -> None:
+    importers = _importers(import_graph(), "click")
+    assert importers, "the graph found no click import at all: the guard is blind"
+    assert {m: n for m, n in importers.items() if not _in(m, "aismm.cli")} == {}
+
+
+def test_only_the_git_module_imports_pygit2() -> None:
+    assert set(_importers(import_graph(), "pygit2")) == {"aismm.infra.git"}
+
+
+def test_the_import_graph_sees_every_form_of_import() -> None:
+    samples = {
+        "import click": {"click"},
+        "import click.testing as ct": {"click.testing"},
+        "from click import echo": {"click", "click.echo"},
+        "def f():\n    import pygit2\n": {"pygit2"},
+        "import importlib\nimportlib.import_module('click')": {"importlib", "click"},
+        "__import__('pygit2')": {"pygit2"},
+        "from . import git": {"aismm.infra", "aismm.infra.git"},
+        "from ..core import model": {"aismm.core", "aismm.core.model"},
+        "x = 'import click'": set(),  # text is not an import
+        "# import click\n": set(),
+    }
+    for source, expected in samples.items():
+        assert _imported(ast.parse(source), "aismm.infra.sandbox", False) == expected, source
+    assert _imported(ast.parse("from . import x"), "aismm.infra", True) == \
+        {"aismm.infra", "aismm.infra.x"}
+    assert _importers({"a": {"click.testing"}, "b": {"clicker"}}, "click") == \
+        {"a": ["click.testing"]}
