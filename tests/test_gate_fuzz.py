@@ -2,9 +2,11 @@
 
 Two properties: ``gate.judge`` never lets anything but :class:`GateRejection` escape (and never
 rejects through its internal-error fallback), and whatever it accepts obeys the rules when
-re-checked independently: every path passes ``safepath.path_problem``, modes are regular, no
-case collisions, every new commit is signed by a registered key and touches only what its signer
-may write.
+re-checked independently: every path obeys the path rules of docs/protocol.md, modes are
+regular, no case collisions, every new commit is signed by a registered key and touches only what
+its signer may write. The oracle has its own small implementation of those rules
+(:func:`plain_path`, :func:`case_clashes`), written from the protocol's sentence and Unicode's
+definitions, not the gate's helpers (``aismm.core.safepath``), which it also checks.
 
 Objects with hostile names are written straight into the object database (git's porcelain and
 libgit2's tree builder both refuse them), as a push with ``receive.fsckObjects`` off would.
@@ -13,6 +15,7 @@ libgit2's tree builder both refuse them), as a push with ``receive.fsckObjects``
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 from collections.abc import Iterator
 
@@ -47,6 +50,48 @@ HOSTILE = ["..", ".", "", ".git", ".GIT", ".git.", ".git ", "git~1", "GIT~1", ".
            "Findings.json", "NOTES.MD", "Deliverable", "\udcff.md", "\u202egnp.exe", "a:b",
            " ", "con", "nul.txt"]
 MODES = [0o100644, 0o100755, 0o120000, 0o160000, 0o100664, 0o100600]
+
+
+# -- the oracle's own path rules --------------------------------------------------------------
+# docs/protocol.md: "Paths: UTF-8, NFC, relative, no empty, `.` or `..` component, no `.git` in
+# any spelling (`.GIT`, `.git.`, `git~1`, zero-width characters), no backslash, control character
+# or bidirectional-text control, no `.gitmodules`, `.gitattributes`, `.gitignore` or `.mailmap`,
+# at most 255 bytes and 12 levels (hub limits), no two names that differ only by case".
+#: Unicode's Bidi_Control property (PropList.txt): ALM, LRM, RLM, LRE..RLO, LRI..PDI.
+BIDI_CONTROLS = frozenset(map(chr, [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                    *range(0x2066, 0x206A)]))
+GIT_FILES = frozenset({".gitmodules", ".gitattributes", ".gitignore", ".mailmap"})
+
+
+def _spells_dot_git(name: str) -> bool:
+    """``.git`` as Windows and macOS may read it: zero-width (format) characters dropped,
+    trailing dots and spaces ignored, any case, or the 8.3 short name ``GIT~<n>``."""
+    seen = "".join(ch for ch in name if unicodedata.category(ch) != "Cf").rstrip(". ").lower()
+    return seen == ".git" or re.fullmatch(r"git~[0-9]+", seen) is not None
+
+
+def plain_path(path: str, max_bytes: int = 255, max_depth: int = 12) -> bool:
+    """Whether ``path`` obeys the protocol's path rules (the oracle's reading of them)."""
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: a name that was not UTF-8
+        return False
+    names = path.split("/")  # an absolute path starts with an empty name
+    return (unicodedata.is_normalized("NFC", path)
+            and not any(ch == "\\" or ch in BIDI_CONTROLS or unicodedata.category(ch) == "Cc"
+                        for ch in path)
+            and size <= max_bytes and len(names) <= max_depth
+            and all(name not in ("", ".", "..") and not _spells_dot_git(name)
+                    and name.lower() not in GIT_FILES for name in names))
+
+
+def case_clashes(paths: list[str]) -> list[set[str]]:
+    """Groups of two or more names (files and the folders above them) equal but for case."""
+    names = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 2)}
+    groups: dict[str, set[str]] = {}
+    for name in names:
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), set()).add(name)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +277,7 @@ def _assert_obeys_the_rules(world: World, updates: list[gate.Update], pusher: st
     contract = gate.load_policy(world.repo)
     assert contract is not None
     spec = contract.contract.deliverable
+    limits = world.kit.hub.config.limits
     for old, new, ref in updates:
         assert ref.startswith("refs/heads/attempts/"), f"accepted an update of {ref}"
         agent = ref.rsplit("/", 1)[1]
@@ -258,13 +304,13 @@ def _assert_obeys_the_rules(world: World, updates: list[gate.Update], pusher: st
                     raise AssertionError(f"{signer} wrote {path} on {ref}")
         files = world.repo.flatten(new)
         for path, entry in files.items():
-            assert path_problem(path) is None, path
+            assert plain_path(path, limits.max_path_length, limits.max_path_depth), path
             assert entry.mode in (0o100644, 0o100755), (path, oct(entry.mode))
             parts = path.split("/")
             assert unicodedata.normalize("NFC", path) == path
             assert not any(p.casefold().rstrip(". ") in (".git", ".gitmodules", "..", "")
                            for p in parts), path
-        assert not case_collisions(list(files))
+        assert case_clashes(list(files)) == []
         delivered = [p for p in files if p.startswith("deliverable/")]
         assert len(delivered) <= spec.limits.max_files
         assert all(any(match_glob(p, g) for g in spec.allowed) for p in delivered)
@@ -305,6 +351,7 @@ def test_path_problem_never_raises_and_accepts_only_plain_paths(path: str) -> No
         what, sep, fix = problem.partition("; ")
         assert sep and what and fix
         return
+    assert plain_path(path), f"the gate's helper accepts {path!r}; the protocol does not"
     raw = path.encode("utf-8")  # would raise on a surrogate (non-UTF-8 name)
     assert len(raw) <= 255 and len(path.split("/")) <= 12
     assert unicodedata.normalize("NFC", path) == path
@@ -322,12 +369,7 @@ def test_path_problem_never_raises_and_accepts_only_plain_paths(path: str) -> No
                 unique=True))
 def test_case_collisions_find_every_clash(paths_: list[str]) -> None:
     clashes = case_collisions(paths_)
-    names = set(paths_) | {"/".join(p.split("/")[:i]) for p in paths_
-                           for i in range(1, len(p.split("/")))}
-    folded: dict[str, set[str]] = {}
-    for name in names:
-        folded.setdefault(unicodedata.normalize("NFC", name).casefold(), set()).add(name)
-    expected = sum(len(v) - 1 for v in folded.values())
+    expected = sum(len(group) - 1 for group in case_clashes(paths_))
     assert len(clashes) == expected
     for a, b in clashes:
         assert a != b and unicodedata.normalize("NFC", a).casefold() == \
