@@ -14,6 +14,7 @@ from aismm.core.model import dump_yaml
 from aismm.infra import store
 from aismm.infra.hub import Hub, HubConfig
 from aismm.services import registrar
+from aismm.state import provision
 
 __all__ = ["init_hub"]
 
@@ -48,6 +49,7 @@ def init_hub(root: Path, clock: Clock | None = None, config: HubConfig | None = 
         cfg = config or HubConfig()
         (staging / "hub.yaml").write_text(dump_yaml(cfg.model_dump(mode="json")))
         hub = Hub(staging, clock)
+        provision.build_client(staging)  # before any repository: its hooks exec the client
         store.Store(hub.db_path).close()
         registrar.create(hub)
         if root.exists():

@@ -1,21 +1,61 @@
-"""Provisioning: a bare repository made ready for the hub (receive settings, our hooks)."""
+"""Provisioning: a bare repository made ready for the hub (receive settings, our hooks).
+
+Both hooks come from one template. Where a C compiler exists, the hub builds the native hook
+client once (``<hub>/run/aismm-hook``, from ``hooks/client.c``) and the hooks are two-line shell
+scripts that exec it; elsewhere they are the stdlib-only Python client (``hooks/hook.py.in``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from aismm.infra.git import Repo
 from aismm.infra.hub import bundled
 
-__all__ = ["MARKER", "configure", "install"]
+__all__ = ["CLIENT", "MARKER", "build_client", "configure", "install"]
 
 MARKER = "# aismm-hook:"
 NAMES = ("pre-receive", "post-receive")
+CLIENT = "run/aismm-hook"  # the native hook client, relative to the hub folder
+
+
+def build_client(hub_root: Path) -> Path | None:
+    """Compile the native hook client into the hub (None without a C compiler: Python hooks).
+
+    Built atomically and only when the source changed (its sha256 is kept beside it).
+    """
+    compiler = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang")
+                     if c and shutil.which(c)), None)
+    if compiler is None:
+        return None
+    source = bundled("hooks") / "client.c"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    target = hub_root / CLIENT
+    stamp = target.with_suffix(".sha256")
+    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
+    os.close(fd)
+    done = subprocess.run([compiler, "-O2", "-o", tmp, str(source)], capture_output=True,
+                          check=False)
+    if done.returncode != 0:
+        Path(tmp).unlink(missing_ok=True)
+        return None
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+    stamp.write_text(digest + "\n")
+    return target
 
 
 def configure(repo: Repo, max_input: int = 64 << 20) -> None:
-    """The receive settings of DESIGN §5 on a bare repository."""
+    """The receive settings every hub repository has (docs/protocol.md, "The hub")."""
     for key, value in (("receive.fsckObjects", True), ("receive.denyNonFastForwards", True),
                        ("receive.denyDeletes", True), ("receive.advertisePushOptions", True),
                        ("receive.maxInputSize", max_input), ("core.logAllRefUpdates", "always"),
@@ -24,14 +64,20 @@ def configure(repo: Repo, max_input: int = 64 << 20) -> None:
 
 
 def install(repo_path: Path) -> None:
-    """Write our hooks into a bare repository (absolute interpreter path; keep foreign hooks)."""
+    """Write our hooks into a bare repository of a hub (keep foreign hooks as ``.legacy``).
+
+    The native shell hooks when the hub has its client (the hub folder is the repository's
+    parent or grandparent), else the Python ones; both with this interpreter's absolute path.
+    """
+    native = any((hub / CLIENT).is_file() for hub in (repo_path.parent, repo_path.parent.parent))
+    template = (bundled("hooks") / ("hook.sh.in" if native else "hook.py.in")).read_text()
     hooks = repo_path / "hooks"
     hooks.mkdir(exist_ok=True)
     for name in NAMES:
         target = hooks / name
         if target.exists() and MARKER not in target.read_text(errors="replace"):
             target.rename(hooks / f"{name}.legacy")
-        text = (bundled("hooks") / name).read_text().replace("@PYTHON@", sys.executable)
+        text = template.replace("@HOOK@", name).replace("@PYTHON@", sys.executable)
         tmp = hooks / f".{name}.tmp"
         tmp.write_text(text)
         tmp.chmod(0o755)
