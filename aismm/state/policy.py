@@ -20,8 +20,20 @@ from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, TAGS
 from aismm.infra.git import Repo
 from aismm.state.registry import Snapshot
 
-__all__ = ["MissionPolicy", "load_policy", "dependence", "quorum", "read_verdict",
-           "verdict_time", "agent_of", "MAIN", "ACCEPTED", "ATTEMPT", "TAGS", "REQUEST_NAME"]
+__all__ = [
+    "ACCEPTED",
+    "ATTEMPT",
+    "MAIN",
+    "REQUEST_NAME",
+    "TAGS",
+    "MissionPolicy",
+    "agent_of",
+    "dependence",
+    "load_policy",
+    "quorum",
+    "read_verdict",
+    "verdict_time",
+]
 
 REQUEST_NAME = re.compile(r"^requests/(\d{3})-(rework|escalation)\.yaml$")
 
@@ -124,8 +136,10 @@ def verdict_time(repo: Repo, head: str, path: str) -> int | None:
     commit = head
     while True:
         info = repo.commit(commit)
-        parent = info.parents[0] if info.parents else None
-        earlier = repo.flatten(parent).get(path) if parent else None
+        if not info.parents:
+            return info.time
+        parent = info.parents[0]
+        earlier = repo.flatten(parent).get(path)
         if earlier is None or earlier.oid != current.oid:
             return info.time
         commit = parent

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aismm.core.actor import Actor, Manifest
-from aismm.core.contract import Contract, digest, parse_contract
-from aismm.core.errors import ActorError, ContractError
+from aismm.core.contract import Contract, digest, parse_contract, parse_ref
+from aismm.core.errors import ActorError, ConflictError, ContractError
 from aismm.core.model import load_yaml
 from aismm.core.refs import MAIN
 from aismm.infra.git import Identity, Repo
@@ -19,8 +19,19 @@ if TYPE_CHECKING:
     from aismm.infra.hub import Hub
 
 __all__ = [
-    "MAIN", "Snapshot", "actor", "actors", "assessments", "status_of", "contracts", "identity", "key_holder", "load_actors",
-    "manifests", "resolve_contract", "snapshot",
+    "MAIN",
+    "Snapshot",
+    "actor",
+    "actors",
+    "assessments",
+    "contracts",
+    "identity",
+    "key_holder",
+    "load_actors",
+    "manifests",
+    "resolve_contract",
+    "snapshot",
+    "status_of",
 ]
 
 
@@ -97,11 +108,11 @@ def key_holder(actors: Mapping[str, Actor], key: str, besides: str | None = None
     return None
 
 
-def actors(hub: "Hub") -> dict[str, Actor]:
+def actors(hub: Hub) -> dict[str, Actor]:
     return snapshot(Repo(hub.registry_path)).actors
 
 
-def actor(hub: "Hub", actor_id: str, role: str | None = None) -> Actor:
+def actor(hub: Hub, actor_id: str, role: str | None = None) -> Actor:
     """A registered actor, optionally required to hold ``role``."""
     found = actors(hub).get(actor_id)
     if found is None:
@@ -114,7 +125,7 @@ def actor(hub: "Hub", actor_id: str, role: str | None = None) -> Actor:
     return found
 
 
-def contracts(hub: "Hub") -> dict[str, Contract]:
+def contracts(hub: Hub) -> dict[str, Contract]:
     """Every published contract by ``id@version``."""
     repo = Repo(hub.registry_path)
     tip = repo.ref(MAIN)
@@ -133,10 +144,8 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in version.split("."))
 
 
-def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], str]:
+def resolve_contract(hub: Hub, ref: str) -> tuple[Contract, dict[str, bytes], str]:
     """A published contract by ref (latest version if none): model, frozen files, sha256."""
-    from aismm.core.contract import parse_ref
-
     cid, version = parse_ref(ref)
     known = contracts(hub)
     matching = [c for c in known.values() if c.id == cid and (version is None or
@@ -148,7 +157,8 @@ def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], 
     contract = max(matching, key=lambda c: _version_key(c.version))
     repo = Repo(hub.registry_path)
     tip = repo.ref(MAIN)
-    assert tip is not None
+    if tip is None:  # it held the contract a moment ago
+        raise ConflictError(f"registry.git: {MAIN} vanished while {ref} was read; retry")
     base = f"contracts/{contract.id}/{contract.version}/"
     files = {p[len(base):]: repo.blob(e.oid) for p, e in repo.flatten(tip).items()
              if p.startswith(base)}
@@ -157,14 +167,14 @@ def resolve_contract(hub: "Hub", ref: str) -> tuple[Contract, dict[str, bytes], 
     return contract, files, digest(frozen)
 
 
-def manifests(hub: "Hub") -> dict[str, Manifest]:
+def manifests(hub: Hub) -> dict[str, Manifest]:
     return snapshot(Repo(hub.registry_path)).manifests
 
 
 _ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
 
 
-def assessments(hub: "Hub") -> dict[str, list[dict[str, Any]]]:
+def assessments(hub: Hub) -> dict[str, list[dict[str, Any]]]:
     """Every assessment record by agent, oldest first; cached per registry commit."""
     repo = Repo(hub.registry_path)
     tip = repo.ref(MAIN)
@@ -189,7 +199,7 @@ def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def status_of(hub: "Hub", agent: str) -> dict[str, Any] | None:
+def status_of(hub: Hub, agent: str) -> dict[str, Any] | None:
     """The latest assessment record of an agent, or None."""
     records = assessments(hub).get(agent)
     return records[-1] if records else None
