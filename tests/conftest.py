@@ -66,6 +66,25 @@ def _no_leaked_environment(_isolated_session: None) -> Iterator[None]:
                 pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def reference_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hub with the reference agents registered and assessed, built once per session.
+
+    Read-only: tests take a copy (:func:`tests.hubkit.copy_hub`), never the template itself.
+    """
+    from tests.hubkit import build_reference_hub
+
+    return build_reference_hub(tmp_path_factory.mktemp("reference") / "hub")
+
+
+@pytest.fixture(scope="session")
+def settle_template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The settlement and lifecycle tests' hub (tests/settlekit.py), built once per session."""
+    from tests.settlekit import build_template
+
+    return build_template(reference_hub, tmp_path_factory.mktemp("settle") / "hub")
+
+
 def git(*args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     """Run the real git binary."""

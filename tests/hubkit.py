@@ -24,7 +24,7 @@ from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import judged, mission, registrar
+from aismm.services import judged, market, mission, registrar
 from aismm.services.hubs import init_hub
 from aismm.services.mission import Created
 from tests import conftest
@@ -39,6 +39,8 @@ __all__ = [
     "Kit",
     "Push",
     "RepoState",
+    "build_reference_hub",
+    "copy_hub",
     "findings",
     "kit_fixture",
     "make_kit",
@@ -58,6 +60,34 @@ START = "2026-01-01T00:00:00Z"
 
 # The session's git isolation (tests/conftest.py), for scripts given an explicit environment.
 GIT_ENV = dict(conftest.GIT_ENV)
+
+
+def build_reference_hub(root: Path) -> Path:
+    """A hub at ``root`` with the reference agents registered and every specialist assessed
+    (``sloppy-coder`` rejected, the others listed with a gold badge); built once per session
+    by the ``reference_hub`` fixture and copied by :func:`copy_hub`."""
+    hub = init_hub(root, clock=FixedClock(START))
+    market.register_reference_agents(hub)
+    _assert_relocatable(root)
+    return root
+
+
+def copy_hub(template: Path, dest: Path, clock: FixedClock | None = None) -> Hub:
+    """A private copy of the hub folder ``template`` at ``dest``, on its own clock.
+
+    Nothing in a hub names its own folder (hooks find the hub from ``GIT_DIR``; repository
+    configs hold no paths; the ledger and the outbox name repositories relative to the hub), so
+    the copy works wherever it lands; :func:`_assert_relocatable` keeps that true.
+    """
+    shutil.copytree(template, dest, symlinks=True)
+    return Hub(dest, clock=clock or FixedClock(START))
+
+
+def _assert_relocatable(root: Path) -> None:
+    """No file of the hub at ``root`` names ``root`` (a copy elsewhere would point back)."""
+    needle = str(root).encode()
+    named = [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    assert named == [], f"hub files name the hub folder, so copies would not work: {named}"
 
 
 def run_git(*args: str | bytes, cwd: Path | None = None, check: bool = True,

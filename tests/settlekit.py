@@ -1,9 +1,10 @@
 """Test helpers for settlement and lifecycle: a ready hub copied per test, and the CLI.
 
-A template hub is built once per test process (init, the reference agents, ``ref-code-reviewer``
-assessed and listed, the client ``carol`` funded with 10,000 tokens, an external reviewer
-``vera`` who never writes) and copied for every test: each test owns its hub and its clock, so
-``aismm tick`` and clock moves never reach another test's missions.
+A template hub is built once per session (the ``settle_template`` fixture of tests/conftest.py:
+a copy of the session's reference hub, whose reference agents are registered and assessed, plus
+the client ``carol`` funded with 10,000 tokens and an external reviewer ``vera`` who never
+writes) and copied for every test: each test owns its hub and its clock, so ``aismm tick`` and
+clock moves never reach another test's missions.
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from aismm.core.clock import FixedClock, iso
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.signing import generate_key
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
-from aismm.services import delivery, lifecycle, market, mission, registrar, worker
-from aismm.services.hubs import init_hub
+from aismm.services import delivery, lifecycle, mission, registrar, worker
+from aismm.state import registry
+from tests.hubkit import copy_hub
 
 __all__ = [
     "AGENT",
@@ -40,6 +40,7 @@ __all__ = [
     "UNIT_INPUTS",
     "Result",
     "Site",
+    "build_template",
     "failing_findings",
     "make_site",
     "run_git",
@@ -54,9 +55,6 @@ UNIT_INPUTS = ROOT / "contracts" / "unit_tests" / "benchmark" / "mathx" / "input
 GOLDEN = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers" / "golden" / \
     "findings.json"
 
-_TEMPLATE: list[Path] = []
-
-
 def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
     """The real git binary, text in and out."""
@@ -67,20 +65,16 @@ def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return proc
 
 
-def _template(factory: pytest.TempPathFactory) -> Path:
-    """Build the template hub once per process (about 3 s: one assessment)."""
-    if _TEMPLATE:
-        return _TEMPLATE[0]
-    root = factory.mktemp("template") / "hub"
-    hub = init_hub(root, clock=FixedClock(START))
-    market.register_reference_agents(hub, assess_them=False)
-    record = market.assess(hub, AGENT)
-    assert record["status"] == "listed", record["reasons"]
+def build_template(reference: Path, root: Path) -> Path:
+    """The settlement template at ``root``: a copy of the ``reference`` hub (built and assessed
+    once per session), with the client funded and the silent external reviewer."""
+    hub = copy_hub(reference, root)
+    record = registry.status_of(hub, AGENT)
+    assert record is not None and record["status"] == "listed", record
     registrar.add_actor(hub, CLIENT, ["client"], None, None, True)
     registrar.add_actor(hub, "vera", ["reviewer"], "vera-labs", generate_key().public_line, False)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit(CLIENT, SEED, cause="seed")
-    _TEMPLATE.append(root)
     return root
 
 
@@ -235,11 +229,11 @@ class Site:
                        env={"AISMM_NOW": self.now()}, check=False)
 
 
-def make_site(factory: pytest.TempPathFactory, tmp_path: Path, processing: str = "inline"
-              ) -> Site:
-    """A private copy of the template hub with its own clock at ``START``."""
+def make_site(template: Path, tmp_path: Path, processing: str = "inline") -> Site:
+    """A private copy of the ``template`` hub (see :func:`build_template`) with its own clock
+    at ``START``."""
     root = tmp_path / "hub"
-    shutil.copytree(_template(factory), root)
+    shutil.copytree(template, root, symlinks=True)
     if processing != "inline":
         cfg = root / "hub.yaml"
         data = load_yaml(cfg.read_text(), str(cfg))

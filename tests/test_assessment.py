@@ -1,8 +1,8 @@
 """The assessment loop: deliveries become platform and reviewer verdicts, committed back.
 
-One hub for the module: the reference agents (the specialists assessed and listed, sloppy-coder
-registered but not listed), a client ``carol``, and a provider ``mallory`` whose hosted agents
-misbehave on purpose.
+One hub for the module, copied for each test (the benchmark cases share one copy): the session's
+reference hub (the specialists assessed and listed, sloppy-coder assessed and rejected), a client
+``carol``, and a provider ``mallory`` whose hosted agents misbehave on purpose.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aismm.core.clock import FixedClock
 from aismm.core.model import dump_yaml
 from aismm.core.signing import verify
 from aismm.infra.git import CommitInfo, Repo
@@ -36,11 +35,11 @@ from aismm.services import (
     settlement,
     worker,
 )
-from aismm.services.hubs import init_hub
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
+from tests.hubkit import copy_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "contracts"
@@ -93,12 +92,12 @@ SCRIPTS = {"careless": CARELESS, **{name: text for name, (text, _) in MISBEHAVIN
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    root = tmp_path_factory.mktemp("assessment")
-    hub = init_hub(root / "hub", clock=FixedClock(START))
-    market.register_reference_agents(hub, assess_them=False)
+def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's assessed reference hub, plus this module's clients and hosted agents."""
+    hub = copy_hub(reference_hub, tmp_path_factory.mktemp("assessment") / "hub")
     for agent in REFERENCE.values():
-        assert market.assess(hub, agent)["status"] == "listed"
+        record = registry.status_of(hub, agent)
+        assert record is not None and record["status"] == "listed", record
     registrar.add_actor(hub, "carol", ["client"], None, None, True)
     registrar.add_actor(hub, "mallory", ["client"], None, None, True)
     for name in ("careless", *MISBEHAVING):
@@ -113,7 +112,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         market.register_manifest(hub, man, hosted=True)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("carol", 1_000_000, cause="seed")
-    yield hub
+    return hub.root
+
+
+@pytest.fixture
+def hub(template: Path, tmp_path: Path) -> Hub:
+    """Each test's own copy of the template."""
+    return copy_hub(template, tmp_path / "own" / "hub")
 
 
 def daemon(hub: Hub) -> Hub:
@@ -196,9 +201,16 @@ def agent_id(contract: str, agent: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def benchmark_missions(hub: Hub) -> dict[tuple[str, str, str], tuple[str, list[str]]]:
+def bench_hub(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Hub:
+    """One copy of the template for the benchmark cases below, shared by them (read only)."""
+    return copy_hub(template, tmp_path_factory.mktemp("bench") / "hub")
+
+
+@pytest.fixture(scope="module")
+def benchmark_missions(bench_hub: Hub) -> dict[tuple[str, str, str], tuple[str, list[str]]]:
     """A mission per case (T1 for the listed reference specialist, T0 for the unlisted),
-    delivered (dispatch) and assessed (events.process), several at a time."""
+    delivered (dispatch) and assessed (events.process), several at a time, in ``bench_hub``."""
+    hub = bench_hub
     plan = {}
     for name, task, agent in CASES:
         inputs = CATALOG / name / "benchmark" / task / "inputs"
@@ -214,8 +226,9 @@ def benchmark_missions(hub: Hub) -> dict[tuple[str, str, str], tuple[str, list[s
 
 
 @pytest.mark.parametrize(("contract", "task", "agent"), CASES)
-def test_benchmark_task_platform_verdict(hub: Hub, benchmark_missions: dict[Any, Any],
+def test_benchmark_task_platform_verdict(bench_hub: Hub, benchmark_missions: dict[Any, Any],
                                          contract: str, task: str, agent: str) -> None:
+    hub = bench_hub
     who = agent_id(contract, agent)
     mission_id, lines = benchmark_missions[(contract, task, agent)]
     repo, policy = mission.open_mission(hub, mission_id)

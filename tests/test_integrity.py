@@ -18,8 +18,8 @@ PRICE, FEE = 400, 40
 
 
 @pytest.fixture()
-def site(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
-    return make_site(tmp_path_factory, tmp_path)
+def site(settle_template: Path, tmp_path: Path) -> Site:
+    return make_site(settle_template, tmp_path)
 
 
 def _clone(site: Site, mid: str, where: Path) -> Path:
@@ -90,8 +90,8 @@ def test_a_delivery_received_in_time_is_not_refunded_by_a_later_dated_commit(
 
 
 @pytest.fixture()
-def queued(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
-    return make_site(tmp_path_factory, tmp_path, processing="daemon")
+def queued(settle_template: Path, tmp_path: Path) -> Site:
+    return make_site(settle_template, tmp_path, processing="daemon")
 
 
 def test_the_arbiter_rules_on_the_dod_of_the_current_tree_not_a_missing_one(

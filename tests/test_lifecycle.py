@@ -38,8 +38,8 @@ DOD_CHECKS = [{"name": "files", "status": "pass", "detail": "1 files"},
 
 
 @pytest.fixture()
-def queued(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
-    return make_site(tmp_path_factory, tmp_path, processing="daemon")
+def queued(settle_template: Path, tmp_path: Path) -> Site:
+    return make_site(settle_template, tmp_path, processing="daemon")
 
 
 def status(site: Site, mid: str, state: str) -> dict[str, Any]:

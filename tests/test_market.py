@@ -1,7 +1,7 @@
 """The marketplace: manifests, assessment before listing, the listing, routing and contests.
 
-One hub for the module: the reference agents (registered and assessed), two more providers'
-code-review agents (``beta-reviewer``, ``gamma-reviewer``, running the reference reviewer's code),
+One hub for the module, copied for each test: the session's reference hub (the reference agents
+registered and assessed), two more providers' code-review agents (``beta-reviewer``, ``gamma-reviewer``, running the reference reviewer's code),
 an independent client ``carol`` and a client ``gina`` owned by ``gamma`` (so ``gamma-reviewer`` is
 her own agent and must never be picked for her).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from aismm.services.hubs import init_hub
 from aismm.state import registry
 from tests import clikit
 from tests.clikit import Result
+from tests.hubkit import copy_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 START = "2026-01-01T00:00:00Z"
@@ -67,10 +68,9 @@ def publish(hub: Hub, text: str, provider: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    root = tmp_path_factory.mktemp("market")
-    hub = init_hub(root / "hub", clock=FixedClock(START))
-    market.register_reference_agents(hub)
+def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's assessed reference hub, plus this module's providers and clients."""
+    hub = copy_hub(reference_hub, tmp_path_factory.mktemp("market") / "hub")
     for provider in ("beta", "gamma"):
         registrar.add_actor(hub, provider, ["client"], None, None, True)
     # the same reviewer code, each provider with its own presentation: identical
@@ -85,7 +85,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("carol", 100_000, cause="seed")
         ledger.deposit("gina", 100_000, cause="seed")
-    yield hub
+    return hub.root
+
+
+@pytest.fixture
+def hub(template: Path, tmp_path: Path) -> Hub:
+    """Each test's own copy of the template."""
+    return copy_hub(template, tmp_path / "own" / "hub")
 
 
 @pytest.fixture

@@ -9,27 +9,25 @@ from typing import Any
 
 import pytest
 
-from aismm.core.clock import FixedClock
 from aismm.core.contract import digest
 from aismm.core.errors import ActorError, ContractError, LedgerError, UsageError
 from aismm.core.model import load_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import market, mission, registrar
-from aismm.services.hubs import init_hub
+from aismm.services import mission, registrar
 from aismm.state import registry
 from tests.conftest import git
+from tests.hubkit import copy_hub
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers" / "inputs"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
-    hub = init_hub(tmp_path_factory.mktemp("m") / "hub", clock=FixedClock("2026-01-01T00:00:00Z"))
-    market.register_reference_agents(hub, assess_them=False)
-    market.assess(hub, "ref-code-reviewer")
+def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's assessed reference hub, plus this module's clients and actors."""
+    hub = copy_hub(reference_hub, tmp_path_factory.mktemp("m") / "hub")
     registrar.add_actor(hub, "carol", ["client"], "carol-corp", None, True)
     registrar.add_actor(hub, "poor", ["client"], None, None, True)
     registrar.add_actor(hub, "bob", ["specialist"], "carol-corp", None, True)
@@ -37,7 +35,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("carol", 100_000, cause="seed")
         ledger.deposit("poor", 10, cause="seed")
-    return hub
+    return hub.root
+
+
+@pytest.fixture
+def hub(template: Path, tmp_path: Path) -> Hub:
+    """Each test's own copy of the template."""
+    return copy_hub(template, tmp_path / "own" / "hub")
 
 
 def state(hub: Hub) -> dict[str, Any]:

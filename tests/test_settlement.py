@@ -37,14 +37,14 @@ KILLED = -signal.SIGKILL
 
 
 @pytest.fixture()
-def site(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
-    return make_site(tmp_path_factory, tmp_path)
+def site(settle_template: Path, tmp_path: Path) -> Site:
+    return make_site(settle_template, tmp_path)
 
 
 @pytest.fixture()
-def queued(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
+def queued(settle_template: Path, tmp_path: Path) -> Site:
     """A hub in daemon mode: pushes and requests wait in the outbox until processed."""
-    return make_site(tmp_path_factory, tmp_path, processing="daemon")
+    return make_site(settle_template, tmp_path, processing="daemon")
 
 
 # -- helpers ------------------------------------------------------------------------------------
