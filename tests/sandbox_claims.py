@@ -244,7 +244,9 @@ def claim_limits(area: Area) -> None:
     large = run([SH, "-c", "head -c 200000 /dev/zero > big; echo $?"], area.work,
                 limits=Limits(file_bytes=100_000))
     assert (area.work / "big").stat().st_size <= 100_000
-    limits = Limits(processes=16, timeout_seconds=3.0, cpu_seconds=5)
+    # The bomb hits the process limit within milliseconds, then waits on its sleepers until the
+    # run's timeout ends it: a short timeout, so the claim does not wait out seconds.
+    limits = Limits(processes=16, timeout_seconds=1.0, cpu_seconds=5)
     probe = run(["/bin/bash", "-c", "ulimit -u"], area.work, limits=limits)
     assert probe.stdout == "16\n", "refusing to start a fork bomb without a process limit"
     marker = f"96{os.getpid() % 10000:04d}1"

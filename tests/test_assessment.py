@@ -55,6 +55,9 @@ GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 
 # Hosted agents that misbehave; each is (script, expected start of the failure detail).
+# Each may run 2 s (a bound none of them should reach), except ``sleep``, which must reach its
+# own: it is stopped after SLEEP_TIMEOUT, so the test does not wait out two seconds.
+TIMEOUT, SLEEP_TIMEOUT = 2.0, 0.3
 MISBEHAVING = {
     "crash": ("raise RuntimeError('agent crashed on purpose')\n",
               "exit 1: Traceback"),
@@ -106,7 +109,9 @@ def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             "owner": "mallory",
             "roles": ["specialist"], "contracts": ["contract.code_review@1.0.0"] +
             (["contract.schema_design@1.0.0"] if name == "careless" else []),
-            "price": 100, "runtime": {"kind": "command", "timeout_seconds": 2,
+            "price": 100, "runtime": {"kind": "command",
+                                      "timeout_seconds": SLEEP_TIMEOUT if name == "sleep"
+                                      else TIMEOUT,
                                       "argv": ["{python}", "-c", SCRIPTS[name]]},
         }), name)
         market.register_manifest(hub, man, hosted=True)
