@@ -8,6 +8,7 @@ same way. The allowed places are listed with the reason they are safe.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,9 +158,10 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     return {name for name in found if name}
 
 
+@functools.cache
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the modules it imports, for every module of the package (from the syntax
-    tree; nothing is imported or run)."""
+    tree; nothing is imported or run). Read once per session."""
     graph = {}
     for path in sorted(package.rglob("*.py")):
         module = _module_of(path)
