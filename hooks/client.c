@@ -7,7 +7,8 @@
  * The same fail-safe rule as the Python client: no server (no socket, or nobody listening) ->
  * the work is done in-process by `PYTHON -m aismm.hook HOOK` with the same stdin; a server that
  * accepted the request but does not answer -> pre-receive refuses the push (fail closed),
- * post-receive says the push landed and how to finish.
+ * post-receive says the push landed and how to finish. The server has 15 minutes to answer
+ * (AISMM_HOOK_TIMEOUT=<seconds> changes that).
  *
  * Request:  "AISMM/1 <hook>\n" "git_dir=<path>\n" "object_dir=<path>\n" "pusher=<id>\n"
  *           "length=<n>\n" "\n" <n bytes of stdin>
@@ -123,11 +124,12 @@ int main(int argc, char **argv) {
     if (!clean(git_dir) || !clean(object_dir) || !clean(pusher))
         return fallback(hook, python, data, len);
 
-    char parent[PATH_MAX], grand[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", git_dir);
-    snprintf(parent, sizeof parent, "%s", dirname(parent));
-    snprintf(grand, sizeof grand, "%s", parent);
-    snprintf(grand, sizeof grand, "%s", dirname(grand));
+    /* dirname() may change its argument and return a pointer into it: work on copies */
+    char scratch[PATH_MAX], parent[PATH_MAX], grand[PATH_MAX];
+    snprintf(scratch, sizeof scratch, "%s", git_dir);
+    snprintf(parent, sizeof parent, "%s", dirname(scratch));
+    snprintf(scratch, sizeof scratch, "%s", parent);
+    snprintf(grand, sizeof grand, "%s", dirname(scratch));
     const char *hubs[2] = {parent, grand};
     for (int i = 0; i < 2; i++) {
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -152,9 +154,11 @@ int main(int argc, char **argv) {
         int code = -1, have_code = 0;
         char first[16];
         size_t flen = 0;
+        const char *wait_env = getenv("AISMM_HOOK_TIMEOUT");  /* seconds; for tests */
+        int wait_ms = wait_env && atoi(wait_env) > 0 ? atoi(wait_env) * 1000 : ANSWER_TIMEOUT_MS;
         for (;;) {
             struct pollfd p = {.fd = fd, .events = POLLIN};
-            int ready = poll(&p, 1, ANSWER_TIMEOUT_MS);
+            int ready = poll(&p, 1, wait_ms);
             if (ready < 0 && errno == EINTR) continue;
             if (ready <= 0) { close(fd); return refuse(hook, "did not answer in time"); }
             ssize_t got = recv(fd, buf, sizeof buf, 0);

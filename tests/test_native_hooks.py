@@ -1,0 +1,97 @@
+"""The native hook client: the same fail-safe rule as the Python one, and Python hooks where no
+C compiler exists."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from aismm.core.refs import SOCKET
+from aismm.state import provision
+from hubkit import findings
+from test_serve import _clone, _hub
+
+
+def _deliver(clone: Path) -> None:
+    (clone / "deliverable").mkdir(exist_ok=True)
+    (clone / "deliverable" / "findings.json").write_bytes(findings())
+    subprocess.run(["git", "add", "deliverable"], cwd=clone, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "deliver"], cwd=clone, check=True)
+
+
+def _push(clone: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "push", "origin", "attempts/me"], cwd=clone, text=True,
+                          capture_output=True, env={**os.environ, **env}, check=False)
+
+
+def test_hooks_are_native_where_a_compiler_exists(tmp_path: Path) -> None:
+    hub, [created] = _hub(tmp_path)
+    assert (hub.root / provision.CLIENT).is_file()
+    assert "exec \"$client\" pre-receive" in (created.path / "hooks" / "pre-receive").read_text()
+    clone = _clone(created, tmp_path / "clone", tmp_path / "me")
+    _deliver(clone)
+    pushed = _push(clone)  # no server: the client runs the hook in-process
+    assert pushed.returncode == 0, pushed.stderr
+    assert "remote: aismm: platform DoD on me: PASS" in pushed.stderr
+
+
+def test_without_a_compiler_the_hooks_are_python(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CC", raising=False)
+    assert provision.build_client(tmp_path) is None
+    monkeypatch.undo()
+    hooks = tmp_path / "repo.git" / "hooks"
+    hooks.mkdir(parents=True)
+    provision.install(tmp_path / "repo.git")
+    text = (hooks / "post-receive").read_text()
+    assert text.startswith("#!") and "aismm-hook: post-receive" in text
+    assert '"hook": "post-receive"' in text and "aismm-hook\" " not in text
+
+
+@pytest.mark.parametrize(("behaviour", "whys"), [
+    ("silent", ("did not answer in time",)),
+    ("hangs up", ("closed without an answer", "dropped the request")),  # as the race falls
+])
+def test_a_server_that_does_not_answer_refuses_the_push(tmp_path: Path, behaviour: str,
+                                                        whys: tuple[str, ...]) -> None:
+    hub, [created] = _hub(tmp_path)
+    clone = _clone(created, tmp_path / "clone", tmp_path / "me")
+    _deliver(clone)
+    before = subprocess.run(["git", "-C", str(created.path), "rev-parse", "attempts/me"],
+                            capture_output=True, text=True, check=True).stdout
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(hub.root / SOCKET))
+    listener.listen(4)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if behaviour == "hangs up":
+                conn.recv(1 << 16)
+                conn.close()
+            else:
+                held.append(conn)  # accepted, never answered
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        pushed = _push(clone, AISMM_HOOK_TIMEOUT="1")
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert pushed.returncode != 0
+    assert any(f"remote: aismm: the hub's server {why}; the push was refused to stay safe"
+               in pushed.stderr for why in whys), pushed.stderr
+    after = subprocess.run(["git", "-C", str(created.path), "rev-parse", "attempts/me"],
+                           capture_output=True, text=True, check=True).stdout
+    assert after == before
