@@ -1,4 +1,4 @@
-"""Contracts: the published, versioned instruction an agent executes (DESIGN §4)."""
+"""Contracts: the published, versioned instruction an agent executes."""
 
 from __future__ import annotations
 

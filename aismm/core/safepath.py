@@ -1,4 +1,4 @@
-"""What a path inside a mission or registry repository may look like (DESIGN §6.5)."""
+"""What a path inside a mission or registry repository may look like."""
 
 from __future__ import annotations
 

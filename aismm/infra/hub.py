@@ -1,4 +1,4 @@
-"""The hub: its layout on disk, its configuration and the keys of hosted actors (DESIGN §3)."""
+"""The hub: its layout on disk, its configuration and the keys of hosted actors."""
 
 from __future__ import annotations
 
