@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import random
 import resource
@@ -173,7 +174,44 @@ def capabilities() -> dict[str, bool]:
 
 @functools.cache
 def _probe_errors() -> dict[str, str]:
-    """Why each isolation that does not work fails: the probe runs the real interpreter."""
+    """Why each isolation that does not work fails, probed once per machine and interpreter.
+
+    The result is kept in ``$TMPDIR/aismm-probe-<uid>.json`` keyed by everything it depends on
+    (interpreter, package folder, uid, kernel, tools); a key that changed probes again. A
+    working level is still checked by every run (a view that cannot be built is a SandboxError).
+    """
+    key = _probe_key()
+    cache = Path(tempfile.gettempdir(), f"aismm-probe-{os.geteuid()}.json")
+    try:
+        st = cache.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == key and isinstance(saved.get("errors"), dict):
+                return {str(k): str(v) for k, v in saved["errors"].items()}
+    except (OSError, ValueError):
+        pass
+    errors = _probe()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".aismm-probe-", dir=cache.parent)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"key": key, "errors": errors}, out)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # no cache: the next process probes again
+    return errors
+
+
+def _probe_key() -> str:
+    tools = [shutil.which(t) or "" for t in ("unshare", "setpriv", "prlimit", "mount", "sh")]
+    stamps = [f"{t}:{os.stat(t).st_mtime_ns}" if t else "-" for t in tools]
+    real = os.stat(os.path.realpath(PYTHON))
+    return "|".join([PYTHON, f"{real.st_mode:o}:{real.st_mtime_ns}", str(_PACKAGE),
+                     str(os.geteuid()), os.uname().release, os.environ.get("AISMM_SANDBOX", ""),
+                     *stamps])
+
+
+def _probe() -> dict[str, str]:
+    """Run the real interpreter under each isolation; why each one that fails does."""
     errors: dict[str, str] = {}
     tools = {t: shutil.which(t) for t in ("unshare", "setpriv", "prlimit", "mount", "sh")}
     missing = [t for t, where in tools.items() if where is None]
