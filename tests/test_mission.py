@@ -101,9 +101,11 @@ def test_repository_is_signed_configured_hooked_and_fsck_clean(hub: Hub) -> None
     assert int(git("-C", path, "config", "receive.maxinputsize").stdout) > 0
     import sys
 
+    native = (hub.root / "run" / "aismm-hook").is_file()  # where a C compiler exists
     for hook in ("pre-receive", "post-receive"):
         text = (created.path / "hooks" / hook).read_text()
-        assert text.startswith(f"#!{sys.executable} -S\n") and "# aismm-hook:" in text
+        assert f"# aismm-hook: {hook}" in text and sys.executable in text
+        assert text.startswith("#!/bin/sh\n" if native else f"#!{sys.executable} -S\n")
 
 
 def test_escrow_is_funded_with_price_plus_fee(hub: Hub) -> None:

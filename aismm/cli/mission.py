@@ -36,6 +36,7 @@ def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, pri
            tier: str, agents: tuple[str, ...], reviewers: tuple[str, ...], contest: int | None,
            auto: bool, deadline: str | None, key: Path | None, as_json: bool) -> None:
     """Create and fund a mission; print its id."""
+    from aismm.core.safepath import printable
     from aismm.core.signing import read_private_key_file
     from aismm.services import mission
 
@@ -54,9 +55,14 @@ def create(ctx: click.Context, contract_ref: str, client: str, inputs: Path, pri
         agents=chosen, reviewers=list(reviewers), deadline=deadline,
         key=read_private_key_file(key) if key else None, mode=mode)
     data = created.to_dict()
+    # creating a mission is an event: inline, the hub runs its hosted agents now
+    lines = [printable(line) for line in worker.process(hub)] \
+        if hub.config.processing == "inline" else []
+    data["lines"] = lines
     emit(data, as_json, f"{data['id']}\n  contract {data['contract']} · tier {data['tier']} · "
          f"price {data['price']} + fee {data['fee']} = {data['total']} tokens in escrow\n"
-         f"  assigned: {', '.join(data['agents'])}\n  clone: git clone {data['url']}")
+         f"  assigned: {', '.join(data['agents'])}\n  clone: git clone {data['url']}"
+         + "".join(f"\n  {line.removeprefix('aismm: ')}" for line in lines))
 
 
 @group.command("list")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from aismm.core.clock import iso
 from aismm.core.errors import AismmError, SandboxError
-from aismm.infra.hub import Hub
+from aismm.infra.hub import BENCH_PREFIX, Hub
 from aismm.infra.store import Event, Store, worker_id
 from aismm.services import delivery, disputes, events, settlement
-from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
+from aismm.services.mission import ACCEPTED, ATTEMPT, MAIN, open_mission
 from aismm.state.policy import REQUEST_NAME
 
 __all__ = ["handle_event", "process", "record_and_process"]
@@ -45,6 +45,13 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
                 lines += disputes.arbitrate(hub, mission_id, agent)
     elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
         lines += settlement.settle(hub, mission_id)
+    elif event.ref == MAIN and old is None and not mission_id.startswith(BENCH_PREFIX):
+        # a new mission is an offer: the hub runs its hosted agents that have not run yet
+        # (external ones deliver by git push; `mission run` re-runs hosted ones by hand)
+        waiting = [a for a in policy.doc.assignment.agents
+                   if repo.ref(f"{ATTEMPT}{a}") == policy.main]
+        if waiting:
+            lines += delivery.dispatch(hub, mission_id, waiting)
     return {"lines": lines}, lines
 
 
