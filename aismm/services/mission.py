@@ -17,7 +17,7 @@ from aismm.core.document import Assignment, ContractPin, MissionDoc
 from aismm.core.errors import ActorError, ContractError, MissionError, UsageError
 from aismm.core.files import document_problems, layout_problems
 from aismm.core.model import dump_yaml
-from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN
+from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, TAGS
 from aismm.core.safepath import path_problem
 from aismm.core.signing import PrivateKey, verify
 from aismm.infra.git import Repo
@@ -70,6 +70,34 @@ def check_inputs(contract: Contract, schemas: dict[str, bytes], files: dict[str,
     problems += [f"{where}: {problem}" for problem in found]
     if problems:
         raise ContractError("\n".join(problems))
+
+
+def open_load(hub: Hub) -> dict[str, int]:
+    """Open (not yet accepted, settled or refunded) missions per assigned agent."""
+    load: dict[str, int] = {}
+    for mission_id in hub.mission_ids():
+        repo = Repo(hub.mission_path(mission_id))
+        refs = repo.refs()
+        if refs.get(ACCEPTED) != refs.get(MAIN) or any(t in refs for t in TAGS):
+            continue
+        policy = load_policy(repo)
+        for agent in policy.doc.assignment.agents if policy else []:
+            load[agent] = load.get(agent, 0) + 1
+    return load
+
+
+def _check_capacity(hub: Hub, agents: list[str]) -> None:
+    """Refuse a hire beyond an agent's declared capacity (its manifest's open missions)."""
+    manifests = registry.manifests(hub)
+    capped = [a for a in agents if a in manifests]
+    if not capped:
+        return
+    load = open_load(hub)
+    for agent_id in capped:
+        capacity = manifests[agent_id].capacity
+        if load.get(agent_id, 0) >= capacity:
+            raise ActorError(f"--agent {agent_id}: at capacity ({load[agent_id]} of {capacity} "
+                             "open missions); pick another agent or hire it when one closes")
 
 
 def fee_rate(hub: Hub, contract: Contract, tier: str) -> int:
@@ -160,6 +188,8 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
                 raise ActorError(f"--agent {agent_id}: not listed (no passing assessment); at "
                                  f"{tier} only listed agents can be hired: run `aismm agent "
                                  "assess`, or hire it at --tier T0 at your own risk")
+    if not benchmark:
+        _check_capacity(hub, agents)
     for rid in reviewers:
         reviewer = registry.actor(hub, rid, "reviewer")
         for agent_id in agents:  # the gate's own rule, checked early to refuse cleanly
