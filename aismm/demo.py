@@ -76,10 +76,11 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     say("   lintworks: lint-bot (a second code reviewer, cheaper)")
     for agent in ("ref-code-reviewer", "lint-bot", "ref-schema-designer", "sloppy-coder"):
         record = market.assess(hub, agent)
-        verdict = f"LISTED ({record['badge']})" if record["status"] == "listed" else \
-            f"REJECTED — {record['reasons'][0]}"
-        say(f"   {agent:<20} quality {record['quality']:>5}  p50 {record['p50_seconds']}s  "
-            f"→ {verdict}")
+        if record["status"] == "listed":
+            say(f"   {agent:<20} quality {record['quality']:>5}  p50 {record['p50_seconds']}s  "
+                f"→ LISTED ({record['badge']})")
+        else:  # the reason names the contract whose threshold it missed, with its own figure
+            say(f"   {agent:<20} REJECTED — {record['reasons'][0]}")
 
     say("\n3. A client joins and funds its wallet")
     registrar.add_actor(hub, "dana", ["client"], "dana-corp", None, True)

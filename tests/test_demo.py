@@ -17,6 +17,8 @@ def test_demo_story_matches_the_hub(tmp_path: Path) -> None:
     out = done.stdout
     hub = tmp_path / "d" / "hub"
     assert re.search(r"sloppy-coder .*REJECTED", out)
+    assert not [line for line in out.splitlines() if line.count("quality") > 1]  # one figure
+    assert "isolation namespaces" in out  # says which sandbox ran the agents
     assert re.search(r"ref-code-reviewer .*LISTED", out)
     assert "filed requests/001-rework.yaml" in out
     assert "$ git merge --no-ff -S" in out and "$ git push origin accepted" in out

@@ -121,10 +121,15 @@ def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     lines = [f"mission {st['id']}: {st['state'].upper()}  ({st['contract']}, {st['tier']}, "
              f"client {st['client']}, deadline {st['deadline']})"]
     esc = st["escrow"]
-    lines.append(f"  escrow: {esc['state']}" + (
-        f" — {esc.get('provider', 0)} to provider:{esc.get('provider_owner')}, "
-        f"{esc.get('fee', 0)} fee, {esc.get('client_refund', 0)} back to the client"
-        if esc["state"] in ("settled", "refunded") else f" ({esc['balance']} tokens held)"))
+    if esc["state"] == "settled":
+        detail = (f" — {esc.get('provider', 0)} to provider:{esc.get('provider_owner')}, "
+                  f"{esc.get('fee', 0)} fee")
+    elif esc["state"] == "refunded":
+        detail = (f" — {esc.get('client_refund', 0)} back to the client"
+                  + (f", {esc.get('fee', 0)} fee kept" if esc.get("fee") else ""))
+    else:
+        detail = f" ({esc['balance']} tokens held)"
+    lines.append(f"  escrow: {esc['state']}{detail}")
     for a in st["attempts"]:
         lines.append(f"  attempts/{a['agent']}: {a['state']}  head {a['head'][:12]}  "
                      f"deliverable {(a['deliverable_tree'] or '-')[:12]}  DoD {a['dod'] or '-'}  "

@@ -12,6 +12,7 @@ from aismm.core.clock import Clock
 from aismm.core.errors import UsageError
 from aismm.core.model import dump_yaml
 from aismm.infra import store
+from aismm.infra.git import Repo
 from aismm.infra.hub import Hub, HubConfig
 from aismm.services import registrar
 from aismm.state import provision
@@ -60,4 +61,7 @@ def init_hub(root: Path, clock: Clock | None = None, config: HubConfig | None = 
         raise
     hub = Hub(root, clock)
     registrar.write_allowed_signers(hub)
+    registry = Repo(hub.registry_path)  # checkable in place: git log --show-signature works
+    registry.set_config("gpg.format", "ssh")
+    registry.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
     return hub
