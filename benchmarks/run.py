@@ -66,6 +66,9 @@ def main() -> None:
     sections["flow"] = _section("flow", bench_flow.run, quick)
     sections["ledger"] = _section("ledger", bench_ledger.run, quick)
     sections["reputation"] = _section("reputation", bench_reputation.run, quick)
+    import bench_serve
+
+    sections["serve"] = _section("serve", bench_serve.run, quick)
 
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
@@ -106,6 +109,9 @@ def main() -> None:
     rows.append(("agent list, 1,000 listed agents (cold / warm cache)",
                  f"{v(f, 'agent_list_1000_s')} / {v(f, 'agent_list_1000_warm_s', '{:.4f}')} s",
                  "goal < 0.2 s"))
+    sv = sections["serve"]
+    rows.append(("serve idle CPU (no traffic, 3 s)", f"{v(sv, 'idle_cpu_pct', '{:.1f}')} %",
+                 "of one core; goal < 1 %"))
     rows.append(("mission status, hubs of " + " / ".join(map(str, sizes)),
                  " / ".join(v(f, f"status_{n}_s", "{:.3f}") for n in sizes) + " s", ""))
 
