@@ -11,6 +11,7 @@ by alice, the client), and two external actors whose keys come from ``ssh-keygen
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -41,6 +42,7 @@ __all__ = [
     "RepoState",
     "build_reference_hub",
     "copy_hub",
+    "copy_tree",
     "findings",
     "kit_fixture",
     "make_kit",
@@ -72,22 +74,47 @@ def build_reference_hub(root: Path) -> Path:
     return root
 
 
-def copy_hub(template: Path, dest: Path, clock: FixedClock | None = None) -> Hub:
-    """A private copy of the hub folder ``template`` at ``dest``, on its own clock.
-
-    Nothing in a hub names its own folder (hooks find the hub from ``GIT_DIR``; repository
-    configs hold no paths; the ledger and the outbox name repositories relative to the hub), so
-    the copy works wherever it lands; :func:`_assert_relocatable` keeps that true.
-    """
-    shutil.copytree(template, dest, symlinks=True)
-    return Hub(dest, clock=clock or FixedClock(START))
+def _rewritable(root: Path) -> list[Path]:
+    """The files of the hub at ``root`` that may name the hub's folder, which a copy rewrites:
+    the repositories' configs (``gpg.ssh.allowedSignersFile`` is the hub's allowed_signers
+    file, so ``git log --show-signature`` works in place) and their hooks."""
+    repos = [root / "registry.git", *sorted((root / "missions").glob("*.git"))]
+    return [path for repo in repos
+            for path in [repo / "config", *sorted((repo / "hooks").glob("*"))]
+            if path.is_file()]
 
 
 def _assert_relocatable(root: Path) -> None:
-    """No file of the hub at ``root`` names ``root`` (a copy elsewhere would point back)."""
+    """Only the files :func:`_rewritable` lists name the hub's folder, so a copy made by
+    :func:`copy_hub` points at itself alone (never back at the hub it was copied from)."""
     needle = str(root).encode()
-    named = [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    fixed = set(_rewritable(root))
+    named = [p for p in sorted(root.rglob("*"))
+             if p.is_file() and p not in fixed and needle in p.read_bytes()]
     assert named == [], f"hub files name the hub folder, so copies would not work: {named}"
+
+
+def copy_tree(template: Path, dest: Path) -> Path:
+    """Copy the hub folder ``template`` to ``dest``; the copy's repository configs and hooks
+    name ``dest`` wherever they named ``template``. The ledger, the outbox and the registry
+    name repositories relative to the hub, and the hooks find the hub from their repository,
+    so the copy is a hub of its own (:func:`_assert_relocatable` checks the template)."""
+    shutil.copytree(template, dest, symlinks=True)
+    names = sorted({str(template), str(template.resolve())}, key=len, reverse=True)
+    old = re.compile(b"(?:" + b"|".join(re.escape(n.encode()) for n in names) + b")"
+                     rb"(?=/|\s|\"|$)", re.MULTILINE)
+    for path in _rewritable(dest):
+        data = path.read_bytes()
+        new = old.sub(str(dest).encode().replace(b"\\", b"\\\\"), data)
+        if new != data:
+            path.write_bytes(new)
+    return dest
+
+
+def copy_hub(template: Path, dest: Path, clock: FixedClock | None = None) -> Hub:
+    """A private copy (:func:`copy_tree`) of the hub folder ``template`` at ``dest``, on its
+    own clock."""
+    return Hub(copy_tree(template, dest), clock=clock or FixedClock(START))
 
 
 def run_git(*args: str | bytes, cwd: Path | None = None, check: bool = True,

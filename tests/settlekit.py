@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
 from aismm.services import delivery, lifecycle, mission, registrar, worker
 from aismm.state import registry
-from tests.hubkit import copy_hub
+from tests.hubkit import copy_hub, copy_tree
 
 __all__ = [
     "AGENT",
@@ -232,8 +231,7 @@ class Site:
 def make_site(template: Path, tmp_path: Path, processing: str = "inline") -> Site:
     """A private copy of the ``template`` hub (see :func:`build_template`) with its own clock
     at ``START``."""
-    root = tmp_path / "hub"
-    shutil.copytree(template, root, symlinks=True)
+    root = copy_tree(template, tmp_path / "hub")
     if processing != "inline":
         cfg = root / "hub.yaml"
         data = load_yaml(cfg.read_text(), str(cfg))
