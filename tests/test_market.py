@@ -129,8 +129,8 @@ def test_reference_specialists_are_listed_with_a_badge(hub: Hub) -> None:
     rows = {r["agent"]: r for r in market.listing(hub)}
     assert {a: (rows[a]["status"], rows[a]["badge"]) for a in SPECIALISTS} == \
         {a: ("listed", "gold") for a in SPECIALISTS}
-    # ref-reviewer is a reviewer, not a specialist: never assessed, never listed.
-    assert (rows["ref-reviewer"]["status"], rows["ref-reviewer"]["badge"]) == ("unassessed", None)
+    # ref-reviewer is a reviewer: listed on the reviewer benchmark (tests/test_reviewer_assessment)
+    assert (rows["ref-reviewer"]["status"], rows["ref-reviewer"]["badge"]) == ("listed", "gold")
 
 
 def test_sloppy_agent_is_rejected_with_reasons(hub: Hub) -> None:

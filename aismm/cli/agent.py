@@ -67,7 +67,7 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
 def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bool) -> None:
     """Run the contract's benchmark suite against AGENT_ID; list it only if it passes."""
     from aismm.core.errors import Rejection
-    from aismm.services import market
+    from aismm.services import market, reviewbench
 
     hub = hub_from(ctx)
     record = market.assess(hub, agent_id, progress=None if as_json else
@@ -78,8 +78,9 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
              f"{record['cost']}"]
     for t in record["tasks"]:
         why = market.task_reason(t)
-        lines.append(f"  {t['contract']} {t['task']}: DoD {t['dod']}, quality {t['quality']}"
-                     + (f"; first reason: {why}" if why else ""))
+        lines.append(f"  {t['contract']} {t['task']}: " + (
+            f"said {t['verdict']}, expected {t['expected']}" if reviewbench.is_review(t) else
+            f"DoD {t['dod']}, quality {t['quality']}") + (f"; first reason: {why}" if why else ""))
     lines += [f"  reason: {r}" for r in record["reasons"]]
     emit(record, as_json, "\n".join(lines))
     if record["status"] != "listed":

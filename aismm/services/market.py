@@ -26,7 +26,15 @@ from aismm.infra import sandbox
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store
-from aismm.services import delivery, dod, lifecycle, mission, registrar, scoring
+from aismm.services import (
+    delivery,
+    dod,
+    lifecycle,
+    mission,
+    registrar,
+    reviewbench,
+    scoring,
+)
 from aismm.state import registry
 from aismm.state.policy import read_verdict
 
@@ -68,7 +76,7 @@ class Assessment(TypedDict):
     p50_seconds: float
     cost: int
     reasons: list[str]
-    tasks: list[TaskResult]
+    tasks: list[TaskResult | reviewbench.ReviewResult]  # reviewers: reviewer-benchmark cases
     at: str
 
 
@@ -126,10 +134,9 @@ def register_reference_agents(hub: Hub, assess_them: bool = True,
         man = load_manifest(path.read_bytes(), str(path))
         register_manifest(hub, man, man.owner, hosted=True)
         ids.append(man.id)
-    if assess_them:
+    if assess_them:  # specialists on their benchmark, reviewers on the reviewer benchmark
         for agent in ids:
-            if "specialist" in registry.manifests(hub)[agent].roles:
-                assess(hub, agent, progress=progress)
+            assess(hub, agent, progress=progress)
     return ids
 
 
@@ -154,12 +161,16 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
     if man is None:
         raise UsageError(f"{agent}: no manifest; publish one with `aismm agent register`")
     sandbox.isolation()  # scoring runs agent code: no sandbox here is the hub's fault, not theirs
+    reviewer = "reviewer" in man.roles
+    specialist = "specialist" in man.roles or not reviewer
     jobs: list[Job] = []
-    for ref in man.contracts:
+    for ref in man.contracts if specialist else []:
         contract, files, _sha = registry.resolve_contract(hub, ref)
         tasks = sorted({p.split("/")[1] for p in files if p.startswith("benchmark/")})
         jobs += [(contract, files, task) for task in tasks]
-    if man.runtime.kind == "git":
+    if not specialist:
+        results: list[TaskResult] = []
+    elif man.runtime.kind == "git":
         results = _assess_external(hub, man, jobs, timeout or 600.0, progress)
     else:
         results = _assess_hosted(hub, man, jobs, progress)
@@ -170,7 +181,7 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
     reasons: list[str] = []
     # Each contract's thresholds judge that contract's tasks (not the first contract's for all).
     benches = {c.ref: c.benchmark for c, _, _ in jobs}
-    for ref in man.contracts:
+    for ref in man.contracts if specialist else []:
         if ref not in benches:
             benches[ref] = registry.resolve_contract(hub, ref)[0].benchmark
     for ref, bench in benches.items():
@@ -187,13 +198,21 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
     if any(r["dod"] != "pass" for r in results):
         reasons.append("DoD failed on " + ", ".join(r["task"] for r in results
                                                      if r["dod"] != "pass"))
+    done: list[TaskResult | reviewbench.ReviewResult] = [*results]
+    if reviewer:  # reviewers are assessed on the reviewer benchmark: are their verdicts right?
+        review = reviewbench.assess(hub, man, progress)
+        done += review.results
+        reasons += review.reasons
+        quality = min(quality, review.quality) if specialist else review.quality
+        durations += [r["seconds"] for r in review.results]
+        p50 = round(statistics.median(durations), 3) if durations else 0.0
     previous = registry.assessments(hub).get(agent, [])
     record: Assessment = {
         "schema_version": 1, "agent": agent, "n": len(previous) + 1,
         "status": "listed" if not reasons else "rejected",
         "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
         if not reasons else None, "quality": quality, "p50_seconds": p50,
-        "cost": man.price, "reasons": reasons, "tasks": results,
+        "cost": man.price, "reasons": reasons, "tasks": done,
         "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
     registrar.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
                                 dump_yaml(record).encode()},
@@ -312,8 +331,12 @@ def _assess_task(hub: Hub, man: Manifest, contract: Contract, files: dict[str, b
                                                 if c.status != "pass"]}
 
 
-def task_reason(task: TaskResult) -> str | None:
-    """Why a benchmark task failed, first reason only (None when its DoD passed)."""
+def task_reason(task: TaskResult | reviewbench.ReviewResult) -> str | None:
+    """Why a benchmark task failed, first reason only (None when its DoD passed); for a
+    reviewer-benchmark case, why the reviewer's verdict is wrong (None when it is right)."""
+    if reviewbench.is_review(task):
+        return None if task["verdict"] == task["expected"] else \
+            printable((task["misses"] or ["wrong verdict"])[0], limit=300)
     if task.get("dod") == "pass":
         return None
     if task.get("failed_checks"):
