@@ -43,7 +43,8 @@ GIT_ENV = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 LISTING_FIELDS = {"agent", "owner", "roles", "contracts", "status", "badge", "price", "capacity",
                   "assessed_quality", "executions", "quality", "quality_lcb", "speed_p50",
-                  "cost_per_accepted", "acceptance_rate", "stars", "rank", "trend_30d"}
+                  "cost_per_accepted", "acceptance_rate", "stars", "rank", "trend_30d",
+                  "delivered", "accepted", "decided", "quality_basis"}
 RANKED_FIELDS = {"agent", "score", "reputation", "price_score", "load_score", "inputs",
                  "eligible"}
 RANK_INPUTS = {"agent", "owner", "client_owner", "price", "price_min", "price_max", "capacity",

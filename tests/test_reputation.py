@@ -51,10 +51,17 @@ def rec(
     )
 
 
-def lcb(quality: float, weight: float) -> float:
-    """The documented lower bound, written out independently of the module."""
-    p = quality / 100
-    return max(0.0, quality - 1.645 * 100 * math.sqrt(p * (1 - p) / (3 + weight + 1)))
+def lcb(weighted: float, weight: float) -> float:
+    """The documented lower bound of Σ w·q and Σ w, written out independently of the module:
+    a prior of 3 observations at 50, each unit of weight 4 observations, z = 1.645."""
+    mean = (3 * 50 + 4 * weighted) / (3 + 4 * weight)
+    p = mean / 100
+    return max(0.0, mean - 1.645 * 100 * math.sqrt(p * (1 - p) / (3 + 4 * weight + 1)))
+
+
+def stars(bound: float) -> float:
+    """The documented stars: one per 10 points of bound above 40, 0 to 5."""
+    return round(min(5.0, max(0.0, (bound - 40) / 10)), 1)
 
 
 # --- exact figures -------------------------------------------------------------------------
@@ -65,16 +72,19 @@ def test_single_fresh_record_exact_figures() -> None:
     assert rep == Reputation(
         agent="agent.a",
         executions=1,
-        quality=57.5,  # (3 * 50 + 1 * 80) / (3 + 1)
-        quality_lcb=lcb(57.5, 1.0),
+        quality=80.0,  # what the work scored: no prior mixed in
+        quality_lcb=lcb(80.0, 1.0),
         speed_p50=600.0,
         cost_per_accepted=100.0,
         acceptance_rate=1.0,
-        stars=round(lcb(57.5, 1.0) / 20, 1),
+        stars=stars(lcb(80.0, 1.0)),
         rank=100.0,
-        trend_30d=7.5,  # nothing existed 30 days ago: the prior, 50
+        trend_30d=None,  # nothing existed 30 days ago: no trend
+        delivered=1,
+        accepted=1,
+        decided=1,
     )
-    assert rep.stars == 1.1
+    assert rep.stars == 0.0  # one job of 80 is thin evidence: its bound is below 40
 
 
 def test_decay_halves_weight_every_half_life() -> None:
@@ -86,19 +96,21 @@ def test_decay_halves_weight_every_half_life() -> None:
         ],
         NOW,
     )
-    assert reps["agent.a"].quality == (150 + 0.5 * 100) / 3.5
-    assert reps["agent.b"].quality == (150 + 0.25 * 100) / 3.25
+    assert {agent: r.quality for agent, r in reps.items()} == {
+        "agent.a": 100.0, "agent.b": 100.0, "agent.c": 100.0}  # age fades weight, not scores
+    assert reps["agent.a"].quality_lcb == pytest.approx(lcb(0.5 * 100, 0.5), abs=1e-12)
+    assert reps["agent.b"].quality_lcb == pytest.approx(lcb(0.25 * 100, 0.25), abs=1e-12)
     weight = 0.5**0.5
-    assert reps["agent.c"].quality == pytest.approx((150 + weight * 100) / (3 + weight), abs=1e-12)
-    assert reps["agent.a"].quality_lcb == pytest.approx(lcb((150 + 50) / 3.5, 0.5), abs=1e-12)
+    assert reps["agent.c"].quality_lcb == pytest.approx(lcb(weight * 100, weight), abs=1e-12)
+    assert reps["agent.b"].stars <= reps["agent.a"].stars <= reps["agent.c"].stars
 
 
 def test_half_life_is_a_parameter() -> None:
     rep = compute([rec(quality=100.0, age=10 * DAY)], NOW, half_life_days=10.0)["agent.a"]
-    assert rep.quality == (150 + 50) / 3.5
+    assert (rep.quality, rep.quality_lcb) == (100.0, pytest.approx(lcb(50.0, 0.5), abs=1e-12))
 
 
-def test_failed_counts_zero_and_not_selected_counts_its_quality() -> None:
+def test_failed_counts_zero_and_a_lost_contest_counts_its_quality_but_no_refusal() -> None:
     records = [
         rec(quality=90.0, outcome="accepted", latency=100.0, cost=30, n=1),
         rec(quality=70.0, outcome="not_selected", latency=200.0, cost=0, n=2),
@@ -106,9 +118,9 @@ def test_failed_counts_zero_and_not_selected_counts_its_quality() -> None:
         rec(quality=None, outcome="refunded", latency=400.0, cost=10, n=4),
     ]
     rep = compute(records, NOW)["agent.a"]
-    assert rep.executions == 4
-    assert rep.quality == (150 + 90 + 70 + 0 + 0) / 7
-    assert rep.acceptance_rate == 0.25
+    assert (rep.executions, rep.delivered, rep.accepted, rep.decided) == (4, 2, 1, 3)
+    assert rep.quality == (90 + 70 + 0 + 0) / 4
+    assert rep.acceptance_rate == 1 / 3  # not_selected is left out: a lost contest is no refusal
     assert rep.cost_per_accepted == 40.0  # (30 + 0 + 0 + 10) / 1 accepted
     assert rep.speed_p50 == 100.0  # delivered: 100 and 200, lower median
 
@@ -132,7 +144,7 @@ def test_no_accepted_attempt_has_no_cost_per_accepted() -> None:
 
 def test_nothing_delivered_has_no_speed() -> None:
     rep = compute([rec(quality=None, outcome="failed")], NOW)["agent.a"]
-    assert (rep.speed_p50, rep.quality) == (None, 150 / 4)
+    assert (rep.speed_p50, rep.quality, rep.delivered) == (None, 0.0, 0)
 
 
 @pytest.mark.parametrize(
@@ -177,16 +189,16 @@ def test_newcomer_with_two_perfect_results_ranks_below_a_good_veteran() -> None:
     veteran = [rec("agent.old", quality=85.0, age=dt.timedelta(hours=i), n=i) for i in range(200)]
     reps = compute(fresh + veteran, NOW)
     new, old = reps["agent.new"], reps["agent.old"]
-    assert new.quality < old.quality  # the prior already pulls the newcomer down ...
-    assert new.quality_lcb < old.quality_lcb  # ... and its bound much further
+    assert new.quality > old.quality  # its work scored higher, and the figure says so ...
+    assert new.quality_lcb < old.quality_lcb  # ... but two jobs bound it well below
     assert (new.rank, old.rank) == (0.0, 100.0)
     assert new.stars < old.stars
-    # Even when the newcomer's mean is higher, the bound decides: 8 perfect vs 200 at 85.
-    fresh = [rec("agent.new", quality=100.0, age=i * DAY, n=i) for i in range(8)]
-    reps = compute(fresh + veteran, NOW)
-    assert reps["agent.new"].quality > reps["agent.old"].quality
-    assert reps["agent.new"].quality_lcb < reps["agent.old"].quality_lcb
-    assert reps["agent.new"].rank == 0.0
+    # Thin evidence of a higher quality still ranks below thick evidence: 4 perfect results
+    # bound below 200 at 85; from 5 perfect results on, the newcomer's bound is the higher.
+    for jobs, first in ((4, "agent.old"), (5, "agent.new")):
+        fresh = [rec("agent.new", quality=100.0, age=i * DAY, n=i) for i in range(jobs)]
+        reps = compute(fresh + veteran, NOW)
+        assert max(reps.values(), key=lambda r: r.quality_lcb).agent == first
 
 
 def test_same_owner_executions_are_not_counted() -> None:
@@ -211,8 +223,8 @@ def test_contract_filter_exact_or_any_version() -> None:
     ]
     one = compute(records, NOW, contract="contract.code_review@1.0.0")["agent.a"]
     every = compute(records, NOW, contract="contract.code_review")["agent.a"]
-    assert (one.executions, one.quality) == (1, (150 + 90) / 4)
-    assert (every.executions, every.quality) == (2, (150 + 90 + 30) / 5)
+    assert (one.executions, one.quality) == (1, 90.0)
+    assert (every.executions, every.quality) == (2, 60.0)
     assert compute(records, NOW, contract="contract.other") == {}
 
 
@@ -227,7 +239,7 @@ def test_trend_is_now_minus_thirty_days_ago() -> None:
 
 def test_newcomer_is_the_prior() -> None:
     rep = newcomer("agent.x")
-    assert rep == Reputation("agent.x", 0, 50.0, lcb(50.0, 0.0), None, None, 0.0, 0.4, 0.0, 0.0)
+    assert rep == Reputation("agent.x", 0, 50.0, lcb(0.0, 0.0), None, None, None, 0.0, 0.0, None)
     assert rep.quality_lcb == pytest.approx(50 - 164.5 * math.sqrt(0.25 / 4), abs=1e-12)
 
 
@@ -355,18 +367,20 @@ def test_an_accepted_result_at_or_above_the_estimate_never_lowers_it(
 
 @SETTINGS
 @given(record_lists(), st.integers(3600, 400 * 86400))
-def test_without_new_records_estimates_drift_to_the_prior_and_bounds_widen(
+def test_without_new_records_quality_stays_and_a_good_agents_bound_and_stars_fade(
     records: list[Execution], advance: int
 ) -> None:
     now = compute(records, NOW)
     later = compute(records, NOW + dt.timedelta(seconds=advance))
     assert list(now) == list(later)
     for agent, rep in now.items():
-        old_offset = rep.quality - 50.0
-        new_offset = later[agent].quality - 50.0
-        assert abs(new_offset) <= abs(old_offset) + 1e-9
-        assert new_offset * old_offset >= 0  # never crosses the prior
-        assert later[agent].quality - later[agent].quality_lcb > rep.quality - rep.quality_lcb
+        then = later[agent]
+        assert then.quality == pytest.approx(rep.quality, abs=1e-9)  # the scores did not change
+        assert then.executions == rep.executions
+        if rep.quality >= 50.0:  # the evidence fades: the bound slides down to the prior's
+            assert then.quality_lcb <= rep.quality_lcb + 1e-9
+            assert then.stars <= rep.stars
+            assert then.quality_lcb >= newcomer(agent).quality_lcb - 1e-9
 
 
 @SETTINGS
@@ -410,6 +424,6 @@ def test_trend_sign_follows_improving_or_degrading_records(old: int, new: int) -
     then = compute(records, NOW - 30 * DAY)["agent.a"]
     assert rep.trend_30d == pytest.approx(rep.quality - then.quality, abs=1e-9)
     if new == old:
-        assert abs(rep.trend_30d) < abs(old - 50) / 100 + 1e-9  # only the prior's pull
+        assert abs(rep.trend_30d) < 1e-9
     else:
         assert (rep.trend_30d > 0) == (new > old)

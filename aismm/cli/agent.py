@@ -119,17 +119,26 @@ def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: b
 
     hub = hub_from(ctx)
     _known_filters(hub, contract, role)
+    from aismm.core.reputation import shown_quality
+
     rows = market.listing(hub, contract, role)
-    fmt = "{:<20} {:<10} {:<7} {:>6} {:>8} {:>8} {:>10} {:>6} {:>6} {:>7} {:>5}"
+    fmt = "{:<20} {:<10} {:<7} {:>6} {:>17} {:>11} {:>11} {:>9} {:>8} {:>9} {:>4}"
     lines = [fmt.format("agent", "status", "badge", "price", "quality", "p50 s", "cost/acc",
                         "stars", "rank", "trend", "n")]
     for r in rows:
-        def f(v: object, spec: str = "{:.1f}") -> str:
-            return "-" if v is None else spec.format(v)
-        lines.append(fmt.format(r["agent"], r["status"], r["badge"] or "-", r["price"],
-                                f(r["quality"]), f(r["speed_p50"]), f(r["cost_per_accepted"]),
-                                f(r["stars"]), f(r["rank"], "{:.0f}"), f(r["trend_30d"], "{:+.1f}"),
-                                r["executions"]))
+        def f(v: object, n: int, spec: str = "{:.1f}") -> str:
+            """A figure with the number of jobs behind it."""
+            return "-" if v is None else f"{spec.format(v)} ({n})"
+        jobs = r["executions"]
+        lines.append(fmt.format(
+            r["agent"], r["status"], r["badge"] or "-", r["price"],
+            shown_quality(r["quality"], jobs, r["assessed_quality"]),
+            f(r["speed_p50"], r["delivered"]), f(r["cost_per_accepted"], r["accepted"]),
+            f(r["stars"], jobs, "{:.1f}★"), f(r["rank"], jobs, "{:.0f}"),
+            f(r["trend_30d"], jobs, "{:+.1f}"), jobs))
+    if rows:
+        lines.append("(n): the jobs behind each figure; (assessed): the benchmark score, shown "
+                     "until the agent has jobs")
     emit(rows, as_json, "\n".join(lines))
 
 
@@ -144,17 +153,40 @@ def rank(ctx: click.Context, contract: str, client: str | None, as_json: bool) -
 
     hub = hub_from(ctx)
     _known_filters(hub, contract, None)
+    from aismm.core.reputation import jobs
+
     rows = market.ranking(hub, contract, client)
     lines = []
     for r in rows:
         if r["eligible"]:
             i = r["inputs"]
+            basis = "newcomer prior" if i["newcomer"] else jobs(i["executions"])
             lines.append(f"{r['agent']:<20} score {r['score']:6.2f}  reputation(lcb) "
-                         f"{r['reputation']:5.1f}  price {i['price']} (score {r['price_score']})"
-                         f"  load {i['open_attempts']}/{i['capacity']} (score {r['load_score']})")
+                         f"{r['reputation']:5.1f} ({basis})  price {i['price']} (score "
+                         f"{r['price_score']})  load {i['open_attempts']}/{i['capacity']} "
+                         f"(score {r['load_score']})")
         else:
             lines.append(f"{r['agent']:<20} excluded: {r['why']}")
     emit(rows, as_json, "\n".join(lines) or "(no agents)")
+
+
+@group.command("inbox")
+@click.argument("agent_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def inbox_(ctx: click.Context, agent_id: str, as_json: bool) -> None:
+    """The open assignments of AGENT_ID (benchmark missions too) and what to do next."""
+    from aismm.services import inbox
+
+    rows = inbox.inbox(hub_from(ctx), agent_id)
+    lines = []
+    for r in rows:
+        kind = ", benchmark" if r["benchmark"] else ""
+        lines += [f"{r['mission']}  {r['contract']}  {r['state']}  ({r['tier']}{kind})",
+                  f"  next: {r['next']}",
+                  f"  clone: git clone {r['clone']}  (branch {r['branch']})",
+                  f"  offered: {r['offered_at'] or '-'}  deadline: {r['deadline']}"]
+    emit(rows, as_json, "\n".join(lines) or f"(no open assignments for {agent_id})")
 
 
 def register(cli: click.Group) -> None:

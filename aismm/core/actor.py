@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
@@ -14,6 +21,7 @@ from aismm.core.signing import parse_public_key
 __all__ = [
     "ACTOR_ID",
     "INSTANT",
+    "NOTIFY_MAX",
     "ROLES",
     "Actor",
     "Manifest",
@@ -115,6 +123,32 @@ class Runtime(Strict):
     timeout_seconds: float = Field(default=60, gt=0, le=3600)
 
 
+#: The longest ``notify`` URL a manifest may name.
+NOTIFY_MAX = 2000
+
+
+def _notify_url(url: str | None) -> str | None:
+    """An http(s) URL with a host, no credentials, no whitespace or control characters."""
+    if url is None:
+        return None
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parses it: a bad port raises ValueError here
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@); the manifest is public")
+    if port == 0:
+        raise ValueError(f"{url!r}: port 0 is not a port")
+    return url
+
+
 class Manifest(Strict):
     """An agent manifest (``registry.git:agents/<id>.yaml``, signed by its provider)."""
 
@@ -127,3 +161,19 @@ class Manifest(Strict):
     capacity: int = Field(default=4, gt=0)
     runtime: Runtime
     description: str = ""
+    #: An http(s) URL the hub POSTs ``{agent, mission, contract, clone, offered_at}`` to when it
+    #: offers the agent work (best effort; ``aismm agent inbox`` is the record).
+    notify: str | None = Field(
+        default=None, min_length=8, max_length=NOTIFY_MAX, pattern=r"^https?://",
+        description="http(s) URL the hub POSTs {agent, mission, contract, clone, offered_at} to "
+                    "when it offers the agent work (best effort; `aismm agent inbox` lists it)")
+
+    _notify = field_validator("notify")(_notify_url)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_notify(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without ``notify`` a manifest reads (and is published) exactly as before it existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("notify") is None:
+            data.pop("notify", None)
+        return data

@@ -1,22 +1,34 @@
-"""Agent reputation recomputed from execution records: decayed quality, lower bound, trend.
+"""Agent reputation recomputed from execution records: decayed quality, lower bound, stars,
+trend.
 
 Pure computation: callers load :class:`Execution` records and pass them in. The formulas are
 written out in ``docs/reputation.md`` so that every figure can be recomputed by hand.
+
+``quality`` is what the agent's work scored (a decayed mean, no prior mixed in); the lower
+confidence bound ``quality_lcb`` is what ranking and ``stars`` use, so thin evidence ranks and
+rates below thick evidence of the same quality. Every figure comes with the number of records
+behind it (``executions``, ``delivered``, ``accepted``, ``decided``).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "HALF_LIFE_DAYS",
+    "JOB_EVIDENCE",
     "LCB_Z",
     "OUTCOMES",
     "PRIOR_QUALITY",
     "PRIOR_WEIGHT",
+    "STAR_FLOOR",
+    "STAR_STEP",
     "TREND_DAYS",
     "Execution",
     "Reputation",
     "compute",
+    "jobs",
     "newcomer",
+    "shown_quality",
+    "stars_for",
 ]
 
 import datetime as dt
@@ -33,11 +45,17 @@ from aismm.core.errors import UsageError
 
 OUTCOMES = frozenset({"accepted", "not_selected", "rejected", "failed", "refunded"})
 PRIOR_QUALITY = 50.0
-"""Neutral quality (0-100) the prior pulls every estimate towards."""
+"""Neutral quality (0-100) the lower bound's prior is centred on."""
 PRIOR_WEIGHT = 3.0
-"""Pseudo-observations of weight 1 at :data:`PRIOR_QUALITY` added to every agent."""
+"""Pseudo-observations of weight 1 at :data:`PRIOR_QUALITY` in the lower bound's posterior."""
+JOB_EVIDENCE = 4.0
+"""Observations one graded job (of weight 1) contributes to the lower bound's posterior."""
 LCB_Z = 1.645
 """Standard normal quantile of the one-sided 95 % lower confidence bound."""
+STAR_FLOOR = 40.0
+"""Lower bound (0-100) at or below which an agent has 0 stars."""
+STAR_STEP = 10.0
+"""Points of lower bound per star above :data:`STAR_FLOOR`: 5 stars at a bound of 90."""
 HALF_LIFE_DAYS = 30.0
 TREND_DAYS = 30.0
 
@@ -45,6 +63,7 @@ _DAY_SECONDS = 86400.0
 _OUTCOME_CODE = {name: float(i) for i, name in enumerate(sorted(OUTCOMES))}
 _ACCEPTED = _OUTCOME_CODE["accepted"]
 _FAILED = _OUTCOME_CODE["failed"]
+_NOT_SELECTED = _OUTCOME_CODE["not_selected"]
 _FIELDS = 5
 _MISSING = -1.0  # quality column value of a record that delivered nothing
 _SECONDS = dt.timedelta.total_seconds
@@ -92,7 +111,12 @@ class Execution:
 
 @dataclass(frozen=True, slots=True)
 class Reputation:
-    """An agent's reputation as of one instant, recomputable from its records."""
+    """An agent's reputation as of one instant, recomputable from its records.
+
+    ``executions`` records stand behind ``quality``, ``quality_lcb``, ``stars``, ``rank`` and
+    ``trend_30d``; ``delivered`` behind ``speed_p50``; ``accepted`` behind ``cost_per_accepted``;
+    ``decided`` (every outcome but ``not_selected``) behind ``acceptance_rate``.
+    """
 
     agent: str
     executions: int
@@ -100,10 +124,13 @@ class Reputation:
     quality_lcb: float
     speed_p50: float | None
     cost_per_accepted: float | None
-    acceptance_rate: float
+    acceptance_rate: float | None
     stars: float
     rank: float
-    trend_30d: float
+    trend_30d: float | None
+    delivered: int = 0
+    accepted: int = 0
+    decided: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict, in declaration order."""
@@ -118,23 +145,49 @@ class Reputation:
             "stars": self.stars,
             "rank": self.rank,
             "trend_30d": self.trend_30d,
+            "delivered": self.delivered,
+            "accepted": self.accepted,
+            "decided": self.decided,
         }
 
 
 def _posterior(weighted_quality: float, weight: float) -> float:
-    """Posterior mean quality (0-100) given the decayed sums of one agent's records."""
-    return (PRIOR_WEIGHT * PRIOR_QUALITY + weighted_quality) / (PRIOR_WEIGHT + weight)
+    """The lower bound's posterior mean (0-100): the prior plus JOB_EVIDENCE per unit weight."""
+    return (PRIOR_WEIGHT * PRIOR_QUALITY + JOB_EVIDENCE * weighted_quality) / (
+        PRIOR_WEIGHT + JOB_EVIDENCE * weight)
 
 
-def _lower_bound(quality: float, weight: float) -> float:
-    """Lower confidence bound (0-100) of a posterior mean backed by ``weight`` observations."""
-    p = quality / 100.0
-    spread = LCB_Z * 100.0 * math.sqrt(p * (1.0 - p) / (PRIOR_WEIGHT + weight + 1.0))
-    return max(0.0, quality - spread)
+def _lower_bound(weighted_quality: float, weight: float) -> float:
+    """Lower confidence bound (0-100) given the decayed sums Σ w·q and Σ w of the records."""
+    mean = _posterior(weighted_quality, weight)
+    p = mean / 100.0
+    n = PRIOR_WEIGHT + JOB_EVIDENCE * weight
+    spread = LCB_Z * 100.0 * math.sqrt(p * (1.0 - p) / (n + 1.0))
+    return max(0.0, mean - spread)
 
 
-def _stars(quality_lcb: float) -> float:
-    return round(quality_lcb / 20.0, 1)
+def stars_for(quality_lcb: float) -> float:
+    """Stars (0.0-5.0, one decimal) of a lower bound: one per STAR_STEP points above STAR_FLOOR."""
+    return round(min(5.0, max(0.0, (quality_lcb - STAR_FLOOR) / STAR_STEP)), 1)
+
+
+def jobs(n: int) -> str:
+    """``1 job``, ``3 jobs``: the confidence printed beside a figure."""
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+def shown_quality(quality: float | None, executions: int, assessed: float | None) -> str:
+    """The quality a client is shown: the records' mean with their count, else the assessed
+    quality marked as such (``97.7 (assessed)``), else ``-``."""
+    if executions > 0 and quality is not None:
+        return f"{quality:.1f} ({jobs(executions)})"
+    if assessed is not None:
+        return f"{assessed:.1f} (assessed)"
+    return "-"
+
+
+def _mean(values: Iterable[float], weights: list[float]) -> float:
+    return math.fsum(map(mul, weights, values)) / math.fsum(weights)
 
 
 def _weighted_median(values: list[float], weights: list[float]) -> float | None:
@@ -160,8 +213,11 @@ class _Partial:
     quality_lcb: float
     speed_p50: float | None
     cost_per_accepted: float | None
-    acceptance_rate: float
-    trend_30d: float
+    acceptance_rate: float | None
+    trend_30d: float | None
+    delivered: int
+    accepted: int
+    decided: int
 
 
 def _summarise(row: array[float], half_life_days: float) -> _Partial | None:
@@ -175,33 +231,41 @@ def _summarise(row: array[float], half_life_days: float) -> _Partial | None:
         if not ages:
             return None
     scale = _DAY_SECONDS * half_life_days
-    weights = [0.5 ** (age / scale) for age in ages]
+    # Every figure but the bound is a ratio of decayed sums, so it is computed with weights
+    # relative to the youngest record (w_i / w_min, which never underflow); the bound needs
+    # the absolute total W = Σ w_i, which fades to 0 (the prior) as the records age.
+    youngest = min(ages)
+    relative = [0.5 ** ((age - youngest) / scale) for age in ages]
+    weight = math.fsum(relative) * 0.5 ** (youngest / scale)
     delivered = [q >= 0.0 and o != _FAILED for q, o in zip(quality, outcome, strict=True)]
     scores = [q if d else 0.0 for q, d in zip(quality, delivered, strict=True)]
-    weighted = list(map(mul, weights, scores))
-    weight = math.fsum(weights)
-    mean = _posterior(math.fsum(weighted), weight)
+    mean = _mean(scores, relative)
+    weighted = mean * weight  # Σ w_i·q_i
 
-    # As of TREND_DAYS ago only older records count, each weighing 2 ** (TREND_DAYS / h) more.
+    # As of TREND_DAYS ago only the records already finished then existed.
     old = list(map(_TREND_SECONDS.__le__, ages))
-    factor = 2.0 ** (TREND_DAYS / half_life_days)
-    before = _posterior(
-        factor * math.fsum(compress(weighted, old)), factor * math.fsum(compress(weights, old))
-    )
+    trend = None
+    if any(old):
+        trend = mean - _mean(compress(scores, old), list(compress(relative, old)))
 
     accepted = list(map(_ACCEPTED.__eq__, outcome))
-    accepted_weight = math.fsum(compress(weights, accepted))
-    spent = math.fsum(map(mul, weights, cost))
+    decided = [o != _NOT_SELECTED for o in outcome]  # a contest lost is no refusal
+    accepted_weight = math.fsum(compress(relative, accepted))
+    decided_weight = math.fsum(compress(relative, decided))
+    spent = math.fsum(map(mul, relative, cost))
     return _Partial(
         executions=len(ages),
         quality=mean,
-        quality_lcb=_lower_bound(mean, weight),
+        quality_lcb=_lower_bound(weighted, weight),
         speed_p50=_weighted_median(
-            list(compress(latency, delivered)), list(compress(weights, delivered))
+            list(compress(latency, delivered)), list(compress(relative, delivered))
         ),
         cost_per_accepted=spent / accepted_weight if accepted_weight > 0 else None,
-        acceptance_rate=accepted_weight / weight if weight > 0 else 0.0,
-        trend_30d=mean - before,
+        acceptance_rate=accepted_weight / decided_weight if decided_weight > 0 else None,
+        trend_30d=trend,
+        delivered=sum(delivered),
+        accepted=sum(accepted),
+        decided=sum(decided),
     )
 
 
@@ -279,17 +343,24 @@ def compute(
             speed_p50=p.speed_p50,
             cost_per_accepted=p.cost_per_accepted,
             acceptance_rate=p.acceptance_rate,
-            stars=_stars(p.quality_lcb),
+            stars=stars_for(p.quality_lcb),
             rank=ranks[agent],
             trend_30d=p.trend_30d,
+            delivered=p.delivered,
+            accepted=p.accepted,
+            decided=p.decided,
         )
         for agent, p in partials.items()
     }
 
 
 def newcomer(agent: str) -> Reputation:
-    """The prior reputation of an agent with no counted records (unranked: rank 0)."""
-    bound = _lower_bound(PRIOR_QUALITY, 0.0)
+    """The prior of an agent with no counted records, for routing (unranked: rank 0).
+
+    Its ``quality`` is the prior's centre, not a score anyone gave: a listing shows the
+    assessed quality instead (``docs/reputation.md``).
+    """
+    bound = _lower_bound(0.0, 0.0)
     return Reputation(
         agent=agent,
         executions=0,
@@ -297,8 +368,8 @@ def newcomer(agent: str) -> Reputation:
         quality_lcb=bound,
         speed_p50=None,
         cost_per_accepted=None,
-        acceptance_rate=0.0,
-        stars=_stars(bound),
+        acceptance_rate=None,
+        stars=stars_for(bound),
         rank=0.0,
-        trend_30d=0.0,
+        trend_30d=None,
     )

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from aismm.services import (
     dod,
     lifecycle,
     mission,
+    offers,
     registrar,
     reviewbench,
     scoring,
@@ -44,6 +46,9 @@ __all__ = ["REFERENCE_PROVIDERS", "Assessment", "TaskResult", "assess", "listing
 REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
 
 Job = tuple[Contract, dict[str, bytes], str]  # a contract, its frozen files, one benchmark task
+# an external agent's benchmark mission: its job, the mission, when it was offered (monotonic
+# seconds and the ref-state log's instant)
+Opened = tuple[Contract, dict[str, bytes], str, mission.Created, float, str | None]
 Progress = Callable[[str], None]
 # A listing row: the manifest's figures and the reputation's (Reputation.to_dict() fields)
 ListingRow = dict[str, Any]
@@ -59,6 +64,7 @@ class TaskResult(TypedDict):
     dod: str
     quality: int
     mission: NotRequired[str]  # the benchmark mission an external agent delivered to
+    offered_at: NotRequired[str | None]  # when that mission was offered: its seconds start there
     seconds: float
     misses: list[str]
     failed_checks: list[str]
@@ -239,7 +245,7 @@ def _assess_hosted(hub: Hub, man: Manifest, jobs: list[Job],
 def _assess_external(hub: Hub, man: Manifest, jobs: list[Job], timeout: float,
                      progress: Progress | None) -> list[TaskResult]:
     """Open one unfunded benchmark mission per task; wait for the agent to deliver by git."""
-    opened = []
+    opened: list[Opened] = []
     for contract, files, task in jobs:
         with tempfile.TemporaryDirectory(prefix="aismm-task-") as tmp:
             inputs = Path(tmp)
@@ -251,14 +257,64 @@ def _assess_external(hub: Hub, man: Manifest, jobs: list[Job], timeout: float,
             created = mission.create(hub, contract_ref=contract.ref, client=hub.config.platform,
                                      inputs=inputs, price=None, tier="T0", agents=[man.id],
                                      benchmark=True)
-        opened.append((contract, files, task, created, time.monotonic()))
+        # The creation is logged and offered (inbox, notify URL): the agent's clock starts now.
+        offered = time.monotonic()
+        with Store(hub.db_path) as store:
+            offered_at = offers.offer_time(store, created.doc.id)
+        opened.append((contract, files, task, created, offered, offered_at))
         if progress:
             progress(f"benchmark mission {created.doc.id} ({contract.ref} task {task}) waits for "
                      f"{man.id}: git clone {created.path}")
     deadline = time.monotonic() + timeout
     done: dict[str, TaskResult] = {}
+    # When each deliverable tree first reached the agent's attempt, watched apart from the
+    # scoring below so that scoring one task never delays the arrival time of another.
+    arrived: dict[tuple[str, str], float] = {}
+    watching = threading.Event()
+    watcher = threading.Thread(target=_watch_arrivals, name="aismm-arrivals", daemon=True,
+                               args=([o[3] for o in opened], man.id, arrived, watching))
+    watcher.start()
+    try:
+        _collect(hub, man, opened, done, arrived, deadline, progress)
+    finally:
+        watching.set()
+        watcher.join()
+    results: list[TaskResult] = []
+    for contract, _files, task, created, _offered, offered_at in opened:
+        results.append(done.get(created.doc.id) or {
+            "contract": contract.ref, "task": task, "dod": "fail", "quality": 0,
+            "mission": created.doc.id, "offered_at": offered_at, "seconds": round(timeout, 3),
+            "misses": [f"no delivery within {timeout:g}s"], "failed_checks": []})
+    return results
+
+
+def _watch_arrivals(created: list[mission.Created], agent: str,
+                    arrived: dict[tuple[str, str], float], stop: threading.Event) -> None:
+    """Note when each deliverable tree first appears on the agent's attempts until ``stop``."""
+    while True:
+        _note_arrivals(created, agent, arrived)
+        if stop.wait(0.05):
+            return
+
+
+def _note_arrivals(created: list[mission.Created], agent: str,
+                   arrived: dict[tuple[str, str], float]) -> None:
+    now = time.monotonic()
+    for made in created:
+        repo = Repo(made.path)
+        tip = repo.ref(f"refs/heads/attempts/{agent}")
+        tree = repo.subtree_id(tip, "deliverable") if tip else None
+        if tree is not None:
+            arrived.setdefault((made.doc.id, tree), now)
+
+
+def _collect(hub: Hub, man: Manifest, opened: list[Opened], done: dict[str, TaskResult],
+             arrived: dict[tuple[str, str], float], deadline: float,
+             progress: Progress | None) -> None:
+    """Score each benchmark delivery once its platform verdict is in, until all are or the
+    deadline passes; its seconds run from the offer to the deliverable's arrival."""
     while len(done) < len(opened) and time.monotonic() < deadline:
-        for contract, files, task, created, started in opened:
+        for contract, files, task, created, offered, offered_at in opened:
             if created.doc.id in done:
                 continue
             repo = Repo(created.path)
@@ -267,6 +323,8 @@ def _assess_external(hub: Hub, man: Manifest, jobs: list[Job], timeout: float,
             verdict = read_verdict(repo, tip, "verdicts/platform.yaml")
             if tree is None or verdict is None or verdict.deliverable_tree != tree:
                 continue
+            _note_arrivals([created], man.id, arrived)  # in case the watcher has not yet
+            delivered = arrived[(created.doc.id, tree)]
             with sandbox.workspace("score-") as tmp:
                 repo.export(tip, Path(tmp) / "checkout")
                 task_dir = Path(tmp) / "task"
@@ -278,20 +336,13 @@ def _assess_external(hub: Hub, man: Manifest, jobs: list[Job], timeout: float,
             done[created.doc.id] = {
                 "contract": contract.ref, "task": task, "dod": "pass" if passed else "fail",
                 "quality": score if passed else min(score, 40), "mission": created.doc.id,
-                "seconds": round(time.monotonic() - started, 3),
+                "offered_at": offered_at, "seconds": round(max(0.0, delivered - offered), 3),
                 "misses": [printable(m, limit=300) for m in misses[:5]],
                 "failed_checks": [c.name for c in verdict.checks if c.status != "pass"]}
             if progress:
                 progress(f"[{len(done)}/{len(opened)}] {man.id} delivered {task}: DoD "
                          f"{done[created.doc.id]['dod']}")
         time.sleep(0.2)
-    results: list[TaskResult] = []
-    for contract, _files, task, created, _started in opened:
-        results.append(done.get(created.doc.id) or {
-            "contract": contract.ref, "task": task, "dod": "fail", "quality": 0,
-            "mission": created.doc.id, "seconds": round(timeout, 3),
-            "misses": [f"no delivery within {timeout:g}s"], "failed_checks": []})
-    return results
 
 
 def _write_task(files: dict[str, bytes], task: str, task_dir: Path) -> None:
@@ -384,15 +435,21 @@ def listing(hub: Hub, contract: str | None = None, role: str | None = None
         history = assessed.get(agent)
         st = history[-1] if history else None
         rep = reps.get(agent)
+        assessed_quality = st["quality"] if st else None
+        # Until the agent has execution records, the quality shown is its assessed one, and
+        # the row says so; stars, rank and the rest need records (docs/reputation.md).
+        figures = {k: v for k, v in rep.to_dict().items() if k != "agent"} if rep else {
+            "executions": 0, "quality": assessed_quality, "quality_lcb": None,
+            "speed_p50": None, "cost_per_accepted": None, "acceptance_rate": None,
+            "stars": None, "rank": None, "trend_30d": None, "delivered": 0, "accepted": 0,
+            "decided": 0}
         rows.append({
             "agent": agent, "owner": man.owner, "roles": man.roles, "contracts": man.contracts,
             "status": st["status"] if st else "unassessed", "badge": st.get("badge") if st
             else None, "price": man.price, "capacity": man.capacity,
-            "assessed_quality": st["quality"] if st else None,
-            **({k: v for k, v in rep.to_dict().items() if k != "agent"} if rep else
-               {"executions": 0, "quality": None, "quality_lcb": None, "speed_p50": None,
-                "cost_per_accepted": None, "acceptance_rate": None, "stars": None,
-                "rank": None, "trend_30d": None}),
+            "assessed_quality": assessed_quality, **figures,
+            "quality_basis": "executions" if rep else
+            "assessment" if assessed_quality is not None else None,
         })
     return rows
 

@@ -27,7 +27,8 @@ ASSESSMENT_FIELDS = {"schema_version", "agent", "n", "status", "badge", "quality
 TASK_FIELDS = {"contract", "task", "dod", "quality", "seconds", "misses", "failed_checks"}
 LISTING_FIELDS = {"agent", "owner", "roles", "contracts", "status", "badge", "price", "capacity",
                   "assessed_quality", "executions", "quality", "quality_lcb", "speed_p50",
-                  "cost_per_accepted", "acceptance_rate", "stars", "rank", "trend_30d"}
+                  "cost_per_accepted", "acceptance_rate", "stars", "rank", "trend_30d",
+                  "delivered", "accepted", "decided", "quality_basis"}
 
 
 def invoke(hub: Path, *args: str) -> Result:
