@@ -35,6 +35,7 @@ __all__ = [
     "REVIEW_INPUTS",
     "ROOT",
     "SEED",
+    "SILENT",
     "START",
     "UNIT_INPUTS",
     "Result",
@@ -48,6 +49,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 START = "2026-01-01T00:00:00Z"
 CLIENT, AGENT, SEED = "carol", "ref-code-reviewer", 10_000
+SILENT = "silent-agent"  # listed, external, never delivers
 REVIEW = "contract.code_review"
 REVIEW_INPUTS = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers" / "inputs"
 UNIT_INPUTS = ROOT / "contracts" / "unit_tests" / "benchmark" / "mathx" / "inputs"
@@ -72,6 +74,15 @@ def build_template(reference: Path, root: Path) -> Path:
     assert record is not None and record["status"] == "listed", record
     registrar.add_actor(hub, CLIENT, ["client"], None, None, True)
     registrar.add_actor(hub, "vera", ["reviewer"], "vera-labs", generate_key().public_line, False)
+    # a listed external specialist who never pushes: a hosted agent is run by the hub as soon
+    # as a mission's creation is processed, so "nothing was delivered" needs a silent one
+    registrar.add_actor(hub, SILENT, ["specialist"], "silent-co", generate_key().public_line,
+                        False)
+    record = {"schema_version": 1, "agent": SILENT, "n": 1, "status": "listed",
+              "badge": "silver", "quality": 85.0, "p50_seconds": 1.0, "cost": 400,
+              "reasons": [], "tasks": [], "at": START}
+    registrar.commit_files(hub, {f"assessments/{SILENT}/0001.yaml": dump_yaml(record).encode()},
+                           f"Assess {SILENT}: listed (test fixture)\n", hub.config.platform)
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit(CLIENT, SEED, cause="seed")
     return root

@@ -109,7 +109,7 @@ def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             "owner": "mallory",
             "roles": ["specialist"], "contracts": ["contract.code_review@1.0.0"] +
             (["contract.schema_design@1.0.0"] if name == "careless" else []),
-            "price": 100, "runtime": {"kind": "command",
+            "price": 100, "capacity": 64, "runtime": {"kind": "command",
                                       "timeout_seconds": SLEEP_TIMEOUT if name == "sleep"
                                       else TIMEOUT,
                                       "argv": ["{python}", "-c", SCRIPTS[name]]},

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from aismm.services import delivery, settlement, worker
+from aismm.core.model import dump_yaml
+from aismm.core.signing import generate_key
+from aismm.services import delivery, registrar, settlement, worker
 from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",
@@ -151,7 +153,16 @@ def test_status_of_a_failed_delivery_escalated_and_refunded(queued: Site) -> Non
 
 def test_status_at_the_deadline_expired_unless_the_dod_passed_in_time(queued: Site) -> None:
     site = queued
-    late = site.create("T1")
+    # the late mission's agent is external and never pushes (a hosted one would be run by the
+    # hub as soon as the mission's creation is processed)
+    registrar.add_actor(site.hub, "slow", ["specialist"], "slowco", generate_key().public_line,
+                        False)
+    listed = {"schema_version": 1, "agent": "slow", "n": 1, "status": "listed", "badge": "silver",
+              "quality": 85.0, "p50_seconds": 1.0, "cost": 400, "reasons": [], "tasks": [],
+              "at": "2026-01-01T00:00:00Z"}
+    registrar.commit_files(site.hub, {"assessments/slow/0001.yaml": dump_yaml(listed).encode()},
+                           "Assess slow: listed (test fixture)\n", site.hub.config.platform)
+    late = site.create("T1", agents=("slow",), price=400)
     on_time = site.create("T1")
     site.advance("P2D")
     site.deliver(on_time)

@@ -21,6 +21,7 @@ from tests.settlekit import (
     AGENT,
     CLIENT,
     SEED,
+    SILENT,
     UNIT_INPUTS,
     Result,
     Site,
@@ -247,7 +248,7 @@ def test_cancel_after_delivery_is_refused_and_changes_nothing(site: Site) -> Non
 @pytest.mark.parametrize("tier,kept", [("T0", 8), ("T1", 40), ("T2", 0)])
 def test_deadline_refunds_price_and_keeps_the_fee_except_at_t2(site: Site, tier: str,
                                                                kept: int) -> None:
-    mid = site.create(tier)
+    mid = site.create(tier, agents=(SILENT,), price=PRICE)  # nobody delivers
     total = PRICE + FEE[tier]
     site.advance("P2DT23H59M59S")
     before = site.state(mid)
@@ -267,7 +268,7 @@ def test_deadline_refunds_price_and_keeps_the_fee_except_at_t2(site: Site, tier:
     if tier == "T1":
         after = site.state(mid)
         assert site.cli("tick") == Result(0, "nothing to do\n", "")
-        refused(site.cli("mission", "accept", mid, "--attempt", AGENT), 1,
+        refused(site.cli("mission", "accept", mid, "--attempt", SILENT), 1,
                 "aismm: refs/heads/accepted: ref: this mission was refunded; it can no longer be "
                 "accepted")
         assert site.state(mid) == after
@@ -566,7 +567,7 @@ def test_acceptance_racing_the_deadline_refund_closes_once(site: Site) -> None:
 
 
 def test_cancel_racing_the_deadline_refund_closes_once(site: Site) -> None:
-    mid = site.create("T1")
+    mid = site.create("T1", agents=(SILENT,), price=PRICE)  # nobody delivers
     site.advance("P3D")
 
     cancel, tick = together(site, ("mission", "cancel", mid), ("tick",))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from typing import Protocol
+from typing import Annotated, Protocol
 
-__all__ = ["Clock", "FixedClock", "SystemClock", "default_clock", "iso", "parse_duration"]
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+__all__ = ["Clock", "FixedClock", "Instant", "SystemClock", "default_clock", "iso",
+           "parse_duration"]
 
 
 class Clock(Protocol):
@@ -77,3 +80,24 @@ def parse_duration(text: str) -> dt.timedelta:
 def iso(moment: dt.datetime) -> str:
     """Render an instant as ``2026-11-25T14:00:00Z``."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant_value(value: object) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("an instant must carry its time zone (write it with Z)")
+        return value.astimezone(dt.UTC)
+    if isinstance(value, str) and INSTANT_TEXT.match(value):
+        return _parse_instant(value)
+    raise ValueError(f"{value!r} is not an instant like 2026-11-25T14:00:00Z")
+
+
+INSTANT_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+
+# An instant in a document: read once into an aware UTC datetime, written back as ``...Z``.
+Instant = Annotated[
+    dt.datetime,
+    BeforeValidator(_instant_value),
+    PlainSerializer(iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": INSTANT_TEXT.pattern}),
+]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from aismm.core.actor import ActorId
+from aismm.core.clock import Instant
 from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
 
@@ -51,8 +52,8 @@ class MissionDoc(Strict):
     price: int = Field(ge=0, le=MAX_AMOUNT)
     fee: int = Field(ge=0, le=MAX_AMOUNT)
     fee_bp: int = Field(ge=0, le=10000)
-    created: str
-    deadline: str
+    created: Instant
+    deadline: Instant
     assignment: Assignment
     reviewers: list[ActorId] = Field(default_factory=list)
     arbiter: ActorId

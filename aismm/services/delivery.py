@@ -26,11 +26,24 @@ from aismm.services.mission import ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import MissionPolicy, dependence, read_verdict
 
-__all__ = ["check", "dispatch", "failed_attempts", "fresh_reviewer", "pick_reviewers", "review",
-           "run_agent"]
+__all__ = [
+    "check",
+    "dispatch",
+    "failed_attempts",
+    "fresh_reviewer",
+    "is_hosted",
+    "pick_reviewers",
+    "review",
+    "run_agent",
+]
 
 _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
                      r"nothing committed$")
+
+
+def is_hosted(hub: Hub, actor_id: str) -> bool:
+    """Whether the hub runs this agent itself (a command or http runtime and a hub-held key)."""
+    return _hosted_manifest(hub, actor_id) is not None
 
 
 def _hosted_manifest(hub: Hub, actor_id: str) -> Manifest | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 
 from aismm.core.clock import iso
@@ -25,7 +24,7 @@ def record_execution(hub: Hub, mission_id: str, agent: str, outcome: str,
     snap = registry.snapshot(Repo(hub.registry_path))
     head = repo.ref(f"{ATTEMPT}{agent}") or policy.main
     quality = _quality(repo, head) if outcome != "failed" else 0.0
-    created = dt.datetime.fromisoformat(doc.created.replace("Z", "+00:00"))
+    created = doc.created
     tree = repo.subtree_id(head, "deliverable")
     delivered = delivered_at(hub, mission_id, agent, tree) or hub.clock.now().timestamp()
     latency = max(0.0, float(delivered - created.timestamp()))

@@ -208,7 +208,7 @@ def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
         head = repo.commit(accepted).parents[1]
         accepted_agent = next((a["agent"] for a in attempts if repo.is_ancestor(head, a["head"])),
                               None)
-    deadline = dt.datetime.fromisoformat(doc.deadline.replace("Z", "+00:00"))
+    deadline = doc.deadline
     if repo.ref(REFUNDED):
         state = "refunded"
     elif repo.ref(SETTLED):
@@ -225,7 +225,7 @@ def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
         if accepted_agent:
             a["state"] = "accepted" if a["agent"] == accepted_agent else "not_selected"
     return {"id": mission_id, "state": state, "contract": doc.contract.ref, "tier": doc.tier,
-            "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": doc.deadline,
+            "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": iso(doc.deadline),
             "agents": doc.assignment.agents, "mode": doc.assignment.mode,
             "attempts": attempts, "accepted": accepted_agent,
             "escrow": _escrow(hub, mission_id, ledger),

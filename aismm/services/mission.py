@@ -122,7 +122,7 @@ def _render_readme(doc: MissionDoc, contract: Contract) -> bytes:
     text = template.safe_substitute(
         mission_id=doc.id, contract_ref=doc.contract.ref, contract_title=contract.title,
         contract_description=contract.description.strip(), client=doc.client, tier=doc.tier,
-        price=doc.price, fee=doc.fee, deadline=doc.deadline,
+        price=doc.price, fee=doc.fee, deadline=iso(doc.deadline),
         agents=", ".join(doc.assignment.agents), reviewers=", ".join(doc.reviewers) or
         "picked by the hub",
         deliverables=_bullet(f"`{f.path}`" + (f" (schema `{f.schema_}`)" if f.schema_ else "") +

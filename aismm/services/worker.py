@@ -49,7 +49,7 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
         # a new mission is an offer: the hub runs its hosted agents that have not run yet
         # (external ones deliver by git push; `mission run` re-runs hosted ones by hand)
         waiting = [a for a in policy.doc.assignment.agents
-                   if repo.ref(f"{ATTEMPT}{a}") == policy.main]
+                   if repo.ref(f"{ATTEMPT}{a}") == policy.main and delivery.is_hosted(hub, a)]
         if waiting:
             lines += delivery.dispatch(hub, mission_id, waiting)
     return {"lines": lines}, lines
