@@ -9,8 +9,8 @@ from typing import Annotated, Protocol
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-__all__ = ["Clock", "FixedClock", "Instant", "SystemClock", "default_clock", "iso",
-           "parse_duration"]
+__all__ = ["Clock", "Duration", "FixedClock", "Instant", "SystemClock", "default_clock",
+           "duration_text", "iso", "parse_duration"]
 
 
 class Clock(Protocol):
@@ -100,4 +100,32 @@ Instant = Annotated[
     BeforeValidator(_instant_value),
     PlainSerializer(iso, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": INSTANT_TEXT.pattern}),
+]
+
+
+def duration_text(span: dt.timedelta) -> str:
+    """A duration as canonical ISO 8601 text (``P3D``, ``PT2H30M``, ``P1DT12H``)."""
+    seconds = int(span.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    time = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
+    return "P" + (f"{days}D" if days else "") + (f"T{time}" if time else "") \
+        if days or time else "PT0S"
+
+
+def _duration_value(value: object) -> dt.timedelta:
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"{value!r} is not an ISO 8601 duration like P3D or PT2H")
+
+
+# A duration in a document: parsed once by the strict parser, written back as ISO 8601 text.
+Duration = Annotated[
+    dt.timedelta,
+    BeforeValidator(_duration_value),
+    PlainSerializer(duration_text, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$"}),
 ]

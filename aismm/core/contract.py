@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import hashlib
 import json
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from aismm.core.clock import parse_duration
+from aismm.core.clock import Duration
 from aismm.core.errors import ContractError
 from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.money import MAX_AMOUNT
@@ -125,15 +126,9 @@ class Dod(Strict):
 class Sla(Strict):
     """Deadline, rework budget and the auto-acceptance window, as ISO 8601 durations."""
 
-    deadline: str = "P3D"
+    deadline: Duration = dt.timedelta(days=3)
     max_rework: int = Field(default=3, ge=0, le=20)
-    acceptance_window: str = "P2D"
-
-    @field_validator("deadline", "acceptance_window")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    acceptance_window: Duration = dt.timedelta(days=2)
 
 
 class Pricing(Strict):

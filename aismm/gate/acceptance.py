@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aismm.core.clock import parse_duration
 from aismm.core.refs import REFUNDED, SETTLED
 from aismm.gate.base import Judge
 from aismm.state.policy import (
@@ -104,7 +103,7 @@ def judge_acceptance(j: Judge, policy: MissionPolicy, old: str | None, new: str 
 def _window_elapsed(j: Judge, policy: MissionPolicy, head: str, dod_ok: bool) -> bool:
     if not dod_ok:
         return False
-    window = parse_duration(policy.contract.sla.acceptance_window)
+    window = policy.contract.sla.acceptance_window
     since = verdict_time(j.repo, head, "verdicts/platform.yaml")
     return since is not None and \
         j.ctx.now.timestamp() - since >= window.total_seconds()

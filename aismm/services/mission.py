@@ -202,7 +202,7 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         raise ContractError(f"--price {price}: outside {contract.ref}'s range "
                             f"{contract.pricing.min}-{contract.pricing.max}; pick a price in it")
     try:
-        span = parse_duration(deadline or contract.sla.deadline)
+        span = parse_duration(deadline) if deadline else contract.sla.deadline
         iso(hub.clock.now() + span)
     except (ValueError, OverflowError) as exc:
         where = f"--deadline {deadline}" if deadline else f"{contract.ref}: sla.deadline"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-from aismm.core.clock import parse_duration
 from aismm.core.document import Request
 from aismm.core.errors import (
     AismmError,
@@ -200,7 +199,7 @@ def _tick_one(hub: Hub, mission_id: str, st: lifecycle.MissionStatus) -> list[st
     if st["state"] == "accepted":
         return settle(hub, mission_id)
     repo, policy = open_mission(hub, mission_id)
-    window = parse_duration(policy.contract.sla.acceptance_window)
+    window = policy.contract.sla.acceptance_window
     now = hub.clock.now()
     ready = [a for a in st["attempts"] if a["state"] == "awaiting_acceptance"
              and now.timestamp() - (verdict_time(repo, a["head"], "verdicts/platform.yaml")
