@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +46,24 @@ def _batched(db: Path, n: int, size: int = 1000) -> float:
         return n / (time.perf_counter() - start)
 
 
+def _concurrent(db: Path, n: int, callers: int = 32) -> float:
+    """``callers`` threads, each with its own connection, settling their share at once."""
+    with Ledger(db, FixedClock(CLOCK)) as ledger:
+        ledger.deposit("alice", n * (PRICE + FEE), "bench-deposit")
+    share = max(1, n // callers)
+
+    def work(c: int) -> None:
+        with Ledger(db, FixedClock(CLOCK)) as ledger:
+            for i in range(c * share, (c + 1) * share):
+                ledger.fund(f"c{i}", "alice", PRICE, FEE, f"open-{i}")
+                ledger.settle(f"c{i}", "alice", "bob", PRICE, FEE, f"merge-{i}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        list(pool.map(work, range(callers)))
+    return callers * share / (time.perf_counter() - start)
+
+
 def _naive(db: Path, n: int) -> float:
     """Baseline: one SQLite transaction per transfer (5 per settlement), same pragmas."""
     conn = sqlite3.connect(db, isolation_level=None, timeout=10.0)
@@ -78,17 +97,19 @@ def _naive(db: Path, n: int) -> float:
 def run(quick: bool) -> dict[str, float]:
     """Measure all three modes in fresh databases; the best of a few rounds, per second."""
     n_single, n_batched, rounds = (300, 5000, 1) if quick else (2000, 30000, 3)
-    single = batched = naive = 0.0
+    single = batched = naive = concurrent = 0.0
     for r in range(rounds):  # interleaved, so a burst of load elsewhere hits all modes alike
         with tempfile.TemporaryDirectory(prefix="aismm-bench-") as tmp:
             root = Path(tmp)
             single = max(single, _single(root / f"single{r}.db", n_single))
             batched = max(batched, _batched(root / f"batched{r}.db", n_batched))
             naive = max(naive, _naive(root / f"naive{r}.db", n_single))
+            concurrent = max(concurrent, _concurrent(root / f"concurrent{r}.db", n_single))
     return {
         "single_per_s": single,
         "batched_per_s": batched,
         "naive_per_s": naive,
+        "concurrent_32_per_s": concurrent,
         "single_vs_naive": single / naive,
         "batched_vs_naive": batched / naive,
     }
