@@ -297,9 +297,13 @@ def claim_workspaces(area: Area) -> None:
     runs = Path(tempfile.gettempdir(), f"aismm-runs-{os.geteuid()}")
     runs.mkdir(mode=0o700, exist_ok=True)
     dead = _dead_pid()
-    stale = runs / f"{dead}-dod-stale"
-    (stale / "deliverable").mkdir(parents=True, exist_ok=True)
-    (stale / "deliverable" / "x").write_text("left behind")
+    # built aside and renamed in whole: another run of these claims (same uid, at the same
+    # time) may sweep it the moment it appears, which is what the claim is about
+    aside = Path(tempfile.mkdtemp(prefix="aismm-stale-", dir=runs.parent))
+    (aside / "deliverable").mkdir()
+    (aside / "deliverable" / "x").write_text("left behind")
+    stale = runs / f"{dead}-dod-stale-{os.getpid()}"
+    aside.rename(stale)
     with sandbox.workspace("dod-") as fresh:
         assert fresh.parent == runs and fresh.name.startswith(f"{os.getpid()}-dod-")
         assert not stale.exists()
