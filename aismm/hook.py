@@ -90,6 +90,11 @@ def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
     updates = _updates(request["stdin"].encode())
     if request["hook"] == "pre-receive":
         judged.ensure_registry(hub)  # keys and manifests as judged, never a hook-skipping write
+        name = git_dir.resolve().relative_to(hub.root).as_posix()
+        if name != judged.REGISTRY:
+            # a push builds on the refs it finds: one that moved without the gate is judged
+            # (and put back) first, so a forged value is never laundered by a push on top
+            judged.ensure(hub, name)
         repo = Repo(git_dir)
         if request.get("object_dir"):
             repo.add_objects(request["object_dir"])
@@ -112,11 +117,19 @@ def parse_raw(head: bytes, body: bytes) -> Request:
 
     ``head`` holds ``AISMM/1 <hook>`` and ``key=value`` lines; ``body`` the ref lines.
     """
-    lines = head.decode("utf-8", "replace").splitlines()
+    # split on newlines only: str.splitlines() also splits on \r, \v, \x1c … which the client
+    # lets through, so a crafted pusher name could otherwise smuggle in another field
+    lines = head.decode("utf-8", "replace").split("\n")
     magic, _, hook = lines[0].partition(" ")
     if magic != "AISMM/1" or hook not in ("pre-receive", "post-receive"):
         raise ValueError("not an aismm hook request")
-    fields = dict(line.partition("=")[::2] for line in lines[1:] if line)
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            key, _, value = line.partition("=")
+            if key in fields or any(ord(c) < 0x20 for c in value):
+                raise ValueError(f"header {key!r} repeated or holds control characters")
+            fields[key] = value
     return {"hook": hook, "stdin": body.decode("utf-8", "replace"),
             "git_dir": fields["git_dir"], "object_dir": fields.get("object_dir") or None,
             "pusher": fields.get("pusher") or None}

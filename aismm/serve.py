@@ -283,6 +283,8 @@ class Server:
             if sweep or changed:
                 rescan(self.hub, self.log, self.approved, self.activity, self.reported,
                        only=None if sweep else changed)
+                if self.activity is not None:  # skipped while busy: look again next pass
+                    self.dirty |= {n for n in changed if self.activity.stamp(n)[0]}
             if self.hub.config.processing == "daemon":
                 lines = worker.process(self.hub)
             elif full:  # inline: pushes process their own events and report them; the

@@ -62,7 +62,13 @@ static int send_all(int fd, const char *data, size_t len) {
     return 0;
 }
 
-static int clean(const char *value) { return value == NULL || strchr(value, '\n') == NULL; }
+/* A header value the server can take as it is: no control byte (a newline would split it). */
+static int clean(const char *value) {
+    if (value == NULL) return 1;
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) return 0;
+    return 1;
+}
 
 /* Run the in-process Python hook with the same stdin; its exit status is ours. */
 static int fallback(const char *hook, const char *python, const char *data, size_t len) {

@@ -225,6 +225,19 @@ def claim_apart(area: Area) -> None:
         assert seen[0][1] != seen[1][1]
 
 
+def claim_depth(area: Area) -> None:
+    code = ("import os\nfor i in range(2000):\n    os.mkdir('d'); os.chdir('d')\n"
+            "print('done')")
+    result = py(code, area)
+    assert result.stdout == "done\n", result.stderr
+    assert not result.ok and result.killed == "tree" and "nested deeper" in result.stderr
+    depth, here = 0, area.work
+    while (here / "d").is_dir():
+        here, depth = here / "d", depth + 1
+    assert depth < sandbox.MAX_DEPTH
+    assert {p.lstat().st_uid for p in area.work.rglob("*")} <= {os.getuid()}
+
+
 def claim_timeout(area: Area) -> None:
     marker = f"97{os.getpid() % 10000:04d}1"
     script = f"setsid sleep {marker} & while :; do :; done"

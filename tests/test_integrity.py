@@ -289,3 +289,23 @@ def test_one_damaged_main_is_put_back_and_never_stops_the_hub(site: Site, tmp_pa
     assert site.refs(damaged)["refs/heads/main"] == main
     if command == ("mission", "list"):
         assert damaged in result.out and healthy in result.out
+
+
+def test_a_forged_ref_is_not_laundered_by_a_push_on_top(site: Site, tmp_path: Path) -> None:
+    mid = site.create("T1")
+    bare = site.hub.mission_path(mid)
+    logged = site.refs(mid)[f"refs/heads/attempts/{AGENT}"]
+    clone = _clone(site, mid, tmp_path)
+    (clone / "deliverable").mkdir()
+    (clone / "deliverable" / "findings.json").write_bytes(GOLDEN.read_bytes())
+    run_git("add", "-A", cwd=clone)
+    run_git("commit", "-q", "--no-gpg-sign", "-m", "unsigned", cwd=clone)
+    forged = _forge(site, bare, f"refs/heads/attempts/{AGENT}", clone)
+    _commit(site, clone, site.now(), {"deliverable/notes.md": b"signed on top\n"})
+
+    pushed = run_git("push", "origin", f"HEAD:refs/heads/attempts/{AGENT}", cwd=clone,
+                     env={"AISMM_NOW": site.now()}, check=False)
+
+    assert pushed.returncode != 0
+    assert site.refs(mid)[f"refs/heads/attempts/{AGENT}"] == logged
+    assert any(i["found"] == forged and i["restored"] == logged for i in _incidents(site))

@@ -95,3 +95,15 @@ def test_a_server_that_does_not_answer_refuses_the_push(tmp_path: Path, behaviou
     after = subprocess.run(["git", "-C", str(created.path), "rev-parse", "attempts/me"],
                            capture_output=True, text=True, check=True).stdout
     assert after == before
+
+
+def test_a_raw_request_takes_newlines_only_as_separators() -> None:
+    from aismm.hook import parse_raw
+
+    good = parse_raw(b"AISMM/1 pre-receive\ngit_dir=/h/missions/m.git\npusher=alice\n", b"")
+    assert (good["git_dir"], good["pusher"]) == ("/h/missions/m.git", "alice")
+    for head in (b"AISMM/1 pre-receive\ngit_dir=/h/m.git\npusher=alice\rpusher=\n",
+                 b"AISMM/1 pre-receive\ngit_dir=/h/m.git\npusher=x\x1cgit_dir=/h/o.git\n",
+                 b"AISMM/1 pre-receive\ngit_dir=/h/m.git\ngit_dir=/h/o.git\n"):
+        with pytest.raises(ValueError):
+            parse_raw(head, b"")

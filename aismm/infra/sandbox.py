@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aismm
@@ -272,19 +272,48 @@ def _run(job: _Job) -> Result:
     with _run_uid(job.isolation == "namespaces+uid") as uid:
         root = Path(tempfile.mkdtemp(prefix="aismm-root-"))
         owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
+        pruned: list[str] = []
         try:
             if uid is not None:
                 for path, st in owners:
                     _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
-            return _execute(job, _command(job, root, env, uid), env, prelude=True)
+            result = _execute(job, _command(job, root, env, uid), env, prelude=True)
         finally:
             if uid is not None:
                 _kill_uid(uid)
-                for path, st in owners:
-                    _chown_tree(path, uid, (st.st_uid, st.st_gid), set(job.readonly),
-                                exclusive=False)
+            for path in (job.workdir, *job.writable):  # before any walk of what the run left
+                pruned += _prune_deep(path)
+            for path, st in owners:
+                _chown_tree(path, uid or 0, (st.st_uid, st.st_gid), set(job.readonly),
+                            exclusive=False)
             with suppress(OSError):
                 root.rmdir()
+    if not pruned:
+        return result
+    note = (f"\n[aismm sandbox: the run left folders nested deeper than {MAX_DEPTH} levels "
+            f"({', '.join(pruned[:3])}); they were removed]\n")
+    return replace(result, returncode=result.returncode or 1, stderr=result.stderr + note,
+                   killed=result.killed or "tree")
+
+
+MAX_DEPTH = 64  # folder levels a run may leave behind; deeper trees are the agent's fault
+
+
+def _prune_deep(top: Path) -> list[str]:
+    """Remove whatever lies MAX_DEPTH or more folder levels under top; what was removed.
+
+    GNU find walks a tree of any depth without recursing or hitting path-length limits (the
+    Python walks after it, the chown back and the workspace's removal, then stay shallow).
+    """
+    find = shutil.which("find") or "find"
+    deep = subprocess.run([find, str(top), "-mindepth", str(MAX_DEPTH), "-maxdepth",
+                           str(MAX_DEPTH), "-print", "-quit"], capture_output=True, check=False)
+    if not deep.stdout.strip():
+        return []
+    subprocess.run([find, str(top), "-mindepth", str(MAX_DEPTH), "-delete"],
+                   capture_output=True, check=False)
+    shown = os.fsdecode(deep.stdout.strip())
+    return [shown if len(shown) < 120 else shown[:57] + "…" + shown[-60:]]
 
 
 # The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow
