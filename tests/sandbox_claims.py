@@ -64,6 +64,8 @@ def claim_view(area: Area) -> None:
                "dev"} | bound
     assert seen <= allowed, f"unexpected top-level entries {sorted(seen - allowed)}"
     assert "usr" in seen and "proc" in seen and "var" not in seen and "home" not in seen
+    size = run([SH, "-c", "df -k / | tail -1"], area.work)
+    assert size.ok and int(size.stdout.split()[1]) <= 1024, size.stdout  # KiB: data goes nowhere
 
 
 def claim_hub(area: Area) -> None:

@@ -322,7 +322,7 @@ def _prune_deep(top: Path) -> list[str]:
 _PRELUDE = r"""
 set -e
 R=$1; W=$2; shift 2
-mount -t tmpfs -o mode=0755,nosuid,nodev aismm-root "$R"
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=1m aismm-root "$R"  # folders and links only
 while [ "$1" != -- ]; do
   case $1 in
     dir)   mkdir -p "$R$2"; shift 2 ;;
