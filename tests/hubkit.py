@@ -25,7 +25,7 @@ from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import judged, market, mission, registrar
+from aismm.services import events, judged, market, mission, registrar
 from aismm.services.hubs import init_hub
 from aismm.services.mission import Created
 from tests import conftest
@@ -279,7 +279,14 @@ class Clone:
             args.append(f"--receive-pack={' '.join(receive)} receive-pack")
         if force:
             args.append("--force")
+        before = self.remote_state().refs if hooks == "pre-receive" else {}
         proc = self.git(*args, "origin", *refspecs, check=False, env=env)
+        if hooks == "pre-receive":  # record what landed, as post-receive would (no processing)
+            after = self.remote_state().refs
+            moved = [(before.get(ref) or "0" * 40, new, ref) for ref, new in after.items()
+                     if before.get(ref) != new]
+            if moved:
+                events.record(self.hub, self.origin, moved, None)
         lines = [_strip_remote(x) for x in
                  (proc.stderr + proc.stdout).decode("utf-8", "replace").splitlines()]
         return Push(proc.returncode, [x for x in lines if x])
@@ -303,6 +310,9 @@ class Clone:
         result = self.push(*refspecs, hooks="none")
         assert result.returncode == 0 and not result.problems, result.text
         assert all(self.remote_state().refs.get(ref) == new for _o, new, ref in updates)
+        # judged, so in the ref-state log as post-receive would record it (not processed)
+        events.record(self.hub, self.origin, [(old or "0" * 40, new, ref)
+                                              for old, new, ref in updates], None)
 
     # -- hand-made objects ------------------------------------------------------------------
     def blob(self, data: bytes) -> str:
