@@ -42,8 +42,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
 
 
 def _delivery(kit: Kit) -> tuple[str, str, str]:
-    """A fresh mission with bob's delivery landed (gate-judged, no hooks, not yet an event):
-    (repository name, old tip, new tip)."""
+    """A fresh mission with bob's delivery landed (gate-judged, no hooks, logged as post-receive
+    would, not yet processed): (repository name, old tip, new tip)."""
     created = kit.mission(("bob",), tier="T1")
     clone = kit.clone(created, "attempts/bob")
     old = clone.rev("HEAD")
@@ -107,6 +107,8 @@ def test_a_poison_event_is_marked_failed_and_the_next_one_is_handled(
     assert "platform DoD on bob: " in result.out, result.out
     assert _status(kit, poison)["status"] == "failed"
     assert json.loads(str(_status(kit, poison)["result"]))["error"] == f"KeyError: '{unknown}'"
-    assert _status(kit, poison + 1)["status"] == "done"
+    with Store(kit.hub.db_path) as store:  # the landed delivery (logged when it landed)
+        [good] = store.event_ids(name, [(old, new, R)])
+    assert _status(kit, good)["status"] == "done"
     again = clikit.run(kit.hub.root, capsys, "process")  # failed stays failed: no retry loop
     assert again.out.strip() == "nothing to do"
