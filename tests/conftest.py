@@ -8,9 +8,11 @@ fixtures made to ``os.environ`` without undoing it, so nothing leaks from one te
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,23 +68,46 @@ def _no_leaked_environment(_isolated_session: None) -> Iterator[None]:
                 pytrace=False)
 
 
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+                build: Callable[[Path], object]) -> Path:
+    """The folder ``name`` built by ``build`` once per test run, shared by every worker.
+
+    Under pytest-xdist each worker is a session of its own; the template is built by whichever
+    worker asks first, under a lock in the run's shared temporary folder, and the others wait
+    for it and use the same (read-only) copy. A serial run builds it in its own temporary folder.
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target, done = shared / name / "hub", shared / name / "built"
+    (shared / name).mkdir(exist_ok=True)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if target.exists():  # a worker died building it: start again
+                shutil.rmtree(target)
+            build(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def reference_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hub with the reference agents registered and assessed, built once per session.
+    """A hub with the reference agents registered and assessed, built once per test run.
 
     Read-only: tests take a copy (:func:`tests.hubkit.copy_hub`), never the template itself.
     """
     from tests.hubkit import build_reference_hub
 
-    return build_reference_hub(tmp_path_factory.mktemp("reference") / "hub")
+    return _built_once(tmp_path_factory, "reference", build_reference_hub)
 
 
 @pytest.fixture(scope="session")
 def settle_template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The settlement and lifecycle tests' hub (tests/settlekit.py), built once per session."""
+    """The settlement and lifecycle tests' hub (tests/settlekit.py), built once per test run."""
     from tests.settlekit import build_template
 
-    return build_template(reference_hub, tmp_path_factory.mktemp("settle") / "hub")
+    return _built_once(tmp_path_factory, "settle",
+                       lambda dest: build_template(reference_hub, dest))
 
 
 def git(*args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
