@@ -33,10 +33,15 @@ from aismm.core.refs import MAIN  # noqa: E402
 from aismm.core.signing import generate_key  # noqa: E402
 from aismm.infra.git import Repo  # noqa: E402
 from aismm.infra.hub import Hub  # noqa: E402
-from aismm.services import events, lifecycle, market  # noqa: E402
+from aismm.core.clock import iso  # noqa: E402
+from aismm.core.model import load_yaml  # noqa: E402
+from aismm.infra.ledger import Ledger  # noqa: E402
+from aismm.infra.store import Store  # noqa: E402
+from aismm.services import events, lifecycle, market, mission, registrar  # noqa: E402
 from aismm.services.hubs import init_hub  # noqa: E402
 from aismm.state import registry  # noqa: E402
 
+TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
 ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
@@ -69,10 +74,58 @@ def registry_hub(root: Path, agents: int) -> Hub:
     return hub
 
 
+def _link(source: str, target: str) -> None:
+    if "/objects/" in source:
+        os.link(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def mission_hub(root: Path, missions: int) -> Hub:
+    """A hub with ``missions`` funded missions assigned to one agent.
+
+    The first is made by :func:`aismm.services.mission.create`; each other one is a copy of its
+    provisioned repository with its own ``mission.yaml`` (its id, the same contract pin) on a
+    new ``main`` signed by the client's hosted key, ``accepted`` and the attempt at ``main`` as
+    ``create`` sets them, funded in the ledger and entered in the ref-state log.
+    """
+    os.environ.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"})
+    hub = init_hub(root)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
+    registrar.add_actor(hub, "ext", ["specialist"], None, None, True)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("alice", 10**12, cause="bench")
+    first = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                           inputs=TASK / "inputs", price=100, tier="T0", agents=["ext"])
+    template = Repo(first.path)
+    doc = load_yaml(template.read(first.main, "mission.yaml") or b"", "mission.yaml")
+    key, who = hub.hosted_key("alice"), registry.identity("alice")
+    refs = sorted(template.refs())
+    logged: list[tuple[str, list[tuple[str, str, str]]]] = []
+    with Ledger(hub.db_path, hub.clock) as ledger, ledger.batch():
+        for i in range(1, missions):
+            mid = f"load-{i:05d}"
+            path = hub.mission_path(mid)
+            # objects are immutable: linked, as `git clone --local` does
+            shutil.copytree(first.path, path, symlinks=True, copy_function=_link)
+            repo = Repo(path)
+            tree = repo.build_tree(repo.tree_of(first.main), {
+                "mission.yaml": dump_yaml({**doc, "id": mid}).encode()})
+            main = repo.write_commit(tree=tree, parents=[], message=f"Open mission {mid}\n",
+                                     key=key, who=who, when=hub.clock.now())
+            for ref in refs:
+                repo.update_ref(ref, main, template.ref(ref))
+            ledger.fund(mid, "alice", doc["price"], doc["fee"], cause=main)
+            logged.append((f"missions/{mid}.git", [("0" * 40, main, ref) for ref in refs]))
+    with Store(hub.db_path) as store:
+        for name, updates in logged:
+            store.record_updates(name, updates, "alice", iso(hub.clock.now()))
+    return hub
+
+
 def forget() -> None:
     """Empty every in-memory derived cache, as a new process starts."""
     registry.forget()
-    lifecycle.forget()
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:

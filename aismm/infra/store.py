@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS executions (
     commits TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent);
+CREATE TABLE IF NOT EXISTS summaries (
+    mission TEXT PRIMARY KEY, key TEXT NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -433,6 +436,37 @@ class Store:
             "SELECT ref, new FROM events WHERE id IN "
             "(SELECT max(id) FROM events WHERE repo = ? GROUP BY ref)", (repo,))}
 
+    def latest(self) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+        """The ref-state log in one read: every repository's refs at their last recorded value
+        (deleted ones left out) and the id of its last recorded move."""
+        refs: dict[str, dict[str, str]] = {}
+        last: dict[str, int] = {}
+        for repo, ref, new, eid in self.conn.execute(
+                "SELECT repo, ref, new, id FROM events WHERE id IN "
+                "(SELECT max(id) FROM events GROUP BY repo, ref)"):
+            held = refs.setdefault(repo, {})
+            if new != "0" * 40:
+                held[ref] = new
+            last[repo] = max(last.get(repo, 0), int(eid))
+        return refs, last
+
+    def last_event_id(self, repo: str) -> int:
+        """The id of the last recorded move of one repository (0 when none)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events WHERE repo = ?",
+                                     (repo,)).fetchone()[0])
+
+    # -- derived summaries ----------------------------------------------------------------
+    def summaries(self) -> dict[str, tuple[str, str]]:
+        """Every cached mission summary: mission -> (the key it was derived for, its body)."""
+        return {str(m): (str(k), str(b)) for m, k, b in self.conn.execute(
+            "SELECT mission, key, body FROM summaries")}
+
+    def put_summaries(self, rows: dict[str, tuple[str, str]]) -> None:
+        """Cache mission summaries (mission -> (key, body)), replacing older ones."""
+        values = [(m, k, b) for m, (k, b) in rows.items()]
+        self._write(lambda conn: conn.executemany(
+            "INSERT OR REPLACE INTO summaries (mission, key, body) VALUES (?, ?, ?)", values))
+
     def record_incident(self, repo: str, ref: str, found: str | None, restored: str | None,
                         reason: str, at: str) -> None:
         """Note a ref write that skipped the gate and was refused and put back."""
@@ -467,12 +501,15 @@ class Store:
                f"VALUES ({', '.join('?' for _ in cols)})")
         return self._write(lambda conn: conn.execute(sql, values).rowcount == 1)
 
-    def executions(self, agent: str | None = None) -> list[dict[str, Any]]:
+    def executions(self, agent: str | None = None, outcome: str | None = None
+                   ) -> list[dict[str, Any]]:
         sql = ("SELECT id, agent, agent_owner, client, client_owner, contract, mission, "
                "finished_at, latency_seconds, quality, outcome, reworks, cost, commits "
                "FROM executions")
-        rows = self.conn.execute(sql + (" WHERE agent = ?" if agent else "") + " ORDER BY id",
-                                 (agent,) if agent else ()).fetchall()
+        where = [(c, v) for c, v in (("agent", agent), ("outcome", outcome)) if v]
+        if where:
+            sql += " WHERE " + " AND ".join(f"{c} = ?" for c, _v in where)
+        rows = self.conn.execute(sql + " ORDER BY id", [v for _c, v in where]).fetchall()
         keys = ("id", "agent", "agent_owner", "client", "client_owner", "contract", "mission",
                 "finished_at", "latency_seconds", "quality", "outcome", "reworks", "cost",
                 "commits")
