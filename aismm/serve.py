@@ -27,7 +27,7 @@ from aismm.core.errors import AismmError, ConflictError
 from aismm.core.refs import SOCKET
 from aismm.hook import Request, handle, parse_raw
 from aismm.infra.hub import Hub
-from aismm.infra.store import Store
+from aismm.infra.store import Store, group_commit
 from aismm.services import judged, settlement, worker
 
 __all__ = ["Server", "rescan"]
@@ -206,6 +206,10 @@ class Server:
 
     def run(self, once: bool = False) -> None:
         """Serve until interrupted (or one pass with ``once``)."""
+        with group_commit(self.hub.db_path):  # one writer: outbox and ledger, group commit
+            self._run(once)
+
+    def _run(self, once: bool) -> None:
         server = self._listen()
         self.approved, self.activity = server.approved, server.activity
         thread = threading.Thread(target=server.serve_forever, daemon=True)

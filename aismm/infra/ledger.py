@@ -35,6 +35,7 @@ from typing import Any, Self, TypeVar
 from aismm.core.clock import Clock, default_clock, iso
 from aismm.core.errors import ConflictError, LedgerError
 from aismm.core.money import MAX_AMOUNT, MAX_BALANCE
+from aismm.infra.store import GroupCommit, group_for
 
 __all__ = [
     "FEES",
@@ -87,6 +88,7 @@ _SCHEMA = [
         {_tokens("provider", 0)}, {_tokens("fee", 0)}, {_tokens("client_refund", 0)},
         transfers TEXT NOT NULL, at TEXT NOT NULL) WITHOUT ROWID""",
 ]
+_TABLES = {"ledger_transfers", "ledger_balances", "ledger_closures"}
 _SELECT = "SELECT seq, id, debit, credit, amount, mission, action, cause, at FROM ledger_transfers"
 
 
@@ -211,23 +213,41 @@ def _rows(n: int, width: int) -> str:
 
 
 class Ledger:
-    """The ledger tables of one SQLite file, through one connection."""
+    """The ledger tables of one SQLite file, through one connection.
+
+    Reads use the ledger's own connection. Writes do too, unless this process runs a group
+    writer for the file (:func:`aismm.infra.store.group_commit`, as ``aismm serve`` does):
+    then each write is one job of the writer's next group commit, and returns once that commit
+    is durable. A :meth:`batch` always writes on the ledger's own connection.
+    """
 
     def __init__(self, db_path: Path, clock: Clock | None = None) -> None:
         self._path = Path(db_path)
         self._clock = clock or default_clock()
         self._batch = False
         self._stamp: tuple[dt.datetime | None, str] = (None, "")
+        self._group: GroupCommit | None = group_for(self._path)
         try:
             self._conn = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 10000")
             self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchall())
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA cache_size = -65536")
-            self._write(lambda: [self._conn.execute(sql) for sql in _SCHEMA])
+            have = {n for (n,) in self._conn.execute("SELECT name FROM sqlite_master")}
+            if not have >= _TABLES:  # a ready file takes no write lock to open
+                self._retry(lambda: self._own_tx(
+                    lambda: [self._conn.execute(sql) for sql in _SCHEMA]))
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self._path}: cannot open the ledger database ({exc}); "
                               "check the path and that it is a SQLite file") from exc
+
+    @classmethod
+    def _over(cls, conn: sqlite3.Connection, path: Path, clock: Clock) -> Ledger:
+        """A view of the ledger on the group writer's connection, inside its transaction."""
+        view = cls.__new__(cls)
+        view._path, view._clock, view._conn = path, clock, conn
+        view._batch, view._group, view._stamp = True, None, (None, "")
+        return view
 
     def close(self) -> None:
         """Close the connection."""
@@ -262,27 +282,33 @@ class Ledger:
                 time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _write(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` all-or-nothing: in its own BEGIN IMMEDIATE, or a SAVEPOINT in a batch."""
+    def _write(self, fn: Callable[[Ledger], _T]) -> _T:
+        """Run ``fn(ledger)`` all-or-nothing: a SAVEPOINT in a batch, a job of the group
+        writer, or its own BEGIN IMMEDIATE."""
+        if self._batch:
+            return self._own_tx(lambda: fn(self))
+        group = self._group
+        if group is not None:
+            path, clock = self._path, self._clock
+            return group.run(lambda conn: fn(Ledger._over(conn, path, clock)))
+        return self._retry(lambda: self._own_tx(lambda: fn(self)))
+
+    def _own_tx(self, fn: Callable[[], _T]) -> _T:
         conn = self._conn
         begin, commit, undo = (
             ("SAVEPOINT op", "RELEASE op", ("ROLLBACK TO op", "RELEASE op")) if self._batch
             else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
         )
-
-        def once() -> _T:
-            conn.execute(begin)
-            try:
-                result = fn()
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already (I/O, full disk)
-                    for sql in undo:
-                        conn.execute(sql)
-                raise
-            conn.execute(commit)
-            return result
-
-        return once() if self._batch else self._retry(once)
+        conn.execute(begin)
+        try:
+            result = fn()
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (I/O, full disk)
+                for sql in undo:
+                    conn.execute(sql)
+            raise
+        conn.execute(commit)
+        return result
 
     @contextmanager
     def batch(self) -> Iterator[Self]:
@@ -309,7 +335,7 @@ class Ledger:
         """Post one chain of transfers atomically; replaying identical transfers is a no-op."""
         for spec in specs:
             _validate(spec)
-        return self._write(lambda: self._post(specs))
+        return self._write(lambda led: led._post(specs))
 
     def post_many(self, chains: list[list[TransferSpec]]) -> list[list[Transfer] | LedgerError]:
         """Post many chains in one transaction; each result is a chain's transfers or its error."""
@@ -419,12 +445,12 @@ class Ledger:
         specs = [TransferSpec(transfer_id(mission, "fund", cause, leg), payer, credit, amount,
                               mission, "fund", cause) for leg, credit, amount in legs]
 
-        def run() -> list[Transfer]:
-            if self._closure(mission) is not None:
-                old = {t.id: t.body() for t in self._transfers([s.id for s in specs])}
+        def run(led: Ledger) -> list[Transfer]:
+            if led._closure(mission) is not None:
+                old = {t.id: t.body() for t in led._transfers([s.id for s in specs])}
                 if any(old.get(s.id) != s.body() for s in specs):
                     raise LedgerError(f"{escrow}: mission is already closed; open a new mission")
-            return self._post(specs)
+            return led._post(specs)
 
         return self._write(run)
 
@@ -448,14 +474,22 @@ class Ledger:
                                  (mission,)).fetchone()
         return None if row is None else _row_closure(row)
 
+    def _closure_and_balance(self, mission: str, escrow: str) -> tuple[Closure | None, int]:
+        """The mission's closure (or None) and its escrow balance, in one statement."""
+        row = self._conn.execute(
+            "SELECT coalesce((SELECT balance FROM ledger_balances WHERE account = ?), 0), c.* "
+            "FROM (SELECT 1) LEFT JOIN ledger_closures AS c ON c.mission = ?",
+            (escrow, mission)).fetchone()
+        return (None if row[1] is None else _row_closure(row[1:])), int(row[0])
+
     def _close(self, mission: str, kind: str, client: str, owner: str | None, price: int,
                fee: int, cause: str) -> Settlement:
         escrow, payee = f"escrow:{_name('mission', mission)}", f"client:{_name('actor', client)}"
         action, rest = ("settle", "remainder") if kind == "settled" else ("refund", "refund")
         plan = _legs(escrow, cause, [("price", f"provider:{owner}", price), ("fee", FEES, fee)])
 
-        def run() -> Settlement:
-            old = self._closure(mission)
+        def run(led: Ledger) -> Settlement:
+            old, held = led._closure_and_balance(mission, escrow)
             if old is not None:
                 if (old.kind, old.cause) != (kind, cause):
                     raise ConflictError(f"{escrow}: already {old.kind} by {old.cause}; "
@@ -466,7 +500,6 @@ class Ledger:
                                       "different body; repeat the original client, provider "
                                       "and amounts")
                 return old
-            held = self.balance(escrow)
             if held == 0:
                 raise LedgerError(f"{escrow}: mission is not funded; fund it before closing it")
             if price + fee > held:
@@ -474,12 +507,12 @@ class Ledger:
                                   f"{price + fee}, short by {price + fee - held}; "
                                   "lower the amounts")
             legs = [*plan, (rest, payee, held - price - fee)] if held > price + fee else plan
-            posted = self._post([TransferSpec(transfer_id(mission, action, cause, leg), escrow,
+            posted = led._post([TransferSpec(transfer_id(mission, action, cause, leg), escrow,
                                               credit, amount, mission, action, cause)
                                  for leg, credit, amount in legs])
             done = Closure(mission, kind, cause, client, owner, price, fee, held - price - fee,
-                           tuple(t.id for t in posted), self._now())
-            self._conn.execute("INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           tuple(t.id for t in posted), led._now())
+            led._conn.execute("INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                _closure_row(done))
             return done
 

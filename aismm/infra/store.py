@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Event", "Store", "connect", "worker_alive", "worker_id"]
+__all__ = ["Event", "GroupCommit", "Store", "connect", "group_commit", "group_for",
+           "worker_alive", "worker_id"]
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -40,16 +48,193 @@ CREATE TABLE IF NOT EXISTS executions (
     commits TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent);
+CREATE TABLE IF NOT EXISTS summaries (
+    mission TEXT PRIMARY KEY, key TEXT NOT NULL, body TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
+_SCHEMA_NAMES = set(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
+
+
+def connect(path: Path, thread_bound: bool = True) -> sqlite3.Connection:
     """A connection with the hub's settings: WAL, synchronous=FULL, a generous busy timeout."""
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,
+                           check_same_thread=thread_bound)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+class _Job:
+    """One caller's transaction, waiting for the commit that makes it durable."""
+
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """One writer connection and thread for a hub database: group commit.
+
+    Callers from any thread hand a function of the connection to :meth:`run` and block. The
+    writer takes every job waiting, runs each in its own SAVEPOINT inside one ``BEGIN
+    IMMEDIATE`` (a failing job is undone alone and gets its exception), commits once with
+    ``synchronous=FULL`` and only then wakes the callers: a caller returns only after its
+    transaction's commit is durable, and one fdatasync serves the whole group. A failed
+    COMMIT fails every job of the group (none of them returns as done).
+    """
+
+    def __init__(self, path: Path, max_group: int = 512) -> None:
+        self.path = Path(path)
+        self.max_group = max_group
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._conn = connect(self.path, thread_bound=False)  # the writer thread's alone
+        self._conn.execute("PRAGMA cache_size = -65536")
+        self._thread = threading.Thread(target=self._loop, name=f"group-commit {path}",
+                                        daemon=True)
+        self._closed = False
+        self.groups = 0  # commits made (for tests and benchmarks)
+        self.pid = os.getpid()
+        self._thread.start()
+
+    def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(conn)`` in the next group; its result once the group's commit is durable."""
+        if threading.current_thread() is self._thread:  # a job that writes again: nest
+            self._conn.execute("SAVEPOINT nested")
+            try:
+                out = fn(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK TO nested")
+                self._conn.execute("RELEASE nested")
+                raise
+            self._conn.execute("RELEASE nested")
+            return out
+        if self._closed:
+            raise sqlite3.OperationalError(f"{self.path}: the group writer is closed")
+        job = _Job(fn)
+        self._jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        result: _T = job.result
+        return result
+
+    def close(self) -> None:
+        """Finish the jobs already handed in, then stop the writer and close its connection."""
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(None)
+            self._thread.join()
+            self._conn.close()
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._jobs.get()
+            if first is None:
+                break
+            group = [first]
+            while len(group) < self.max_group:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            self._commit(group)
+
+    def _commit(self, group: list[_Job]) -> None:
+        conn = self._conn
+        try:
+            if not self._run_group(group, isolated=False):
+                # A job failed: undo the whole group and run it again, each job in its own
+                # SAVEPOINT, so the failing one is undone alone (jobs are functions of the
+                # database, so running one again before its commit changes nothing).
+                conn.execute("ROLLBACK")
+                self._run_group(group, isolated=True)
+            conn.execute("COMMIT")
+            self.groups += 1
+        except BaseException as exc:  # nothing of this group is durable: fail every job
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in group:
+                job.result, job.error = None, exc
+        for job in group:
+            job.done.set()
+
+    def _run_group(self, group: list[_Job], isolated: bool) -> bool:
+        """Run the group's jobs in one transaction; False at the first failing job when not
+        ``isolated`` (the transaction is then left for the caller to roll back)."""
+        conn = self._conn
+        _begin(conn)
+        for job in group:
+            job.result, job.error = None, None
+            if isolated:
+                conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn)
+            except Exception as exc:  # the job's own failure
+                if not isolated:
+                    return False
+                job.error = exc
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO job")
+            if not conn.in_transaction:  # SQLite rolled the whole group back (I/O, full disk)
+                raise sqlite3.OperationalError(f"{self.path}: the group was rolled back")
+            if isolated:
+                conn.execute("RELEASE job")
+        return True
+
+
+def _begin(conn: sqlite3.Connection, attempts: int = 4) -> None:
+    """BEGIN IMMEDIATE, waiting out another process' writer (the busy timeout, a few times)."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == attempts - 1:
+                raise
+
+
+_GROUPS: dict[str, GroupCommit] = {}
+_GROUPS_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def group_for(path: Path) -> GroupCommit | None:
+    """The group writer this process runs for the database at ``path``, if any (a forked
+    child has none: the writer thread stayed in its parent)."""
+    found = _GROUPS.get(_key(path)) if _GROUPS else None
+    return found if found is not None and found.pid == os.getpid() else None
+
+
+@contextmanager
+def group_commit(path: Path) -> Iterator[GroupCommit]:
+    """Route this process' writes to the database at ``path`` (outbox, executions, ledger)
+    through one group writer while the block runs (``aismm serve`` does)."""
+    key = _key(path)
+    with _GROUPS_LOCK:
+        if key in _GROUPS:
+            raise RuntimeError(f"{path}: a group writer already runs for this database")
+        _GROUPS[key] = writer = GroupCommit(path)
+    try:
+        yield writer
+    finally:
+        with _GROUPS_LOCK:
+            del _GROUPS[key]
+        writer.close()
 
 
 def _boot_id() -> str:
@@ -130,7 +315,10 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.conn = connect(path)
-        self.conn.executescript(_SCHEMA)
+        self._group = group_for(path)
+        have = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master")}
+        if not have >= _SCHEMA_NAMES:  # create what is missing; a ready file takes no write lock
+            self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
@@ -145,12 +333,10 @@ class Store:
     def record_updates(self, repo: str, updates: list[tuple[str, str, str]], pusher: str | None,
                        created: str) -> None:
         """Append accepted ref updates to the outbox (a replay of the same update is a no-op)."""
-        with self._tx():
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO events (repo, ref, old, new, pusher, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(repo, ref, old, new, pusher, created) for old, new, ref in updates],
-            )
+        rows = [(repo, ref, old, new, pusher, created) for old, new, ref in updates]
+        self._write(lambda conn: conn.executemany(
+            "INSERT OR IGNORE INTO events (repo, ref, old, new, pusher, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)", rows))
 
     def claim(self, worker: str, lease_seconds: float = 300.0, max_id: int | None = None
               ) -> Event | None:
@@ -161,8 +347,9 @@ class Store:
         program; see :func:`worker_alive`). A killed worker's events are reclaimed at once.
         """
         now = time.time()
-        with self._tx():
-            rows = self.conn.execute(
+
+        def take(conn: sqlite3.Connection) -> Event | None:
+            rows = conn.execute(
                 "SELECT id, repo, ref, old, new, pusher, claimed_by, claimed_at FROM events "
                 "WHERE status = 'pending' AND id <= ? ORDER BY id",
                 (max_id if max_id is not None else 2**62,),
@@ -174,11 +361,11 @@ class Store:
                     break
             else:
                 return None
-            self.conn.execute(
-                "UPDATE events SET claimed_by = ?, claimed_at = ? WHERE id = ?",
-                (worker, now, event.id),
-            )
-        return event
+            conn.execute("UPDATE events SET claimed_by = ?, claimed_at = ? WHERE id = ?",
+                         (worker, now, event.id))
+            return event
+
+        return self._write(take)
 
     def busy(self, lease_seconds: float = 300.0) -> dict[str, int]:
         """Pending events another live worker holds a claim on: worker description -> count."""
@@ -194,17 +381,15 @@ class Store:
 
     def release(self, event_id: int) -> None:
         """Give a claimed event back, still pending (the hub could not process it; its fault)."""
-        with self._tx():
-            self.conn.execute("UPDATE events SET claimed_by = NULL, claimed_at = NULL "
-                              "WHERE id = ? AND status = 'pending'", (event_id,))
+        self._write(lambda conn: conn.execute(
+            "UPDATE events SET claimed_by = NULL, claimed_at = NULL "
+            "WHERE id = ? AND status = 'pending'", (event_id,)))
 
     def finish(self, event_id: int, result: dict[str, Any], done_at: str,
                status: str = "done") -> None:
-        with self._tx():
-            self.conn.execute(
-                "UPDATE events SET status = ?, done_at = ?, result = ? WHERE id = ?",
-                (status, done_at, json.dumps(result, sort_keys=True), event_id),
-            )
+        args = (status, done_at, json.dumps(result, sort_keys=True), event_id)
+        self._write(lambda conn: conn.execute(
+            "UPDATE events SET status = ?, done_at = ?, result = ? WHERE id = ?", args))
 
     def event_ids(self, repo: str, updates: list[tuple[str, str, str]]) -> list[int]:
         """The outbox ids of these ref updates (old, new, ref) of one repository."""
@@ -251,13 +436,44 @@ class Store:
             "SELECT ref, new FROM events WHERE id IN "
             "(SELECT max(id) FROM events WHERE repo = ? GROUP BY ref)", (repo,))}
 
+    def latest(self) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+        """The ref-state log in one read: every repository's refs at their last recorded value
+        (deleted ones left out) and the id of its last recorded move."""
+        refs: dict[str, dict[str, str]] = {}
+        last: dict[str, int] = {}
+        for repo, ref, new, eid in self.conn.execute(
+                "SELECT repo, ref, new, id FROM events WHERE id IN "
+                "(SELECT max(id) FROM events GROUP BY repo, ref)"):
+            held = refs.setdefault(repo, {})
+            if new != "0" * 40:
+                held[ref] = new
+            last[repo] = max(last.get(repo, 0), int(eid))
+        return refs, last
+
+    def last_event_id(self, repo: str) -> int:
+        """The id of the last recorded move of one repository (0 when none)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events WHERE repo = ?",
+                                     (repo,)).fetchone()[0])
+
+    # -- derived summaries ----------------------------------------------------------------
+    def summaries(self) -> dict[str, tuple[str, str]]:
+        """Every cached mission summary: mission -> (the key it was derived for, its body)."""
+        return {str(m): (str(k), str(b)) for m, k, b in self.conn.execute(
+            "SELECT mission, key, body FROM summaries")}
+
+    def put_summaries(self, rows: dict[str, tuple[str, str]]) -> None:
+        """Cache mission summaries (mission -> (key, body)), replacing older ones."""
+        values = [(m, k, b) for m, (k, b) in rows.items()]
+        self._write(lambda conn: conn.executemany(
+            "INSERT OR REPLACE INTO summaries (mission, key, body) VALUES (?, ?, ?)", values))
+
     def record_incident(self, repo: str, ref: str, found: str | None, restored: str | None,
                         reason: str, at: str) -> None:
         """Note a ref write that skipped the gate and was refused and put back."""
-        with self._tx():
-            self.conn.execute(
-                "INSERT INTO incidents (repo, ref, found, restored, reason, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (repo, ref, found, restored, reason, at))
+        args = (repo, ref, found, restored, reason, at)
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO incidents (repo, ref, found, restored, reason, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)", args))
 
     def incidents(self, repo: str | None = None, after: int = 0) -> list[dict[str, Any]]:
         """Recorded incidents (of one repository), those with an id above ``after``."""
@@ -281,18 +497,19 @@ class Store:
                 "commits")
         values = [json.dumps(record[c], sort_keys=True) if c == "commits" else record[c]
                   for c in cols]
-        with self._tx():
-            cur = self.conn.execute(
-                f"INSERT OR IGNORE INTO executions ({', '.join(cols)}) "
-                f"VALUES ({', '.join('?' for _ in cols)})", values)
-        return cur.rowcount == 1
+        sql = (f"INSERT OR IGNORE INTO executions ({', '.join(cols)}) "
+               f"VALUES ({', '.join('?' for _ in cols)})")
+        return self._write(lambda conn: conn.execute(sql, values).rowcount == 1)
 
-    def executions(self, agent: str | None = None) -> list[dict[str, Any]]:
+    def executions(self, agent: str | None = None, outcome: str | None = None
+                   ) -> list[dict[str, Any]]:
         sql = ("SELECT id, agent, agent_owner, client, client_owner, contract, mission, "
                "finished_at, latency_seconds, quality, outcome, reworks, cost, commits "
                "FROM executions")
-        rows = self.conn.execute(sql + (" WHERE agent = ?" if agent else "") + " ORDER BY id",
-                                 (agent,) if agent else ()).fetchall()
+        where = [(c, v) for c, v in (("agent", agent), ("outcome", outcome)) if v]
+        if where:
+            sql += " WHERE " + " AND ".join(f"{c} = ?" for c, _v in where)
+        rows = self.conn.execute(sql + " ORDER BY id", [v for _c, v in where]).fetchall()
         keys = ("id", "agent", "agent_owner", "client", "client_owner", "contract", "mission",
                 "finished_at", "latency_seconds", "quality", "outcome", "reworks", "cost",
                 "commits")
@@ -304,8 +521,13 @@ class Store:
         return out
 
     # -- plumbing -------------------------------------------------------------------------
-    def _tx(self) -> _Tx:
-        return _Tx(self.conn)
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(conn)`` in one write transaction: the process' group writer's when it runs one
+        (it returns once the group's commit is durable), else ``BEGIN IMMEDIATE`` here."""
+        if self._group is not None:
+            return self._group.run(fn)
+        with _Tx(self.conn) as conn:
+            return fn(conn)
 
 
 class _Tx:

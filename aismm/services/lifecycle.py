@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, TypedDict
 
 from aismm.core.clock import iso
+from aismm.core.errors import MissionError
 from aismm.core.model import load_yaml
 from aismm.core.refs import REFUNDED, SETTLED
 from aismm.core.safepath import printable
-from aismm.infra.git import Repo
+from aismm.infra.git import Repo, read_refs
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
+from aismm.services import judged
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
-from aismm.state.policy import REQUEST_NAME, MissionPolicy, quorum, read_verdict
+from aismm.state.policy import REQUEST_NAME, MissionPolicy, load_policy, quorum, read_verdict
 
 __all__ = ["AttemptStatus", "MissionRow", "MissionStatus", "attempt_status", "delivered_at",
            "failed_runs", "list_missions", "status"]
@@ -199,6 +202,29 @@ def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
     snap = snap or registry.snapshot(Repo(hub.registry_path))
     runs = failed_runs(hub, mission_id) if runs is None else runs
     doc = policy.doc
+    attempts, accepted_agent, closed, open_state = _derive(hub, mission_id, repo, policy, snap,
+                                                           runs)
+    deadline = doc.deadline
+    if closed is not None:
+        state = closed
+    elif hub.clock.now() >= deadline and not _met_in_time(hub, repo, mission_id, attempts,
+                                                           deadline):
+        state = "expired"
+    else:
+        state = open_state
+    return {"id": mission_id, "state": state, "contract": doc.contract.ref, "tier": doc.tier,
+            "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": iso(doc.deadline),
+            "agents": doc.assignment.agents, "mode": doc.assignment.mode,
+            "attempts": attempts, "accepted": accepted_agent,
+            "escrow": _escrow(hub, mission_id, ledger),
+            "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
+
+
+def _derive(hub: Hub, mission_id: str, repo: Repo, policy: MissionPolicy,
+            snap: registry.Snapshot, runs: Runs
+            ) -> tuple[list[AttemptStatus], str | None, str | None, str]:
+    """What the refs say, whatever the time: the attempts, the accepted agent, the closed state
+    (refunded, settled, accepted or None) and the state of an open mission before its deadline."""
     attempts = [attempt_status(repo, policy, ref[len(ATTEMPT):], tip, snap,
                                runs.get((mission_id, ref[len(ATTEMPT):])))
                 for ref, tip in sorted(repo.refs(ATTEMPT).items())]
@@ -208,28 +234,14 @@ def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
         head = repo.commit(accepted).parents[1]
         accepted_agent = next((a["agent"] for a in attempts if repo.is_ancestor(head, a["head"])),
                               None)
-    deadline = doc.deadline
-    if repo.ref(REFUNDED):
-        state = "refunded"
-    elif repo.ref(SETTLED):
-        state = "settled"
-    elif accepted_agent:
-        state = "accepted"
-    elif hub.clock.now() >= deadline and not _met_in_time(hub, repo, mission_id, attempts,
-                                                             deadline):
-        state = "expired"
-    else:
-        state = max((a["state"] for a in attempts), key=lambda s: _ORDER.get(s, 0),
-                    default="assigned")
+    closed = ("refunded" if repo.ref(REFUNDED) else "settled" if repo.ref(SETTLED) else
+              "accepted" if accepted_agent else None)
+    open_state = max((a["state"] for a in attempts), key=lambda s: _ORDER.get(s, 0),
+                     default="assigned")
     for a in attempts:
         if accepted_agent:
             a["state"] = "accepted" if a["agent"] == accepted_agent else "not_selected"
-    return {"id": mission_id, "state": state, "contract": doc.contract.ref, "tier": doc.tier,
-            "client": doc.client, "price": doc.price, "fee": doc.fee, "deadline": iso(doc.deadline),
-            "agents": doc.assignment.agents, "mode": doc.assignment.mode,
-            "attempts": attempts, "accepted": accepted_agent,
-            "escrow": _escrow(hub, mission_id, ledger),
-            "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
+    return attempts, accepted_agent, closed, open_state
 
 
 def _met_in_time(hub: Hub, repo: Repo, mission_id: str, attempts: list[AttemptStatus],
@@ -286,21 +298,94 @@ def _next(state: str, client: str, attempts: list[AttemptStatus]) -> str:
     }.get(state, "")
 
 
+# -- the mission list ------------------------------------------------------------------------
+# One pass over the hub: the ref-state log is read once and each mission's refs are read from
+# its files (infra.git.read_refs) and compared with it; only a mission whose refs moved without
+# the log is judged (judged.ensure), so what is listed is judged state. Each mission's summary
+# is cached in hub.db (table ``summaries``) under a key naming everything it is derived from:
+# the judged refs, the id of the repository's last logged move (when a delivery arrived), the
+# registry commit (whose keys count toward a quorum) and the mission's failed runs. What
+# depends on the time (expired or not) is decided when listing, from the cached deadline. The
+# table is as trusted as the rest of hub.db; a row that does not parse is derived again.
+
+_SUMMARY_KEYS = {"row", "closed", "open", "deadline", "met_in_time"}
+_ROW_KEYS = ("id", "contract", "tier", "client", "agents", "price", "fee")
+
+
+def _summary(hub: Hub, mission_id: str, snap: registry.Snapshot, runs: Runs) -> dict[str, Any]:
+    """What the list needs of one mission, derived from its judged refs (not the time)."""
+    repo = Repo(hub.mission_path(mission_id))
+    policy = load_policy(repo)
+    if policy is None:
+        raise MissionError(f"{mission_id}: repository has no main; it is not a mission")
+    doc = policy.doc
+    attempts, _agent, closed, open_state = _derive(hub, mission_id, repo, policy, snap, runs)
+    return {"row": {"id": mission_id, "contract": doc.contract.ref, "tier": doc.tier,
+                    "client": doc.client, "agents": list(doc.assignment.agents),
+                    "price": doc.price, "fee": doc.fee},
+            "closed": closed, "open": open_state, "deadline": doc.deadline.timestamp(),
+            "met_in_time": closed is None and _met_in_time(hub, repo, mission_id, attempts,
+                                                            doc.deadline)}
+
+
+def _decode_summary(body: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.keys() != _SUMMARY_KEYS or \
+            not isinstance(data["row"], dict) or set(data["row"]) != set(_ROW_KEYS):
+        return None
+    return data
+
+
 def list_missions(hub: Hub, state: str | None = None, agent: str | None = None
                   ) -> list[MissionRow]:
-    rows: list[MissionRow] = []
+    """Every mission (benchmark missions aside) with its state, in id order."""
+    judged.ensure_registry(hub)
     snap = registry.snapshot(Repo(hub.registry_path))
-    runs = failed_runs(hub)
-    with Ledger(hub.db_path, hub.clock) as ledger:
-        statuses = [status(hub, m, snap, ledger, runs) for m in hub.mission_ids()]
-    for st in statuses:
-        if state and st["state"] != state:
+    with Store(hub.db_path) as store:
+        logged, last = store.latest()
+        cached = store.summaries()
+        failed = store.executions(outcome="failed")
+    runs: Runs = {}
+    for run in failed:
+        runs.setdefault((run["mission"], run["agent"]), []).append(run)
+    failed_ids: dict[str, list[str]] = {}
+    for run in failed:
+        failed_ids.setdefault(run["mission"], []).append(run["id"])
+    now = hub.clock.now().timestamp()
+    fresh: dict[str, tuple[str, str]] = {}
+    rows: list[MissionRow] = []
+    folder = str(hub.missions_dir)
+    for mission_id in hub.mission_ids():
+        name = f"missions/{mission_id}.git"
+        path = f"{folder}/{mission_id}.git"
+        refs = read_refs(path)
+        if refs is None:
+            refs = Repo(path).refs()
+        if name in logged and refs != logged[name]:  # moved without the log: judge it now
+            refs = judged.ensure(hub, name)[0]
+            with Store(hub.db_path) as store:
+                last[name] = store.last_event_id(name)
+        key = " ".join([str(last.get(name, 0)), str(snap.commit),
+                        *sorted(failed_ids.get(mission_id, [])),
+                        *(f"{ref}={oid}" for ref, oid in sorted(refs.items()))])
+        hit = cached.get(mission_id)
+        summary = _decode_summary(hit[1]) if hit is not None and hit[0] == key else None
+        if summary is None:
+            summary = _summary(hub, mission_id, snap, runs)
+            if (read_refs(path) or Repo(path).refs()) == refs:  # kept only if nothing moved
+                fresh[mission_id] = (key, json.dumps(summary, sort_keys=True))
+        st = summary["closed"] or ("expired" if now >= summary["deadline"] and
+                                   not summary["met_in_time"] else summary["open"])
+        row = summary["row"]
+        if (state and st != state) or (agent and agent not in row["agents"]):
             continue
-        if agent and agent not in st["agents"]:
-            continue
-        rows.append({"id": st["id"], "state": st["state"], "contract": st["contract"],
-                     "tier": st["tier"], "client": st["client"], "agents": st["agents"],
-                     "price": st["price"], "fee": st["fee"]})
+        rows.append({"id": row["id"], "state": st, "contract": row["contract"],
+                     "tier": row["tier"], "client": row["client"], "agents": row["agents"],
+                     "price": row["price"], "fee": row["fee"]})
+    if fresh:
+        with Store(hub.db_path) as store:
+            store.put_summaries(fresh)
     return rows
-
-

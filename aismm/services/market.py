@@ -30,6 +30,7 @@ from aismm.infra.store import Store
 from aismm.services import (
     delivery,
     dod,
+    judged,
     lifecycle,
     mission,
     offers,
@@ -421,21 +422,23 @@ def _open_attempts(hub: Hub) -> dict[str, int]:
 
 def listing(hub: Hub, contract: str | None = None, role: str | None = None
             ) -> list[ListingRow]:
-    """The marketplace listing: status, badge, price, reputation figures."""
-    mans = registry.manifests(hub)
+    """The marketplace listing: status, badge, price, reputation figures.
+
+    The registry part is read at the judged registry tip, from the catalog cached per tip
+    (:func:`aismm.state.registry.catalog`); the reputation figures from the execution records.
+    """
+    judged.ensure_registry(hub)
     reps = _reputations(hub, contract)
-    assessed = registry.assessments(hub)  # once: reading it per agent would be quadratic
     rows: list[ListingRow] = []
-    for agent, man in sorted(mans.items()):
+    for entry in registry.catalog(hub):
+        agent = entry["agent"]
         if contract and not any(c == contract or c.split("@")[0] == contract
-                                for c in man.contracts):
+                                for c in entry["contracts"]):
             continue
-        if role and role not in man.roles:
+        if role and role not in entry["roles"]:
             continue
-        history = assessed.get(agent)
-        st = history[-1] if history else None
         rep = reps.get(agent)
-        assessed_quality = st["quality"] if st else None
+        assessed_quality = entry["assessed_quality"]
         # Until the agent has execution records, the quality shown is its assessed one, and
         # the row says so; stars, rank and the rest need records (docs/reputation.md).
         figures = {k: v for k, v in rep.to_dict().items() if k != "agent"} if rep else {
@@ -444,9 +447,9 @@ def listing(hub: Hub, contract: str | None = None, role: str | None = None
             "stars": None, "rank": None, "trend_30d": None, "delivered": 0, "accepted": 0,
             "decided": 0}
         rows.append({
-            "agent": agent, "owner": man.owner, "roles": man.roles, "contracts": man.contracts,
-            "status": st["status"] if st else "unassessed", "badge": st.get("badge") if st
-            else None, "price": man.price, "capacity": man.capacity,
+            "agent": agent, "owner": entry["owner"], "roles": list(entry["roles"]),
+            "contracts": list(entry["contracts"]), "status": entry["status"],
+            "badge": entry["badge"], "price": entry["price"], "capacity": entry["capacity"],
             "assessed_quality": assessed_quality, **figures,
             "quality_basis": "executions" if rep else
             "assessment" if assessed_quality is not None else None,

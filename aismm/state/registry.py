@@ -4,15 +4,20 @@ Every write is :mod:`aismm.services.registrar`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import TypeAdapter
 
 from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract, digest, parse_contract, parse_ref
 from aismm.core.errors import ActorError, ConflictError, ContractError
 from aismm.core.model import load_yaml
 from aismm.core.refs import MAIN
+from aismm.infra import cache
 from aismm.infra.git import Identity, Repo
 
 if TYPE_CHECKING:
@@ -24,7 +29,10 @@ __all__ = [
     "actor",
     "actors",
     "assessments",
+    "catalog",
     "contracts",
+    "drop_disk_cache",
+    "forget",
     "identity",
     "key_holder",
     "load_actors",
@@ -62,20 +70,79 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
     return out
 
 
+# -- derived caches --------------------------------------------------------------------------
+# Everything below is derived from one registry commit and cached by its id: in memory (a
+# resident ``aismm serve`` reads the registry once per commit) and on disk inside registry.git
+# (:mod:`aismm.infra.cache`: a new process reads one JSON file instead of parsing every YAML
+# document). An entry is never stale because its key is the commit it was derived from. A disk
+# entry is as trusted as hub.db; the snapshot is validated again on load (the same pydantic
+# models as the YAML), and an entry that is damaged or does not validate is derived again.
+
+_T = TypeVar("_T")
 _SNAPSHOTS: dict[tuple[str, str], Snapshot] = {}
+_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+_CATALOGS: dict[tuple[str, str], list[dict[str, Any]]] = {}
+_ACTORS = TypeAdapter(list[Actor])
+_MANIFESTS = TypeAdapter(list[Manifest])
+
+
+def forget() -> None:
+    """Empty the in-memory caches (as a new process starts; the disk entries stay)."""
+    _SNAPSHOTS.clear()
+    _ASSESSED.clear()
+    _CATALOGS.clear()
+
+
+def drop_disk_cache(hub: Hub) -> None:
+    """Remove the registry's disk cache entries (they are derived again on demand)."""
+    cache.drop(hub.registry_path / cache.FOLDER)
+
+
+def _cached(memory: dict[tuple[str, str], _T], repo: Repo, kind: str, commit: str,
+            decode: Callable[[bytes], _T], encode: Callable[[_T], bytes],
+            derive: Callable[[], _T]) -> _T:
+    """``kind`` at ``commit``: from memory, else from the disk cache, else derived and stored."""
+    key = (str(repo.path), commit)
+    found = memory.get(key)
+    if found is not None:
+        return found
+    folder = repo.path / cache.FOLDER
+    body = cache.read(folder, kind, commit)
+    if body is not None:
+        try:
+            found = decode(body)
+        except (ValueError, TypeError, KeyError):  # damaged or foreign: derive it again
+            found = None
+    if found is None:
+        found = derive()
+        with contextlib.suppress(TypeError, ValueError):  # not JSON-shaped: memory only
+            cache.write(folder, kind, commit, encode(found))
+    if len(memory) > 32:
+        memory.clear()
+    memory[key] = found
+    return found
 
 
 def snapshot(repo: Repo, commit: str | None = None) -> Snapshot:
     """Read actors and manifests at ``commit`` (default: the registry's main); cached per commit."""
     commit = commit if commit is not None else repo.ref(MAIN)
-    key = (str(repo.path), commit or "")
-    cached = _SNAPSHOTS.get(key)
-    if cached is not None:
-        return cached
-    if len(_SNAPSHOTS) > 32:
-        _SNAPSHOTS.clear()
-    _SNAPSHOTS[key] = found = _read_snapshot(repo, commit)
-    return found
+    if commit is None:
+        return _read_snapshot(repo, None)
+    return _cached(_SNAPSHOTS, repo, "snapshot", commit,
+                   lambda body: _decode_snapshot(commit, body), _encode_snapshot,
+                   lambda: _read_snapshot(repo, commit))
+
+
+def _encode_snapshot(snap: Snapshot) -> bytes:
+    return json.dumps({"actors": [a.model_dump(mode="json") for a in snap.actors.values()],
+                       "manifests": [m.model_dump(mode="json") for m in snap.manifests.values()]},
+                      sort_keys=True).encode()
+
+
+def _decode_snapshot(commit: str, body: bytes) -> Snapshot:
+    data = json.loads(body)
+    return _snapshot(commit, {a.id: a for a in _ACTORS.validate_python(data["actors"])},
+                     {m.id: m for m in _MANIFESTS.validate_python(data["manifests"])})
 
 
 def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
@@ -86,6 +153,11 @@ def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
             if path.startswith("agents/") and path.endswith(".yaml"):
                 man = Manifest.model_validate(load_yaml(repo.blob(entry.oid), path))
                 mans[man.id] = man
+    return _snapshot(commit, acts, mans)
+
+
+def _snapshot(commit: str | None, acts: dict[str, Actor], mans: dict[str, Manifest]
+              ) -> Snapshot:
     # Only what may sign from now on: current keys of active actors. Retired and revoked keys
     # are left out, so the gate refuses any new push they signed, whatever date it claims.
     by_key = {a.key: a for a in acts.values() if not a.revoked}
@@ -171,21 +243,65 @@ def manifests(hub: Hub) -> dict[str, Manifest]:
     return snapshot(Repo(hub.registry_path)).manifests
 
 
-_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
-
-
 def assessments(hub: Hub) -> dict[str, list[dict[str, Any]]]:
     """Every assessment record by agent, oldest first; cached per registry commit."""
     repo = Repo(hub.registry_path)
     tip = repo.ref(MAIN)
     if tip is None:
         return {}
-    key = (str(repo.path), tip)
-    if key not in _ASSESSED:
-        if len(_ASSESSED) > 16:
-            _ASSESSED.clear()
-        _ASSESSED[key] = _read_assessments(repo, tip)
-    return _ASSESSED[key]
+    return _assessments(repo, tip)
+
+
+def _assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
+    return _cached(_ASSESSED, repo, "assessments", tip, _decode_assessments,
+                   lambda found: json.dumps(found, sort_keys=True).encode(),
+                   lambda: _read_assessments(repo, tip))
+
+
+def _decode_assessments(body: bytes) -> dict[str, list[dict[str, Any]]]:
+    data = json.loads(body)
+    if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in data.values()):
+        raise ValueError("not assessments by agent")
+    return data
+
+
+def catalog(hub: Hub) -> list[dict[str, Any]]:
+    """The listing's registry part, per registry commit: every manifest (by agent id) with its
+    latest assessment's status, badge and quality. Cached per commit (memory and disk)."""
+    repo = Repo(hub.registry_path)
+    tip = repo.ref(MAIN)
+    if tip is None:
+        return []
+    return _cached(_CATALOGS, repo, "catalog", tip, _decode_catalog,
+                   lambda rows: json.dumps(rows, sort_keys=True).encode(),
+                   lambda: _read_catalog(repo, tip))
+
+
+_CATALOG_KEYS = {"agent", "owner", "roles", "contracts", "price", "capacity", "status", "badge",
+                 "assessed_quality"}
+
+
+def _decode_catalog(body: bytes) -> list[dict[str, Any]]:
+    rows = json.loads(body)
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and r.keys() == _CATALOG_KEYS for r in rows):
+        raise ValueError("not a catalog")
+    return rows
+
+
+def _read_catalog(repo: Repo, tip: str) -> list[dict[str, Any]]:
+    assessed = _assessments(repo, tip)  # once: reading it per agent would be quadratic
+    rows = []
+    for agent, man in sorted(snapshot(repo, tip).manifests.items()):
+        history = assessed.get(agent)
+        st = history[-1] if history else None
+        rows.append({"agent": agent, "owner": man.owner, "roles": list(man.roles),
+                     "contracts": list(man.contracts), "price": man.price,
+                     "capacity": man.capacity, "status": st["status"] if st else "unassessed",
+                     "badge": st.get("badge") if st else None,
+                     "assessed_quality": st["quality"] if st else None})
+    return rows
 
 
 def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:

@@ -1,0 +1,193 @@
+"""Group commit: one writer connection for the hub database, as ``aismm serve`` runs it.
+
+Real SQLite files, real threads, a real child process killed mid-run: every caller settles
+exactly once, a failing job is undone alone, and no acknowledged transfer is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from aismm.core.clock import FixedClock
+from aismm.core.errors import LedgerError
+from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store, group_commit, group_for
+
+REPO = Path(__file__).resolve().parent.parent
+START = "2026-01-01T00:00:00Z"
+PRICE, FEE = 100, 10
+
+
+def _settle(db: Path, mission: str) -> None:
+    with Ledger(db, FixedClock(START)) as ledger:
+        ledger.fund(mission, "alice", PRICE, FEE, f"open-{mission}")
+        ledger.settle(mission, "alice", "bob", PRICE, FEE, f"merge-{mission}")
+
+
+def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    missions = [f"m{i}" for i in range(96)]
+    with Ledger(db, FixedClock(START)) as ledger:
+        ledger.deposit("alice", len(missions) * (PRICE + FEE), "top-up")
+    errors: list[BaseException] = []
+
+    def caller(c: int) -> None:
+        try:  # every mission is settled by two callers at once: replays must be no-ops
+            for mission in missions[c % 16::16]:
+                _settle(db, mission)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with group_commit(db) as writer:
+        threads = [threading.Thread(target=caller, args=(c,)) for c in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        jobs = 2 * 2 * len(missions)
+        assert writer.groups < jobs  # callers shared commits
+    assert errors == []
+    with Ledger(db) as ledger:
+        assert ledger.check() == []
+        assert ledger.balance("client:alice") == 0
+        assert ledger.balance("provider:bob") == PRICE * len(missions)
+        assert ledger.balance("platform:fees") == FEE * len(missions)
+        assert all(ledger.closure(m) is not None for m in missions)
+        assert len(ledger.history()) == 1 + 4 * len(missions)  # deposit + 2 fund + 2 settle
+
+
+def test_a_failing_job_is_undone_alone_and_the_rest_of_its_group_commits(
+        tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    with Ledger(db, FixedClock(START)) as ledger:
+        ledger.deposit("alice", 2 * (PRICE + FEE), "top-up")
+    hold, started = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def fund(mission: str, price: int) -> None:
+        try:
+            with Ledger(db, FixedClock(START)) as ledger:
+                ledger.fund(mission, "alice", price, FEE, f"open-{mission}")
+            outcome[mission] = "funded"
+        except LedgerError as exc:
+            outcome[mission] = str(exc)
+
+    with group_commit(db) as writer:
+        blocker = threading.Thread(target=writer.run,
+                                   args=(lambda _conn: (started.set(), hold.wait()),))
+        blocker.start()
+        started.wait()  # the writer runs the blocker's group
+        callers = [threading.Thread(target=fund, args=args)
+                   for args in (("a", PRICE), ("b", 10**6), ("c", PRICE))]
+        for t in callers:
+            t.start()
+        while writer._jobs.qsize() < len(callers):  # all three wait for the next group
+            threading.Event().wait(0.001)
+        before = writer.groups
+        hold.set()
+        for t in [blocker, *callers]:
+            t.join()
+        assert writer.groups == before + 2  # the blocker's group, then the three together
+    assert outcome["a"] == outcome["c"] == "funded"
+    assert outcome["b"].startswith("client:alice: insufficient funds")
+    with Ledger(db) as ledger:
+        assert ledger.check() == []
+        assert ledger.balance("escrow:a") == ledger.balance("escrow:c") == PRICE + FEE
+        assert ledger.balance("escrow:b") == 0
+        assert ledger.balance("client:alice") == 0
+
+
+CHILD = textwrap.dedent("""
+    import sys, threading
+    from pathlib import Path
+    from aismm.core.clock import FixedClock
+    from aismm.infra.ledger import Ledger
+    from aismm.infra.store import group_commit
+
+    db, lock = Path(sys.argv[1]), threading.Lock()
+
+    def caller(c):
+        with Ledger(db, FixedClock("2026-01-01T00:00:00Z")) as ledger:
+            for i in range(c, 10**6, 32):
+                m = f"m{i}"
+                ledger.fund(m, "alice", 100, 10, "open-" + m)
+                ledger.settle(m, "alice", "bob", 100, 10, "merge-" + m)
+                with lock:
+                    sys.stdout.write(m + "\\n")
+                    sys.stdout.flush()
+
+    with group_commit(db):
+        threads = [threading.Thread(target=caller, args=(c,)) for c in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+""")
+
+
+def test_a_crash_mid_batch_loses_no_acknowledged_transfer(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    with Ledger(db, FixedClock(START)) as ledger:
+        ledger.deposit("alice", 10**12, "top-up")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(db)], cwd=REPO,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 300:
+            line = proc.stdout.readline()
+            assert line, "the child stopped before settling 300 missions"
+            acked.append(line.decode().strip())
+    finally:
+        proc.send_signal(signal.SIGKILL)  # while groups are in flight
+        proc.wait()
+        proc.stdout.close()
+    with Ledger(db) as ledger:
+        assert ledger.check() == []
+        closed = {m for m in (f"m{i}" for i in range(len(acked) + 2000))
+                  if ledger.closure(m) is not None}
+        assert set(acked) <= closed
+        for m in acked:
+            assert ledger.balance(f"escrow:{m}") == 0
+        assert ledger.balance("provider:bob") == PRICE * len(closed)
+
+
+def test_the_outbox_goes_through_the_writer_and_records_each_update_once(
+        tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    Store(db).close()
+    updates = [("0" * 40, f"{i:040x}", f"refs/heads/r{i}") for i in range(40)]
+
+    def record(i: int) -> None:
+        with Store(db) as store:
+            store.record_updates("registry.git", updates[i % 20::20], None, START)
+
+    with group_commit(db) as writer:
+        assert group_for(db) is writer
+        threads = [threading.Thread(target=record, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with Store(db) as store:
+            event = store.claim("me")
+            assert event is not None and event.id == 1
+    assert group_for(db) is None
+    with Store(db) as store:
+        rows = store.events("registry.git")
+    assert sorted(r["ref"] for r in rows) == sorted(ref for _o, _n, ref in updates)
+
+
+def test_a_second_writer_for_the_same_file_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    with group_commit(db), pytest.raises(RuntimeError, match="already runs"), \
+            group_commit(db):
+        pass
