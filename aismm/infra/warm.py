@@ -45,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -96,24 +97,35 @@ class _Worker:
     def __init__(self, stamp: str) -> None:
         self.stamp, self.jobs, self.broken = stamp, 0, False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = sandbox.base_env()
+        # the zygote's own stderr (why it did not start); closed in close() or wait_ready()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         try:
             self.proc = subprocess.Popen(
                 [sandbox.PYTHON, "-B", "-s", "-m", "aismm.infra.warm", str(theirs.fileno())],
-                cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), start_new_session=True)
+                cwd="/", env=sandbox.base_env(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
+                start_new_session=True)
+        except OSError:
+            self.log.close()
+            raise
         finally:
             theirs.close()
         self.sock = ours
+
+    def wait_ready(self) -> None:
+        """Wait until the zygote has imported the programs (OSError: it did not start)."""
         self.sock.settimeout(_START_SECONDS)
         try:
             ready = self.sock.recv(64)
         except OSError:
             ready = b""
         if not ready.startswith(b"ready"):
-            self.close()
-            why = self.proc.stderr.read().decode(errors="replace").strip().splitlines() \
-                if self.proc.stderr else []
+            self.sock.close()
+            self.proc.kill()
+            self.proc.wait()
+            self.log.seek(0)
+            why = self.log.read(1 << 16).decode(errors="replace").strip().splitlines()
+            self.log.close()
             raise OSError(f"the warm worker did not start ({why[-1] if why else 'no answer'})")
         self.sock.settimeout(_CONTROL_SECONDS)
 
@@ -124,8 +136,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.log.close()
 
     def execute(self, job: sandbox.Job, root: Path, env: dict[str, str],
                 uid: int | None) -> sandbox.Result | None:
@@ -197,12 +208,32 @@ class Pool:
         self.started = 0  # zygotes started so far (figures and tests)
         self.warm_runs = 0  # runs answered by a zygote
         self.failures: list[str] = []  # why a zygote could not start (logged by serve)
+        self._previous: sandbox.WarmRunner | None = None
+        self._installed = False
 
     def start(self) -> None:
-        """Start the workers now, so the first run does not pay for their imports."""
-        made = [w for w in (self._spawn() for _ in range(self.size)) if w is not None]
+        """Start the workers now (at once), so the first run does not pay for their imports."""
         with self._lock:
-            self._idle += made
+            wanted = self.size - self._count
+            self._count += wanted
+        stamp = code_stamp()
+        made = []
+        for _ in range(wanted):
+            try:
+                made.append(_Worker(stamp))
+            except OSError as exc:
+                self.failures.append(str(exc))
+        ready = []
+        for worker in made:
+            try:
+                worker.wait_ready()
+                ready.append(worker)
+            except OSError as exc:
+                self.failures.append(str(exc))
+        with self._lock:
+            self._count -= wanted - len(ready)
+            self.started += len(ready)
+            self._idle += ready
 
     def execute(self, job: sandbox.Job, root: Path, env: dict[str, str],
                 uid: int | None) -> sandbox.Result | None:
@@ -219,7 +250,19 @@ class Pool:
                     self.warm_runs += 1
             self._release(worker)
 
+    def install(self) -> list[str]:
+        """Start the workers and route this process's sandboxed runs through them until
+        :meth:`close`; why any worker could not start (those runs start one-shot)."""
+        self._previous = sandbox.install_warm(self.execute)
+        self._installed = True
+        self.start()
+        return list(self.failures)
+
     def close(self) -> None:
+        """Stop routing runs here and stop every idle worker (a busy one stops when released)."""
+        if self._installed:
+            sandbox.install_warm(self._previous)
+            self._installed = False
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -246,16 +289,13 @@ class Pool:
         finally:
             for worker in stale:
                 worker.close()
-        return self._spawn(stamp, counted=True)
+        return self._spawn(stamp)
 
-    def _spawn(self, stamp: str | None = None, counted: bool = False) -> _Worker | None:
-        if not counted:
-            with self._lock:
-                if self._count >= self.size:
-                    return None
-                self._count += 1
+    def _spawn(self, stamp: str) -> _Worker | None:
+        """A new ready worker, already counted in ``_count`` (uncounted again if it fails)."""
         try:
-            worker = _Worker(stamp or code_stamp())
+            worker = _Worker(stamp)
+            worker.wait_ready()
         except OSError as exc:
             with self._lock:
                 self._count -= 1
@@ -279,12 +319,10 @@ class Pool:
 def pool(size: int = 2, jobs_per_worker: int = JOBS_PER_WORKER) -> Iterator[Pool]:
     """Warm workers for every sandboxed run of this process while the block runs."""
     workers = Pool(size, jobs_per_worker)
-    previous = sandbox.install_warm(workers.execute)
     try:
-        workers.start()
+        workers.install()
         yield workers
     finally:
-        sandbox.install_warm(previous)
         workers.close()
 
 
