@@ -74,3 +74,22 @@ def test_claim_through_a_warm_worker_unprivileged(unprivileged: dict[str, Any], 
     assert (unprivileged["uid"], unprivileged["isolation"]) == (NOBODY, "namespaces")
     assert unprivileged["failures"] == [] and unprivileged["warm_runs"] >= len(sandbox_claims.CLAIMS)
     assert unprivileged["results"][tag] == "ok"
+
+
+@pytest.mark.parametrize(("levels", "with_file", "deep"),
+                         [(63, True, True), (63, False, False), (64, False, True),
+                          (62, True, False)])
+def test_the_quick_depth_walk_agrees_with_find(tmp_path: Path, levels: int, with_file: bool,
+                                               deep: bool) -> None:
+    """The walk that spares each run a `find` says "deep" exactly when find finds something."""
+    here = tmp_path
+    for _ in range(levels):
+        here = here / "d"
+        here.mkdir()
+    if with_file:
+        (here / "f").write_text("x")
+    found = subprocess.run(["find", str(tmp_path), "-mindepth", str(sandbox.MAX_DEPTH),
+                            "-maxdepth", str(sandbox.MAX_DEPTH), "-print", "-quit"],
+                           capture_output=True, check=True).stdout.strip()
+    assert bool(found) is deep
+    assert sandbox._deeper_than(tmp_path, sandbox.MAX_DEPTH - 1) is deep

@@ -323,6 +323,8 @@ def _prune_deep(top: Path) -> list[str]:
     GNU find walks a tree of any depth without recursing or hitting path-length limits (the
     Python walks after it, the chown back and the workspace's removal, then stay shallow).
     """
+    if not _deeper_than(top, MAX_DEPTH - 1):
+        return []
     find = shutil.which("find") or "find"
     deep = subprocess.run([find, str(top), "-mindepth", str(MAX_DEPTH), "-maxdepth",
                            str(MAX_DEPTH), "-print", "-quit"], capture_output=True, check=False)
@@ -332,6 +334,38 @@ def _prune_deep(top: Path) -> list[str]:
                    capture_output=True, check=False)
     shown = os.fsdecode(deep.stdout.strip())
     return [shown if len(shown) < 120 else shown[:57] + "…" + shown[-60:]]
+
+
+def _deeper_than(top: Path, levels: int) -> bool:
+    """Whether anything may lie more than ``levels`` levels under top (walked by folder handles,
+    never deeper than that, so a tree of any depth is cheap to ask about; a tree too wide or
+    unreadable to walk this way says True, and find walks it)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        stack = [(os.open(top, flags), 0)]
+    except OSError:
+        return False
+    try:
+        while stack:
+            fd, depth = stack.pop()
+            try:
+                with os.scandir(fd) as scan:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
+                if entries and depth >= levels:
+                    return True  # something lies at depth levels + 1
+                folders = [name for name, is_dir in entries if is_dir]
+                if len(stack) + len(folders) > 256:
+                    return True  # too wide to hold open: let find walk it
+                for name in folders:
+                    stack.append((os.open(name, flags, dir_fd=fd), depth + 1))
+            except OSError:
+                return True  # unreadable here: let find decide
+            finally:
+                os.close(fd)
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    return False
 
 
 # The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow

@@ -79,13 +79,23 @@ _LOCKED = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS
 _MOUNT_WORDS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
+_STAMP_SECONDS = 1.0  # how long a code stamp is trusted before the files are looked at again
+_stamp: tuple[float, str] = (-_STAMP_SECONDS, "")
+
+
 def code_stamp() -> str:
-    """A digest of the package's code (every ``.py`` file's path, size and mtime)."""
+    """A digest of the package's code (every ``.py`` file's path, size and mtime), looked at
+    again at most once a second."""
+    global _stamp
+    now = time.monotonic()
+    if now - _stamp[0] < _STAMP_SECONDS:
+        return _stamp[1]
     digest = hashlib.sha256()
     for path in sorted(sandbox.PACKAGE.rglob("*.py")):
         st = path.stat()
         digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    _stamp = (now, digest.hexdigest())
+    return _stamp[1]
 
 
 # ---------------------------------------------------------------- the caller's side (serve)
