@@ -7,6 +7,7 @@ installed: each run goes through a zygote's forked child instead of util-linux's
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -93,3 +94,43 @@ def test_the_quick_depth_walk_agrees_with_find(tmp_path: Path, levels: int, with
                            capture_output=True, check=True).stdout.strip()
     assert bool(found) is deep
     assert sandbox._deeper_than(tmp_path, sandbox.MAX_DEPTH - 1) is deep
+
+
+CONTRACTS = ROOT / "contracts"
+
+
+@pytest.mark.parametrize("name", ["code_review", "schema_design", "unit_tests"])
+def test_agents_read_the_contract_fields_the_full_model_has(name: str) -> None:
+    """The lean reader (no pydantic) gives what the hub's validated model says."""
+    from aismm.agents.runtime import read_contract
+    from aismm.core.contract import parse_contract
+
+    text = (CONTRACTS / name / "contract.yaml").read_bytes()
+    full, lean = parse_contract(text, "contract.yaml"), read_contract(text)
+    assert (lean.id, lean.version, lean.ref) == (full.id, full.version, full.ref)
+    assert lean.checks == tuple((c.name, tuple(c.run or ())) for c in full.dod.checks)
+    assert lean.rubric == tuple((r.id, r.weight) for r in full.dod.review.rubric)
+    assert lean.threshold == full.dod.review.threshold
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"id: [1\n", "contract.yaml: malformed YAML"),
+    (b"- a list\n", "contract.yaml: (document): expected dict"),
+    (b"id: x\nversion: '1'\ndod: {checks: [], review: {rubric: [{id: 3}]}}\n",
+     "contract.yaml: dod.review.rubric.0.id: expected str"),
+])
+def test_a_broken_contract_is_one_usage_line(text: bytes, message: str) -> None:
+    from aismm.agents.runtime import read_contract
+    from aismm.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="^" + re.escape(message)):
+        read_contract(text)
+
+
+def test_a_cold_agent_imports_neither_pydantic_nor_jsonschema() -> None:
+    code = ("import sys, aismm.agents.reviewer, aismm.agents.code_reviewer, "
+            "aismm.agents.test_writer, aismm.checks.findings, aismm.checks.run_tests; "
+            "print(sorted(m for m in ('pydantic', 'jsonschema') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
