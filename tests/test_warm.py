@@ -117,12 +117,11 @@ def test_a_busy_pool_does_not_make_a_run_wait(tmp_path: Path) -> None:
         slow.start()
         while workers._idle:  # the slow run holds the only worker
             time.sleep(0.01)
-        start = time.monotonic()
         result = sandbox.run(["/bin/sh", "-c", "echo quick"], tmp_path)
-        took = time.monotonic() - start
+        waited = not slow.is_alive()  # the slow run still holds the worker: nothing waited
         slow.join()
-        assert (result.ok, result.stdout) == (True, "quick\n")
-        assert took < 1.5 and workers.warm_runs == 1
+        assert (result.ok, result.stdout, waited) == (True, "quick\n", False)
+        assert workers.warm_runs == 1
 
 
 def test_the_zygote_leaves_nothing_when_its_caller_goes(tmp_path: Path) -> None:

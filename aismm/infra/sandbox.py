@@ -229,7 +229,7 @@ def _probe() -> dict[str, str]:
             job = Job([PYTHON, "-c", "import aismm"], Path(probe).resolve(), Limits(20),
                        {}, (), (), (), name)
             try:
-                result = _run(job)
+                result = _run(job, one_shot=True)  # the wrappers' path is what is probed
             except SandboxError as exc:
                 errors[name] = str(exc)
                 continue
@@ -280,7 +280,8 @@ def install_warm(runner: WarmRunner | None) -> WarmRunner | None:
     return previous
 
 
-def _run(job: Job) -> Result:
+def _run(job: Job, *, one_shot: bool = False) -> Result:
+    """Run a checked job (``one_shot``: never through a warm worker, as the probe runs)."""
     env = {**base_env(), **job.env, "AISMM_SANDBOX": job.isolation}
     if job.isolation == "rlimits-only":
         with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
@@ -294,7 +295,7 @@ def _run(job: Job) -> Result:
             if uid is not None:
                 for path, st in owners:
                     _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
-            warm = _warm(job, root, env, uid) if _warm is not None else None
+            warm = _warm(job, root, env, uid) if _warm is not None and not one_shot else None
             result = warm or _execute(job, _command(job, root, env, uid), env, prelude=True)
         finally:
             if uid is not None:
