@@ -251,6 +251,8 @@ class Server:
                 self.wake.clear()
         finally:
             workers.close()
+            if workers.started:
+                self.log(f"warm sandbox workers ran {workers.warm_runs} sandboxed run(s)")
             observer.stop()
             server.shutdown()
             server.server_close()
