@@ -57,7 +57,7 @@ from typing import Any
 from aismm.core.errors import SandboxError
 from aismm.infra import sandbox
 
-__all__ = ["JOBS_PER_WORKER", "Pool", "code_stamp", "pool"]
+__all__ = ["JOBS_PER_WORKER", "Pool", "code_stamp", "default_size", "pool"]
 
 JOBS_PER_WORKER = 200  # runs per zygote before it is replaced (bounded drift, bounded leaks)
 PROGRAMS = ("aismm.checks", "aismm.agents")  # packages whose modules run in-process
@@ -96,6 +96,12 @@ def code_stamp() -> str:
         digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     _stamp = (now, digest.hexdigest())
     return _stamp[1]
+
+
+def default_size() -> int:
+    """Workers per pool: ``AISMM_WARM_WORKERS`` (0: every run one-shot), else 2."""
+    wanted = os.environ.get("AISMM_WARM_WORKERS", "")
+    return max(0, int(wanted)) if wanted.isdigit() else 2
 
 
 # ---------------------------------------------------------------- the caller's side (serve)
@@ -209,8 +215,9 @@ class _Worker:
 class Pool:
     """Warm workers for the sandbox of this process; install with :func:`pool`."""
 
-    def __init__(self, size: int = 2, jobs_per_worker: int = JOBS_PER_WORKER) -> None:
-        self.size, self.jobs_per_worker = size, jobs_per_worker
+    def __init__(self, size: int | None = None, jobs_per_worker: int = JOBS_PER_WORKER) -> None:
+        self.size = default_size() if size is None else size
+        self.jobs_per_worker = jobs_per_worker
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._count = 0
@@ -326,7 +333,7 @@ class Pool:
 
 
 @contextmanager
-def pool(size: int = 2, jobs_per_worker: int = JOBS_PER_WORKER) -> Iterator[Pool]:
+def pool(size: int | None = None, jobs_per_worker: int = JOBS_PER_WORKER) -> Iterator[Pool]:
     """Warm workers for every sandboxed run of this process while the block runs."""
     workers = Pool(size, jobs_per_worker)
     try:
