@@ -10,8 +10,10 @@ answers never loads the judging stack, which :func:`handle` imports when it runs
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -146,6 +148,10 @@ def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, 
     Nothing is printed here: the caller (the hook script in-process, or ``aismm serve`` for one
     socket request) sends these lines to the one pusher they belong to.
     """
+    if request["hook"] == "post-receive":
+        queued = _queue_only(request)
+        if queued is not None:
+            return 0, queued
     # the judging stack, loaded only when a hook does the work (module doc)
     from aismm.core.errors import (  # noqa: PLC0415
         AismmError,
@@ -175,6 +181,40 @@ def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, 
         # the refs already moved: say so, and how the work gets finished
         return 0, [f"aismm: internal error in {name} ({what}); the push was accepted but not "
                    "yet processed; run `aismm process`"]
+
+
+_DAEMON = re.compile(r"^processing:[ \t]*daemon[ \t]*(#.*)?$", re.M)
+_CREATED = ("0" * 40, "0" * 64)  # the old id of a ref a push creates
+
+
+def _queue_only(request: Request) -> list[str] | None:
+    """A post-receive on a ``processing: daemon`` hub only appends the updates to the outbox:
+    done here with ``sqlite3`` alone (no models, no git library), as
+    :func:`aismm.services.events.record` would. None when the full path must run instead: an
+    inline hub, a push that creates a ref (a new mission's offers are announced there), or
+    anything unexpected (the full path then records the same rows; a replay is a no-op)."""
+    try:
+        git_dir = Path(request["git_dir"]).resolve()
+        root = hub_of(git_dir)
+        if not _DAEMON.search((root / "hub.yaml").read_text(encoding="utf-8")):
+            return None
+        updates = _updates(request["stdin"].encode())
+        if any(old in _CREATED for old, _new, _ref in updates):
+            return None
+        fixed = os.environ.get("AISMM_NOW")  # the hub's clock (aismm.core.clock.default_clock)
+        moment = dt.datetime.fromisoformat(fixed.replace("Z", "+00:00")) if fixed \
+            else dt.datetime.now(dt.UTC)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        from aismm.infra.store import Store  # noqa: PLC0415 - stdlib and sqlite3 only
+
+        with Store(root / "hub.db") as store:
+            store.record_updates(git_dir.relative_to(root).as_posix(), updates,
+                                 request.get("pusher"),
+                                 moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except Exception:  # the full path decides, and reports, whatever went wrong here
+        return None
+    return [f"aismm: {len(updates)} update(s) queued for the hub"]
 
 
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:

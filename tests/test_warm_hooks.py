@@ -6,7 +6,9 @@ server, through the socket with one, refused when a server takes the request and
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +19,8 @@ import pytest
 
 from aismm.core.refs import SOCKET
 from aismm.infra.hub import Hub
-from aismm.services import mission
+from aismm.infra.store import Store
+from aismm.services import mission, worker
 from aismm.state import provision
 from test_native_hooks import _deliver, _push
 from test_serve import _clone, _hub, _start, _stop
@@ -131,3 +134,36 @@ def test_a_hook_answered_by_the_server_imports_only_the_standard_library() -> No
                           check=True, env={**os.environ,
                                            "PYTHONPATH": str(Path(provision.__file__).parents[2])})
     assert set(eval(done.stdout)) == {"aismm"}  # noqa: S307 - our own output
+
+
+def test_a_daemon_post_receive_only_queues_and_needs_only_sqlite(tmp_path: Path) -> None:
+    hub, [created] = _hub(tmp_path)
+    config = hub.root / "hub.yaml"
+    config.write_text(config.read_text().replace("processing: inline", "processing: daemon"))
+    assert Hub(hub.root).config.processing == "daemon"
+    clone = _clone(created, tmp_path / "clone", tmp_path / "me")
+    _deliver(clone)
+    pushed = _push(clone, AISMM_PUSHER="me")  # no server: the hooks do it in-process
+    assert pushed.returncode == 0, pushed.stderr
+    assert "remote: aismm: 1 update(s) queued for the hub" in pushed.stderr
+    tip = _tip(created)
+    name = created.path.relative_to(hub.root).as_posix()
+    with Store(hub.db_path) as store:
+        [row] = [r for r in store.events(name) if r["new"] == tip]
+        [(at,)] = store.conn.execute("SELECT created FROM events WHERE id = ?", (row["id"],))
+    assert (row["ref"], row["pusher"], row["status"]) == ("refs/heads/attempts/me", "me",
+                                                          "pending")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", at)
+    lines = worker.process(Hub(hub.root))  # what `aismm serve` or `aismm process` does next
+    assert any("platform DoD on me: PASS" in line for line in lines), lines
+    # the same post-receive again (a replay records nothing new), in a fresh interpreter
+    code = ("import json, sys; from aismm.hook import handle; "
+            f"print(json.dumps([handle({{'hook': 'post-receive', 'git_dir': {str(created.path)!r},"
+            f" 'stdin': '{row['old']} {tip} refs/heads/attempts/me\\n', 'object_dir': None,"
+            " 'pusher': 'me'}), sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pydantic', 'pygit2', 'yaml', 'jsonschema', 'cryptography'})]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(done.stdout) == [[0, ["aismm: 1 update(s) queued for the hub"]], []]
+    with Store(hub.db_path) as store:
+        assert len([r for r in store.events(name) if r["new"] == tip]) == 1
