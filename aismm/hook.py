@@ -2,32 +2,39 @@
 
 The scripts themselves are installed by :mod:`aismm.state.provision`.
 
-A hook script first offers its work to a resident ``aismm serve`` over ``<hub>/run/aismm.sock``
-(stdlib only, so it starts fast); without one it imports this module and does the work itself.
+A hook first offers its work to a resident ``aismm serve`` over ``<hub>/run/aismm.sock`` (the
+native client in C, else :func:`script` here); without one it does the work itself
+(:func:`main`). This module's top imports only the standard library: a hook that the server
+answers never loads the judging stack, which :func:`handle` imports when it runs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import re
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aismm.core.errors import AismmError, GateRejection, SandboxError
-from aismm.gate import rejection_lines
-from aismm.infra.git import Repo
-from aismm.infra.hub import Hub
-from aismm.services import judged, worker
+if TYPE_CHECKING:
+    from aismm.infra.hub import Hub
 
-__all__ = ["Request", "handle", "hub_of", "main"]
+__all__ = ["Request", "handle", "hub_of", "main", "offer", "request_from_env", "script"]
 
 # A hook request (also the socket message): hook, stdin, git_dir, object_dir, pusher. Typed
 # loosely: it arrives as JSON from a hook script, and a malformed one is refused where read.
 Request = dict[str, Any]
+SOCKET = "run/aismm.sock"  # aismm.core.refs.SOCKET, repeated: core is not loaded on this path
+PYCACHE = "run/pycache"  # the package's bytecode, when its own folder is not writable
 
 
 def hub_of(repo_path: Path) -> Path:
     """The hub a repository belongs to (registry.git or missions/<id>.git)."""
+    from aismm.core.errors import AismmError  # noqa: PLC0415 - lean hook path (module doc)
+
     repo_path = repo_path.resolve()
     for candidate in (repo_path.parent, repo_path.parent.parent):
         if (candidate / "hub.yaml").is_file():
@@ -45,7 +52,11 @@ def _updates(stdin: bytes) -> list[tuple[str, str, str]]:
 
 
 def request_from_env(name: str, stdin: bytes) -> Request:
-    """What a hook needs from its environment, as a plain dict (also the socket message)."""
+    """What a hook needs from its environment, as a plain dict (also the socket message).
+
+    The one place a Python hook builds its request (the native client, hooks/client.c, sends
+    the same fields in its raw form, read by :func:`parse_raw`).
+    """
     return {
         "hook": name, "stdin": stdin.decode("utf-8", "replace"),
         "git_dir": str(Path(os.environ.get("GIT_DIR", ".")).resolve()),
@@ -54,12 +65,101 @@ def request_from_env(name: str, stdin: bytes) -> Request:
     }
 
 
+def _hubs_of(git_dir: str) -> tuple[Path, Path]:
+    """Where the hub may be: a repository's parent (registry) or grandparent (missions)."""
+    here = Path(git_dir)
+    return here.parent, here.parent.parent
+
+
+def offer(request: Request) -> tuple[int, list[str]] | None:
+    """Hand the request to a resident ``aismm serve``: (exit status, this push's lines), or
+    None when no server listens (then the hook does the work in-process).
+
+    The native client's rule (hooks/client.c): a server that took the request but does not
+    answer in time (15 minutes, or ``AISMM_HOOK_TIMEOUT`` seconds) or breaks the connection
+    makes pre-receive refuse the push; post-receive says the push landed unprocessed.
+    """
+    for hub in _hubs_of(request["git_dir"]):
+        path = hub / SOCKET
+        if not path.exists():
+            continue
+        conn = socket.socket(socket.AF_UNIX)
+        try:
+            conn.connect(str(path))
+        except OSError:
+            conn.close()
+            return None  # nobody listens: judge in-process
+        wait = os.environ.get("AISMM_HOOK_TIMEOUT", "")
+        conn.settimeout(int(wait) if wait.isdigit() and int(wait) > 0 else 15 * 60)
+        with conn:
+            try:
+                conn.sendall(json.dumps(request).encode() + b"\n")
+            except OSError:
+                return _refuse(request["hook"], "dropped the request")
+            try:
+                answer = json.loads(conn.makefile("rb").readline() or b"null")
+            except TimeoutError:
+                return _refuse(request["hook"], "did not answer in time")
+            except (OSError, ValueError):
+                return _refuse(request["hook"], "broke the connection")
+        if not isinstance(answer, dict) or not isinstance(answer.get("code"), int):
+            return _refuse(request["hook"], "closed without an answer")
+        lines = answer.get("lines")  # this push's own lines (older servers: "stderr")
+        if not isinstance(lines, list):
+            lines = str(answer.get("stderr", "")).splitlines()
+        return answer["code"], [str(line) for line in lines]
+    return None
+
+
+def _refuse(hook: str, why: str) -> tuple[int, list[str]]:
+    if hook == "pre-receive":
+        return 1, [f"aismm: the hub's server {why}; the push was refused to stay safe"]
+    return 0, [f"aismm: the hub's server {why}; the push landed but was not processed; run "
+               "`aismm process`"]
+
+
+def script(name: str) -> None:
+    """The Python hook script (hooks/hook.py.in, started without ``site`` for speed): offer the
+    work to the server, else do it here; then exit without the interpreter's slow teardown."""
+    data = sys.stdin.buffer.read()
+    request = request_from_env(name, data)
+    answered = offer(request)
+    if answered is None:
+        for hub in _hubs_of(request["git_dir"]):
+            if (hub / PYCACHE).is_dir():  # the bytecode compiled at `hub init` (provision)
+                sys.pycache_prefix = str(hub / PYCACHE)
+        if sys.flags.no_site:
+            import site  # noqa: PLC0415 - site-packages only when the work is done here
+
+            site.main()
+        answered = handle(request)
+    _finish(*answered)
+
+
+def _finish(code: int, lines: list[str]) -> None:
+    sys.stderr.write("".join(f"{line}\n" for line in lines))
+    sys.stderr.flush()
+    os._exit(code)  # nothing left to tear down: skip the interpreter's slow exit
+
+
 def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, list[str]]:
     """Run one hook request; return (exit status, the lines for this pusher's stderr).
 
     Nothing is printed here: the caller (the hook script in-process, or ``aismm serve`` for one
     socket request) sends these lines to the one pusher they belong to.
     """
+    if request["hook"] == "post-receive":
+        queued = _queue_only(request)
+        if queued is not None:
+            return 0, queued
+    # the judging stack, loaded only when a hook does the work (module doc)
+    from aismm.core.errors import (  # noqa: PLC0415
+        AismmError,
+        GateRejection,
+        SandboxError,
+    )
+    from aismm.gate import rejection_lines  # noqa: PLC0415
+
     name = request["hook"]
     try:
         return 0, _run(request, hubs)
@@ -83,7 +183,45 @@ def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, 
                    "yet processed; run `aismm process`"]
 
 
+_DAEMON = re.compile(r"^processing:[ \t]*daemon[ \t]*(#.*)?$", re.M)
+_CREATED = ("0" * 40, "0" * 64)  # the old id of a ref a push creates
+
+
+def _queue_only(request: Request) -> list[str] | None:
+    """A post-receive on a ``processing: daemon`` hub only appends the updates to the outbox:
+    done here with ``sqlite3`` alone (no models, no git library), as
+    :func:`aismm.services.events.record` would. None when the full path must run instead: an
+    inline hub, a push that creates a ref (a new mission's offers are announced there), or
+    anything unexpected (the full path then records the same rows; a replay is a no-op)."""
+    try:
+        git_dir = Path(request["git_dir"]).resolve()
+        root = hub_of(git_dir)
+        if not _DAEMON.search((root / "hub.yaml").read_text(encoding="utf-8")):
+            return None
+        updates = _updates(request["stdin"].encode())
+        if any(old in _CREATED for old, _new, _ref in updates):
+            return None
+        fixed = os.environ.get("AISMM_NOW")  # the hub's clock (aismm.core.clock.default_clock)
+        moment = dt.datetime.fromisoformat(fixed.replace("Z", "+00:00")) if fixed \
+            else dt.datetime.now(dt.UTC)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        from aismm.infra.store import Store  # noqa: PLC0415 - stdlib and sqlite3 only
+
+        with Store(root / "hub.db") as store:
+            store.record_updates(git_dir.relative_to(root).as_posix(), updates,
+                                 request.get("pusher"),
+                                 moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    except Exception:  # the full path decides, and reports, whatever went wrong here
+        return None
+    return [f"aismm: {len(updates)} update(s) queued for the hub"]
+
+
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
+    from aismm.infra.git import Repo  # noqa: PLC0415 - lean hook path (module doc)
+    from aismm.infra.hub import Hub  # noqa: PLC0415
+    from aismm.services import judged, worker  # noqa: PLC0415
+
     git_dir = Path(request["git_dir"])
     root = hub_of(git_dir)
     hub = (hubs or {}).get(root) or Hub(root)
@@ -105,7 +243,7 @@ def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
 
 
 def main(name: str, stdin: bytes) -> int:
-    """Entry point of the hook scripts when no server answers; returns the exit status."""
+    """The work of a hook in-process (no server answered); returns the exit status."""
     code, lines = handle(request_from_env(name, stdin))
     sys.stderr.write("".join(f"{line}\n" for line in lines))
     sys.stderr.flush()
@@ -136,6 +274,4 @@ def parse_raw(head: bytes, body: bytes) -> Request:
 
 
 if __name__ == "__main__":  # the native client's fallback: `python -m aismm.hook HOOK` < stdin
-    code = main(sys.argv[1], sys.stdin.buffer.read())
-    sys.stderr.flush()
-    os._exit(code)  # nothing left to tear down: skip the interpreter's slow exit
+    _finish(*handle(request_from_env(sys.argv[1], sys.stdin.buffer.read())))

@@ -26,6 +26,7 @@ from watchdog.observers import Observer
 from aismm.core.errors import AismmError, ConflictError
 from aismm.core.refs import SOCKET
 from aismm.hook import Request, handle, parse_raw
+from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store, group_commit
 from aismm.services import judged, settlement, worker
@@ -233,6 +234,9 @@ class Server:
         with Store(self.hub.db_path) as store:
             known = store.incidents()
         self.incident = int(known[-1]["id"]) if known else 0
+        workers = warm.Pool()  # sandboxed runs start in warm workers (one-shot as a fallback)
+        for why in [] if once else workers.install():
+            self.log(f"warm sandbox workers: {why}; runs start one-shot")
         self.log(f"serving {self.hub.root} on {self.socket_path}")
         try:
             due, sweep_due = 0.0, 0.0
@@ -250,6 +254,9 @@ class Server:
                 self.wake.wait(max(0.0, min(due, sweep_due) - time.monotonic()))
                 self.wake.clear()
         finally:
+            workers.close()
+            if workers.started:
+                self.log(f"warm sandbox workers ran {workers.warm_runs} sandboxed run(s)")
             observer.stop()
             server.shutdown()
             server.server_close()

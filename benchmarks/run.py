@@ -88,6 +88,9 @@ def main() -> None:
         ("push-to-verdict (DoD + reviewer), median / p95",
          f"{v(f, 'push_to_verdict_p50_s')} / {v(f, 'push_to_verdict_p95_s')} s",
          f"served median {v(f, 'push_to_verdict_served_p50_s')} s"),
+        ("served push-to-verdict, warm workers / one-shot sandbox (median)",
+         f"{v(f, 'push_to_verdict_served_p50_s')} / "
+         f"{v(f, 'push_to_verdict_served_oneshot_p50_s')} s", "goal <= 0.150 s warm"),
         ("end-to-end missions/s (create→deliver→review→accept→settle)",
          f"{v(f, 'e2e_missions_per_s')} /s",
          f"plain git {v(f, 'baseline_missions_per_s')} /s, ratio "

@@ -51,7 +51,7 @@ def test_without_a_compiler_the_hooks_are_python(tmp_path: Path,
     provision.install(tmp_path / "repo.git")
     text = (hooks / "post-receive").read_text()
     assert text.startswith("#!") and "aismm-hook: post-receive" in text
-    assert '"hook": "post-receive"' in text and "aismm-hook\" " not in text
+    assert 'script("post-receive")' in text and "aismm-hook\" " not in text
 
 
 @pytest.mark.parametrize(("behaviour", "whys"), [

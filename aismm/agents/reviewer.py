@@ -21,14 +21,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aismm.agents.code_reviewer import analyze
-from aismm.agents.runtime import Invocation, deliverable_tree, run, write_text
+from aismm.agents.runtime import (
+    ContractInfo,
+    Invocation,
+    deliverable_tree,
+    dump_yaml,
+    load_yaml,
+    run,
+    write_text,
+)
 from aismm.checks.mutants import default_mutants
 from aismm.checks.run_tests import public_functions, referenced_names
-from aismm.checks.schema_fit import counter_examples, first_error, validator
 from aismm.checks.testrun import collect
-from aismm.core.contract import Contract
 from aismm.core.errors import UsageError
-from aismm.core.model import dump_yaml, load_yaml
 
 __all__ = ["Platform", "grade", "main"]
 
@@ -64,7 +69,7 @@ def _pct(part: float, whole: float, empty: int = 100) -> int:
     return round(100 * part / whole) if whole else empty
 
 
-def _code_review(root: Path, contract: Contract, platform: Platform) -> Grades:
+def _code_review(root: Path, contract: ContractInfo, platform: Platform) -> Grades:
     data = _json(root / "deliverable" / "findings.json")
     findings = [f for f in (data or {}).get("findings") or [] if isinstance(f, dict)] \
         if isinstance(data, dict) else []
@@ -104,7 +109,10 @@ def _code_review(root: Path, contract: Contract, platform: Platform) -> Grades:
     }
 
 
-def _schema_design(root: Path, contract: Contract, platform: Platform) -> Grades:
+def _schema_design(root: Path, contract: ContractInfo, platform: Platform) -> Grades:
+    # jsonschema only for schema deliverables: it is most of a cold reviewer's imports
+    from aismm.checks.schema_fit import counter_examples, first_error, validator  # noqa: PLC0415
+
     schema = _json(root / "deliverable" / "schema.json")
     samples = _json(root / "inputs" / "samples.json") or []
     try:
@@ -129,9 +137,9 @@ def _schema_design(root: Path, contract: Contract, platform: Platform) -> Grades
     }
 
 
-def _check_name(contract: Contract, module: str) -> str:
+def _check_name(contract: ContractInfo, module: str) -> str:
     """The name of the DoD command check that runs ``python -m <module>``."""
-    return next((c.name for c in contract.dod.checks if module in (c.run or [])), module)
+    return next((name for name, run in contract.checks if module in run), module)
 
 
 def _test_nodes(tree: ast.Module) -> dict[str, ast.AST]:
@@ -146,7 +154,7 @@ def _test_nodes(tree: ast.Module) -> dict[str, ast.AST]:
     return nodes
 
 
-def _unit_tests(root: Path, contract: Contract, platform: Platform) -> Grades:
+def _unit_tests(root: Path, contract: ContractInfo, platform: Platform) -> Grades:
     """Static analysis plus the platform's test results; the tests themselves never run here."""
     module_source = (root / "inputs" / "module.py").read_text(encoding="utf-8")
     try:
@@ -227,11 +235,11 @@ def grade(inv: Invocation) -> dict[str, Any]:
     grades = graders[contract.id](inv.root, contract, platform)
     known = [score for score, _ in grades.values()]
     fallback = round(sum(known) / len(known)) if known else 0
-    rubric = {item.id: grades.get(item.id, (fallback, "no specific test; mean of the rest"))[0]
-              for item in contract.dod.review.rubric}
-    weights = {item.id: item.weight for item in contract.dod.review.rubric}
+    rubric = {key: grades.get(key, (fallback, "no specific test; mean of the rest"))[0]
+              for key, _ in contract.rubric}
+    weights = dict(contract.rubric)
     score = round(sum(rubric[k] * weights[k] for k in rubric) / sum(weights.values()))
-    threshold = contract.dod.review.threshold
+    threshold = contract.threshold
     comments = [f"{k}: {rubric[k]} ({grades[k][1]})" if k in grades else f"{k}: {rubric[k]}"
                 for k in rubric]
     failed = platform.state == "unreadable" or (platform.state == "current" and not platform.passed)

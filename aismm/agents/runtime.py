@@ -25,20 +25,92 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aismm.core.contract import Contract, parse_contract
+import yaml
+
 from aismm.core.errors import AismmError, UsageError
-from aismm.core.model import load_yaml
 
 __all__ = [
+    "ContractInfo",
     "Invocation",
     "deliverable_tree",
     "fresh_deliverable",
     "invocation",
+    "load_yaml",
+    "read_contract",
     "rework_notes",
     "run",
     "write_json",
     "write_text",
 ]
+
+
+# libyaml's parser when PyYAML has it (the type checker is shown SafeLoader's API)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: bytes, where: str) -> Any:
+    """Parse YAML safely (libyaml's safe loader); ValueError('<where>: malformed YAML (...)')."""
+    try:
+        return yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: malformed YAML ({str(exc).splitlines()[0]})") from exc
+
+
+def dump_yaml(data: Any) -> str:
+    """Reproducible YAML: keys in the given order, block style, trailing newline."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """What an agent needs of ``contract.yaml``: read without pydantic or jsonschema (the hub
+    validated the contract before it froze it into the mission; these are its few fields)."""
+
+    id: str
+    version: str
+    checks: tuple[tuple[str, tuple[str, ...]], ...]  # (name, run argv) of each DoD check
+    rubric: tuple[tuple[str, int], ...]  # (criterion id, weight)
+    threshold: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+def read_contract(text: bytes, where: str = "contract.yaml") -> ContractInfo:
+    """The fields agents use, type-checked (UsageError names the first field that is wrong)."""
+    try:
+        doc = load_yaml(text, where)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; run the agent in the attempt's checkout") from exc
+
+    def field(value: Any, name: str, kind: type) -> Any:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise UsageError(f"{where}: {name}: expected {kind.__name__}; run the agent in the "
+                             "attempt's checkout")
+        return value
+
+    doc = field(doc, "(document)", dict)
+    dod = field(doc.get("dod"), "dod", dict)
+    review = field(dod.get("review"), "dod.review", dict)
+    checks = []
+    for i, check in enumerate(field(dod.get("checks"), "dod.checks", list)):
+        check = field(check, f"dod.checks.{i}", dict)
+        run = field(check.get("run") or [], f"dod.checks.{i}.run", list)
+        checks.append((str(field(check.get("name"), f"dod.checks.{i}.name", str)),
+                       tuple(str(a) for a in run)))
+    rubric = []
+    for i, item in enumerate(field(review.get("rubric"), "dod.review.rubric", list)):
+        item = field(item, f"dod.review.rubric.{i}", dict)
+        rubric.append((str(field(item.get("id"), f"dod.review.rubric.{i}.id", str)),
+                       int(field(item.get("weight", 1), f"dod.review.rubric.{i}.weight", int))))
+    return ContractInfo(
+        id=field(doc.get("id"), "id", str),
+        version=str(field(doc.get("version"), "version", str)),
+        checks=tuple(checks),
+        rubric=tuple(rubric),
+        threshold=int(field(review.get("threshold", 70), "dod.review.threshold", int)),
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +121,7 @@ class Invocation:
     actor: str
     mission: str
     role: str
-    contract: Contract
+    contract: ContractInfo
     request_path: str | None
     request: dict[str, Any] | None
     output: Path | None
@@ -61,7 +133,7 @@ class Invocation:
 
 def invocation(root: Path, environ: Mapping[str, str]) -> Invocation:
     """Read the checkout's contract and the AISMM_* variables."""
-    contract = parse_contract((root / "contract.yaml").read_bytes(), "contract.yaml")
+    contract = read_contract((root / "contract.yaml").read_bytes())
     wanted = environ.get("AISMM_CONTRACT")
     if wanted and wanted.partition("@")[0] != contract.id:
         raise UsageError(f"AISMM_CONTRACT: {wanted} does not match contract.yaml ({contract.ref});"

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,10 +58,10 @@ UID_BASE = 2_100_000_000  # run uids: UID_BASE + slot, each held by one run at a
 UID_SLOTS = 4096
 _DRAIN_SECONDS = 0.5  # how long output is still read after the command has exited
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
-_READY = b"\x1eaismm-sandbox-ready\n"  # printed by the prelude just before the command starts
+READY = b"\x1eaismm-sandbox-ready\n"  # printed by the prelude just before the command starts
 _SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
-_PACKAGE = Path(aismm.__file__).resolve().parent
+PACKAGE = Path(aismm.__file__).resolve().parent
 PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
 _RUNS = "aismm-runs"  # $TMPDIR/aismm-runs-<uid>/<pid>-<random>: one folder per workspace
 
@@ -123,7 +123,7 @@ def run(
         if not Path(path).exists():
             raise UsageError(f"sandbox: {path} does not exist; pass existing paths only")
     chosen = _choose(isolation)
-    job = _Job(
+    job = Job(
         argv=[str(a) for a in argv],
         workdir=Path(workdir).resolve(),
         limits=limits,
@@ -205,7 +205,7 @@ def _probe_key() -> str:
     tools = [shutil.which(t) or "" for t in ("unshare", "setpriv", "prlimit", "mount", "sh")]
     stamps = [f"{t}:{os.stat(t).st_mtime_ns}" if t else "-" for t in tools]
     real = os.stat(os.path.realpath(PYTHON))
-    return "|".join([PYTHON, f"{real.st_mode:o}:{real.st_mtime_ns}", str(_PACKAGE),
+    return "|".join([PYTHON, f"{real.st_mode:o}:{real.st_mtime_ns}", str(PACKAGE),
                      str(os.geteuid()), os.uname().release, os.environ.get("AISMM_SANDBOX", ""),
                      *stamps])
 
@@ -226,10 +226,10 @@ def _probe() -> dict[str, str]:
             if name == "namespaces" and os.geteuid() == 0:  # mapped root would be host root
                 errors[name] = "not for root; root uses namespaces+uid"
                 continue
-            job = _Job([PYTHON, "-c", "import aismm"], Path(probe).resolve(), Limits(20),
+            job = Job([PYTHON, "-c", "import aismm"], Path(probe).resolve(), Limits(20),
                        {}, (), (), (), name)
             try:
-                result = _run(job)
+                result = _run(job, one_shot=True)  # the wrappers' path is what is probed
             except SandboxError as exc:
                 errors[name] = str(exc)
                 continue
@@ -240,7 +240,7 @@ def _probe() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
     """A checked request: absolute paths and the isolation chosen."""
 
     argv: list[str]
@@ -253,18 +253,36 @@ class _Job:
     isolation: str
 
 
-def _run(job: _Job) -> Result:
-    env = {
+def base_env() -> dict[str, str]:
+    """The environment every run starts from (the caller's ``env`` and the level are added)."""
+    return {
         "PATH": f"{Path(PYTHON).parent}:/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
-        "PYTHONPATH": str(_PACKAGE.parent),
-        **job.env,
-        "AISMM_SANDBOX": job.isolation,
+        "PYTHONPATH": str(PACKAGE.parent),
     }
+
+
+# A warm runner (aismm.infra.warm): runs a job in an already-started worker with the same
+# isolation, or returns None when it cannot take the job (then the one-shot path runs it).
+WarmRunner = Callable[[Job, Path, dict[str, str], "int | None"], "Result | None"]
+_warm: WarmRunner | None = None
+
+
+def install_warm(runner: WarmRunner | None) -> WarmRunner | None:
+    """Route namespace runs of this process through ``runner`` (None: one-shot only); returns
+    the runner installed before."""
+    global _warm
+    previous, _warm = _warm, runner
+    return previous
+
+
+def _run(job: Job, *, one_shot: bool = False) -> Result:
+    """Run a checked job (``one_shot``: never through a warm worker, as the probe runs)."""
+    env = {**base_env(), **job.env, "AISMM_SANDBOX": job.isolation}
     if job.isolation == "rlimits-only":
         with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
             env = {**env, "HOME": home, "TMPDIR": home}
@@ -277,7 +295,8 @@ def _run(job: _Job) -> Result:
             if uid is not None:
                 for path, st in owners:
                     _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
-            result = _execute(job, _command(job, root, env, uid), env, prelude=True)
+            warm = _warm(job, root, env, uid) if _warm is not None and not one_shot else None
+            result = warm or _execute(job, _command(job, root, env, uid), env, prelude=True)
         finally:
             if uid is not None:
                 _kill_uid(uid)
@@ -305,6 +324,8 @@ def _prune_deep(top: Path) -> list[str]:
     GNU find walks a tree of any depth without recursing or hitting path-length limits (the
     Python walks after it, the chown back and the workspace's removal, then stay shallow).
     """
+    if not _deeper_than(top, MAX_DEPTH - 1):
+        return []
     find = shutil.which("find") or "find"
     deep = subprocess.run([find, str(top), "-mindepth", str(MAX_DEPTH), "-maxdepth",
                            str(MAX_DEPTH), "-print", "-quit"], capture_output=True, check=False)
@@ -314,6 +335,38 @@ def _prune_deep(top: Path) -> list[str]:
                    capture_output=True, check=False)
     shown = os.fsdecode(deep.stdout.strip())
     return [shown if len(shown) < 120 else shown[:57] + "…" + shown[-60:]]
+
+
+def _deeper_than(top: Path, levels: int) -> bool:
+    """Whether anything may lie more than ``levels`` levels under top (walked by folder handles,
+    never deeper than that, so a tree of any depth is cheap to ask about; a tree too wide or
+    unreadable to walk this way says True, and find walks it)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        stack = [(os.open(top, flags), 0)]
+    except OSError:
+        return False
+    try:
+        while stack:
+            fd, depth = stack.pop()
+            try:
+                with os.scandir(fd) as scan:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
+                if entries and depth >= levels:
+                    return True  # something lies at depth levels + 1
+                folders = [name for name, is_dir in entries if is_dir]
+                if len(stack) + len(folders) > 256:
+                    return True  # too wide to hold open: let find walk it
+                for name in folders:
+                    stack.append((os.open(name, flags, dir_fd=fd), depth + 1))
+            except OSError:
+                return True  # unreadable here: let find decide
+            finally:
+                os.close(fd)
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    return False
 
 
 # The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow
@@ -350,7 +403,7 @@ exit $code
 """
 
 
-def _command(job: _Job, root: Path, env: Mapping[str, str], uid: int | None) -> list[str]:
+def _command(job: Job, root: Path, env: Mapping[str, str], uid: int | None) -> list[str]:
     """unshare → prelude (builds the view) → chroot → setpriv → prlimit → argv."""
     unshare = [str(shutil.which("unshare")), "--mount", "--propagation", "private", "--pid",
                "--fork", "--kill-child", "--net", "--ipc", "--uts"]
@@ -362,11 +415,11 @@ def _command(job: _Job, root: Path, env: Mapping[str, str], uid: int | None) -> 
     drop += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
     parent_death = [str(shutil.which("setpriv")), "--pdeathsig", "KILL", "--"]
     return [*parent_death, *unshare, "--", str(shutil.which("sh")), "-c", _PRELUDE, "aismm-init",
-            str(root), str(job.workdir), *_view(job, env), "--", *drop,
+            str(root), str(job.workdir), *view(job, env), "--", *drop,
             *_prlimit(job, own_uid=True), *job.argv]
 
 
-def _view(job: _Job, env: Mapping[str, str]) -> list[str]:
+def view(job: Job, env: Mapping[str, str]) -> list[str]:
     """The ops that build the run's root: system, interpreter, package, /tmp, workdir, hidden."""
     ops: list[tuple[Path, list[str]]] = []
     for name in _SYSTEM:
@@ -375,10 +428,10 @@ def _view(job: _Job, env: Mapping[str, str]) -> list[str]:
             ops.append((host, ["link", str(host), os.readlink(host)]))
         elif host.is_dir():
             ops.append((host, ["ro", str(host)]))
-    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _PACKAGE,
+    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), PACKAGE,
               Path(PYTHON).parent, Path(PYTHON).resolve().parent}
     python.update(Path(p).resolve() for p in env.get("PYTHONPATH", "").split(":")
-                  if p and Path(p).resolve() != _PACKAGE.parent)
+                  if p and Path(p).resolve() != PACKAGE.parent)
     system = tuple(Path("/", n) for n in _SYSTEM)
     for path in sorted(python):
         if path.exists() and not any(path == s or s in path.parents for s in system):
@@ -403,22 +456,35 @@ def _in_view(path: Path, ops: list[tuple[Path, list[str]]]) -> bool:
                for bound, args in ops)
 
 
-def _prlimit(job: _Job, *, own_uid: bool) -> list[str]:
+def rlimits(job: Job, *, own_uid: bool) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) for each limit of the run, capped by this process's own."""
     limits = job.limits
     wanted = [
-        ("cpu", resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1),
-        ("as", resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-        ("fsize", resource.RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes),
-        ("core", resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1),
+        (resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (resource.RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes),
+        (resource.RLIMIT_CORE, 0, 0),
     ]
     if own_uid:  # counted per run uid, or per user namespace; without either it would be global
-        wanted.append(("nproc", resource.RLIMIT_NPROC, limits.processes, limits.processes))
-    prefix = [str(shutil.which("prlimit") or "prlimit")]
-    for name, which, soft, hard in wanted:
+        wanted.append((resource.RLIMIT_NPROC, limits.processes, limits.processes))
+    out = []
+    for which, soft, hard in wanted:
         ceiling = resource.getrlimit(which)[1]
         if ceiling != resource.RLIM_INFINITY:
             soft, hard = min(soft, ceiling), min(hard, ceiling)
-        prefix.append(f"--{name}={soft}:{hard}")
+        out.append((which, soft, hard))
+    return out
+
+
+_PRLIMIT_NAMES = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_AS: "as",
+                  resource.RLIMIT_FSIZE: "fsize", resource.RLIMIT_CORE: "core",
+                  resource.RLIMIT_NPROC: "nproc"}
+
+
+def _prlimit(job: Job, *, own_uid: bool) -> list[str]:
+    prefix = [str(shutil.which("prlimit") or "prlimit")]
+    prefix += [f"--{_PRLIMIT_NAMES[which]}={soft}:{hard}"
+               for which, soft, hard in rlimits(job, own_uid=own_uid)]
     return [*prefix, "--"]
 
 
@@ -500,7 +566,7 @@ def _chown_tree(
             move(name, fd)
 
 
-def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: bool) -> Result:
+def _execute(job: Job, command: list[str], env: dict[str, str], *, prelude: bool) -> Result:
     start, limits = time.monotonic(), job.limits
     try:
         proc = subprocess.Popen(
@@ -520,18 +586,37 @@ def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: boo
         why = f"sandbox: cannot start {job.argv[0]}: {exc}\n"
         return Result(tuple(job.argv), None, "", why, False, None, 0.0, False, job.isolation)
     with proc:
-        streams, timed_out = _collect(proc, start + limits.timeout_seconds, limits.output_bytes)
+        if proc.stdout is None or proc.stderr is None:
+            raise SandboxError("sandbox: the command's output is not captured")
+        pidfd = os.pidfd_open(proc.pid)
+        try:  # at exit, kill the leftovers; the unreaped leader keeps the id ours
+            streams, timed_out = gather((proc.stdout.fileno(), proc.stderr.fileno()), pidfd,
+                                        lambda: kill_group(proc.pid),
+                                        start + limits.timeout_seconds, limits.output_bytes)
+        finally:
+            os.close(pidfd)
+        kill_group(proc.pid)
+        proc.wait()
+    code: int | None = None if timed_out else proc.returncode
+    return result(job, start, streams, timed_out, code, prelude=prelude)
+
+
+def result(job: Job, start: float, streams: list[tuple[bytes, bool]], timed_out: bool,
+           code: int | None, *, prelude: bool) -> Result:
+    """The run's Result from its output and exit status (``prelude``: the status and stderr
+    come through the view's first process, which signals readiness and reports signals as
+    128+N)."""
+    limits = job.limits
     (out, out_over), (err, err_over) = streams
     if prelude:
-        if not err.startswith(_READY):
+        if not err.startswith(READY):
             if timed_out:
                 raise SandboxError("sandbox: the isolation did not come up in time; check the host")
             said = err.decode(errors="replace").strip().splitlines()
             raise SandboxError(f"sandbox: cannot set up {job.isolation} isolation"
-                               f" ({said[-1] if said else f'exit {proc.returncode}'});"
+                               f" ({said[-1] if said else f'exit {code}'});"
                                " check util-linux and namespace support")
-        err = err[len(_READY):]
-    code: int | None = None if timed_out else proc.returncode
+        err = err[len(READY):]
     if code is not None and prelude and 128 < code <= 128 + 64:
         code = 128 - code  # the prelude reports death by signal N as exit status 128+N
     stdout = _text(out, out_over, limits.output_bytes)
@@ -549,27 +634,24 @@ def _execute(job: _Job, command: list[str], env: dict[str, str], *, prelude: boo
     )
 
 
-def _collect(
-    proc: subprocess.Popen[bytes], deadline: float, cap: int
-) -> tuple[list[tuple[bytes, bool]], bool]:
-    """Read stdout and stderr (cap bytes each, and whether more came) until exit or the deadline."""
-    if proc.stdout is None or proc.stderr is None:
-        raise SandboxError("sandbox: the command's output is not captured")
-    streams = (proc.stdout.fileno(), proc.stderr.fileno())
+def gather(streams: tuple[int, int], exit_fd: int, on_exit: Callable[[], None],
+           deadline: float, cap: int) -> tuple[list[tuple[bytes, bool]], bool]:
+    """Read stdout and stderr (cap bytes each, and whether more came) until the run exits
+    (``exit_fd`` readable; ``on_exit`` is called once then) or the deadline; whether it
+    timed out."""
     kept = {fd: bytearray() for fd in streams}
     over = dict.fromkeys(streams, False)
-    room_extra = {streams[0]: 0, streams[1]: len(_READY)}
-    pidfd = os.pidfd_open(proc.pid)
+    room_extra = {streams[0]: 0, streams[1]: len(READY)}
     exited, until = False, deadline
     with selectors.DefaultSelector() as selector:
-        for fd in (*streams, pidfd):
+        for fd in (*streams, exit_fd):
             selector.register(fd, selectors.EVENT_READ)
         while len(selector.get_map()) > (0 if exited else 1) and time.monotonic() < until:
             for key, _ in selector.select(until - time.monotonic()):
-                if key.fd == pidfd:
+                if key.fd == exit_fd:
                     exited, until = True, min(deadline, time.monotonic() + _DRAIN_SECONDS)
-                    selector.unregister(pidfd)
-                    _kill_group(proc.pid)  # leftovers; the unreaped leader keeps the id ours
+                    selector.unregister(exit_fd)
+                    on_exit()
                     continue
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
@@ -579,13 +661,13 @@ def _collect(
                 kept[key.fd] += chunk[:room]
         if not exited:
             exited = bool(selector.select(max(0.0, deadline - time.monotonic())))
-    os.close(pidfd)
-    _kill_group(proc.pid)
-    proc.wait()
+            if exited:
+                on_exit()
     return [(bytes(kept[fd]), over[fd]) for fd in streams], not exited
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group, if any of it is left."""
     with suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
 

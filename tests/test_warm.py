@@ -1,0 +1,130 @@
+"""Warm sandbox workers (aismm.infra.warm): same outcomes as one-shot runs, recycled, replaced.
+
+Real zygotes, real namespaces, real check and agent programs on the catalog's benchmark tasks.
+The containment claims through warm workers are in tests/test_warm_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aismm.core.contract import parse_contract
+from aismm.infra import sandbox, warm
+from aismm.services import dod
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dodkit import benchmark_checkout, benchmark_tasks, schemas_of  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOG = ["code_review", "schema_design", "unit_tests"]
+
+
+@pytest.fixture()
+def fresh_stamp() -> Iterator[None]:
+    """Forget the cached code stamp, so the next look at the package's files is real."""
+    warm._stamp = (-warm._STAMP_SECONDS, "")
+    yield
+    warm._stamp = (-warm._STAMP_SECONDS, "")
+
+
+def _checkout(name: str, dest: Path) -> Path:
+    contract_dir = ROOT / "contracts" / name
+    return benchmark_checkout(contract_dir, benchmark_tasks(contract_dir)[0], dest, golden=True)
+
+
+def _review(checkout: Path) -> tuple[sandbox.Result, str]:
+    out = checkout / "verdicts" / "review.yaml"
+    out.unlink(missing_ok=True)
+    result = sandbox.run([sandbox.PYTHON, "-m", "aismm.agents.reviewer"], checkout,
+                         env=dod.python_env({"AISMM_OUTPUT": "verdicts/review.yaml",
+                                             "AISMM_ROLE": "reviewer"}))
+    return result, out.read_text() if out.is_file() else ""
+
+
+@pytest.mark.parametrize("name", CATALOG)
+def test_a_warm_run_has_the_outcome_of_a_one_shot_run(tmp_path: Path, name: str) -> None:
+    """The catalog's DoD checks and the reviewer, on a golden deliverable, both ways."""
+    path = ROOT / "contracts" / name / "contract.yaml"
+    contract = parse_contract(path.read_bytes(), str(path))
+    checkout = _checkout(name, tmp_path / "checkout")
+    (checkout / "verdicts").mkdir()
+    schemas = schemas_of(contract, checkout)
+    cold_checks = dod.run(contract, schemas, checkout)
+    cold_review = _review(checkout)
+    with warm.pool(size=1) as workers:
+        warm_checks = dod.run(contract, schemas, checkout)
+        warm_review = _review(checkout)
+        assert workers.warm_runs == 1 + sum(c.kind == "command" for c in contract.dod.checks)
+    assert [c.status for c in cold_checks] == ["pass"] * len(cold_checks)
+    assert warm_checks == cold_checks
+    assert (warm_review[0].returncode, warm_review[0].stdout) == (0, cold_review[0].stdout)
+    assert cold_review[0].ok and "verdict: " in cold_review[1] and "score: " in cold_review[1]
+    assert warm_review[1] == cold_review[1]
+
+
+def test_a_worker_is_replaced_after_its_jobs(tmp_path: Path) -> None:
+    with warm.pool(size=1, jobs_per_worker=2) as workers:
+        for _ in range(3):
+            assert sandbox.run(["/bin/true"], tmp_path).ok
+        assert (workers.warm_runs, workers.started) == (3, 2)
+
+
+def test_a_worker_is_replaced_when_the_code_changes(tmp_path: Path, fresh_stamp: None) -> None:
+    source = Path(warm.__file__)
+    before = source.stat()
+    with warm.pool(size=1) as workers:
+        assert sandbox.run(["/bin/true"], tmp_path).ok
+        try:
+            os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+            warm._stamp = (-warm._STAMP_SECONDS, "")
+            assert sandbox.run(["/bin/true"], tmp_path).ok
+        finally:
+            os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert (workers.warm_runs, workers.started) == (2, 2)
+
+
+def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
+    with warm.pool(size=1) as workers:
+        zygote = workers._idle[0].proc
+        os.kill(zygote.pid, signal.SIGKILL)
+        zygote.wait()
+        result = sandbox.run(["/bin/sh", "-c", "echo alive"], tmp_path)
+        assert (result.ok, result.stdout) == (True, "alive\n")
+        assert (workers.warm_runs, workers.started) == (1, 2)
+
+
+def test_without_a_worker_runs_start_one_shot(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox, "PYTHON", "/nonexistent/python3")
+    with warm.pool(size=1) as workers:
+        assert workers.started == 0 and "/nonexistent/python3" in workers.failures[0]
+        result = sandbox.run(["/bin/sh", "-c", "echo one-shot"], tmp_path)
+        assert (result.ok, result.stdout, workers.warm_runs) == (True, "one-shot\n", 0)
+
+
+def test_a_busy_pool_does_not_make_a_run_wait(tmp_path: Path) -> None:
+    """With every worker busy, a run starts one-shot at once rather than queue behind it."""
+    with warm.pool(size=1) as workers:
+        slow = threading.Thread(target=sandbox.run, args=(["/bin/sleep", "2"], tmp_path))
+        slow.start()
+        while workers._idle:  # the slow run holds the only worker
+            time.sleep(0.01)
+        result = sandbox.run(["/bin/sh", "-c", "echo quick"], tmp_path)
+        waited = not slow.is_alive()  # the slow run still holds the worker: nothing waited
+        slow.join()
+        assert (result.ok, result.stdout, waited) == (True, "quick\n", False)
+        assert workers.warm_runs == 1
+
+
+def test_the_zygote_leaves_nothing_when_its_caller_goes(tmp_path: Path) -> None:
+    with warm.pool(size=1) as workers:
+        zygote = workers._idle[0].proc
+    assert zygote.poll() is not None  # closed with the pool
