@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aismm.core.model import dump_yaml, load_yaml
+from aismm.infra.hub import Hub
 from aismm.serve import Server
 from aismm.services import tokens
 from tests.hubkit import Kit, make_kit, run_git
@@ -55,9 +57,15 @@ class Web:
         return proc.returncode, (proc.stderr + proc.stdout).decode("utf-8", "replace")
 
 
-def serving(root: Path) -> Iterator[Web]:
+def serving(root: Path, max_push_bytes: int | None = None) -> Iterator[Web]:
     """A fresh kit hub served over HTTP until the generator is closed."""
     kit = make_kit(root)
+    if max_push_bytes is not None:
+        config = kit.hub.root / "hub.yaml"
+        data = load_yaml(config.read_text(), str(config))
+        data.setdefault("limits", {})["max_push_bytes"] = max_push_bytes
+        config.write_text(dump_yaml(data))
+        kit.hub = Hub(kit.hub.root, clock=kit.hub.clock)
     log: list[str] = []
     server = Server(kit.hub, log.append, 5.0, ("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
