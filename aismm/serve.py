@@ -198,6 +198,7 @@ class Server:
                  http: tuple[str, int] | None = None) -> None:
         self.hub, self.log, self.interval = hub, log, interval
         self.http = http  # (host, port) for the HTTP face (aismm.web), or None
+        self.web: HttpServer | None = None
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.socket_path = hub.root / SOCKET
@@ -217,7 +218,7 @@ class Server:
         web = None
         if self.http is not None:
             try:
-                web = HttpServer(self.hub, *self.http)
+                web = self.web = HttpServer(self.hub, *self.http)
             except AismmError:
                 server.shutdown()
                 server.server_close()
