@@ -16,7 +16,7 @@ from aismm.serve import Server
 from aismm.services import tokens
 from tests.hubkit import Kit, make_kit, run_git
 
-__all__ = ["Web", "basic", "credentials", "serving"]
+__all__ = ["Web", "basic", "credentials", "serve_kit", "serving"]
 
 
 def credentials(user: str, token: str) -> list[str]:
@@ -66,6 +66,11 @@ def serving(root: Path, max_push_bytes: int | None = None) -> Iterator[Web]:
         data.setdefault("limits", {})["max_push_bytes"] = max_push_bytes
         config.write_text(dump_yaml(data))
         kit.hub = Hub(kit.hub.root, clock=kit.hub.clock)
+    yield from serve_kit(kit)
+
+
+def serve_kit(kit: Kit) -> Iterator[Web]:
+    """Serve ``kit.hub`` over HTTP (in a thread of this process) until the generator is closed."""
     log: list[str] = []
     server = Server(kit.hub, log.append, 5.0, ("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)

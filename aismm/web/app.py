@@ -11,6 +11,7 @@ from starlette.routing import Route
 from aismm.infra.hub import Hub
 from aismm.web.api import Api
 from aismm.web.git import Backend, error
+from aismm.web.pages import Pages
 
 __all__ = ["build"]
 
@@ -37,6 +38,7 @@ def build(hub: Hub) -> tuple[Starlette, Backend]:
 
     routes = [
         *api.routes(),
+        *Pages(hub).routes(),
         Route("/openapi.json", openapi),
         Route("/registry.git/{rest:path}", backend.handle, methods=["GET", "POST"]),
         Route("/missions/{mission}.git/{rest:path}", backend.handle, methods=["GET", "POST"]),
