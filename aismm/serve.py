@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import socketserver
 import threading
@@ -30,6 +31,7 @@ from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store, group_commit
 from aismm.services import judged, settlement, worker
+from aismm.web.server import HttpServer
 
 __all__ = ["Server", "rescan"]
 
@@ -193,8 +195,11 @@ def _is_ref(inside: tuple[str, ...]) -> bool:
 class Server:
     """The resident process: socket, outbox, timers, reconciler, watcher."""
 
-    def __init__(self, hub: Hub, log: Log, interval: float = 5.0) -> None:
+    def __init__(self, hub: Hub, log: Log, interval: float = 5.0,
+                 http: tuple[str, int] | None = None) -> None:
         self.hub, self.log, self.interval = hub, log, interval
+        self.http = http  # (host, port) for the HTTP face (aismm.web), or None
+        self.web: HttpServer | None = None
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.socket_path = hub.root / SOCKET
@@ -215,6 +220,18 @@ class Server:
         self.approved, self.activity = server.approved, server.activity
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
+        web = None
+        if self.http is not None:
+            try:
+                web = self.web = HttpServer(self.hub, *self.http)
+            except AismmError:
+                server.shutdown()
+                server.server_close()
+                self.socket_path.unlink(missing_ok=True)
+                raise
+        if threading.current_thread() is threading.main_thread() and not once:
+            # SIGTERM: stop accepting, finish running pushes, exit (like Ctrl-C)
+            signal.signal(signal.SIGTERM, self._terminate)
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="watchdog")
         observer = Observer()
         watched: set[Path] = set()
@@ -238,6 +255,9 @@ class Server:
         for why in [] if once else workers.install():
             self.log(f"warm sandbox workers: {why}; runs start one-shot")
         self.log(f"serving {self.hub.root} on {self.socket_path}")
+        if web is not None:
+            web.start()
+            self.log(f"http: listening on {web.url}")
         try:
             due, sweep_due = 0.0, 0.0
             while not self.stop.is_set():
@@ -254,6 +274,8 @@ class Server:
                 self.wake.wait(max(0.0, min(due, sweep_due) - time.monotonic()))
                 self.wake.clear()
         finally:
+            if web is not None:  # first: its pushes still need the hook socket
+                web.stop()
             workers.close()
             if workers.started:
                 self.log(f"warm sandbox workers ran {workers.warm_runs} sandboxed run(s)")
@@ -261,6 +283,10 @@ class Server:
             server.shutdown()
             server.server_close()
             self.socket_path.unlink(missing_ok=True)
+
+    def _terminate(self, *_: object) -> None:
+        self.stop.set()
+        self.wake.set()
 
     def _listen(self) -> _SocketServer:
         path = str(self.socket_path)

@@ -62,14 +62,19 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--interval", type=float, default=5.0, show_default=True, callback=_seconds,
               help="Seconds between periodic passes (timers, reconciler).")
 @click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--http", "http", metavar="HOST:PORT", is_flag=False, flag_value="127.0.0.1:8470",
+              default=None, help="Also serve git, the API and the pages over HTTP "
+              "(alone: 127.0.0.1:8470; port 0 picks a free one).")
 @click.pass_context
-def serve(ctx: click.Context, interval: float, once: bool) -> None:
+def serve(ctx: click.Context, interval: float, once: bool, http: str | None) -> None:
     """Run the resident hub process: hook socket, outbox, timers, reconciler, watcher."""
     from aismm.serve import Server
+    from aismm.web.server import parse_address
 
     hub = hub_from(ctx)
+    address = parse_address(http) if http is not None else None
     try:
-        Server(hub, lambda line: click.echo(line, err=True), interval).run(once=once)
+        Server(hub, lambda line: click.echo(line, err=True), interval, address).run(once=once)
     except KeyboardInterrupt:
         click.echo("aismm serve: stopped", err=True)
 
