@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Event", "Store", "connect", "worker_alive", "worker_id"]
+__all__ = ["Event", "Store", "backup", "connect", "worker_alive", "worker_id"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -50,6 +50,20 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def backup(source: Path, dest: Path) -> None:
+    """Copy the hub database to ``dest`` in one consistent step (SQLite's online backup): the
+    outbox, executions and ledger as of one instant, whatever writers do meanwhile."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        out = sqlite3.connect(str(dest))
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
 
 
 def _boot_id() -> str:
@@ -250,6 +264,26 @@ class Store:
         return {str(ref): str(new) for ref, new in self.conn.execute(
             "SELECT ref, new FROM events WHERE id IN "
             "(SELECT max(id) FROM events WHERE repo = ? GROUP BY ref)", (repo,))}
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        """The whole ref-state log, oldest first, without processing state (for export)."""
+        keys = ("id", "repo", "ref", "old", "new", "pusher", "created")
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(
+            f"SELECT {', '.join(keys)} FROM events ORDER BY id")]
+
+    def restore(self, log: list[dict[str, Any]], executions: list[dict[str, Any]]) -> None:
+        """Load an exported ref-state log (as processed events) and execution records into
+        an empty database, in one transaction (import)."""
+        with self._tx():
+            if self.conn.execute("SELECT count(*) FROM events").fetchone()[0]:
+                raise ValueError("restore: the database already holds events")
+            self.conn.executemany(
+                "INSERT INTO events (id, repo, ref, old, new, pusher, created, status, done_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'done', ?)",
+                [(e["id"], e["repo"], e["ref"], e["old"], e["new"], e["pusher"], e["created"],
+                  e["created"]) for e in log])
+        for record in executions:
+            self.add_execution(record)
 
     def record_incident(self, repo: str, ref: str, found: str | None, restored: str | None,
                         reason: str, at: str) -> None:
