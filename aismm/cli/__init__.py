@@ -13,7 +13,18 @@ import traceback
 
 import click
 
-from aismm.cli import actor, agent, contract, demo, hub, ledger, mission, process, schema
+from aismm.cli import (
+    actor,
+    agent,
+    contract,
+    demo,
+    hub,
+    ledger,
+    mission,
+    ownership,
+    process,
+    schema,
+)
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
 
@@ -31,7 +42,8 @@ def cli(ctx: click.Context, hub: str | None) -> None:
 
 
 def _register() -> None:
-    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process):
+    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process,
+                   ownership):
         module.register(cli)
 
 

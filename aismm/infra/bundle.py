@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aismm.core.errors import RepositoryError
 
-__all__ = ["clone_bundle", "create", "fsck", "heads", "objects", "verify_signed"]
+__all__ = ["clone_bundle", "config_value", "create", "fsck", "heads", "objects", "verify_signed"]
 
 _ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH", "GIT_NAMESPACE")
@@ -84,6 +84,12 @@ def objects(repo: Path) -> dict[str, list[str]]:
         if kind in out:
             out[kind].append(oid)
     return {k: sorted(v) for k, v in out.items()}
+
+
+def config_value(repo: Path, key: str) -> str | None:
+    """One setting of a repository's own config (None when unset)."""
+    proc = _git("-C", str(repo), "config", "--local", "--get", key, check=False)
+    return proc.stdout.decode("utf-8", "replace").strip() or None
 
 
 def verify_signed(repo: Path, kind: str, oid: str, allowed_signers: Path) -> bool:

@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -32,12 +31,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from aismm.core.clock import Clock
 from aismm.core.envelope import seal
 from aismm.core.errors import ConflictError, UsageError
 from aismm.core.model import dump_yaml
-from aismm.core.reputation import Execution, compute
 from aismm.core.refs import MAIN
+from aismm.core.reputation import Execution, compute
 from aismm.infra import bundle, store
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
@@ -178,13 +176,14 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
     for t in transfers:
         balances[t["debit"]] = balances.get(t["debit"], 0) - t["amount"]
         balances[t["credit"]] = balances.get(t["credit"], 0) + t["amount"]
+    roster = _roster(hub, before[judged.REGISTRY].get(MAIN))
     files: dict[str, bytes] = {
         "ledger/transfers.ndjson": ndjson(transfers),
         "ledger/closures.ndjson": ndjson(closures),
         "state/log.ndjson": ndjson(log),
         "state/executions.ndjson": ndjson(execs),
         "roster/allowed_signers": hub.allowed_signers_path.read_bytes(),
-        "roster/actors.json": canonical(_roster(hub, before[judged.REGISTRY].get(MAIN))),
+        "roster/actors.json": canonical(roster),
         "roster/reputation.json": canonical(reputations(execs, dt.datetime.fromtimestamp(
             when, dt.UTC))),
         "hub.yaml": dump_yaml(hub.config.model_dump(mode="json")).encode(),
@@ -200,7 +199,7 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
     manifest = {
         "format": FORMAT, "kind": "aismm-export", "scope": scope, "hub_id": root_id,
         "platform": hub.config.platform,
-        "platform_key": hub.hosted_key(hub.config.platform).public_line,
+        "platform_key": roster.get(hub.config.platform, {}).get("key", ""),
         "position": {**position, "time": when},
         "repos": {name: {"bundle": bundle_path(name), "refs": before[name]} for name in names},
         "ledger": {"sha256": ledger_hash, "transfers": len(transfers),

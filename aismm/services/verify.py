@@ -47,7 +47,8 @@ from aismm.infra.hub import Hub, HubConfig
 from aismm.infra.ledger import Ledger
 from aismm.services import export
 
-__all__ = ["STAGES", "Failed", "Report", "Stage", "allowed_keys", "check_folder", "verify"]
+__all__ = ["STAGES", "Failed", "Report", "Stage", "allowed_keys", "check_folder", "ndjson_rows",
+           "safe_name", "unpacked", "verify"]
 
 STAGES = ("envelope", "inventory", "git", "signatures", "gate", "ledger", "reputation")
 _MISSION_REPO = re.compile(r"missions/[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.git")
@@ -160,7 +161,7 @@ def verify(src: Path, trusted: list[str] | None = None, work: Path | None = None
 def _verify_archive(src: Path, folder: Path, trusted: list[str] | None,
                     progress: Progress | None) -> Report:
     try:
-        tar = tarfile.open(src, mode="r:gz")
+        tar = tarfile.open(src, mode="r:gz")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UsageError(f"{src}: not a gzip'd tar archive ({exc}); pass the file `aismm "
                          "export` wrote") from exc
@@ -228,12 +229,9 @@ def _verify_clone(src: Path, folder: Path, allowed_signers: Path | None) -> Repo
 
 
 def _configured_signers(repo: Repo) -> Path | None:
-    try:
-        value = repo._r.config["gpg.ssh.allowedSignersFile"]  # noqa: SLF001 (read-only look)
-    except KeyError:
-        return None
-    path = Path(str(value))
-    return path if path.is_file() else None
+    value = bundle.config_value(repo.path, "gpg.ssh.allowedSignersFile")
+    path = Path(value) if value else None
+    return path if path is not None and path.is_file() else None
 
 
 # -- envelope and inventory --------------------------------------------------------------------
@@ -252,7 +250,8 @@ def _read_member(tar: tarfile.TarFile, members: list[tarfile.TarInfo], name: str
     if len(found) != 1 or not found[0].isreg() or found[0].size > limit:
         raise Failed(name, "missing, repeated, not a regular file or too large")
     handle = tar.extractfile(found[0])
-    assert handle is not None  # a regular member always has a file
+    if handle is None:  # a regular member always has one
+        raise Failed(name, "unreadable")
     return handle.read()
 
 
@@ -319,9 +318,10 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         handle = tar.extractfile(info)
-        assert handle is not None
-        with target.open("wb") as out:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
+        if handle is None:
+            raise Failed(info.name, "unreadable")
+        with handle, target.open("wb") as out:
+            while chunk := handle.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         want = files.get(info.name)
@@ -445,7 +445,8 @@ def _signed(name: str, kind: str, oid: str, signature: bytes | None, payload: by
                      "hold valid at its time")
 
 
-def _ndjson(path: Path) -> list[dict[str, Any]]:
+def ndjson_rows(path: Path) -> list[dict[str, Any]]:
+    """The objects of an NDJSON file, one a line."""
     rows = []
     for n, line in enumerate(path.read_bytes().splitlines(), 1):
         row = json.loads(line)
@@ -457,9 +458,9 @@ def _ndjson(path: Path) -> list[dict[str, Any]]:
 
 def _stage_gate(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[str, Repo]
                 ) -> None:
-    log = _ndjson(folder / "state/log.ndjson")
+    log = ndjson_rows(folder / "state/log.ndjson")
     config = HubConfig.model_validate(load_yaml((folder / "hub.yaml").read_text(), "hub.yaml"))
-    closures = {c["mission"]: c for c in _ndjson(folder / "ledger/closures.ndjson")}
+    closures = {c["mission"]: c for c in ndjson_rows(folder / "ledger/closures.ndjson")}
     replay: dict[str, Repo] = {}
     for name, repo in repos.items():
         path = folder / ".replay" / name
@@ -549,8 +550,8 @@ def _stage_ledger(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict
         (folder / "ledger/closures.ndjson").read_bytes()
     if hashlib.sha256(raw).hexdigest() != manifest["ledger"]["sha256"]:
         raise Failed("ledger", "rows do not hash to the manifest's ledger hash")
-    transfers = _ndjson(folder / "ledger/transfers.ndjson")
-    closures = _ndjson(folder / "ledger/closures.ndjson")
+    transfers = ndjson_rows(folder / "ledger/transfers.ndjson")
+    closures = ndjson_rows(folder / "ledger/closures.ndjson")
     db = folder / ".ledger.db"
     db.unlink(missing_ok=True)
     with Ledger(db) as ledger:
@@ -590,7 +591,7 @@ def _stage_ledger(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict
 
 
 def _stage_reputation(st: Stage, folder: Path, manifest: dict[str, Any]) -> None:
-    execs = _ndjson(folder / "state/executions.ndjson")
+    execs = ndjson_rows(folder / "state/executions.ndjson")
     when = dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC)
     mine = json.loads(export.canonical(export.reputations(execs, when)))
     theirs = json.loads((folder / "roster/reputation.json").read_bytes())
