@@ -23,8 +23,9 @@ import pytest
 from aismm.core.envelope import seal
 from aismm.core.signing import PrivateKey
 from aismm.infra.ledger import Ledger
-from aismm.services import client, export, settlement
-from tests.settlekit import AGENT, CLIENT, Site, make_site
+from aismm.services import client, export, mission, registrar, settlement
+from tests.hubkit import copy_hub
+from tests.settlekit import AGENT, CLIENT, REVIEW, REVIEW_INPUTS, Site, make_site
 
 PASS = "correct horse battery staple"
 
@@ -179,3 +180,38 @@ def test_bad_export_input_is_one_line_and_exit_2(source: tuple[Site, dict[str, s
                           capture_output=True, text=True, cwd=tmp_path, check=False)
     assert (done.returncode, done.stderr.splitlines()) == (2, [line])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_client_scope_export_holds_nothing_of_another_client(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    site, missions = source
+    other = copy_hub(site.root, tmp_path / "two", clock=site.clock)
+    registrar.add_actor(other, "dora", ["client"], None, None, True)
+    with Ledger(other.db_path, other.clock) as ledger:
+        ledger.deposit("dora", 5000, cause="seed-dora")
+    hers = mission.create(other, contract_ref=REVIEW, client="dora", inputs=REVIEW_INPUTS,
+                          price=None, agents=[AGENT]).doc.id
+    settlement.cancel(other, hers)
+    archive = tmp_path / "carol.tar.gz"
+    done = cli("export", str(archive), "--scope", f"client:{CLIENT}", "--include-secrets",
+               "--passphrase-env", "PASS", hub=other.root, PASS=PASS)
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "x"
+    manifest = unpack(archive, folder)
+    assert set(manifest["repos"]) == {"registry.git", *(f"missions/{m}.git"
+                                                        for m in missions.values())}
+    assert manifest["scope"] == f"client:{CLIENT}"
+    # the registry (the public roster every signature is checked against) is shared; nothing
+    # else of dora's travels: no mission, no ledger row, no execution, no key
+    shared = {"repos/registry.bundle", "roster/actors.json", "roster/allowed_signers"}
+    for rel in manifest["files"]:
+        if rel not in shared and rel != export.SECRETS:
+            data = (folder / rel).read_bytes()
+            assert b"dora" not in data and hers.encode() not in data, rel
+    keys = export.decrypt_secrets((folder / export.SECRETS).read_bytes(), PASS.encode())
+    assert list(keys) == [f"{CLIENT}.key"]
+    assert all(CLIENT in f"{t['debit']} {t['credit']}" or t["mission"] in missions.values()
+               for t in map(json.loads,
+                            (folder / "ledger/transfers.ndjson").read_text().splitlines()))
+    verified = cli("verify", str(archive))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
