@@ -45,15 +45,27 @@ def create(repo: Path, dest: Path) -> None:
 
 
 def heads(bundle: Path) -> dict[str, str]:
-    """The refs a bundle carries (ref -> object id), without unpacking it."""
-    proc = _git("bundle", "list-heads", str(bundle), check=False)
-    if proc.returncode != 0:
-        raise RepositoryError(f"{bundle.name}: not a readable git bundle; re-export it")
+    """The refs a bundle carries (ref -> object id), read from its header (v2 or v3)."""
     out: dict[str, str] = {}
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        oid, _, ref = line.partition(" ")
-        if ref != "HEAD":
-            out[ref] = oid
+    try:
+        with bundle.open("rb") as handle:
+            first = handle.readline(100)
+            if first not in (b"# v2 git bundle\n", b"# v3 git bundle\n"):
+                raise ValueError("no bundle signature")
+            for _ in range(1 << 20):
+                line = handle.readline(1 << 12)
+                if line in (b"\n", b""):
+                    break
+                if line.startswith((b"-", b"@")):  # prerequisites and v3 capabilities
+                    continue
+                oid, _, ref = line.decode("utf-8").rstrip("\n").partition(" ")
+                if len(oid) != 40 or not ref:
+                    raise ValueError("malformed ref line")
+                if ref != "HEAD":
+                    out[ref] = oid
+    except (OSError, ValueError) as exc:
+        raise RepositoryError(f"{bundle.name}: not a readable git bundle ({exc}); re-export "
+                              "it") from exc
     return out
 
 

@@ -24,6 +24,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +139,12 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
         before = {name: Repo(hub.root / name).refs() for name in names}
         db.unlink(missing_ok=True)
         store.backup(hub.db_path, db)
-        for n, name in enumerate(names):
-            if progress:
-                progress("bundle", n, len(names))
-            target = dest / bundle_path(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            bundle.create(hub.root / name, target)
+        (dest / "repos/missions").mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # git does the work
+            for n, _done in enumerate(pool.map(lambda name: bundle.create(
+                    hub.root / name, dest / bundle_path(name)), names)):
+                if progress:
+                    progress("bundle", n, len(names))
         if progress:
             progress("bundle", len(names), len(names))
         after = {name: Repo(hub.root / name).refs() for name in names}
@@ -245,7 +246,8 @@ def write_archive(folder: Path, files: list[str], dest: Path, mtime: int) -> Non
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                              compresslevel=6) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel in sorted(files):
                 info = tarfile.TarInfo(rel)
