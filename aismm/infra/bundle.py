@@ -104,10 +104,12 @@ def config_value(repo: Path, key: str) -> str | None:
     return proc.stdout.decode("utf-8", "replace").strip() or None
 
 
-def verify_signed(repo: Path, kind: str, oid: str, allowed_signers: Path) -> bool:
-    """Whether stock ``git verify-commit`` / ``verify-tag`` accepts an object against an
-    allowed-signers file."""
+def verify_signed(repo: Path, kind: str, oids: list[str], allowed_signers: Path) -> bool:
+    """Whether stock ``git verify-commit`` / ``verify-tag`` accepts every one of the objects
+    against an allowed-signers file (one git run for them all)."""
+    if not oids:
+        return True
     proc = _git("-C", str(repo), "-c", "gpg.format=ssh", "-c",
-                f"gpg.ssh.allowedSignersFile={allowed_signers}", f"verify-{kind}", oid,
+                f"gpg.ssh.allowedSignersFile={allowed_signers}", f"verify-{kind}", *oids,
                 check=False)
     return proc.returncode == 0
