@@ -11,6 +11,8 @@ import gzip
 import io
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import tarfile
@@ -215,3 +217,29 @@ def test_a_client_scope_export_holds_nothing_of_another_client(
                             (folder / "ledger/transfers.ndjson").read_text().splitlines()))
     verified = cli("verify", str(archive))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    site, _ = source
+    main, side = pty.openpty()
+    env = {**os.environ, "AISMM_NOW": "2026-01-01T00:00:00Z"}
+    done = subprocess.run([sys.executable, "-m", "aismm", "--hub", str(site.root), "export",
+                           str(tmp_path / "t.tar.gz")], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=side, env=env, timeout=300,
+                          check=False)
+    os.close(side)
+    shown = b""
+    while select.select([main], [], [], 0)[0]:
+        try:
+            chunk = os.read(main, 1 << 16)
+        except OSError:  # the other side is closed and drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert done.returncode == 0
+    assert b"export bundle" in shown and b"100%" in shown
+    piped = cli("export", str(tmp_path / "p.tar.gz"), hub=site.root)
+    assert piped.stderr == ""

@@ -121,7 +121,11 @@ def verify_cmd(src: Path, trust_key: Path | None, allowed_signers: Path | None,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def import_cmd(src: Path, directory: Path, passphrase_env: str | None, as_json: bool) -> None:
     """Verify the export SRC and build a working hub from it at DIRECTORY."""
-    secret = _passphrase(passphrase_env, confirm=False) if passphrase_env else None
+    secret: bytes | Callable[[], bytes] | None = None
+    if passphrase_env is not None:
+        secret = _passphrase(passphrase_env, confirm=False)
+    elif sys.stdin.isatty():  # asked only if the export carries keys
+        secret = lambda: _passphrase(None, confirm=False)  # noqa: E731 (a deferred question)
     with _progress("import", as_json) as step:
         data = restore.import_hub(src, directory, secret, step)
     text = (f"Imported {data['scope']} into {data['hub']} ({data['repos']} repositories, "

@@ -266,22 +266,24 @@ class Store:
             "(SELECT max(id) FROM events WHERE repo = ? GROUP BY ref)", (repo,))}
 
     def log_rows(self) -> list[dict[str, Any]]:
-        """The whole ref-state log, oldest first, without processing state (for export)."""
-        keys = ("id", "repo", "ref", "old", "new", "pusher", "created")
+        """The whole ref-state log, oldest first, with each event's status (for export)."""
+        keys = ("id", "repo", "ref", "old", "new", "pusher", "created", "status")
         return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(
             f"SELECT {', '.join(keys)} FROM events ORDER BY id")]
 
     def restore(self, log: list[dict[str, Any]], executions: list[dict[str, Any]]) -> None:
-        """Load an exported ref-state log (as processed events) and execution records into
-        an empty database, in one transaction (import)."""
+        """Load an exported ref-state log and execution records into an empty database, in
+        one transaction (import): a pending event stays pending (the new hub processes it),
+        every other keeps its status."""
         with self._tx():
             if self.conn.execute("SELECT count(*) FROM events").fetchone()[0]:
                 raise ValueError("restore: the database already holds events")
             self.conn.executemany(
                 "INSERT INTO events (id, repo, ref, old, new, pusher, created, status, done_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'done', ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e["id"], e["repo"], e["ref"], e["old"], e["new"], e["pusher"], e["created"],
-                  e["created"]) for e in log])
+                  str(e.get("status", "done")),
+                  None if e.get("status") == "pending" else e["created"]) for e in log])
         for record in executions:
             self.add_execution(record)
 

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,15 @@ def _position(data: dict[str, Any]) -> tuple[int, int]:
     return int(pos.get("event") or 0), int(pos.get("transfer") or 0)
 
 
-def import_hub(src: Path, dest: Path, passphrase: bytes | None = None,
+Passphrase = bytes | Callable[[], bytes] | None  # or how to ask for it, once it is needed
+
+
+def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
                progress: verifier.Progress | None = None) -> dict[str, Any]:
-    """Verify the export ``src`` and build a hub from it at ``dest``; a summary."""
+    """Verify the export ``src`` and build a hub from it at ``dest``; a summary.
+
+    ``passphrase`` opens the export's encrypted keys (bytes, or a function asked only when the
+    export carries keys)."""
     src, dest = Path(src).resolve(), Path(dest).resolve()
     if not src.is_file():
         raise UsageError(f"{src}: not an export archive; pass the file `aismm export` wrote")
@@ -122,7 +129,7 @@ def _held(dest: Path) -> dict[str, Any] | None:
 
 
 def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
-           passphrase: bytes | None) -> int:
+           passphrase: Passphrase) -> int:
     """The hub in the quarantine folder ``root``, configured for its final path; the number
     of hosted keys restored."""
     for sub in ("missions", "keys", "run"):
@@ -155,8 +162,9 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
         if passphrase is None:
             raise UsageError("import: the export carries encrypted keys; pass --passphrase-env "
                              "VAR naming the variable that holds the export's passphrase")
+        secret_text = passphrase if isinstance(passphrase, bytes) else passphrase()
         for filename, pem in sorted(export.decrypt_secrets(secret.read_bytes(),
-                                                           passphrase).items()):
+                                                           secret_text).items()):
             if not verifier.safe_name(filename) or "/" in filename or \
                     not filename.endswith(".key"):
                 raise UsageError(f"{export.SECRETS}: names {filename!r}; re-export")
