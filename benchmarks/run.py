@@ -69,6 +69,9 @@ def main() -> None:
     import bench_serve
 
     sections["serve"] = _section("serve", bench_serve.run, quick)
+    import bench_ownership
+
+    sections["ownership"] = _section("ownership", bench_ownership.run, quick)
 
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
@@ -121,6 +124,15 @@ def main() -> None:
                  "of one core; goal < 1 %"))
     rows.append(("mission status, hubs of " + " / ".join(map(str, sizes)),
                  " / ".join(v(f, f"status_{n}_s", "{:.3f}") for n in sizes) + " s", ""))
+    ow = sections["ownership"]
+    rows.append((f"export, {ow.get('missions_export', 'n/a')} missions (ours / git bundle + "
+                 "sqlite backup)", f"{v(ow, 'export_s')} / {v(ow, 'baseline_s')} s",
+                 f"ratio {v(ow, 'export_ratio', '{:.2f}')}; goal <= 1.3"))
+    rows.append((f"verify signed objects/s, {ow.get('missions_small', 'n/a')} / "
+                 f"{ow.get('missions_large', 'n/a')} missions",
+                 f"{v(ow, 'verify_small_per_s', '{:.0f}')} / "
+                 f"{v(ow, 'verify_large_per_s', '{:.0f}')} /s",
+                 f"time growth ÷ size growth {v(ow, 'verify_growth', '{:.2f}')} (1 = linear)"))
 
     print(f"AISMM benchmarks{' (quick)' if quick else ''} — {machine()}")
     width = max(len(row[0]) for row in rows)

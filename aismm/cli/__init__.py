@@ -13,7 +13,19 @@ import traceback
 
 import click
 
-from aismm.cli import actor, agent, contract, demo, hub, ledger, mission, process, schema, token
+from aismm.cli import (
+    actor,
+    agent,
+    contract,
+    demo,
+    hub,
+    ledger,
+    mission,
+    ownership,
+    process,
+    schema,
+    token,
+)
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
 
@@ -31,7 +43,8 @@ def cli(ctx: click.Context, hub: str | None) -> None:
 
 
 def _register() -> None:
-    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process, token):
+    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process,
+                   ownership, token):
         module.register(cli)
 
 

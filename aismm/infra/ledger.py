@@ -518,6 +518,60 @@ class Ledger:
 
         return self._write(run)
 
+    # -- export and import -------------------------------------------------------------------
+
+    def dump(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every transfer (posting order) and every closure (by mission), read in one
+        transaction: what an export carries."""
+        with self._snapshot():
+            transfers = [t.to_dict() for t in self.history()]
+            closures = [_row_closure(r).to_dict() for r in self._conn.execute(
+                "SELECT * FROM ledger_closures ORDER BY mission")]
+        return transfers, closures
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
+    def restore(self, transfers: list[dict[str, Any]], closures: list[dict[str, Any]]) -> None:
+        """Load exported transfers and closures into an empty ledger, balances replayed, all
+        or nothing (import); :meth:`check` then judges what was loaded."""
+
+        def run(ledger: Ledger) -> None:
+            conn = ledger._conn
+            if conn.execute("SELECT count(*) FROM ledger_transfers").fetchone()[0]:
+                raise LedgerError(f"{self._path}: the ledger is not empty; import into a new "
+                                  "hub")
+            balances: dict[str, int] = {}
+            for t in transfers:
+                spec = TransferSpec(t["id"], t["debit"], t["credit"], t["amount"], t["mission"],
+                                    t["action"], t["cause"])
+                _validate(spec)
+                conn.execute(
+                    "INSERT INTO ledger_transfers (seq, id, debit, credit, amount, mission, "
+                    "action, cause, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (t["seq"], *(getattr(spec, f) for f in ("id", "debit", "credit", "amount",
+                                                            "mission", "action", "cause")),
+                     t["at"]))
+                balances[spec.debit] = balances.get(spec.debit, 0) - spec.amount
+                balances[spec.credit] = balances.get(spec.credit, 0) + spec.amount
+            conn.executemany("INSERT INTO ledger_balances (account, balance) VALUES (?, ?)",
+                                   sorted(balances.items()))
+            conn.executemany(
+                "INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_closure_row(Closure(**{**c, "transfers": tuple(c["transfers"])}))
+                 for c in closures])
+
+        try:
+            self._write(run)
+        except (sqlite3.IntegrityError, KeyError, TypeError) as exc:
+            raise LedgerError(f"{self._path}: the exported ledger rows do not load ({exc}); "
+                              "re-export") from exc
+
     # -- invariants ---------------------------------------------------------------------------
 
     def check(self) -> list[str]:

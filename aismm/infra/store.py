@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Event", "GroupCommit", "Store", "connect", "group_commit", "group_for",
-           "worker_alive", "worker_id"]
+__all__ = ["Event", "GroupCommit", "Store", "backup", "connect", "group_commit",
+           "group_for", "worker_alive", "worker_id"]
 
 _T = TypeVar("_T")
 
@@ -235,6 +235,19 @@ def group_commit(path: Path) -> Iterator[GroupCommit]:
         with _GROUPS_LOCK:
             del _GROUPS[key]
         writer.close()
+
+def backup(source: Path, dest: Path) -> None:
+    """Copy the hub database to ``dest`` in one consistent step (SQLite's online backup): the
+    outbox, executions and ledger as of one instant, whatever writers do meanwhile."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    try:
+        out = sqlite3.connect(str(dest))
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
 
 
 def _boot_id() -> str:
@@ -466,6 +479,31 @@ class Store:
         values = [(m, k, b) for m, (k, b) in rows.items()]
         self._write(lambda conn: conn.executemany(
             "INSERT OR REPLACE INTO summaries (mission, key, body) VALUES (?, ?, ?)", values))
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        """The whole ref-state log, oldest first, with each event's status (for export)."""
+        keys = ("id", "repo", "ref", "old", "new", "pusher", "created", "status")
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(
+            f"SELECT {', '.join(keys)} FROM events ORDER BY id")]
+
+    def restore(self, log: list[dict[str, Any]], executions: list[dict[str, Any]]) -> None:
+        """Load an exported ref-state log and execution records into an empty database, in
+        one transaction (import): a pending event stays pending (the new hub processes it),
+        every other keeps its status."""
+        rows = [(e["id"], e["repo"], e["ref"], e["old"], e["new"], e["pusher"], e["created"],
+                 str(e.get("status", "done")),
+                 None if e.get("status") == "pending" else e["created"]) for e in log]
+
+        def load(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT count(*) FROM events").fetchone()[0]:
+                raise ValueError("restore: the database already holds events")
+            conn.executemany(
+                "INSERT INTO events (id, repo, ref, old, new, pusher, created, status, done_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+        self._write(load)
+        for record in executions:
+            self.add_execution(record)
 
     def record_incident(self, repo: str, ref: str, found: str | None, restored: str | None,
                         reason: str, at: str) -> None:
