@@ -10,6 +10,8 @@ On the orchestrator's attempt branch of a workflow mission::
                                 child fee rate, written by the platform
     orchestration/NNN.yaml      what became of decision NNN (the child it opened and its state),
                                 written by the platform
+    orchestration/results/NNN/deliverable/...   the accepted deliverable of decision NNN's
+                                child, copied by the platform for the assembly
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ __all__ = [
     "DECISION_NAME",
     "KINDS",
     "OUTCOME_NAME",
+    "RESULTS",
     "ROUTING",
     "Candidate",
     "Decision",
     "Outcome",
+    "Pinned",
     "Routing",
+    "StepRouting",
     "StepView",
     "View",
     "child_fee",
@@ -45,6 +50,7 @@ KINDS = ("open", "fallback", "rework", "give_up")
 DECISION_NAME = re.compile(r"^plan/(\d{3})-(open|fallback|rework|give_up)\.yaml$")
 OUTCOME_NAME = re.compile(r"^orchestration/(\d{3})\.yaml$")
 ROUTING = "orchestration/routing.yaml"
+RESULTS = "orchestration/results/"  # + NNN/deliverable/...: an accepted child's files, copied
 StepId = Annotated[str, Field(pattern=STEP_ID)]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 
@@ -125,6 +131,7 @@ class Outcome(Strict):
     state: Literal["open", "failed", "accepted", "refunded", "done"]
     cost: Amount = 0
     deliverable: Pinned | None = None
+    note: str = Field(default="", max_length=500)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from aismm.core.model import describe_validation, load_yaml
 from aismm.core.plan import (
     DECISION_NAME,
     OUTCOME_NAME,
+    RESULTS,
     ROUTING,
     Decision,
     Outcome,
@@ -67,9 +68,9 @@ def judge_record(j: Judge, ref: str, path: str, entry: Entry) -> None:
         j.document(ref, path, entry.oid, Routing)
     elif OUTCOME_NAME.match(path):
         j.document(ref, path, entry.oid, Outcome)
-    else:
-        j.reject(ref, path, "the platform writes only orchestration/routing.yaml and "
-                 "orchestration/NNN.yaml here", "drop this change")
+    elif not path.startswith(RESULTS):
+        j.reject(ref, path, "the platform writes only orchestration/routing.yaml, "
+                 "orchestration/NNN.yaml and orchestration/results/ here", "drop this change")
 
 
 def judge_decision_commit(j: Judge, policy: MissionPolicy, ref: str, oid: str,
