@@ -7,8 +7,9 @@ the next decision ``plan/NNN-<kind>.yaml`` or, once every step is done, the asse
 
 - a ready step that was never opened: open it with the best-ranked candidate whose ask (plus
   the child fee) fits the step's share, its max price and the budget left;
-- a child that failed: rework it once; then fall back to the next-ranked candidate not tried
-  yet while attempts remain; else give the step up;
+- a child whose review failed: rework it once; a child that failed otherwise (its DoD, its
+  run) or again: fall back to the next-ranked candidate not tried yet while attempts remain
+  and fallback is allowed; else give the step up;
 - a child refunded (its timeout ran out, or it could not be opened): fall back, else give up;
 - a step whose needs failed for good: give it up;
 - nothing else to decide while children work: write nothing.
@@ -91,10 +92,9 @@ def decide(doc: MissionDoc, plan: View, routing: Routing) -> Decision | None:
         if sv.live is not None and sv.live.state == "failed":
             reworked = any(d.kind == "rework" and d.child == sv.live.child
                            for d in plan.decisions.values())
-            if attempts_left and not reworked:
+            if attempts_left and not reworked and sv.live.note == "review failed":
                 return make("rework", sid, child=sv.live.child,
-                            reason="the delivery failed its DoD or review; fix what the "
-                                   "verdicts name")
+                            reason="the review failed; fix what the verdicts name")
         if sv.attempts and not (attempts_left and sv.step.retry.fallback):
             return make("give_up", sid, reason=f"no attempt left ({sv.attempts} of "
                         f"{sv.step.retry.max_attempts}) or no fallback allowed")

@@ -116,7 +116,8 @@ class Outcome(Strict):
     can be reworked), ``accepted`` (paid from the parent escrow), ``refunded`` (closed, its
     escrow back in the parent's, minus a kept fee). ``cost`` is what the parent escrow has
     given up to the child: price + fee while open or accepted, the kept fee once refunded.
-    A rework or give_up outcome has state ``done``.
+    A rework or give_up outcome has state ``done``. ``note`` says why a child failed (``dod
+    failed``, ``review failed``, ``run failed``) or why a decision could not be carried out.
     """
 
     schema_version: Literal[1] = 1

@@ -283,11 +283,16 @@ def _child_outcome(hub: Hub, out: Outcome
             return closed, {}, [*lines, *more]
         else:
             attempt = next((a for a in st["attempts"] if a["agent"] == agent), None)
-            failing = attempt is not None and (attempt["state"] == "failed" or (
-                attempt["dod"] == "pass" and any(
-                    v["current"] and v["verdict"] == "fail"
-                    for rid, v in attempt["verdicts"].items() if rid != hub.config.platform)))
-            return out.model_copy(update={"state": "failed" if failing else "open"}), {}, lines
+            why = ""
+            if attempt is not None and attempt["state"] == "failed":
+                why = "dod failed" if attempt["dod"] == "fail" else "run failed"
+            elif attempt is not None and attempt["state"] != "rework" and \
+                    attempt["dod"] == "pass" and any(
+                        v["current"] and v["verdict"] == "fail"
+                        for rid, v in attempt["verdicts"].items() if rid != hub.config.platform):
+                why = "review failed"
+            return out.model_copy(update={"state": "failed" if why else "open", "note": why}), \
+                {}, lines
         with Ledger(hub.db_path, hub.clock) as ledger:
             closure = ledger.closure(child)
     if closure is None:
@@ -367,7 +372,7 @@ def tree(hub: Hub, mission_id: str) -> dict[str, Any]:
                              "cost": sv.cost, "share": plan.share(sid)})
     with Ledger(hub.db_path, hub.clock) as ledger:
         for number, rec in sorted(plan.outcomes.items()):
-            if rec.child is None:
+            if rec.child is None or rec.kind not in ("open", "fallback"):
                 continue
             closure = ledger.closure(rec.child)
             out["children"].append({
