@@ -27,13 +27,14 @@ import pytest
 
 from aismm.core.actor import Manifest, Runtime
 from aismm.core.model import dump_yaml
+from aismm.core.signing import generate_key
 from aismm.infra.ledger import Ledger
 from aismm.services import market, mission, orchestration, registrar, worker
 from aismm.state import registry
 from tests.settlekit import CLIENT, GOLDEN, REVIEW_INPUTS, ROOT, START, Site, make_site
-from tests.hubkit import copy_tree
 
-__all__ = ["FLOW", "REVIEW_V2", "Flow", "add_agent", "list_agent", "orch_template", "start_flow"]
+__all__ = ["FLOW", "REVIEW_V2", "Flow", "add_agent", "copy_site", "list_agent", "orch_template",
+           "start_flow"]
 
 FLOW = "contract.review_flow"
 REVIEW_V2 = "contract.code_review@1.0.1"
@@ -163,8 +164,6 @@ def add_agent(site: Site, agent: str, mode: str, price: int, owner: str = "cheap
 
 
 def _external_key() -> str:
-    from aismm.core.signing import generate_key
-
     return generate_key().public_line
 
 
@@ -215,6 +214,3 @@ def start_flow(site: Site, contract: str = FLOW, price: int = 1000, tier: str = 
 def copy_site(template: Path, dest: Path) -> Site:
     """A private copy of the template with its own clock."""
     return make_site(template, dest)
-
-
-__all__ += ["copy_site", "copy_tree"]
