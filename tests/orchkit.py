@@ -33,8 +33,8 @@ from aismm.services import market, mission, orchestration, registrar, worker
 from aismm.state import registry
 from tests.settlekit import CLIENT, GOLDEN, REVIEW_INPUTS, ROOT, START, Site, make_site
 
-__all__ = ["FLOW", "REVIEW_V2", "Flow", "add_agent", "copy_site", "list_agent", "orch_template",
-           "start_flow"]
+__all__ = ["FLOW", "ORCH", "REVIEW_V2", "Flow", "add_agent", "copy_site", "list_agent",
+           "orch_template", "start_flow"]
 
 FLOW = "contract.review_flow"
 REVIEW_V2 = "contract.code_review@1.0.1"

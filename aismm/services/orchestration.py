@@ -14,6 +14,7 @@ external one reads the records with ``git fetch``. See docs/protocol.md, "Workfl
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,12 @@ from aismm.state import registry
 from aismm.state.policy import MissionPolicy
 
 __all__ = ["is_workflow", "on_child_event", "on_parent_event", "start", "sync", "tree", "wake"]
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: ``AISMM_CRASH_AT=<name>`` kills the process here (crash-matrix tests)."""
+    if os.environ.get("AISMM_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
 
 
 def is_workflow(policy: MissionPolicy) -> bool:
@@ -175,6 +182,7 @@ def _execute(hub: Hub, policy: MissionPolicy, plan: View, decision: Decision
                                     else "failed")
         changed[sv.live.decision] = closed
         lines += more
+        _crash_point("orch-after-close")
     base = {"mission": parent, "decision": decision.number, "kind": decision.kind,
             "step": decision.step}
     if decision.kind == "give_up":
@@ -213,6 +221,7 @@ def _execute(hub: Hub, policy: MissionPolicy, plan: View, decision: Decision
                     funding_cause=f"decision:{parent}:{decision.number:03d}")
             lines.append(f"aismm: {parent}: step {decision.step}: opened {child} for "
                          f"{decision.agent} at {created.doc.price} + fee {created.doc.fee}")
+            _crash_point("orch-after-child")
         _repo, cp = open_mission(hub, child)
     except AismmError as exc:  # refused (capacity, listing...): an attempt spent, nothing paid
         note = str(exc).splitlines()[0]
@@ -275,6 +284,7 @@ def _child_outcome(hub: Hub, out: Outcome
         st = lifecycle.status(hub, child)
         if st["state"] == "awaiting_acceptance":
             lines += settlement.accept(hub, child, agent, as_actor=hub.config.platform)
+            _crash_point("orch-after-accept")
             st = lifecycle.status(hub, child)
         if st["state"] == "accepted":
             lines += settlement.settle(hub, child)
