@@ -48,7 +48,8 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
             lines += orchestration.on_parent_event(hub, mission_id, old, event.new)
     elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
         lines += settlement.settle(hub, mission_id)
-    elif event.ref == MAIN and old is None and not mission_id.startswith(BENCH_PREFIX):
+    elif event.ref == MAIN and old is None and (not mission_id.startswith(BENCH_PREFIX)
+                                                or policy.doc.parent is not None):
         # a new mission is an offer: the hub runs its hosted agents that have not run yet
         # (external ones deliver by git push; `mission run` re-runs hosted ones by hand)
         waiting = [a for a in policy.doc.assignment.agents
