@@ -14,7 +14,7 @@ import yaml
 from aismm.agents import orchestrator
 from aismm.checks.schema_fit import first_error, validator
 from aismm.core.contract import load_contract_dir, step_order
-from aismm.core.plan import Outcome, Pinned, view
+from aismm.core.plan import Decision, Outcome, Pinned, view
 from tests import clikit
 
 QUALITY = Path(__file__).resolve().parent.parent / "contracts" / "module_quality"
@@ -57,7 +57,8 @@ def _broken(tmp_path: Path, edit: str) -> Path:
 @pytest.mark.parametrize(("edit", "message"), [
     ("cycle", "steps: the needs of test_review, tests form a cycle; a workflow must be a DAG"),
     ("unknown", "steps: review: needs unknown step lint; declare it or drop it from needs"),
-    ("unpinned", "steps/1/contract: String should match pattern"),
+    ("unpinned", "steps.1.contract: Value error, 'contract.code_review' is not pinned; write "
+                 "contract.<name>@<x.y.z>"),
     ("shares", "steps: budget shares add up to more than 10000 bp (100 %); lower them"),
     ("source", "steps: review: input inputs/src/extra.py comes from tests, which is not in "
                "needs; add tests to needs"),
@@ -97,8 +98,10 @@ def test_benchmark_golden_report_matches_the_schema_and_the_expectation(task: st
 def test_the_reference_orchestrator_assembles_the_golden_shape(tmp_path: Path) -> None:
     """The report the orchestrator writes from accepted records validates against the schema."""
     contract = load_contract_dir(QUALITY)
-    outcomes = {}
+    outcomes, decisions = {}, {}
     for n, step in enumerate(contract.steps, 1):
+        decisions[n] = Decision(mission="module-quality-00000000", number=n, kind="open",
+                                step=step.id, agent="ref-test-writer", price=100)
         commit = f"{n:040x}"
         outcomes[n] = Outcome(mission="module-quality-00000000", decision=n, kind="open",
                               step=step.id, child=f"module-quality-00000000-d{n:03d}",
@@ -108,7 +111,7 @@ def test_the_reference_orchestrator_assembles_the_golden_shape(tmp_path: Path) -
         results = tmp_path / f"orchestration/results/{n:03d}/deliverable"
         results.mkdir(parents=True)
         (results / "report.json").write_text(json.dumps({"tests": 7}))
-    plan = view(contract, 2000, {}, outcomes)
+    plan = view(contract, 2000, decisions, outcomes)
     report = orchestrator.report(tmp_path, plan)
     schema = validator(json.loads((QUALITY / "schemas" / "deliverable.schema.json").read_text()))
     assert first_error(schema, report) is None

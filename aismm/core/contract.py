@@ -189,7 +189,7 @@ class Step(Strict):
     """One step of a workflow contract: a pinned contract run as a child mission."""
 
     id: Annotated[str, Field(pattern=STEP_ID)]
-    contract: Annotated[str, Field(pattern=r"^contract\.[a-z0-9_]+@\d+\.\d+\.\d+$")]
+    contract: str
     needs: list[Annotated[str, Field(pattern=STEP_ID)]] = Field(default_factory=list)
     inputs: dict[RelPath, Annotated[str, Field(pattern=STEP_SOURCE)]] = Field(
         default_factory=dict)
@@ -197,6 +197,13 @@ class Step(Strict):
     budget_share_bp: int = Field(gt=0, le=10000)
     max_price: int = Field(gt=0, le=MAX_AMOUNT)
     on_failure: Literal["fail", "continue"] = "fail"
+
+    @field_validator("contract")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if not re.fullmatch(r"contract\.[a-z0-9_]+@\d+\.\d+\.\d+", value):
+            raise ValueError(f"{value!r} is not pinned; write contract.<name>@<x.y.z>")
+        return value
 
     @field_validator("inputs")
     @classmethod
