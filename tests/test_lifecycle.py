@@ -18,7 +18,7 @@ from aismm.services import delivery, registrar, settlement, worker
 from tests.settlekit import AGENT, CLIENT, START, UNIT_INPUTS, Site, make_site
 
 KEYS = {"id", "state", "contract", "tier", "client", "price", "fee", "deadline", "agents", "mode",
-        "attempts", "accepted", "escrow", "next", "now"}
+        "attempts", "accepted", "escrow", "next", "now", "parent"}
 ATTEMPT_KEYS = {"agent", "head", "deliverable_tree", "state", "dod", "quorum", "verdicts",
                 "requests", "reworks", "open_request", "ruling", "failure"}
 NEXT = {

@@ -130,6 +130,9 @@ def status(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     else:
         detail = f" ({esc['balance']} tokens held)"
     lines.append(f"  escrow: {esc['state']}{detail}")
+    if st["parent"]:
+        lines.append(f"  parent: {st['parent']} (a workflow step; `aismm mission tree "
+                     f"{st['parent']}`)")
     for a in st["attempts"]:
         lines.append(f"  attempts/{a['agent']}: {a['state']}  head {a['head'][:12]}  "
                      f"deliverable {(a['deliverable_tree'] or '-')[:12]}  DoD {a['dod'] or '-'}  "
@@ -257,3 +260,34 @@ def accept(ctx: click.Context, mission_id: str, attempt: str, as_actor: str | No
 def cancel(ctx: click.Context, mission_id: str, as_json: bool) -> None:
     """Cancel a mission before any delivery; the client gets everything back."""
     _acting(ctx, mission_id, "cancel", as_json=as_json)
+
+
+@group.command("tree")
+@click.argument("mission_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tree(ctx: click.Context, mission_id: str, as_json: bool) -> None:
+    """Show a workflow mission: its budget, each step and each child mission with its money."""
+    from aismm.core.safepath import printable
+    from aismm.services import orchestration
+
+    data = orchestration.tree(hub_from(ctx), mission_id)
+    esc = data["escrow"]
+    lines = [f"mission {data['id']}: {data['state'].upper()}  ({data['contract']}, client "
+             f"{data['client']}, price {data['price']} + fee {data['fee']}, escrow "
+             f"{esc['state']} {esc['balance']})"]
+    if data.get("orchestrator"):
+        budget = data["budget"]
+        lines.append(f"  orchestrator {data['orchestrator']}: budget {budget['total']}, spent "
+                     f"{budget['spent']}, left {budget['left']}")
+    for step in data["steps"]:
+        lines.append(f"  step {step['id']:<16} {step['state']:<10} attempts {step['attempts']}/"
+                     f"{step['max_attempts']}  cost {step['cost']} of share {step['share']}  "
+                     f"({step['contract']})")
+        for child in (c for c in data["children"] if c["step"] == step["id"]):
+            lines.append(f"    {child['id']}  {printable(child['agent'] or '-')}  "
+                         f"{child['state']:<9} price {child['price']} + fee {child['fee']}  "
+                         f"escrow {child['escrow']}  paid {child['paid']}")
+    if not data["steps"]:
+        lines.append("  not a workflow mission: no steps, no children")
+    emit(data, as_json, "\n".join(lines))

@@ -24,14 +24,18 @@ __all__ = [
     "Contract",
     "FileSpec",
     "Limits",
+    "Retry",
     "Review",
     "RubricItem",
+    "Step",
     "Tier",
+    "Timeouts",
     "digest",
     "load_contract_dir",
     "match_glob",
     "parse_ref",
     "schema_errors",
+    "step_order",
     "validate_document",
 ]
 
@@ -159,12 +163,55 @@ class Disputes(Strict):
     escalate_after_reworks: int = Field(default=1, ge=0)
 
 
-class Step(Strict):
-    """One step of a workflow contract."""
+class Timeouts(Strict):
+    """How long a step's child may wait for a claim, run one attempt, and take in all."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    claim: Duration = dt.timedelta(hours=12)
+    attempt: Duration = dt.timedelta(days=1)
+    step: Duration = dt.timedelta(days=3)
+
+
+class Retry(Strict):
+    """A step's retry policy: attempts counting the first, fallback to the next candidate."""
+
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    fallback: bool = True
+    timeouts: Timeouts = Timeouts()
+
+
+STEP_ID = r"^[a-z][a-z0-9_]{0,31}$"
+# an input is taken from the parent's inputs (``inputs/<path>``) or from an earlier step's
+# accepted deliverable (``<step>:deliverable/<path>``)
+STEP_SOURCE = r"^(?:inputs/[A-Za-z0-9_.\-/]+|[a-z][a-z0-9_]{0,31}:deliverable/[A-Za-z0-9_.\-/]+)$"
+
+
+class Step(Strict):
+    """One step of a workflow contract: a pinned contract run as a child mission."""
+
+    id: Annotated[str, Field(pattern=STEP_ID)]
     contract: str
-    inputs: dict[str, str] = Field(default_factory=dict)
+    needs: list[Annotated[str, Field(pattern=STEP_ID)]] = Field(default_factory=list)
+    inputs: dict[RelPath, Annotated[str, Field(pattern=STEP_SOURCE)]] = Field(
+        default_factory=dict)
+    retry: Retry = Retry()
+    budget_share_bp: int = Field(gt=0, le=10000)
+    max_price: int = Field(gt=0, le=MAX_AMOUNT)
+    on_failure: Literal["fail", "continue"] = "fail"
+
+    @field_validator("contract")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if not re.fullmatch(r"contract\.[a-z0-9_]+@\d+\.\d+\.\d+", value):
+            raise ValueError(f"{value!r} is not pinned; write contract.<name>@<x.y.z>")
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for target in value:
+            if not target.startswith("inputs/") or ".." in target.split("/"):
+                raise ValueError(f"{target}: a step input is written under inputs/ of the child")
+        return value
 
 
 class Benchmark(Strict):
@@ -195,6 +242,11 @@ class Contract(Strict):
     steps: list[Step] = Field(default_factory=list)
     benchmark: Benchmark = Benchmark()
 
+    @model_validator(mode="after")
+    def _steps_form_a_dag(self) -> Contract:
+        step_order(self.steps)
+        return self
+
     @property
     def ref(self) -> str:
         return f"{self.id}@{self.version}"
@@ -207,6 +259,40 @@ class Contract(Strict):
         """Every schema file the contract references, relative to its folder."""
         specs = [*self.inputs.files, *self.deliverable.files]
         return sorted({s.schema_ for s in specs if s.schema_})
+
+
+def step_order(steps: list[Step]) -> list[str]:
+    """The step ids in a dependency order (stable by declaration); ValueError on a duplicate id,
+    an unknown ``needs`` or a source step, a cycle, or shares above 100 %."""
+    ids = [s.id for s in steps]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"steps: step id {dupes[0]} is declared twice; give each step its own id")
+    known = set(ids)
+    for s in steps:
+        for need in s.needs:
+            if need not in known:
+                raise ValueError(f"steps: {s.id}: needs unknown step {need}; declare it or drop "
+                                 "it from needs")
+        for target, source in s.inputs.items():
+            if ":" in source:
+                origin = source.split(":", 1)[0]
+                if origin not in s.needs:
+                    raise ValueError(f"steps: {s.id}: input {target} comes from {origin}, which "
+                                     f"is not in needs; add {origin} to needs")
+    if sum(s.budget_share_bp for s in steps) > 10000:
+        raise ValueError("steps: budget shares add up to more than 10000 bp (100 %); lower them")
+    order: list[str] = []
+    pending = list(steps)
+    while pending:
+        ready = [s for s in pending if all(n in order for n in s.needs)]
+        if not ready:
+            cycle = ", ".join(sorted(s.id for s in pending))
+            raise ValueError(f"steps: the needs of {cycle} form a cycle; a workflow must be a "
+                             "DAG")
+        order += [s.id for s in ready]
+        pending = [s for s in pending if s not in ready]
+    return order
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

@@ -12,12 +12,14 @@ from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract
 from aismm.core.document import MissionDoc, Request, Verdict
 from aismm.core.errors import UsageError
+from aismm.core.plan import Decision, Outcome, Routing
 
 __all__ = ["MODELS", "render", "write_all"]
 
 MODELS: dict[str, type[BaseModel]] = {
     "contract": Contract, "mission": MissionDoc, "verdict": Verdict, "request": Request,
-    "actor": Actor, "manifest": Manifest,
+    "actor": Actor, "manifest": Manifest, "decision": Decision, "outcome": Outcome,
+    "routing": Routing,
 }
 
 

@@ -14,7 +14,7 @@ from aismm.core.document import MissionDoc, Request, Verdict
 from aismm.core.errors import AismmError, GateRejection, Problem
 from aismm.core.files import document_problems, layout_problems, schema_targets
 from aismm.core.model import describe_validation, load_yaml  # noqa: F401 (re-exported)
-from aismm.gate import acceptance
+from aismm.gate import acceptance, plan
 from aismm.gate.base import SHOWN_PROBLEMS, Context, Judge, Stop, shown
 from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
 from aismm.state.policy import (  # noqa: F401 (re-exported)
@@ -370,6 +370,11 @@ def _judge_attempt(j: Judge, policy: MissionPolicy, old: str | None, new: str | 
                      f"{rivals()[tree]} delivered earlier in this mission",
                      "deliver your own work")
             continue
+        if policy.contract.steps and signer.id == agent_id:  # a workflow's orchestrator
+            decisions = {p: a for p, (b, a) in changes.items() if p.startswith("plan/")
+                         and b is None and a is not None and j.content(ref, a)}
+            plan.judge_decision_commit(j, policy, ref, oid, decisions, sorted(
+                p for p, (b, _a) in changes.items() if p.startswith("plan/") and b is not None))
         for path, (before, after_entry) in changes.items():
             if after_entry is not None and not j.content(ref, after_entry):
                 continue
@@ -384,13 +389,23 @@ def _attempt_write(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: st
     doc = policy.doc
     agent_id = _agent_of(ref)
     who = signer.id
+    workflow = bool(policy.contract.steps)
     if who == agent_id:
+        if workflow and path.startswith("plan/"):
+            return  # judged per commit (aismm.gate.plan)
         if not path.startswith("deliverable/"):
-            j.reject(ref, path, f"agent {who} may write only under deliverable/",
-                     "move the file under deliverable/")
+            j.reject(ref, path, f"agent {who} may write only under deliverable/"
+                     f"{' and plan/' if workflow else ''}", "move the file under deliverable/")
         return
-    if who == j.ctx.platform:
-        if path != "verdicts/platform.yaml":
+    # the platform is the client of a workflow's child missions: it files their requests
+    if who == j.ctx.platform and not (who == doc.client and path.startswith("requests/")):
+        if workflow and path.startswith("orchestration/"):
+            if after is None:
+                j.reject(ref, path, "orchestration records are never removed",
+                         "drop this change")
+            else:
+                plan.judge_record(j, ref, path, after)
+        elif path != "verdicts/platform.yaml":
             j.reject(ref, path, "the platform writes only verdicts/platform.yaml",
                      "drop this change")
         elif after is not None:

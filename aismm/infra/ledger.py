@@ -454,6 +454,46 @@ class Ledger:
 
         return self._write(run)
 
+    def fund_child(self, mission: str, parent: str, price: int, fee: int, cause: str
+                   ) -> list[Transfer]:
+        """Fund a workflow's child escrow from its parent's escrow (legs ``price`` and ``fee``,
+        action ``fund``, debit ``escrow:<parent>``); once per ``cause``."""
+        escrow, payer = (f"escrow:{_name('mission', m)}" for m in (mission, parent))
+        legs = _legs(escrow, cause, [("price", escrow, price), ("fee", escrow, fee)])
+        if not legs:
+            raise LedgerError(f"{escrow}: price and fee are both 0; fund at least one token")
+        specs = [TransferSpec(transfer_id(mission, "fund", cause, leg), payer, credit, amount,
+                              mission, "fund", cause) for leg, credit, amount in legs]
+
+        def run() -> list[Transfer]:
+            if self._closure(parent) is not None:
+                old = {t.id: t.body() for t in self._transfers([s.id for s in specs])}
+                if any(old.get(s.id) != s.body() for s in specs):
+                    raise LedgerError(f"{payer}: the parent mission is closed; it funds no "
+                                      "more children")
+            return self._post(specs)
+
+        return self._write(run)
+
+    def refund_child(self, mission: str, client: str, parent: str, fee_to_platform: int,
+                     cause: str) -> Settlement:
+        """Close a workflow child's escrow back into its parent's (``fee_to_platform`` kept)."""
+        return self._close(mission, "refunded", client, None, 0, fee_to_platform, cause,
+                           payee=f"escrow:{_name('mission', parent)}")
+
+    def settle_child(self, mission: str, client: str, parent: str, provider_owner: str,
+                     price: int, fee: int, cause: str) -> Settlement:
+        """Pay an accepted workflow child; any remainder goes back to the parent's escrow."""
+        return self._close(mission, "settled", client, _name("actor", provider_owner), price,
+                           fee, cause, payee=f"escrow:{_name('mission', parent)}")
+
+    def children(self, parent: str) -> list[str]:
+        """The workflow children the parent's escrow funded, in funding order."""
+        rows = self._conn.execute(
+            "SELECT mission, MIN(seq) FROM ledger_transfers WHERE debit = ? AND action = 'fund'"
+            " GROUP BY mission ORDER BY MIN(seq)", (f"escrow:{_name('mission', parent)}",))
+        return [str(m) for m, _seq in rows]
+
     def settle(
         self, mission: str, client: str, provider_owner: str, price: int, fee: int, cause: str
     ) -> Settlement:
@@ -483,8 +523,9 @@ class Ledger:
         return (None if row[1] is None else _row_closure(row[1:])), int(row[0])
 
     def _close(self, mission: str, kind: str, client: str, owner: str | None, price: int,
-               fee: int, cause: str) -> Settlement:
-        escrow, payee = f"escrow:{_name('mission', mission)}", f"client:{_name('actor', client)}"
+               fee: int, cause: str, payee: str | None = None) -> Settlement:
+        escrow = f"escrow:{_name('mission', mission)}"
+        payee = payee or f"client:{_name('actor', client)}"
         action, rest = ("settle", "remainder") if kind == "settled" else ("refund", "refund")
         plan = _legs(escrow, cause, [("price", f"provider:{owner}", price), ("fee", FEES, fee)])
 
@@ -610,6 +651,44 @@ class Ledger:
             if not funded == paid == c.total:
                 out.append(f"{escrow}: funded {funded} != paid out + refunded {c.total} "
                            f"(closing transfers {paid})")
+        return out + self._tree_problems(closures)
+
+    def _tree_problems(self, closures: dict[str, Closure]) -> list[str]:
+        """Workflow trees: money funding a child comes from its parent's escrow and returns
+        only there; funded = remaining + open children + paid out; a closed parent has no open
+        child (docs/protocol.md, "Money through the tree")."""
+        out: list[str] = []
+        edges: dict[str, str] = {}
+        for mission, debit in self._conn.execute(
+                "SELECT DISTINCT mission, debit FROM ledger_transfers WHERE action = 'fund' AND "
+                "debit LIKE 'escrow:%'"):
+            parent = debit.removeprefix("escrow:")
+            if edges.setdefault(mission, parent) != parent:
+                out.append(f"escrow:{mission}: funded by two parents")
+        trees: dict[str, list[str]] = {}
+        for child, parent in edges.items():
+            trees.setdefault(parent, []).append(child)
+        for parent, children in sorted(trees.items()):
+            nodes = {f"escrow:{m}" for m in [parent, *children]}
+            funded = paid = 0
+            seen = {t.id: t for m in [parent, *children] for t in self.history(f"escrow:{m}")}
+            for t in seen.values():
+                inside_debit, inside_credit = t.debit in nodes, t.credit in nodes
+                if inside_credit and not inside_debit:
+                    funded += t.amount
+                elif inside_debit and not inside_credit:
+                    paid += t.amount
+                if t.mission in children and t.debit == f"escrow:{t.mission}" and \
+                        t.credit.startswith("client:"):
+                    out.append(f"escrow:{t.mission}: returns {t.amount} to {t.credit}, not to "
+                               f"its parent escrow:{parent}")
+            remaining = self.balance(f"escrow:{parent}")
+            open_children = sum(self.balance(f"escrow:{c}") for c in children)
+            if funded != remaining + open_children + paid:
+                out.append(f"escrow:{parent}: funded {funded} != remaining {remaining} + open "
+                           f"children {open_children} + paid out {paid}")
+            if parent in closures and open_children:
+                out.append(f"escrow:{parent}: closed while its children hold {open_children}")
         return out
 
 

@@ -90,6 +90,7 @@ class MissionStatus(TypedDict):
     escrow: Escrow
     next: str
     now: str
+    parent: str | None  # the workflow mission whose orchestrator opened this one
 
 
 class MissionRow(TypedDict):
@@ -217,7 +218,8 @@ def status(hub: Hub, mission_id: str, snap: registry.Snapshot | None = None,
             "agents": doc.assignment.agents, "mode": doc.assignment.mode,
             "attempts": attempts, "accepted": accepted_agent,
             "escrow": _escrow(hub, mission_id, ledger),
-            "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now())}
+            "next": _next(state, doc.client, attempts), "now": iso(hub.clock.now()),
+            "parent": doc.parent}
 
 
 def _derive(hub: Hub, mission_id: str, repo: Repo, policy: MissionPolicy,

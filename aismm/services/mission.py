@@ -158,12 +158,17 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
            tier: str = "T1", agents: list[str], reviewers: list[str] | None = None,
            deadline: str | None = None, key: PrivateKey | None = None,
            mode: str = "direct", parent: str | None = None, fund: bool = True,
-           benchmark: bool = False) -> Created:
-    """Create and fund a mission; on any error nothing is left behind."""
+           benchmark: bool = False, mission_id: str | None = None,
+           funding_cause: str | None = None) -> Created:
+    """Create and fund a mission; on any error nothing is left behind.
+
+    A workflow child (``parent`` set, the platform as client) is funded from the parent's
+    escrow, keyed by ``funding_cause`` (the decision that opened it), under the given
+    ``mission_id`` (derived from the decision, so a repeated execution finds it)."""
     reviewers = reviewers or []
     client_actor = registry.actor(hub, client)
     if not {"client", "orchestrator"} & set(client_actor.roles) and not (
-            benchmark and client == hub.config.platform):
+            (benchmark or parent) and client == hub.config.platform):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
     contract, files, sha = registry.resolve_contract(hub, contract_ref)
     if price is not None and price < 0:
@@ -216,8 +221,8 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         raise ActorError(f"--key: does not match the key registered for {client}; use the "
                          "client's own private key")
     now = hub.clock.now()
-    mission_id = f"{BENCH_PREFIX if benchmark else ''}{contract.name.replace('_', '-')}-" \
-        f"{secrets.token_hex(4)}"
+    mission_id = mission_id or f"{BENCH_PREFIX if benchmark else ''}" \
+        f"{contract.name.replace('_', '-')}-{secrets.token_hex(4)}"
     doc = MissionDoc(
         id=mission_id, contract=ContractPin(ref=contract.ref, sha256=sha), client=client,
         tier=tier,
@@ -234,6 +239,8 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
     }
     final = hub.mission_path(mission_id)
     staging = hub.missions_dir / f".tmp-{mission_id}.git"
+    if funding_cause is not None:  # a repeated execution: drop what a crash left half built
+        shutil.rmtree(staging, ignore_errors=True)
     try:
         repo = Repo.init_bare(staging)
         provision.configure(repo, hub.config.limits.max_push_bytes)
@@ -251,7 +258,10 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         install(staging)
         if fund and not benchmark:
             with Ledger(hub.db_path, hub.clock) as ledger:
-                ledger.fund(mission_id, client, doc.price, doc.fee, cause=main)
+                if parent is not None and funding_cause is not None:
+                    ledger.fund_child(mission_id, parent, doc.price, doc.fee, funding_cause)
+                else:
+                    ledger.fund(mission_id, client, doc.price, doc.fee, cause=main)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,7 +29,8 @@ from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, verdict_time
 
-__all__ = ["accept", "cancel", "reconcile", "refund", "request", "settle", "tick"]
+__all__ = ["accept", "cancel", "close_children", "reconcile", "refund", "request", "settle",
+           "tick"]
 
 
 
@@ -131,19 +132,29 @@ def settle(hub: Hub, mission_id: str) -> list[str]:
     agent = next(ref[len(ATTEMPT):] for ref, tip in repo.refs(ATTEMPT).items()
                  if repo.is_ancestor(head, tip))
     owner = registry.actor(hub, agent).owner
+    lines = close_children(hub, mission_id)
     with Ledger(hub.db_path, hub.clock) as ledger:
         done = ledger.closure(mission_id)
         if done is not None and done.kind == "settled" and repo.ref(SETTLED) is not None:
-            return []  # a replayed event: settled and tagged already
-        closure = ledger.settle(mission_id, doc.client, owner, doc.price, doc.fee, cause=merge)
+            return lines  # a replayed event: settled and tagged already
+        price = doc.price
+        if policy.contract.steps:  # a workflow: the orchestrator earns what its children left
+            price = done.provider if done is not None else \
+                ledger.balance(f"escrow:{mission_id}") - doc.fee
+        if doc.parent is not None:
+            closure = ledger.settle_child(mission_id, doc.client, doc.parent, owner, price,
+                                          doc.fee, cause=merge)
+        else:
+            closure = ledger.settle(mission_id, doc.client, owner, price, doc.fee, cause=merge)
     _crash_point("after-ledger")
     if repo.ref(SETTLED) is None:
         body = {"schema_version": 1, "mission": mission_id, "tier": doc.tier,
                 "fee_bp": doc.fee_bp, "acceptance": merge, "agent": agent, **closure.to_dict()}
         _tag(hub, repo, SETTLED, merge, body)
     executions.record_outcomes(hub, mission_id, accepted_agent=agent)
-    return [f"aismm: escrow settled: {doc.price} to provider:{owner}, {doc.fee} fee to "
-            f"platform:fees ({doc.fee_bp / 100:g}% {doc.tier}); tag settled on {merge[:12]}"]
+    return [*lines, f"aismm: escrow settled: {closure.provider} to provider:{owner}, "
+            f"{doc.fee} fee to platform:fees ({doc.fee_bp / 100:g}% {doc.tier}); tag settled on "
+            f"{merge[:12]}"]
 
 
 def refund(hub: Hub, mission_id: str, reason: str) -> list[str]:
@@ -151,20 +162,45 @@ def refund(hub: Hub, mission_id: str, reason: str) -> list[str]:
     repo, policy = open_mission(hub, mission_id)
     doc = policy.doc
     kept = _fee_on_refund(doc.tier, reason, doc.fee)
+    lines = close_children(hub, mission_id) if policy.contract.steps else []
     with Ledger(hub.db_path, hub.clock) as ledger:
         done = ledger.closure(mission_id)
         # a merge that landed after the refund's ledger transaction must not block its tag
         if repo.ref(ACCEPTED) != policy.main and (done is None or done.kind != "refunded"):
             raise MissionError(f"{mission_id}: already accepted; it settles instead")
-        closure = ledger.refund(mission_id, doc.client, kept, cause=f"{reason}:{policy.main}")
+        if policy.contract.steps and done is None:  # children may have spent into the fee
+            kept = min(kept, ledger.balance(f"escrow:{mission_id}"))
+        elif done is not None:
+            kept = done.fee
+        if doc.parent is not None:
+            closure = ledger.refund_child(mission_id, doc.client, doc.parent, kept,
+                                          cause=f"{reason}:{policy.main}")
+        else:
+            closure = ledger.refund(mission_id, doc.client, kept,
+                                    cause=f"{reason}:{policy.main}")
     _crash_point("after-ledger")
     if repo.ref(REFUNDED) is None:
         body = {"schema_version": 1, "mission": mission_id, "tier": doc.tier, "reason": reason,
                 **closure.to_dict()}
         _tag(hub, repo, REFUNDED, policy.main, body)
     executions.record_outcomes(hub, mission_id, accepted_agent=None)
-    return [f"aismm: escrow refunded ({reason}): {closure.client_refund} back to {doc.client}"
+    payee = f"escrow:{doc.parent}" if doc.parent else doc.client
+    return [*lines, f"aismm: escrow refunded ({reason}): {closure.client_refund} back to {payee}"
             + (f", {kept} fee kept by the platform" if kept else "")]
+
+
+def close_children(hub: Hub, mission_id: str) -> list[str]:
+    """Cancel a workflow's children that are still open (their escrow back to the parent's)."""
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        open_children = [c for c in ledger.children(mission_id) if ledger.closure(c) is None]
+    lines: list[str] = []
+    for child in open_children:
+        repo, policy = open_mission(hub, child)
+        if repo.ref(ACCEPTED) != policy.main:
+            lines += settle(hub, child)  # accepted already: it is paid, not cancelled
+        else:
+            lines += refund(hub, child, "cancel")
+    return lines
 
 
 def cancel(hub: Hub, mission_id: str) -> list[str]:

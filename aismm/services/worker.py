@@ -11,7 +11,7 @@ from aismm.core.clock import iso
 from aismm.core.errors import AismmError, SandboxError
 from aismm.infra.hub import BENCH_PREFIX, Hub
 from aismm.infra.store import Event, Store, worker_id
-from aismm.services import delivery, disputes, events, settlement
+from aismm.services import delivery, disputes, events, orchestration, settlement
 from aismm.services.mission import ACCEPTED, ATTEMPT, MAIN, open_mission
 from aismm.state.policy import REQUEST_NAME
 
@@ -29,6 +29,7 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
         return {"error": str(exc)}, [f"aismm: {exc}"]
     lines: list[str] = []
     old = None if set(event.old) == {"0"} else event.old
+    workflow = orchestration.is_workflow(policy)
     if event.ref.startswith(ATTEMPT):
         agent = event.ref[len(ATTEMPT):]
         old_tree = repo.subtree_id(old, "deliverable") if old else None
@@ -43,15 +44,22 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
                 lines += delivery.dispatch(hub, mission_id, [agent], request=path)
             else:
                 lines += disputes.arbitrate(hub, mission_id, agent)
+        if workflow:
+            lines += orchestration.on_parent_event(hub, mission_id, old, event.new)
     elif event.ref == ACCEPTED and event.new != policy.main:  # at main: created, not accepted
         lines += settlement.settle(hub, mission_id)
-    elif event.ref == MAIN and old is None and not mission_id.startswith(BENCH_PREFIX):
+    elif event.ref == MAIN and old is None and (not mission_id.startswith(BENCH_PREFIX)
+                                                or policy.doc.parent is not None):
         # a new mission is an offer: the hub runs its hosted agents that have not run yet
         # (external ones deliver by git push; `mission run` re-runs hosted ones by hand)
         waiting = [a for a in policy.doc.assignment.agents
                    if repo.ref(f"{ATTEMPT}{a}") == policy.main and delivery.is_hosted(hub, a)]
-        if waiting:
+        if workflow:  # the orchestrator is woken by the routing table the hub writes
+            lines += orchestration.start(hub, mission_id)
+        elif waiting:
             lines += delivery.dispatch(hub, mission_id, waiting)
+    if policy.doc.parent is not None:  # a workflow's child moved: its parent hears of it
+        lines += orchestration.on_child_event(hub, mission_id)
     return {"lines": lines}, lines
 
 

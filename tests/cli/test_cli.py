@@ -132,8 +132,9 @@ def test_schema_export(tmp_path: Path) -> None:
     done = aismm("schema", "export", str(tmp_path / "s"))
     assert done.returncode == 0
     names = sorted(p.name for p in (tmp_path / "s").iterdir())
-    assert names == ["actor.schema.json", "contract.schema.json", "manifest.schema.json",
-                     "mission.schema.json", "request.schema.json", "verdict.schema.json"]
+    assert names == ["actor.schema.json", "contract.schema.json", "decision.schema.json",
+                     "manifest.schema.json", "mission.schema.json", "outcome.schema.json",
+                     "request.schema.json", "routing.schema.json", "verdict.schema.json"]
 
 
 def test_external_provider_registers_a_manifest_with_its_own_key(hub: Path, tmp_path: Path

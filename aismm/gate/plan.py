@@ -1,0 +1,206 @@
+"""The gate's rules for workflow plans: the orchestrator's decisions and the hub's records.
+
+On a workflow mission (a contract with ``steps``) the assigned orchestrator may add, besides
+``deliverable/**``, one decision file ``plan/NNN-<kind>.yaml`` per commit; the platform writes
+``orchestration/**``. A decision is judged against the plan as its parent commit holds it
+(:func:`aismm.core.plan.view`): numbering, the previous decision executed, the step known and
+ready, the attempt budget, the agent a ranked candidate and an active registered specialist,
+the price within the step's maximum, its share and the budget left (docs/protocol.md,
+"Workflows").
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from aismm.core.contract import Contract
+from aismm.core.model import describe_validation, load_yaml
+from aismm.core.plan import (
+    DECISION_NAME,
+    OUTCOME_NAME,
+    RESULTS,
+    ROUTING,
+    Decision,
+    Outcome,
+    Routing,
+    View,
+    child_fee,
+    view,
+)
+from aismm.gate.base import Judge
+from aismm.infra.git import Entry, Repo
+from aismm.state.policy import MissionPolicy
+
+__all__ = ["judge_decision_commit", "judge_record", "plan_view", "read_plan"]
+
+
+def read_plan(repo: Repo, commit: str, contract: Contract, budget: int
+              ) -> tuple[View, Routing | None]:
+    """The plan bookkeeping and the platform's routing as a commit holds them (unreadable files
+    are skipped: each was judged when it was written)."""
+    files = repo.flatten(commit)
+    decisions: dict[int, Decision] = {}
+    outcomes: dict[int, Outcome] = {}
+    routing = None
+    for path, entry in files.items():
+        try:
+            if (m := DECISION_NAME.match(path)) is not None:
+                decisions[int(m.group(1))] = Decision.model_validate(
+                    load_yaml(repo.blob(entry.oid), path))
+            elif (m := OUTCOME_NAME.match(path)) is not None:
+                outcomes[int(m.group(1))] = Outcome.model_validate(
+                    load_yaml(repo.blob(entry.oid), path))
+            elif path == ROUTING:
+                routing = Routing.model_validate(load_yaml(repo.blob(entry.oid), path))
+        except ValueError:
+            continue
+    return view(contract, budget, decisions, outcomes), routing
+
+
+def plan_view(repo: Repo, policy: MissionPolicy, commit: str) -> tuple[View, Routing | None]:
+    """:func:`read_plan` for a mission's attempt commit."""
+    return read_plan(repo, commit, policy.contract, policy.doc.price)
+
+
+def judge_record(j: Judge, ref: str, path: str, entry: Entry) -> None:
+    """A platform write under ``orchestration/``: a routing table or an outcome record."""
+    if path == ROUTING:
+        j.document(ref, path, entry.oid, Routing)
+    elif OUTCOME_NAME.match(path):
+        j.document(ref, path, entry.oid, Outcome)
+    elif not path.startswith(RESULTS):
+        j.reject(ref, path, "the platform writes only orchestration/routing.yaml, "
+                 "orchestration/NNN.yaml and orchestration/results/ here", "drop this change")
+
+
+def judge_decision_commit(j: Judge, policy: MissionPolicy, ref: str, oid: str,
+                          added: dict[str, Entry], changed: list[str]) -> None:
+    """The orchestrator's commit: at most one new decision file, and a sound one."""
+    for path in changed:
+        j.reject(ref, path, "decisions are never changed or removed",
+                 "add a new plan/NNN-<kind>.yaml instead")
+    if len(added) > 1:
+        j.reject(ref, f"commit {oid[:12]}", f"adds {len(added)} decisions",
+                 "commit one plan/NNN-<kind>.yaml per commit")
+        return
+    for path, entry in added.items():
+        _decision(j, policy, ref, oid, path, entry)
+
+
+def _decision(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
+              entry: Entry) -> None:
+    match = DECISION_NAME.match(path)
+    if match is None:
+        j.reject(ref, path, "a decision is named plan/NNN-<open|fallback|rework|give_up>.yaml",
+                 "name it like plan/001-open.yaml")
+        return
+    try:
+        decision = Decision.model_validate(load_yaml(j.repo.blob(entry.oid), path))
+    except ValueError as exc:
+        first = describe_validation(exc)[0] if isinstance(exc, ValidationError) else \
+            str(exc).split(": ", 1)[-1]
+        j.reject(ref, path, f"invalid decision ({first})", "fix it (see docs/protocol.md, "
+                 "Workflows)")
+        return
+    parent = j.repo.commit(oid).parents[0]
+    plan, routing = plan_view(j.repo, policy, parent)
+    number, kind = int(match.group(1)), match.group(2)
+
+    def no(what: str, fix: str) -> None:
+        j.reject(ref, path, what, fix)
+
+    if number != plan.next_number or decision.number != number:
+        return no(f"decision number must be {plan.next_number:03d}",
+                  "number decisions consecutively, in the file name and in `number`")
+    if decision.kind != kind:
+        return no("kind does not match the file name", "make them agree")
+    if decision.mission != policy.doc.id:
+        return no(f"names mission {decision.mission}", f"write decisions for {policy.doc.id}")
+    if plan.pending:
+        return no(f"decision {plan.pending[0]:03d} has not been executed yet",
+                  f"wait for orchestration/{plan.pending[0]:03d}.yaml, then decide again")
+    if plan.failed:
+        return no("the workflow has failed (a step with on_failure: fail was given up)",
+                  "decide nothing more; the mission is refunded")
+    sv = plan.steps.get(decision.step)
+    if sv is None:
+        return no(f"step {decision.step} is not a step of {policy.contract.ref}",
+                  f"use one of {', '.join(plan.steps)}")
+    if sv.done:
+        return no(f"step {decision.step} is already "
+                  f"{'accepted' if sv.accepted else 'given up'}", "decide on another step")
+    if kind == "give_up":
+        return None
+    if sv.attempts >= sv.step.retry.max_attempts:
+        return no(f"step {decision.step} has used its {sv.step.retry.max_attempts} attempt(s)",
+                  "give the step up (plan/NNN-give_up.yaml)")
+    if kind == "rework":
+        if sv.live is None or sv.live.state != "failed" or decision.child != sv.live.child:
+            return no(f"step {decision.step} has no failed child "
+                      f"{decision.child or ''} to rework".replace("  ", " "),
+                      "rework only the step's current child after it failed")
+        return None
+    if not plan.ready(decision.step):
+        waiting = [n for n in sv.step.needs if not plan.steps[n].done]
+        return no(f"step {decision.step} is not ready (waits for "
+                  f"{', '.join(waiting) or 'a failed step'})", "open it once its needs are done")
+    if kind == "open" and sv.attempts:
+        return no(f"step {decision.step} was opened already", "fall back or rework instead")
+    if kind == "fallback":
+        if not sv.attempts:
+            return no(f"step {decision.step} was never opened", "open it first")
+        if not sv.step.retry.fallback:
+            return no(f"step {decision.step} allows no fallback", "rework or give it up")
+        if sv.live is not None and sv.live.state == "open":
+            return no(f"step {decision.step}'s child {sv.live.child} is still working",
+                      "wait for its outcome or its timeout")
+        if decision.agent in sv.agents:
+            return no(f"{decision.agent} already had step {decision.step}",
+                      "fall back to the next-ranked candidate")
+    _hire(j, policy, ref, path, decision, plan, routing)
+    return None
+
+
+def _hire(j: Judge, policy: MissionPolicy, ref: str, path: str, decision: Decision,
+          plan: View, routing: Routing | None) -> None:
+    sv = plan.steps[decision.step]
+    if decision.agent is None or decision.price is None:
+        j.reject(ref, path, f"a {decision.kind} decision names an agent and a price",
+                 "set agent and price")
+        return
+    offer = routing.steps.get(decision.step) if routing else None
+    candidate = next((c for c in offer.candidates if c.agent == decision.agent), None) \
+        if offer else None
+    if offer is None or candidate is None:
+        j.reject(ref, path, f"{decision.agent} is not a ranked candidate for step "
+                 f"{decision.step}", "pick an agent from orchestration/routing.yaml")
+        return
+    actor = j.registry.actors.get(decision.agent)
+    manifest = j.registry.manifests.get(decision.agent)
+    cid = sv.step.contract.split("@")[0]
+    if actor is None or "specialist" not in actor.roles or manifest is None or not any(
+            c.split("@")[0] == cid for c in manifest.contracts):
+        j.reject(ref, path, f"{decision.agent} is not an active specialist serving "
+                 f"{sv.step.contract}", "pick another candidate")
+        return
+    if decision.price < candidate.price:
+        j.reject(ref, path, f"price {decision.price} is below {decision.agent}'s ask "
+                 f"{candidate.price}", "offer at least the ask or pick another agent")
+        return
+    if decision.price > sv.step.max_price:
+        j.reject(ref, path, f"price {decision.price} is above step {decision.step}'s max_price "
+                 f"{sv.step.max_price}", "offer less or pick a cheaper agent")
+        return
+    total = decision.price + child_fee(decision.price, offer.fee_bp)
+    # a failed child the fallback replaces is refunded first: its cost drops to the kept fee
+    refund = 0
+    if sv.live is not None and sv.live.state == "failed":
+        refund = sv.live.cost - (0 if policy.doc.tier == "T2" else sv.live.fee)
+    step_left = plan.share(decision.step) - sv.cost + refund
+    if total > step_left:
+        j.reject(ref, path, f"costs {total} (price + fee) but step {decision.step} has "
+                 f"{max(step_left, 0)} of its budget share left", "offer less or give it up")
+        return
+    if total > plan.left + refund:
+        j.reject(ref, path, f"over budget: costs {total} (price + fee), {plan.left + refund} "
+                 "left of the mission's price", "offer less or give the step up")

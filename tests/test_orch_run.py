@@ -1,0 +1,143 @@
+"""Workflow missions driven by the reference orchestrator and scripted agents: success, rework,
+fallback on failure and on timeout, every candidate failing, budget exhaustion, cancellation.
+
+Each run goes through the real hub: signed plan files judged by the gate, child missions in
+their own repositories, the ledger, the sandbox, and ``worker.process`` passes alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aismm.services import settlement
+from tests.orchkit import Flow, add_agent, copy_site, orch_template, start_flow
+from tests.settlekit import CLIENT, Site
+
+
+@pytest.fixture(scope="module")
+def template(settle_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return orch_template(settle_template, tmp_path_factory)
+
+
+@pytest.fixture
+def site(template: Path, tmp_path: Path) -> Site:
+    return copy_site(template, tmp_path)
+
+
+def decisions(flow: Flow) -> list[str]:
+    repo = flow.site.hub.mission_path(flow.id)
+    tip = flow.site.git(flow.id, "rev-parse", "attempts/ref-orchestrator").stdout.strip()
+    del repo
+    listing = flow.site.git(flow.id, "ls-tree", "--name-only", f"{tip}:plan", check=False)
+    return listing.stdout.split()
+
+
+def test_good_agent_first_time_then_assembled_accepted_and_settled(site: Site) -> None:
+    add_agent(site, "good-rev", "good", 300)
+    flow = start_flow(site, price=1000)
+    assert decisions(flow) == ["001-open.yaml"]
+    assert flow.children() == [("first", "good-rev", "accepted")]
+    st = site.status(flow.id)
+    assert st["state"] == "awaiting_acceptance"
+    [child] = flow.tree()["children"]
+    assert (child["price"], child["fee"], child["paid"], child["escrow"]) == (300, 30, 300, 0)
+    assert site.status(child["id"])["parent"] == flow.id
+    flow.conserved()
+    # the client accepts the assembled report: the orchestrator's provider gets what is left
+    settlement.accept(site.hub, flow.id, "ref-orchestrator")
+    flow.process()
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "settled"
+    assert (closure.provider, closure.fee, closure.client_refund) == (1000 - 330, 100, 0)
+    assert site.balance(f"client:{CLIENT}") == 10_000 - 1100
+    assert site.balance("provider:cheapo") == 300
+    flow.conserved()
+
+
+def test_a_failed_child_is_reworked_once_then_accepted(site: Site) -> None:
+    add_agent(site, "flaky-rev", "flaky", 300)
+    flow = start_flow(site)
+    assert decisions(flow) == ["001-open.yaml", "002-rework.yaml"]
+    assert flow.children() == [("first", "flaky-rev", "accepted")]
+    [step] = flow.tree()["steps"]
+    assert (step["state"], step["attempts"]) == ("accepted", 2)
+    flow.conserved()
+
+
+def test_a_failing_agent_falls_back_to_the_next_candidate(site: Site) -> None:
+    add_agent(site, "bad-rev", "bad", 200)  # cheaper: ranked first; its DoD fails
+    add_agent(site, "good-rev", "good", 300)
+    flow = start_flow(site)
+    assert decisions(flow) == ["001-open.yaml", "002-fallback.yaml"]
+    assert flow.children() == [("first", "bad-rev", "refunded"), ("first", "good-rev",
+                                                                   "accepted")]
+    tree = flow.tree()
+    failed, _good = tree["children"]
+    # the failed child's escrow went back to the parent, minus its fee (T1 keeps it)
+    assert (failed["closure"], failed["cost"], failed["paid"]) == ("refunded", 20, 0)
+    assert tree["budget"] == {"total": 1000, "spent": 20 + 330, "left": 650}
+    assert tree["steps"][0]["attempts"] == 2
+    assert site.balance("provider:cheapo") == 300
+    assert site.status(flow.id)["state"] == "awaiting_acceptance"
+    flow.conserved()
+
+
+def test_a_silent_agent_times_out_and_the_step_falls_back(site: Site) -> None:
+    add_agent(site, "mute-rev", "silent", 100)
+    add_agent(site, "good-rev", "good", 300)
+    flow = start_flow(site)
+    assert flow.children() == [("first", "mute-rev", "open")]
+    site.advance("PT59M")
+    settlement.tick(site.hub)
+    flow.process()
+    assert flow.children() == [("first", "mute-rev", "open")]  # not before its hour is up
+    site.advance("PT2M")
+    settlement.tick(site.hub)
+    flow.process()
+    assert decisions(flow) == ["001-open.yaml", "002-fallback.yaml"]
+    assert flow.children() == [("first", "mute-rev", "refunded"), ("first", "good-rev",
+                                                                    "accepted")]
+    flow.conserved()
+
+
+def test_every_candidate_failing_fails_the_parent_and_refunds_by_tier(site: Site) -> None:
+    add_agent(site, "bad-one", "bad", 200)
+    add_agent(site, "bad-two", "bad", 300)
+    add_agent(site, "bad-three", "bad", 400)  # never tried: max_attempts is 2
+    flow = start_flow(site)
+    assert decisions(flow) == ["001-open.yaml", "002-fallback.yaml", "003-give_up.yaml"]
+    assert flow.children() == [("first", "bad-one", "refunded"), ("first", "bad-two",
+                                                                   "refunded")]
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "refunded"
+    # T1: the platform keeps the parent's fee and the failed children's; the rest comes back
+    assert (closure.fee, closure.client_refund) == (100, 1000 - 20 - 30)
+    assert site.balance(f"client:{CLIENT}") == 10_000 - 100 - 20 - 30
+    assert site.status(flow.id)["state"] == "refunded"
+    flow.conserved()
+
+
+def test_budget_exhaustion_opens_no_child_beyond_it(site: Site) -> None:
+    add_agent(site, "pricey-rev", "good", 950)  # 950 + 95 fee > the 1000 budget
+    flow = start_flow(site, price=1000)
+    assert decisions(flow) == ["001-give_up.yaml"]
+    assert flow.tree()["children"] == []
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "refunded"
+    flow.conserved()
+
+
+def test_cancelling_the_parent_cancels_open_children_and_refunds(site: Site) -> None:
+    add_agent(site, "mute-rev", "silent", 100)
+    flow = start_flow(site)
+    [child] = flow.tree()["children"]
+    assert child["state"] == "open" and child["escrow"] == 110
+    lines = settlement.cancel(site.hub, flow.id)
+    assert lines[0] == f"aismm: escrow refunded (cancel): 110 back to escrow:{flow.id}"
+    flow.process()
+    assert site.closure(child["id"]).kind == "refunded"  # type: ignore[union-attr]
+    assert site.balance(f"client:{CLIENT}") == 10_000
+    assert site.status(flow.id)["state"] == "refunded"
+    flow.conserved()
