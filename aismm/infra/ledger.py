@@ -438,7 +438,21 @@ class Ledger:
 
     def fund(self, mission: str, client: str, price: int, fee: int, cause: str) -> list[Transfer]:
         """Move ``price`` and ``fee`` (two legs) from ``client:<client>`` into the escrow."""
-        escrow, payer = f"escrow:{_name('mission', mission)}", f"client:{_name('actor', client)}"
+        return self._fund(mission, f"client:{_name('actor', client)}", mission, price, fee, cause,
+                          "mission is already closed; open a new mission")
+
+    def fund_child(self, mission: str, parent: str, price: int, fee: int, cause: str
+                   ) -> list[Transfer]:
+        """Fund a workflow's child escrow from its parent's escrow (legs ``price`` and ``fee``,
+        action ``fund``, debit ``escrow:<parent>``); once per ``cause``."""
+        return self._fund(mission, f"escrow:{_name('mission', parent)}", parent, price, fee,
+                          cause, "the parent mission is closed; it funds no more children")
+
+    def _fund(self, mission: str, payer: str, closing: str, price: int, fee: int, cause: str,
+              closed: str) -> list[Transfer]:
+        """The two funding legs of ``mission`` from ``payer``, once per ``cause``; refused with
+        ``closed`` once ``closing`` (the mission, or the parent paying) is closed."""
+        escrow = f"escrow:{_name('mission', mission)}"
         legs = _legs(escrow, cause, [("price", escrow, price), ("fee", escrow, fee)])
         if not legs:
             raise LedgerError(f"{escrow}: price and fee are both 0; fund at least one token")
@@ -446,32 +460,11 @@ class Ledger:
                               mission, "fund", cause) for leg, credit, amount in legs]
 
         def run(led: Ledger) -> list[Transfer]:
-            if led._closure(mission) is not None:
+            if led._closure(closing) is not None:
                 old = {t.id: t.body() for t in led._transfers([s.id for s in specs])}
                 if any(old.get(s.id) != s.body() for s in specs):
-                    raise LedgerError(f"{escrow}: mission is already closed; open a new mission")
+                    raise LedgerError(f"{escrow if closing == mission else payer}: {closed}")
             return led._post(specs)
-
-        return self._write(run)
-
-    def fund_child(self, mission: str, parent: str, price: int, fee: int, cause: str
-                   ) -> list[Transfer]:
-        """Fund a workflow's child escrow from its parent's escrow (legs ``price`` and ``fee``,
-        action ``fund``, debit ``escrow:<parent>``); once per ``cause``."""
-        escrow, payer = (f"escrow:{_name('mission', m)}" for m in (mission, parent))
-        legs = _legs(escrow, cause, [("price", escrow, price), ("fee", escrow, fee)])
-        if not legs:
-            raise LedgerError(f"{escrow}: price and fee are both 0; fund at least one token")
-        specs = [TransferSpec(transfer_id(mission, "fund", cause, leg), payer, credit, amount,
-                              mission, "fund", cause) for leg, credit, amount in legs]
-
-        def run() -> list[Transfer]:
-            if self._closure(parent) is not None:
-                old = {t.id: t.body() for t in self._transfers([s.id for s in specs])}
-                if any(old.get(s.id) != s.body() for s in specs):
-                    raise LedgerError(f"{payer}: the parent mission is closed; it funds no "
-                                      "more children")
-            return self._post(specs)
 
         return self._write(run)
 
