@@ -133,6 +133,15 @@ class GroupCommit:
             self._jobs.put(None)
             self._thread.join()
             self._conn.close()
+            while True:  # a job handed in as the writer stopped: refused, never left waiting
+                try:
+                    late = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if late is not None:
+                    late.error = sqlite3.OperationalError(f"{self.path}: the group writer is "
+                                                          "closed")
+                    late.done.release()
 
     def _loop(self) -> None:
         stop = False
