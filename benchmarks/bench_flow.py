@@ -142,41 +142,6 @@ def _growth(root: Path, sizes: list[int]) -> dict[str, float]:
     return out
 
 
-def _listing(root: Path, agents: int) -> dict[str, float]:
-    """`agent list` on a registry of ``agents`` listed agents (one platform-signed commit)."""
-    from aismm.core.actor import Actor
-    from aismm.core.model import dump_yaml
-    from aismm.core.signing import generate_key
-
-    hub = init_hub(root / "listing")
-    key = generate_key().public_line
-    files: dict[str, bytes | None] = {}
-    for i in range(agents):
-        aid = f"agent-{i:05d}"
-        files[f"actors/{aid}.yaml"] = dump_yaml(Actor(
-            id=aid, roles=["specialist"], owner="platform", key=key).model_dump(
-            mode="json")).encode()
-        files[f"agents/{aid}.yaml"] = dump_yaml({
-            "schema_version": 1, "id": aid, "owner": "platform", "roles": ["specialist"],
-            "contracts": ["contract.code_review@1.0.0"], "price": 100 + i % 50,
-            "capacity": 4, "runtime": {"kind": "git"}}).encode()
-        files[f"assessments/{aid}/0001.yaml"] = dump_yaml({
-            "schema_version": 1, "agent": aid, "n": 1, "status": "listed", "badge": "gold",
-            "quality": 90, "p50_seconds": 1.0, "cost": 100, "reasons": [], "tasks": []}).encode()
-    registrar.commit_files(hub, {p: d for p, d in files.items() if p.startswith("actors/")},
-                          "actors\n", "platform")
-    registrar.commit_files(hub, {p: d for p, d in files.items() if not p.startswith("actors/")},
-                          "agents\n", "platform")
-    start = time.perf_counter()
-    rows = market.listing(hub)
-    first = time.perf_counter() - start
-    assert len(rows) == agents and rows[0]["status"] == "listed"
-    start = time.perf_counter()
-    market.listing(hub)
-    again = time.perf_counter() - start
-    return {f"agent_list_{agents}_s": first, f"agent_list_{agents}_warm_s": again}
-
-
 def run(quick: bool) -> dict[str, Any]:
     n = 5 if quick else 20
     with tempfile.TemporaryDirectory(prefix="aismm-flow-") as tmp:
@@ -198,7 +163,6 @@ def run(quick: bool) -> dict[str, Any]:
                 proc.terminate()
                 proc.wait()
         growth = _growth(root, [10, 100] if quick else [10, 100, 1000])
-        growth.update(_listing(root, 1000))
     return {
         "missions": n,
         "push_to_verdict_p50_s": statistics.median(pushes),

@@ -191,3 +191,17 @@ def test_a_second_writer_for_the_same_file_is_refused(tmp_path: Path) -> None:
     with group_commit(db), pytest.raises(RuntimeError, match="already runs"), \
             group_commit(db):
         pass
+
+
+def test_a_ledger_outliving_the_writer_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "hub.db"
+    with group_commit(db):
+        ledger = Ledger(db, FixedClock(START))
+    with pytest.raises(sqlite3.OperationalError, match="group writer is closed"):
+        ledger.deposit("alice", 5, "late")
+    ledger.close()
+    with Ledger(db) as fresh:  # a ledger opened afterwards writes on its own connection
+        fresh.deposit("alice", 5, "late")
+        assert fresh.balance("client:alice") == 5

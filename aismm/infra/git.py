@@ -532,9 +532,7 @@ def read_refs(path: Path | str) -> dict[str, str] | None:
     fraction of the cost. None when the layout is anything but the files backend as git writes
     it (reftable, an unreadable or unexpected file): then ask :meth:`Repo.refs`."""
     out: dict[str, str] = {}
-    top = os.fspath(path)
-    if os.path.exists(os.path.join(top, "reftable")):
-        return None
+    top = os.fspath(path)  # (a reftable repository has a file refs/heads: not a ref, so None)
     try:
         with open(os.path.join(top, "packed-refs"), encoding="ascii") as handle:
             for line in handle:

@@ -74,7 +74,8 @@ class _Job:
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self.fn = fn
-        self.done = threading.Event()
+        self.done = threading.Lock()  # held until the writer releases it: the job is durable
+        self.done.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -119,7 +120,7 @@ class GroupCommit:
             raise sqlite3.OperationalError(f"{self.path}: the group writer is closed")
         job = _Job(fn)
         self._jobs.put(job)
-        job.done.wait()
+        job.done.acquire()
         if job.error is not None:
             raise job.error
         result: _T = job.result
@@ -132,6 +133,15 @@ class GroupCommit:
             self._jobs.put(None)
             self._thread.join()
             self._conn.close()
+            while True:  # a job handed in as the writer stopped: refused, never left waiting
+                try:
+                    late = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if late is not None:
+                    late.error = sqlite3.OperationalError(f"{self.path}: the group writer is "
+                                                          "closed")
+                    late.done.release()
 
     def _loop(self) -> None:
         stop = False
@@ -168,7 +178,7 @@ class GroupCommit:
             for job in group:
                 job.result, job.error = None, exc
         for job in group:
-            job.done.set()
+            job.done.release()
 
     def _run_group(self, group: list[_Job], isolated: bool) -> bool:
         """Run the group's jobs in one transaction; False at the first failing job when not
