@@ -128,3 +128,12 @@ def test_the_zygote_leaves_nothing_when_its_caller_goes(tmp_path: Path) -> None:
     with warm.pool(size=1) as workers:
         zygote = workers._idle[0].proc
     assert zygote.poll() is not None  # closed with the pool
+
+
+def test_a_warm_run_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    with warm.pool(size=1):
+        sandbox.run(["/bin/true"], tmp_path)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            assert sandbox.run(["/bin/sh", "-c", "echo x; echo y >&2"], tmp_path).ok
+        assert len(os.listdir("/proc/self/fd")) == before

@@ -188,8 +188,13 @@ class _Worker:
             status.extend(self._status())
             sandbox.kill_group(pid)  # leftovers; the unreaped child keeps the id ours
 
-        streams, timed_out = sandbox.gather((out_r, err_r), self.sock.fileno(), exited,
-                                            start + limits.timeout_seconds, limits.output_bytes)
+        try:
+            streams, timed_out = sandbox.gather((out_r, err_r), self.sock.fileno(), exited,
+                                                start + limits.timeout_seconds,
+                                                limits.output_bytes)
+        finally:
+            os.close(out_r)
+            os.close(err_r)
         sandbox.kill_group(pid)
         if not status:
             status.extend(self._status())
