@@ -612,11 +612,11 @@ def _await(sock: socket.socket, pid: int) -> bool:
 def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.dont_write_bytecode = True
-    if sys.path and sys.path[0] in ("", "/"):
-        del sys.path[0]  # the zygote's folder is no module folder; J sets the run's
-    sys.path.insert(0, "")
+    if sys.path and sys.path[0] in ("", "/", os.getcwd()):
+        del sys.path[0]  # the zygote's folder ("/") is no module folder
     sock = socket.socket(fileno=fd)
     _preload()
+    sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
     sock.send(f"ready {os.getpid()}".encode())
     _serve_jobs(sock)
 
