@@ -137,3 +137,20 @@ def test_a_warm_run_leaves_no_descriptor_open(tmp_path: Path) -> None:
         for _ in range(5):
             assert sandbox.run(["/bin/sh", "-c", "echo x; echo y >&2"], tmp_path).ok
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "aismm.checks.findings"],  # reports the missing deliverable, exit 1
+    ["-m", "aismm.agents.reviewer"],  # no contract.yaml: an uncaught exception, exit 1
+    ["-m", "aismm.checks.run_tests", "--min-tests", "x"],  # argparse: usage, exit 2
+])
+def test_a_failing_program_fails_the_same_way_warm(tmp_path: Path, argv: list[str]) -> None:
+    command = [sandbox.PYTHON, *argv]
+    cold = sandbox.run(command, tmp_path, env=dod.python_env())
+    with warm.pool(size=1) as workers:
+        hot = sandbox.run(command, tmp_path, env=dod.python_env())
+        assert workers.warm_runs == 1
+    assert cold.returncode == hot.returncode != 0
+    assert hot.stdout == cold.stdout
+    last = [(r.stderr.strip().splitlines() or [""])[-1] for r in (hot, cold)]
+    assert last[0] == last[1]
