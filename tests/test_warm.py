@@ -21,7 +21,7 @@ from aismm.infra import sandbox, warm
 from aismm.services import dod
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dodkit import benchmark_checkout, benchmark_tasks, schemas_of  # noqa: E402
+from dodkit import benchmark_checkout, benchmark_tasks, schemas_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ["code_review", "schema_design", "unit_tests"]
