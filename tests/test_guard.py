@@ -24,8 +24,10 @@ ASYNCIO = {"create_subprocess_exec", "create_subprocess_shell"}
 ALLOWED = {
     # the sandbox's own wrappers (unshare, setpriv, prlimit) around the untrusted command
     "aismm/infra/sandbox.py": "wrappers",
-    # warm sandbox workers: the zygote forks each run's child, which enters the same isolation
+    # warm sandbox workers: the pool starts zygotes; a zygote forks each run's child, which
+    # enters the same isolation as the wrappers' (docs/sandbox.md, "Warm workers")
     "aismm/infra/warm.py": "wrappers",
+    "aismm/infra/zygote.py": "wrappers",
     # runs inside the sandbox only (refuses without AISMM_SANDBOX): the unit-test child
     "aismm/checks/testrun.py": "inside the sandbox",
     # the demo drives the real git binary, as a user would

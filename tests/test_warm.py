@@ -21,7 +21,7 @@ from aismm.infra import sandbox, warm
 from aismm.services import dod
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dodkit import benchmark_checkout, benchmark_tasks, schemas_of  # noqa: E402
+from dodkit import benchmark_checkout, benchmark_tasks, schemas_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ["code_review", "schema_design", "unit_tests"]
@@ -128,3 +128,29 @@ def test_the_zygote_leaves_nothing_when_its_caller_goes(tmp_path: Path) -> None:
     with warm.pool(size=1) as workers:
         zygote = workers._idle[0].proc
     assert zygote.poll() is not None  # closed with the pool
+
+
+def test_a_warm_run_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    with warm.pool(size=1):
+        sandbox.run(["/bin/true"], tmp_path)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            assert sandbox.run(["/bin/sh", "-c", "echo x; echo y >&2"], tmp_path).ok
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "aismm.checks.findings"],  # reports the missing deliverable, exit 1
+    ["-m", "aismm.agents.reviewer"],  # no contract.yaml: an uncaught exception, exit 1
+    ["-m", "aismm.checks.run_tests", "--min-tests", "x"],  # argparse: usage, exit 2
+])
+def test_a_failing_program_fails_the_same_way_warm(tmp_path: Path, argv: list[str]) -> None:
+    command = [sandbox.PYTHON, *argv]
+    cold = sandbox.run(command, tmp_path, env=dod.python_env())
+    with warm.pool(size=1) as workers:
+        hot = sandbox.run(command, tmp_path, env=dod.python_env())
+        assert workers.warm_runs == 1
+    assert cold.returncode == hot.returncode != 0
+    assert hot.stdout == cold.stdout
+    last = [(r.stderr.strip().splitlines() or [""])[-1] for r in (hot, cold)]
+    assert last[0] == last[1]

@@ -16,14 +16,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_native_hooks import _deliver, _push
+from test_serve import _clone, _hub, _start, _stop
 
 from aismm.core.refs import SOCKET
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store
 from aismm.services import mission, worker
 from aismm.state import provision
-from test_native_hooks import _deliver, _push
-from test_serve import _clone, _hub, _start, _stop
 
 
 def _python_hooks(hub: Hub, created: mission.Created) -> None:
@@ -127,13 +127,13 @@ def test_bytecode_goes_to_the_hub_when_the_package_is_read_only(
 
 
 def test_a_hook_answered_by_the_server_imports_only_the_standard_library() -> None:
-    code = ("import sys; import aismm.hook; "
-            "print(sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
-            "('aismm', 'pydantic', 'pygit2', 'yaml', 'jsonschema', 'cryptography')))")
+    code = ("import json, sys; import aismm.hook; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'aismm', "
+            "'pydantic', 'pygit2', 'yaml', 'jsonschema', 'cryptography'})))")
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                           check=True, env={**os.environ,
                                            "PYTHONPATH": str(Path(provision.__file__).parents[2])})
-    assert set(eval(done.stdout)) == {"aismm"}  # noqa: S307 - our own output
+    assert json.loads(done.stdout) == ["aismm"]
 
 
 def test_a_daemon_post_receive_only_queues_and_needs_only_sqlite(tmp_path: Path) -> None:

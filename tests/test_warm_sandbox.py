@@ -1,4 +1,4 @@
-"""Every sentence of docs/sandbox.md holds for a run answered by a warm worker, as for a one-shot run.
+"""Every sentence of docs/sandbox.md holds for a run answered by a warm worker, as for one-shot.
 
 The same checks as tests/test_sandbox.py (tests/sandbox_claims.py), with a pool of warm workers
 installed: each run goes through a zygote's forked child instead of util-linux's wrappers.
@@ -7,8 +7,8 @@ installed: each run goes through a zygote's forked child instead of util-linux's
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +22,7 @@ import pytest
 from aismm.infra import sandbox, warm
 
 sys.path.insert(0, str(Path(__file__).parent))
-import sandbox_claims  # noqa: E402 - the claims live beside this file, for the unprivileged run
+import sandbox_claims
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def unprivileged() -> Iterator[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="aismm-unpriv-warm-") as tmp:
         top = Path(tmp)
         for name in ("__init__.py", "core/__init__.py", "core/errors.py", "infra/__init__.py",
-                     "infra/sandbox.py", "infra/warm.py"):
+                     "infra/sandbox.py", "infra/warm.py", "infra/zygote.py"):
             (top / "aismm" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "aismm" / name, top / "aismm" / name)
         shutil.copy(ROOT / "tests" / "sandbox_claims.py", top / "sandbox_claims.py")
@@ -73,7 +73,8 @@ def unprivileged() -> Iterator[dict[str, object]]:
 @pytest.mark.parametrize("tag", sorted(sandbox_claims.CLAIMS))
 def test_claim_through_a_warm_worker_unprivileged(unprivileged: dict[str, Any], tag: str) -> None:
     assert (unprivileged["uid"], unprivileged["isolation"]) == (NOBODY, "namespaces")
-    assert unprivileged["failures"] == [] and unprivileged["warm_runs"] >= len(sandbox_claims.CLAIMS)
+    assert unprivileged["failures"] == []
+    assert unprivileged["warm_runs"] >= len(sandbox_claims.CLAIMS)
     assert unprivileged["results"][tag] == "ok"
 
 

@@ -421,21 +421,7 @@ def _command(job: Job, root: Path, env: Mapping[str, str], uid: int | None) -> l
 
 def view(job: Job, env: Mapping[str, str]) -> list[str]:
     """The ops that build the run's root: system, interpreter, package, /tmp, workdir, hidden."""
-    ops: list[tuple[Path, list[str]]] = []
-    for name in _SYSTEM:
-        host = Path("/", name)
-        if host.is_symlink():
-            ops.append((host, ["link", str(host), os.readlink(host)]))
-        elif host.is_dir():
-            ops.append((host, ["ro", str(host)]))
-    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), PACKAGE,
-              Path(PYTHON).parent, Path(PYTHON).resolve().parent}
-    python.update(Path(p).resolve() for p in env.get("PYTHONPATH", "").split(":")
-                  if p and Path(p).resolve() != PACKAGE.parent)
-    system = tuple(Path("/", n) for n in _SYSTEM)
-    for path in sorted(python):
-        if path.exists() and not any(path == s or s in path.parents for s in system):
-            ops.append((path, ["ro", str(path)]))
+    ops = [(path, list(args)) for path, args in _system_view(env.get("PYTHONPATH", ""))]
     tmp_options = f"mode=1777,nosuid,nodev,size={job.limits.memory_bytes}"
     ops.append((Path("/tmp"), ["tmpfs", "/tmp", tmp_options]))
     ops.append((Path("/proc"), ["proc", "/proc"]))
@@ -448,6 +434,27 @@ def view(job: Job, env: Mapping[str, str]) -> list[str]:
     # hidden last, so whatever was bound over or under them is covered
     ops += [(p, ["tmpfs", str(p), "mode=0755,size=4k"]) for p in job.hidden if _in_view(p, ops)]
     return [arg for _, args in ops for arg in args]
+
+
+@functools.lru_cache(maxsize=16)
+def _system_view(pythonpath: str) -> tuple[tuple[Path, tuple[str, ...]], ...]:
+    """The view's system folders and the interpreter's (the same for every run of a process)."""
+    ops: list[tuple[Path, tuple[str, ...]]] = []
+    for name in _SYSTEM:
+        host = Path("/", name)
+        if host.is_symlink():
+            ops.append((host, ("link", str(host), os.readlink(host))))
+        elif host.is_dir():
+            ops.append((host, ("ro", str(host))))
+    python = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), PACKAGE,
+              Path(PYTHON).parent, Path(PYTHON).resolve().parent}
+    python.update(Path(p).resolve() for p in pythonpath.split(":")
+                  if p and Path(p).resolve() != PACKAGE.parent)
+    system = tuple(Path("/", n) for n in _SYSTEM)
+    for path in sorted(python):
+        if path.exists() and not any(path == s or s in path.parents for s in system):
+            ops.append((path, ("ro", str(path))))
+    return tuple(ops)
 
 
 def _in_view(path: Path, ops: list[tuple[Path, list[str]]]) -> bool:

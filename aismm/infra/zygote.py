@@ -1,0 +1,343 @@
+"""The zygote of a warm sandbox worker: ``python -m aismm.infra.zygote FD``.
+
+Started by :mod:`aismm.infra.warm` as a plain process of the hub's user, it imports every module
+of ``aismm.checks`` and ``aismm.agents`` (the hub's own code: nothing an agent supplied), says
+``ready`` on the control socket FD, then serves one run at a time. For each run it forks a child
+that establishes, by the same system calls util-linux's wrappers make, exactly the isolation of
+a one-shot run (:func:`aismm.infra.sandbox.run`)::
+
+    zygote ── fork ─ C: setsid; unshare(mount, pid, net, ipc, uts [, user: map root to the hub
+                     │  user]); private mounts; every inherited descriptor closed but the run's
+                     │  stdout and stderr
+                     └ fork ─ P1, pid 1 of the run: builds the view (the ops of sandbox.view:
+                              a tmpfs root, read-only binds, the workdir, /tmp, /proc, /dev, the
+                              hidden paths covered), signals readiness, then
+                              └ fork ─ J: chroot, chdir to the workdir, bounding set emptied, the
+                                       run's uid (as root), capabilities cleared, no-new-privs,
+                                       rlimits, scrubbed environment; then ``python -m
+                                       aismm.{checks,agents}.<name>`` runs in-process (already
+                                       imported), any other command is exec'd.
+
+When J exits P1 exits with its status (128+N for a signal, as the shell prelude does), which
+kills everything else in the run's pid namespace. The zygote reports C's pid, then its exit
+status, and reaps C only when the caller says so (so the caller may kill C's process group
+without racing a reused pid). It exits when the control socket closes.
+
+Protocol on the control socket (SOCK_SEQPACKET): the caller sends the run as JSON with the run's
+stdout and stderr write ends attached (SCM_RIGHTS); the zygote answers ``pid N``, later
+``exit S`` (S: the status, or -N for a signal); the caller sends ``reap``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import importlib
+import json
+import os
+import pkgutil
+import resource
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from aismm.infra import sandbox
+
+__all__ = ["PROGRAMS", "main"]
+
+PROGRAMS = ("aismm.checks", "aismm.agents")  # packages whose modules run in-process
+
+# Linux constants (linux/sched.h, linux/mount.h, linux/prctl.h, linux/capability.h)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
+    1024, 2048, 4096, 16384, 1 << 18, 1 << 21)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+_CAP_VERSION_3 = 0x20080522
+_LOCKED = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+           (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
+           (os.ST_RELATIME, MS_RELATIME))
+_MOUNT_WORDS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    _check(_libc.mount(source.encode() if source else None, target.encode(),
+                       fstype.encode() if fstype else None, ctypes.c_ulong(flags),
+                       data.encode() if data else None), f"mount {target}")
+
+
+def _prctl(option: int, arg: int, arg3: int = 0) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), f"prctl {option}")
+
+
+def _bind(path: str, target: str, flags: int) -> None:
+    """``mount --bind -o <flags>``: a bind, then a remount that keeps the flags it must keep."""
+    _mount(path, target, None, MS_BIND)
+    locked = os.statvfs(target).f_flag
+    flags |= sum(ms for st, ms in _LOCKED if locked & st)
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def _tmpfs(target: str, options: str) -> None:
+    words = options.split(",")
+    flags = sum(_MOUNT_WORDS.get(w, 0) for w in words)
+    _mount("aismm-tmp", target, "tmpfs", flags,
+           ",".join(w for w in words if w not in _MOUNT_WORDS))
+
+
+def _build_view(root: str, ops: list[str]) -> None:
+    """What the shell prelude does between ``unshare`` and the command (same ops, same order)."""
+    _mount("aismm-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    i = 0
+    while i < len(ops):
+        kind, path = ops[i], ops[i + 1]
+        inside = root + path
+        if kind == "dir":
+            os.makedirs(inside, exist_ok=True)
+        elif kind == "link":
+            os.symlink(ops[i + 2], inside)
+            i += 1
+        elif kind == "tmpfs":
+            os.makedirs(inside, exist_ok=True)
+            _tmpfs(inside, ops[i + 2])
+            i += 1
+        elif kind == "proc":
+            os.makedirs(inside, exist_ok=True)
+            _mount("proc", inside, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        elif kind in ("ro", "rw", "dev"):
+            if os.path.isdir(path):
+                os.makedirs(inside, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(inside), exist_ok=True)
+                os.close(os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            _bind(path, inside, {"ro": MS_RDONLY | MS_NOSUID | MS_NODEV,
+                                 "rw": MS_NOSUID | MS_NODEV, "dev": MS_NOSUID}[kind])
+        else:
+            raise OSError(errno.EINVAL, f"unknown op {kind}")
+        i += 2
+
+
+def _drop(uid: int | None) -> None:
+    """What ``setpriv [--reuid --regid --clear-groups] --no-new-privs --inh-caps=-all
+    --bounding-set=-all`` does, and what the exec after it does to the capability sets."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for cap in range(last + 1):
+        _prctl(PR_CAPBSET_DROP, cap)
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable (two words each): none
+    _check(_libc.capset(header, data), "capset")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_DUMPABLE, 1)  # as after an exec: the run may read its own /proc/self
+
+
+def _program(argv: list[str]) -> str | None:
+    """The module to run in-process: ``{python} -m aismm.checks.X`` / ``aismm.agents.X``."""
+    if len(argv) >= 3 and argv[0] == sandbox.PYTHON and argv[1] == "-m" \
+            and argv[2].rpartition(".")[0] in PROGRAMS and argv[2] in sys.modules:
+        return argv[2]
+    return None
+
+
+def _job(request: dict[str, Any]) -> int:
+    """J: enter the view, drop everything, set the limits, then run the command."""
+    argv: list[str] = request["argv"]
+    os.chroot(request["root"])
+    os.chdir(request["workdir"])
+    _drop(request["uid"])
+    for which, soft, hard in request["rlimits"]:
+        resource.setrlimit(which, (soft, hard))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    module = _program(argv)
+    if module is None:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            os.execvpe(argv[0], argv, request["env"])
+        except OSError as exc:
+            os.write(2, f"aismm sandbox: cannot run {argv[0]}: {exc.strerror}\n".encode())
+            return 127
+    sys.argv = [argv[2], *argv[3:]]
+    sys.path[0] = os.getcwd()  # as `python -m` has it
+    del sys.modules[module]  # run afresh as __main__ (what it imports stays imported)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    except BaseException:  # as the interpreter reports an uncaught exception
+        traceback.print_exc()
+        code = 1
+    return code
+
+
+def _wait_status(pid: int) -> int:
+    """The exit status the shell prelude reports: the code, or 128+N for signal N."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _child(request: dict[str, Any], out: int, err: int) -> int:
+    """C: new namespaces, then P1 (pid 1 of the run) builds the view and starts J."""
+    os.setsid()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # nothing of the zygote
+    userns = request["uid"] is None
+    host_uid, host_gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    _check(_libc.unshare(flags | (CLONE_NEWUSER if userns else 0)), "unshare")
+    if userns:  # unshare --map-root-user
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"0 {host_uid} 1")
+        Path("/proc/self/gid_map").write_text(f"0 {host_gid} 1")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    first = os.fork()
+    if first:
+        return _wait_status(first)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:  # P1
+        _build_view(request["root"], request["view"])
+    except OSError as exc:
+        os.write(2, f"aismm sandbox: {exc}\n".encode())
+        return 125
+    os.write(2, sandbox.READY)
+    job = os.fork()
+    if job == 0:
+        try:
+            code = _job(request)
+        except BaseException as exc:  # the run's fault line
+            os.write(2, f"aismm sandbox: {exc}\n".encode(errors="replace"))
+            code = 126
+        _exit(code)
+    return _wait_status(job)
+
+
+def _exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code & 0xFF)
+
+
+def _preload() -> None:
+    """Import every program module (ours only: nothing an agent supplied)."""
+    for package in PROGRAMS:
+        with suppress(ImportError):
+            base = importlib.import_module(package)
+            for info in pkgutil.iter_modules(base.__path__):
+                with suppress(Exception):
+                    importlib.import_module(f"{package}.{info.name}")
+
+
+def _serve_jobs(sock: socket.socket) -> None:
+    """The zygote's loop: one job at a time, until the control socket closes."""
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
+        except OSError:
+            return
+        if not message:
+            return
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return
+        request = json.loads(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                code = _child(request, *fds)
+            except BaseException as exc:  # never back into the loop
+                with suppress(OSError):
+                    os.write(2, f"aismm sandbox: {exc}\n".encode(errors="replace"))
+                code = 125
+            _exit(code)
+        for fd in fds:
+            os.close(fd)
+        sock.send(f"pid {pid}".encode())
+        if not _await(sock, pid):
+            return
+
+
+def _await(sock: socket.socket, pid: int) -> bool:
+    """Report the child's exit (unreaped) and reap it when the caller says so; False: the
+    caller is gone (the child's group is killed)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(pidfd, selectors.EVENT_READ)
+            selector.register(sock, selectors.EVENT_READ)
+            reported = False
+            while True:
+                for key, _ in selector.select():
+                    if key.fd == pidfd and not reported:
+                        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                        if info is None:  # not yet: the pidfd said it exited
+                            continue
+                        code = info.si_status if info.si_code == os.CLD_EXITED \
+                            else -info.si_status
+                        sock.send(f"exit {code}".encode())
+                        selector.unregister(pidfd)
+                        reported = True
+                    elif key.fd == sock.fileno():
+                        said = sock.recv(64)
+                        if said == b"reap" or not said:
+                            if not said:
+                                with suppress(ProcessLookupError):
+                                    os.killpg(pid, signal.SIGKILL)
+                            os.waitpid(pid, 0)
+                            return bool(said)
+    finally:
+        os.close(pidfd)
+
+
+def main(fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.dont_write_bytecode = True
+    if sys.path and sys.path[0] in ("", "/", os.getcwd()):
+        del sys.path[0]  # the zygote's folder ("/") is no module folder
+    sock = socket.socket(fileno=fd)
+    _preload()
+    sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
+    sock.send(f"ready {os.getpid()}".encode())
+    _serve_jobs(sock)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
