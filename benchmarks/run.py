@@ -69,6 +69,9 @@ def main() -> None:
     import bench_serve
 
     sections["serve"] = _section("serve", bench_serve.run, quick)
+    import bench_http
+
+    sections["http"] = _section("http", bench_http.run, quick)
 
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
@@ -116,6 +119,16 @@ def main() -> None:
                  "of one core; goal < 1 %"))
     rows.append(("mission status, hubs of " + " / ".join(map(str, sizes)),
                  " / ".join(v(f, f"status_{n}_s", "{:.3f}") for n in sizes) + " s", ""))
+    h = sections["http"]
+    rows.append(("HTTP push with the gate / to a hook-less repo, same server (median)",
+                 f"{v(h, 'http_push_gate_p50_s')} / {v(h, 'http_push_plain_p50_s')} s",
+                 f"ratio {v(h, 'http_push_ratio', '{:.2f}')}"))
+    rows.append(("marketplace page, 1,000 listed agents (p50 / p95)",
+                 f"{v(h, 'page_p50_s')} / {v(h, 'page_p95_s')} s",
+                 f"{v(h, 'page_rps', '{:.1f}')} req/s from a second process"))
+    rows.append(("GET /api/agents, 1,000 listed agents (p50 / p95)",
+                 f"{v(h, 'api_p50_s')} / {v(h, 'api_p95_s')} s",
+                 f"{v(h, 'api_rps', '{:.1f}')} req/s from a second process"))
 
     print(f"AISMM benchmarks{' (quick)' if quick else ''} — {machine()}")
     width = max(len(row[0]) for row in rows)
