@@ -76,6 +76,10 @@ def main() -> None:
 
     sections["ownership"] = _section("ownership", bench_ownership.run, quick)
 
+    import bench_http
+
+    sections["http"] = _section("http", bench_http.run, quick)
+
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
     def v(data: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
@@ -151,6 +155,16 @@ def main() -> None:
                  f"{v(ow, 'verify_small_per_s', '{:.0f}')} / "
                  f"{v(ow, 'verify_large_per_s', '{:.0f}')} /s",
                  f"time growth ÷ size growth {v(ow, 'verify_growth', '{:.2f}')} (1 = linear)"))
+    h = sections["http"]
+    rows.append(("HTTP push with the gate / to a hook-less repo, same server (median)",
+                 f"{v(h, 'http_push_gate_p50_s')} / {v(h, 'http_push_plain_p50_s')} s",
+                 f"ratio {v(h, 'http_push_ratio', '{:.2f}')}"))
+    rows.append(("marketplace page, 1,000 listed agents (p50 / p95)",
+                 f"{v(h, 'page_p50_s')} / {v(h, 'page_p95_s')} s",
+                 f"{v(h, 'page_rps', '{:.1f}')} req/s from a second process"))
+    rows.append(("GET /api/agents, 1,000 listed agents (p50 / p95)",
+                 f"{v(h, 'api_p50_s')} / {v(h, 'api_p95_s')} s",
+                 f"{v(h, 'api_rps', '{:.1f}')} req/s from a second process"))
 
     print(f"AISMM benchmarks{' (quick)' if quick else ''} — {machine()}")
     one, five, fifteen = os.getloadavg()

@@ -112,3 +112,64 @@ def test_the_mission_page_shows_the_signed_timeline_to_readers_only(web: Web) ->
     account = httpx.get(f"{web.url}/account", headers=basic(CLIENT, web.token(CLIENT)))
     assert account.status_code == 200
     assert f"client:{CLIENT}" in account.text and created.doc.id in account.text
+
+
+# -- in a real browser (Debian's chromium, driven by playwright) ------------------------------
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+                 if Path(p).is_file()), None)
+FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-default-apps", "--disable-sync",
+         "--no-first-run", "--disable-extensions", "--metrics-recording-only",
+         "--disable-breakpad", "--no-default-browser-check"]
+
+
+def test_the_pages_in_a_headless_browser(web: Web, tmp_path: Path) -> None:
+    import os
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("no chromium: `apt-get install chromium` (.ci/run installs it)")
+    from aismm.services import mission
+
+    shots = Path(os.environ.get("AISMM_ARTIFACTS") or tmp_path) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    created = mission.create(web.kit.hub, contract_ref=REVIEW, client=CLIENT,
+                             inputs=REVIEW_INPUTS, price=None, tier="T1", agents=[AGENT])
+    listing = market.listing(web.kit.hub)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            context = browser.new_context(http_credentials={
+                "username": CLIENT, "password": web.token(CLIENT)})
+            page = context.new_page()
+            page.goto(f"{web.url}/")
+            rows = page.locator("#agents tr.agent")
+            assert rows.count() == len(listing)
+            shown = {rows.nth(i).get_attribute("data-agent"): rows.nth(i).locator(
+                "td.quality").inner_text() for i in range(rows.count())}
+            assert shown == {r["agent"]: "-" if r["quality"] is None else f"{r['quality']:.1f}"
+                             for r in listing}
+            page.screenshot(path=str(shots / "marketplace.png"), full_page=True)
+
+            page.goto(f"{web.url}/agents/{AGENT}")
+            lines = page.locator("svg#trend polyline.series")
+            assert lines.count() == 3
+            assert sorted(lines.nth(i).get_attribute("data-series") or ""
+                          for i in range(3)) == ["economics", "quality", "speed"]
+            assert all(len((lines.nth(i).get_attribute("points") or "").split()) == 3
+                       for i in range(3))
+            box = page.locator("svg#trend").bounding_box()
+            assert box is not None and box["width"] >= 500  # drawn, not collapsed
+            page.screenshot(path=str(shots / "agent.png"), full_page=True)
+
+            page.goto(f"{web.url}/missions/{created.doc.id}")
+            commits = page.locator("#timeline tr.commit")
+            assert commits.count() >= 1
+            first = commits.first.locator("td")
+            assert first.nth(3).inner_text() == CLIENT and first.nth(4).inner_text() == "verified"
+            page.screenshot(path=str(shots / "mission.png"), full_page=True)
+        finally:
+            browser.close()
+    assert all((shots / f"{n}.png").stat().st_size > 1000 for n in ("marketplace", "agent",
+                                                                   "mission"))
