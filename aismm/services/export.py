@@ -276,6 +276,10 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
                          f"{dest}/hub.tar.gz")
     if not dest.parent.is_dir():
         raise UsageError(f"{dest}: folder {dest.parent} does not exist; create it first")
+    if not hub.key_path(hub.config.platform).is_file():
+        raise UsageError(f"{hub.root}: the platform's key {hub.key_path(hub.config.platform)} "
+                         "is missing and an export is signed by it; restore the key (an "
+                         "import made without --include-secrets has none)")
     judged.sweep(hub)  # judge every unlogged move first: an export carries judged refs only
     work = Path(tempfile.mkdtemp(prefix=".aismm-export-", dir=dest.parent))
     try:
