@@ -38,7 +38,7 @@ from aismm.core.model import dump_yaml
 from aismm.core.refs import MAIN
 from aismm.core.reputation import Execution, compute
 from aismm.infra import bundle, store
-from aismm.infra.git import Repo
+from aismm.infra.git import ZERO, Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.services import judged
@@ -127,10 +127,11 @@ def reputations(executions: list[dict[str, Any]], now: dt.datetime) -> dict[str,
     return {agent: rep.to_dict() for agent, rep in compute(records, now).items()}
 
 
-def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None = None
-             ) -> dict[str, Any]:
+def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None = None,
+             logged: bool = True) -> dict[str, Any]:
     """Write the export's files (all but the envelope) into the folder ``dest``; the
-    manifest. The refs are bundled between two reads that agree with the database copy."""
+    manifest. The refs are bundled between two reads that agree with each other and (with
+    ``logged``) with the database copy's ref-state log."""
     client = _scope_client(scope)
     dest.mkdir(parents=True, exist_ok=True)
     names = _repo_names(hub, client)
@@ -148,10 +149,15 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
         if progress:
             progress("bundle", len(names), len(names))
         after = {name: Repo(hub.root / name).refs() for name in names}
-        if before == after and all(bundle.heads(dest / bundle_path(n)) == before[n]
-                                   for n in names):
+        stable = before == after and all(bundle.heads(dest / bundle_path(n)) == before[n]
+                                         for n in names)
+        differ = _unlogged(db, before) if stable and logged else None
+        if stable and differ is None:
             break
     else:
+        if differ is not None:
+            raise ConflictError(f"{hub.root}: {differ} is not where the ref-state log says; "
+                                "run `aismm verify` on the hub, then export again")
         raise ConflictError(f"{hub.root}: the hub kept changing while it was exported; retry "
                             "when pushes are quieter")
     missions = {name[len("missions/"):-len(".git")] for name in names[1:]}
@@ -210,6 +216,17 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
     }
     manifest["files"] = inventory(dest)
     return manifest
+
+
+def _unlogged(db: Path, refs: dict[str, dict[str, str]]) -> str | None:
+    """The first ref whose value the database copy's ref-state log does not end with (a push
+    whose post-receive has not logged it yet makes the export read again), or None."""
+    with store.Store(db) as st:
+        for name, values in refs.items():
+            for ref, oid in sorted(st.last_values(name).items()):
+                if values.get(ref) != (None if oid == ZERO else oid):
+                    return f"{name} {ref}"
+    return None
 
 
 def _scope_client(scope: str) -> str | None:
