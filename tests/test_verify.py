@@ -315,8 +315,11 @@ def test_a_move_that_skipped_the_gate_fails_a_live_hub_and_is_put_back_by_export
     site.git(mid, "update-ref", ref, site.refs(mid)[MAIN])  # no hook, no log
     done = cli("verify", str(site.root))
     assert done.returncode == 1
-    assert f"gate: FAILED missions/{mid}.git {ref}: exported value is not the one the " \
-        "ref-state log ends with" in done.stdout
+    failed = [line for line in done.stdout.splitlines() if "FAILED" in line]
+    # the logged tip is no longer reachable, so the copy lacks it: the replay stops there
+    assert len(failed) == 1 and failed[0].startswith("gate: FAILED log event "), done.stdout
+    assert f"(missions/{mid}.git {ref}): the gate refuses it: aismm: {ref}: ref: new value" \
+        in failed[0] and "is not an object in this repository" in failed[0]
     assert site.refs(mid)[ref] == site.refs(mid)[MAIN]  # verify changed nothing
     exported = cli("export", str(tmp_path / "e.tar.gz"), hub=site.root)
     assert exported.returncode == 0, exported.stderr
