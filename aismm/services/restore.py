@@ -27,7 +27,7 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import export, registrar
+from aismm.services import audit, export, registrar
 from aismm.services import verify as verifier
 from aismm.state import provision
 
@@ -141,7 +141,7 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
     signers = final / "allowed_signers"
     for name in sorted(manifest["repos"]):
         path = root / name
-        os.rename(verifier.unpacked(work, name), path)
+        os.rename(audit.unpacked(work, name), path)
         repo = Repo(path)
         provision.configure(repo)
         provision.install(path)
@@ -150,11 +150,11 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
     _crash_point("repos")
     db = root / "hub.db"
     with Store(db) as store:
-        store.restore(verifier.ndjson_rows(work / "state/log.ndjson"),
-                      verifier.ndjson_rows(work / "state/executions.ndjson"))
+        store.restore(audit.ndjson_rows(work / "state/log.ndjson"),
+                      audit.ndjson_rows(work / "state/executions.ndjson"))
     with Ledger(db) as ledger:
-        ledger.restore(verifier.ndjson_rows(work / "ledger/transfers.ndjson"),
-                       verifier.ndjson_rows(work / "ledger/closures.ndjson"))
+        ledger.restore(audit.ndjson_rows(work / "ledger/transfers.ndjson"),
+                       audit.ndjson_rows(work / "ledger/closures.ndjson"))
     _crash_point("database")
     keys = 0
     secret = work / export.SECRETS
