@@ -211,7 +211,9 @@ def test_a_client_scope_export_holds_nothing_of_another_client(
             data = (folder / rel).read_bytes()
             assert b"dora" not in data and hers.encode() not in data, rel
     keys = export.decrypt_secrets((folder / export.SECRETS).read_bytes(), PASS.encode())
-    assert list(keys) == [f"{CLIENT}.key"]
+    assert sorted(keys) == [f"{CLIENT}.key", "platform.key"]  # the client's, and a new platform's
+    assert keys[f"{CLIENT}.key"] == other.key_path(CLIENT).read_text()
+    assert keys["platform.key"] != other.key_path("platform").read_text()
     assert all(CLIENT in f"{t['debit']} {t['credit']}" or t["mission"] in missions.values()
                for t in map(json.loads,
                             (folder / "ledger/transfers.ndjson").read_text().splitlines()))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from aismm.core.clock import FixedClock
+from aismm.core.signing import verify as verify_signature
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
@@ -188,3 +189,42 @@ def test_a_replacement_killed_between_renames_leaves_the_target_absent(
     assert cli("import", str(newer), str(target)).returncode == 0
     with Ledger(target / "hub.db") as ledger:
         assert ledger.balance(f"client:{CLIENT}") == newer_hub_balance(newer_hub)
+
+
+def test_a_buyout_founds_a_standalone_hub_with_its_own_platform_key(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    site, missions = source
+    registry_before = run_git("for-each-ref", cwd=site.hub.registry_path).stdout
+    archive = tmp_path / "carol.tar.gz"
+    done = cli("export", str(archive), "--scope", f"client:{CLIENT}", "--include-secrets",
+               "--passphrase-env", "PASS", hub=site.root, PASS=PASS)
+    assert done.returncode == 0, done.stderr
+    assert run_git("for-each-ref", cwd=site.hub.registry_path).stdout == registry_before
+    manifest = _manifest(archive)
+    old_key = site.hub.hosted_key("platform").public_line
+    assert manifest["platform_key"] == old_key != manifest["handover"]["platform_key"]
+    assert cli("verify", str(archive)).returncode == 0
+    target = tmp_path / "mine"
+    assert cli("import", str(archive), str(target), "--passphrase-env", "PASS",
+               PASS=PASS).returncode == 0
+    clock = FixedClock(START)
+    there = Site(Hub(target, clock=clock), clock)
+    assert there.hub.hosted_key("platform").public_line == manifest["handover"]["platform_key"]
+    assert sorted(p.name for p in there.hub.keys_dir.glob("*.key")) == [
+        f"{CLIENT}.key", "platform.key"]
+    # the old platform's signatures stay valid; the new key signs from now on
+    settled = missions["settled"]
+    assert there.signed_by(settled, "tag", "refs/tags/settled") == "platform@aismm.invalid"
+    clock.advance("PT1H")
+    open_ = missions["open"]
+    client.accept(there.hub, open_, AGENT)
+    assert there.status(open_)["state"] == "settled"
+    tag = there.refs(open_)["refs/tags/settled"]
+    raw = run_git("cat-file", "tag", tag, cwd=there.hub.mission_path(open_)).stdout
+    signed = raw[raw.index("-----BEGIN SSH SIGNATURE-----"):]
+    payload = raw[:raw.index("-----BEGIN SSH SIGNATURE-----")].encode()
+    assert verify_signature(signed, payload).split()[:2] == \
+        manifest["handover"]["platform_key"].split()[:2]
+    assert there.signed_by(open_, "tag", "refs/tags/settled") == "platform@aismm.invalid"
+    checked = cli("verify", str(target))
+    assert checked.returncode == 0, checked.stdout + checked.stderr

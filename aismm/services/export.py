@@ -41,7 +41,7 @@ from aismm.infra import bundle, store
 from aismm.infra.git import ZERO, Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import judged
+from aismm.services import handover, judged
 from aismm.state import registry
 from aismm.state.policy import load_policy
 
@@ -302,9 +302,12 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
     try:
         manifest = snapshot(hub, work, scope, progress)
         if passphrase is not None:
+            keys = _hosted_keys(hub, scope)
+            if scope != "hub":  # a buyout: the new hub gets a platform key of its own
+                keys[f"{hub.config.platform}.key"] = _hand_over(hub, work, manifest)
             secret = work / SECRETS
             secret.parent.mkdir(parents=True, exist_ok=True)
-            secret.write_bytes(encrypt_secrets(_hosted_keys(hub, scope), passphrase))
+            secret.write_bytes(encrypt_secrets(keys, passphrase))
             manifest["files"] = inventory(work)
         body = canonical(manifest)
         (work / MANIFEST).write_bytes(body)
@@ -318,6 +321,30 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
             "digest": hashlib.sha256(body).hexdigest(), "files": len(names),
             "repos": len(manifest["repos"]), "transfers": manifest["ledger"]["transfers"],
             "position": manifest["position"], "secrets": passphrase is not None}
+
+
+def _hand_over(hub: Hub, work: Path, manifest: dict[str, Any]) -> str:
+    """Add the buyout handover to the export in ``work`` (registry bundle, log, roster,
+    manifest); the new platform's private key (PEM)."""
+    when = dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC) + \
+        dt.timedelta(seconds=1)
+    done = handover.hand_over(hub, work / bundle_path(judged.REGISTRY), work / ".handover", when)
+    shutil.rmtree(work / ".handover")
+    log_path = work / "state/log.ndjson"
+    rows = [json.loads(line) for line in log_path.read_bytes().splitlines()]
+    event = {"id": max((r["id"] for r in rows), default=0) + 1, "repo": judged.REGISTRY,
+             "ref": MAIN, "old": done.old, "new": done.new, "pusher": hub.config.platform,
+             "created": done.at, "status": "done"}
+    log_path.write_bytes(ndjson([*rows, event]))
+    (work / "roster/actors.json").write_bytes(canonical(
+        {aid: a.model_dump(mode="json") for aid, a in sorted(done.actors.items())}))
+    (work / "roster/allowed_signers").write_text(handover.signers_text(done.actors))
+    manifest["repos"][judged.REGISTRY]["refs"] = bundle.heads(
+        work / bundle_path(judged.REGISTRY))
+    manifest["position"].update(event=event["id"], event_at=done.at)
+    manifest["counts"]["events"] += 1
+    manifest["handover"] = {"at": done.at, "platform_key": done.key.public_line}
+    return done.key.pem().decode()
 
 
 def _hosted_keys(hub: Hub, scope: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ Nothing here writes outside a temporary folder it removes (or the ``work`` folde
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -231,9 +232,13 @@ def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarIn
     except (ValueError, KeyError, TypeError) as exc:
         raise Failed(export.MANIFEST, f"not a manifest ({exc})") from exc
     if trusted is None:
+        # the platform key valid at the snapshot (a buyout export rotates it right after)
+        position = claimed.get("position") if isinstance(claimed, dict) else None
+        at = dt.datetime.fromtimestamp(int(position.get("time", 0)) if isinstance(
+            position, dict) else 0, dt.UTC)
         signers = allowed_keys(_read_member(tar, members, "roster/allowed_signers").decode())
         trusted = [k for k, who, until in signers
-                   if who == f"{platform}@aismm.invalid" and until is None]
+                   if who == f"{platform}@aismm.invalid" and (until is None or at < until)]
     try:
         payload, signer = open_envelope(envelope, export.PAYLOAD_TYPE, trusted)
     except SignatureError as exc:
