@@ -14,7 +14,7 @@ from aismm.core.signing import verify as verify_signature
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import client, export, lifecycle
+from aismm.services import client, export, lifecycle, registrar
 from tests.hubkit import copy_tree
 from tests.settlekit import AGENT, CLIENT, START, Site, run_git
 from tests.test_export import PASS, build_source, cli, rebuild
@@ -228,3 +228,22 @@ def test_a_buyout_founds_a_standalone_hub_with_its_own_platform_key(
     assert there.signed_by(open_, "tag", "refs/tags/settled") == "platform@aismm.invalid"
     checked = cli("verify", str(target))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_export_behind_what_the_hub_did_since_its_import_is_refused(
+        source: tuple[Site, dict[str, str]], archive: Path, tmp_path: Path) -> None:
+    site, _ = source
+    target = tmp_path / "hub"
+    assert cli("import", str(archive), str(target), "--passphrase-env", "PASS",
+               PASS=PASS).returncode == 0
+    with Ledger(target / "hub.db") as ledger:  # the imported hub moves on
+        ledger.deposit(CLIENT, 9, cause="after-import")
+    later = Hub(copy_tree(site.root, tmp_path / "copy"), clock=FixedClock(START))
+    registrar.add_actor(later, "late", ["client"], None, None, True)  # newer log, same ledger
+    newer = tmp_path / "newer.tar.gz"
+    assert cli("export", str(newer), hub=later.root).returncode == 0
+    refused = cli("import", str(newer), str(target))
+    assert refused.returncode == 1
+    assert "is older than the one" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    with Ledger(target / "hub.db") as ledger:
+        assert ledger.find_deposit(CLIENT, "after-import") is not None  # nothing was lost
