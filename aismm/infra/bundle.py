@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aismm.core.errors import RepositoryError
 
-__all__ = ["clone_bundle", "config_value", "create", "drop_remote", "fsck", "heads", "objects", "verify_signed"]
+__all__ = ["clone_bundle", "config_value", "create", "drop_remote", "fsck", "heads", "objects",
+           "verify_signed"]
 
 _ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH", "GIT_NAMESPACE")
