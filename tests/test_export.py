@@ -27,7 +27,7 @@ from aismm.core.signing import PrivateKey
 from aismm.infra.ledger import Ledger
 from aismm.services import client, export, mission, registrar, settlement
 from tests.hubkit import copy_hub
-from tests.settlekit import AGENT, CLIENT, REVIEW, REVIEW_INPUTS, Site, make_site
+from tests.settlekit import AGENT, CLIENT, REVIEW, REVIEW_INPUTS, Site, make_site, run_git
 
 PASS = "correct horse battery staple"
 
@@ -211,7 +211,9 @@ def test_a_client_scope_export_holds_nothing_of_another_client(
             data = (folder / rel).read_bytes()
             assert b"dora" not in data and hers.encode() not in data, rel
     keys = export.decrypt_secrets((folder / export.SECRETS).read_bytes(), PASS.encode())
-    assert list(keys) == [f"{CLIENT}.key"]
+    assert sorted(keys) == [f"{CLIENT}.key", "platform.key"]  # the client's, and a new platform's
+    assert keys[f"{CLIENT}.key"] == other.key_path(CLIENT).read_text()
+    assert keys["platform.key"] != other.key_path("platform").read_text()
     assert all(CLIENT in f"{t['debit']} {t['credit']}" or t["mission"] in missions.values()
                for t in map(json.loads,
                             (folder / "ledger/transfers.ndjson").read_text().splitlines()))
@@ -243,3 +245,25 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(
     assert b"export bundle" in shown and b"100%" in shown
     piped = cli("export", str(tmp_path / "p.tar.gz"), hub=site.root)
     assert piped.stderr == ""
+
+
+def test_a_write_during_the_export_makes_it_read_again(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    """A registry write lands while the bundles are being written: the first reading is
+    thrown away and the archive holds the hub as it is after the write, consistently."""
+    site, _ = source
+    hub = copy_hub(site.root, tmp_path / "hub", clock=site.clock)
+    landed: list[str] = []
+
+    def meanwhile(what: str, done: int, total: int) -> None:
+        if not landed:
+            landed.append(registrar.add_actor(hub, "late", ["client"], None, None, True).id)
+
+    export.export_hub(hub, tmp_path / "e.tar.gz", progress=meanwhile)
+    manifest = unpack(tmp_path / "e.tar.gz", tmp_path / "x")
+    assert landed == ["late"]
+    assert "late" in json.loads((tmp_path / "x" / "roster/actors.json").read_text())
+    assert manifest["repos"]["registry.git"]["refs"]["refs/heads/main"] == \
+        run_git("rev-parse", "main", cwd=hub.registry_path).stdout.strip()
+    verified = cli("verify", str(tmp_path / "e.tar.gz"))
+    assert verified.returncode == 0, verified.stdout

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from aismm.core.clock import FixedClock
+from aismm.core.signing import verify as verify_signature
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import client, export, lifecycle
+from aismm.services import client, export, lifecycle, registrar
 from tests.hubkit import copy_tree
 from tests.settlekit import AGENT, CLIENT, START, Site, run_git
 from tests.test_export import PASS, build_source, cli, rebuild
@@ -188,3 +189,61 @@ def test_a_replacement_killed_between_renames_leaves_the_target_absent(
     assert cli("import", str(newer), str(target)).returncode == 0
     with Ledger(target / "hub.db") as ledger:
         assert ledger.balance(f"client:{CLIENT}") == newer_hub_balance(newer_hub)
+
+
+def test_a_buyout_founds_a_standalone_hub_with_its_own_platform_key(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    site, missions = source
+    registry_before = run_git("for-each-ref", cwd=site.hub.registry_path).stdout
+    archive = tmp_path / "carol.tar.gz"
+    done = cli("export", str(archive), "--scope", f"client:{CLIENT}", "--include-secrets",
+               "--passphrase-env", "PASS", hub=site.root, PASS=PASS)
+    assert done.returncode == 0, done.stderr
+    assert run_git("for-each-ref", cwd=site.hub.registry_path).stdout == registry_before
+    manifest = _manifest(archive)
+    old_key = site.hub.hosted_key("platform").public_line
+    assert manifest["platform_key"] == old_key != manifest["handover"]["platform_key"]
+    assert cli("verify", str(archive)).returncode == 0
+    target = tmp_path / "mine"
+    assert cli("import", str(archive), str(target), "--passphrase-env", "PASS",
+               PASS=PASS).returncode == 0
+    clock = FixedClock(START)
+    there = Site(Hub(target, clock=clock), clock)
+    assert there.hub.hosted_key("platform").public_line == manifest["handover"]["platform_key"]
+    assert sorted(p.name for p in there.hub.keys_dir.glob("*.key")) == [
+        f"{CLIENT}.key", "platform.key"]
+    # the old platform's signatures stay valid; the new key signs from now on
+    settled = missions["settled"]
+    assert there.signed_by(settled, "tag", "refs/tags/settled") == "platform@aismm.invalid"
+    clock.advance("PT1H")
+    open_ = missions["open"]
+    client.accept(there.hub, open_, AGENT)
+    assert there.status(open_)["state"] == "settled"
+    tag = there.refs(open_)["refs/tags/settled"]
+    raw = run_git("cat-file", "tag", tag, cwd=there.hub.mission_path(open_)).stdout
+    signed = raw[raw.index("-----BEGIN SSH SIGNATURE-----"):]
+    payload = raw[:raw.index("-----BEGIN SSH SIGNATURE-----")].encode()
+    assert verify_signature(signed, payload).split()[:2] == \
+        manifest["handover"]["platform_key"].split()[:2]
+    assert there.signed_by(open_, "tag", "refs/tags/settled") == "platform@aismm.invalid"
+    checked = cli("verify", str(target))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_export_behind_what_the_hub_did_since_its_import_is_refused(
+        source: tuple[Site, dict[str, str]], archive: Path, tmp_path: Path) -> None:
+    site, _ = source
+    target = tmp_path / "hub"
+    assert cli("import", str(archive), str(target), "--passphrase-env", "PASS",
+               PASS=PASS).returncode == 0
+    with Ledger(target / "hub.db") as ledger:  # the imported hub moves on
+        ledger.deposit(CLIENT, 9, cause="after-import")
+    later = Hub(copy_tree(site.root, tmp_path / "copy"), clock=FixedClock(START))
+    registrar.add_actor(later, "late", ["client"], None, None, True)  # newer log, same ledger
+    newer = tmp_path / "newer.tar.gz"
+    assert cli("export", str(newer), hub=later.root).returncode == 0
+    refused = cli("import", str(newer), str(target))
+    assert refused.returncode == 1
+    assert "is older than the one" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    with Ledger(target / "hub.db") as ledger:
+        assert ledger.find_deposit(CLIENT, "after-import") is not None  # nothing was lost

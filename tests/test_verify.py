@@ -25,6 +25,7 @@ from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.services import export
 from aismm.state.registry import identity
+from tests.hubkit import copy_hub
 from tests.settlekit import AGENT, Site
 from tests.test_export import build_source, cli, rebuild
 
@@ -302,3 +303,25 @@ def test_bad_input_is_exit_2(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr.splitlines()) == (2, [
         f"aismm: {tmp_path / 'missing'}: no such file or folder; pass an export archive, a hub "
         "folder or a mission clone"])
+
+
+def test_a_move_that_skipped_the_gate_fails_a_live_hub_and_is_put_back_by_export(
+        source: tuple[Site, dict[str, str]], tmp_path: Path) -> None:
+    site = Site(copy_hub(source[0].root, tmp_path / "hub", clock=source[0].clock),
+                source[0].clock)
+    mid = source[1]["open"]
+    ref = f"{ATTEMPT}{AGENT}"
+    logged = site.refs(mid)[ref]
+    site.git(mid, "update-ref", ref, site.refs(mid)[MAIN])  # no hook, no log
+    done = cli("verify", str(site.root))
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if "FAILED" in line]
+    # the logged tip is no longer reachable, so the copy lacks it: the replay stops there
+    assert len(failed) == 1 and failed[0].startswith("gate: FAILED log event "), done.stdout
+    assert f"(missions/{mid}.git {ref}): the gate refuses it: aismm: {ref}: ref: new value" \
+        in failed[0] and "is not an object in this repository" in failed[0]
+    assert site.refs(mid)[ref] == site.refs(mid)[MAIN]  # verify changed nothing
+    exported = cli("export", str(tmp_path / "e.tar.gz"), hub=site.root)
+    assert exported.returncode == 0, exported.stderr
+    assert site.refs(mid)[ref] == logged  # judged and put back before the snapshot
+    assert cli("verify", str(tmp_path / "e.tar.gz")).returncode == 0

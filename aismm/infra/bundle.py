@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aismm.core.errors import RepositoryError
 
-__all__ = ["clone_bundle", "config_value", "create", "fsck", "heads", "objects", "verify_signed"]
+__all__ = ["clone_bundle", "config_value", "create", "drop_remote", "fsck", "heads", "objects",
+           "verify_signed"]
 
 _ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
              "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH", "GIT_NAMESPACE")
@@ -71,10 +72,15 @@ def heads(bundle: Path) -> dict[str, str]:
 
 def clone_bundle(bundle: Path, dest: Path) -> None:
     """Unpack a bundle into a new bare repository at ``dest`` (every object checked as it
-    comes in, as ``receive.fsckObjects`` does), holding exactly the bundle's refs."""
+    comes in, as ``receive.fsckObjects`` does), holding exactly the bundle's refs (its
+    ``origin`` names the bundle: :func:`drop_remote`)."""
     _git("-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "clone", "--quiet",
          "--mirror", str(bundle), str(dest))
-    _git("-C", str(dest), "remote", "remove", "origin")
+
+
+def drop_remote(repo: Path) -> None:
+    """Forget the bundle a repository was cloned from (its ``origin``)."""
+    _git("-C", str(repo), "remote", "remove", "origin")
 
 
 def fsck(repo: Path) -> list[str]:

@@ -38,10 +38,10 @@ from aismm.core.model import dump_yaml
 from aismm.core.refs import MAIN
 from aismm.core.reputation import Execution, compute
 from aismm.infra import bundle, store
-from aismm.infra.git import Repo
+from aismm.infra.git import ZERO, Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import judged
+from aismm.services import handover, judged
 from aismm.state import registry
 from aismm.state.policy import load_policy
 
@@ -127,10 +127,11 @@ def reputations(executions: list[dict[str, Any]], now: dt.datetime) -> dict[str,
     return {agent: rep.to_dict() for agent, rep in compute(records, now).items()}
 
 
-def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None = None
-             ) -> dict[str, Any]:
+def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None = None,
+             logged: bool = True) -> dict[str, Any]:
     """Write the export's files (all but the envelope) into the folder ``dest``; the
-    manifest. The refs are bundled between two reads that agree with the database copy."""
+    manifest. The refs are bundled between two reads that agree with each other and (with
+    ``logged``) with the database copy's ref-state log."""
     client = _scope_client(scope)
     dest.mkdir(parents=True, exist_ok=True)
     names = _repo_names(hub, client)
@@ -148,10 +149,15 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
         if progress:
             progress("bundle", len(names), len(names))
         after = {name: Repo(hub.root / name).refs() for name in names}
-        if before == after and all(bundle.heads(dest / bundle_path(n)) == before[n]
-                                   for n in names):
+        stable = before == after and all(bundle.heads(dest / bundle_path(n)) == before[n]
+                                         for n in names)
+        differ = _unlogged(db, before) if stable and logged else None
+        if stable and differ is None:
             break
     else:
+        if differ is not None:
+            raise ConflictError(f"{hub.root}: {differ} is not where the ref-state log says; "
+                                "run `aismm verify` on the hub, then export again")
         raise ConflictError(f"{hub.root}: the hub kept changing while it was exported; retry "
                             "when pushes are quieter")
     missions = {name[len("missions/"):-len(".git")] for name in names[1:]}
@@ -210,6 +216,17 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
     }
     manifest["files"] = inventory(dest)
     return manifest
+
+
+def _unlogged(db: Path, refs: dict[str, dict[str, str]]) -> str | None:
+    """The first ref whose value the database copy's ref-state log does not end with (a push
+    whose post-receive has not logged it yet makes the export read again), or None."""
+    with store.Store(db) as st:
+        for name, values in refs.items():
+            for ref, oid in sorted(st.last_values(name).items()):
+                if values.get(ref) != (None if oid == ZERO else oid):
+                    return f"{name} {ref}"
+    return None
 
 
 def _scope_client(scope: str) -> str | None:
@@ -276,14 +293,21 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
                          f"{dest}/hub.tar.gz")
     if not dest.parent.is_dir():
         raise UsageError(f"{dest}: folder {dest.parent} does not exist; create it first")
+    if not hub.key_path(hub.config.platform).is_file():
+        raise UsageError(f"{hub.root}: the platform's key {hub.key_path(hub.config.platform)} "
+                         "is missing and an export is signed by it; restore the key (an "
+                         "import made without --include-secrets has none)")
     judged.sweep(hub)  # judge every unlogged move first: an export carries judged refs only
     work = Path(tempfile.mkdtemp(prefix=".aismm-export-", dir=dest.parent))
     try:
         manifest = snapshot(hub, work, scope, progress)
         if passphrase is not None:
+            keys = _hosted_keys(hub, scope)
+            if scope != "hub":  # a buyout: the new hub gets a platform key of its own
+                keys[f"{hub.config.platform}.key"] = _hand_over(hub, work, manifest)
             secret = work / SECRETS
             secret.parent.mkdir(parents=True, exist_ok=True)
-            secret.write_bytes(encrypt_secrets(_hosted_keys(hub, scope), passphrase))
+            secret.write_bytes(encrypt_secrets(keys, passphrase))
             manifest["files"] = inventory(work)
         body = canonical(manifest)
         (work / MANIFEST).write_bytes(body)
@@ -297,6 +321,30 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
             "digest": hashlib.sha256(body).hexdigest(), "files": len(names),
             "repos": len(manifest["repos"]), "transfers": manifest["ledger"]["transfers"],
             "position": manifest["position"], "secrets": passphrase is not None}
+
+
+def _hand_over(hub: Hub, work: Path, manifest: dict[str, Any]) -> str:
+    """Add the buyout handover to the export in ``work`` (registry bundle, log, roster,
+    manifest); the new platform's private key (PEM)."""
+    when = dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC) + \
+        dt.timedelta(seconds=1)
+    done = handover.hand_over(hub, work / bundle_path(judged.REGISTRY), work / ".handover", when)
+    shutil.rmtree(work / ".handover")
+    log_path = work / "state/log.ndjson"
+    rows = [json.loads(line) for line in log_path.read_bytes().splitlines()]
+    event = {"id": max((r["id"] for r in rows), default=0) + 1, "repo": judged.REGISTRY,
+             "ref": MAIN, "old": done.old, "new": done.new, "pusher": hub.config.platform,
+             "created": done.at, "status": "done"}
+    log_path.write_bytes(ndjson([*rows, event]))
+    (work / "roster/actors.json").write_bytes(canonical(
+        {aid: a.model_dump(mode="json") for aid, a in sorted(done.actors.items())}))
+    (work / "roster/allowed_signers").write_text(handover.signers_text(done.actors))
+    manifest["repos"][judged.REGISTRY]["refs"] = bundle.heads(
+        work / bundle_path(judged.REGISTRY))
+    manifest["position"].update(event=event["id"], event_at=done.at)
+    manifest["counts"]["events"] += 1
+    manifest["handover"] = {"at": done.at, "platform_key": done.key.public_line}
+    return done.key.pem().decode()
 
 
 def _hosted_keys(hub: Hub, scope: str) -> dict[str, str]:

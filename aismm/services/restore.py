@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from aismm.core.errors import CheckFailed, Rejection, UsageError
+from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.infra.store import Store
-from aismm.services import export, registrar
+from aismm.services import audit, export, registrar
 from aismm.services import verify as verifier
 from aismm.state import provision
 
@@ -45,6 +46,15 @@ def _crash_point(name: str) -> None:
 def _position(data: dict[str, Any]) -> tuple[int, int]:
     pos = data.get("position") or {}
     return int(pos.get("event") or 0), int(pos.get("transfer") or 0)
+
+
+def _live_position(dest: Path) -> tuple[int, int]:
+    """The (last event, last transfer) a hub holds now (it may have moved on since import)."""
+    with Store(dest / "hub.db") as store:
+        event = store.max_event_id()
+    with Ledger(dest / "hub.db") as ledger:
+        history = ledger.history()
+    return event, history[-1].seq if history else 0
 
 
 Passphrase = bytes | Callable[[], bytes] | None  # or how to ask for it, once it is needed
@@ -80,10 +90,15 @@ def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
         if held is not None:
             if held.get("digest") == digest:
                 return {**summary, "imported": False}
-            if _position(manifest) < _position(held):
-                raise Rejection(f"import: {src.name}: its state position {_position(manifest)} "
-                                f"is older than the one {dest} holds {_position(held)}; "
-                                "import a newer export")
+            if held.get("hub_id") != manifest["hub_id"]:
+                raise UsageError(f"import: {dest} holds another hub ({held.get('hub_id')}); "
+                                 "pick a new DIR")
+            live, marked, offered = _live_position(dest), _position(held), _position(manifest)
+            now = (max(live[0], marked[0]), max(live[1], marked[1]))
+            if offered[0] < now[0] or offered[1] < now[1]:  # behind in either log
+                raise Rejection(f"import: {src.name}: its state position {offered} "
+                                f"is older than the one {dest} holds {now}; import a newer "
+                                "export")
         root = quarantine / "hub"
         summary["keys"] = _build(work, root, dest, manifest, passphrase)
         (root / MARKER).write_bytes(export.canonical(
@@ -141,7 +156,8 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
     signers = final / "allowed_signers"
     for name in sorted(manifest["repos"]):
         path = root / name
-        os.rename(verifier.unpacked(work, name), path)
+        os.rename(audit.unpacked(work, name), path)
+        bundle.drop_remote(path)
         repo = Repo(path)
         provision.configure(repo)
         provision.install(path)
@@ -150,11 +166,11 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
     _crash_point("repos")
     db = root / "hub.db"
     with Store(db) as store:
-        store.restore(verifier.ndjson_rows(work / "state/log.ndjson"),
-                      verifier.ndjson_rows(work / "state/executions.ndjson"))
+        store.restore(audit.ndjson_rows(work / "state/log.ndjson"),
+                      audit.ndjson_rows(work / "state/executions.ndjson"))
     with Ledger(db) as ledger:
-        ledger.restore(verifier.ndjson_rows(work / "ledger/transfers.ndjson"),
-                       verifier.ndjson_rows(work / "ledger/closures.ndjson"))
+        ledger.restore(audit.ndjson_rows(work / "ledger/transfers.ndjson"),
+                       audit.ndjson_rows(work / "ledger/closures.ndjson"))
     _crash_point("database")
     keys = 0
     secret = work / export.SECRETS
