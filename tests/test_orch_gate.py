@@ -140,6 +140,9 @@ FORGED = "forged"
     ("fallback-first", "plan/001-fallback.yaml: step first was never opened; open it first"),
     ("two-at-once", "commit {commit}: adds 2 decisions; commit one plan/NNN-<kind>.yaml per "
                     "commit"),
+    ("miscited", "plan/001-open.yaml: routing: cites figures that are not step first's in "
+                 "orchestration/routing.yaml (the chosen agent's among them); copy the agent, "
+                 "score and price of each candidate you weighed"),
 ])
 def test_an_unsound_decision_is_refused_with_one_line(site: Site, tmp_path: Path, case: str,
                                                       line: str) -> None:
@@ -164,6 +167,9 @@ def test_an_unsound_decision_is_refused_with_one_line(site: Site, tmp_path: Path
     elif case == "fallback-first":
         files = {"plan/001-fallback.yaml": decision(flow, 1, "fallback", agent="good-rev",
                                                     price=300)}
+    elif case == "miscited":  # a score of its own making, not the routing table's
+        files = {"plan/001-open.yaml": decision(flow, 1, agent="good-rev", price=300, routing=[
+            {"agent": "good-rev", "score": 99.0, "price": 300}])}
     elif case == "two-at-once":
         files["plan/002-give_up.yaml"] = decision(flow, 2, "give_up")
     proc = push(site, work, key, files)

@@ -35,8 +35,10 @@ from aismm.gate.base import Judge
 from aismm.infra.git import Entry, Repo
 from aismm.state.policy import MissionPolicy
 
-__all__ = ["decision_problem", "judge_decision_commit", "judge_record", "plan_view",
-           "read_plan"]
+MAX_DECISION_BYTES = 65536
+
+__all__ = ["MAX_DECISION_BYTES", "decision_problem", "judge_decision_commit", "judge_record",
+           "plan_view", "read_plan"]
 
 
 def read_plan(repo: Repo, commit: str, contract: Contract, budget: int
@@ -98,6 +100,9 @@ def _decision(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
     if match is None:
         j.reject(ref, path, "a decision is named plan/NNN-<open|fallback|rework|give_up>.yaml",
                  "name it like plan/001-open.yaml")
+        return
+    if j.repo.blob_size(entry.oid) > MAX_DECISION_BYTES:
+        j.reject(ref, path, f"larger than {MAX_DECISION_BYTES} bytes", "write a short decision")
         return
     try:
         decision = Decision.model_validate(load_yaml(j.repo.blob(entry.oid), path))
@@ -208,4 +213,10 @@ def _hire(doc: MissionDoc, decision: Decision, plan: View, routing: Routing | No
     if total > plan.left + refund:
         return (f"over budget: costs {total} (price + fee), {plan.left + refund} left of the "
                 "mission's price", "offer less or give the step up")
+    ranked = {c.agent: (c.score, c.price) for c in offer.candidates}
+    cited = {f.agent: (f.score, f.price) for f in decision.routing}
+    if decision.agent not in cited or any(ranked.get(a) != v for a, v in cited.items()):
+        return (f"routing: cites figures that are not step {decision.step}'s in "
+                "orchestration/routing.yaml (the chosen agent's among them)",
+                "copy the agent, score and price of each candidate you weighed")
     return None
