@@ -80,6 +80,10 @@ def main() -> None:
 
     sections["http"] = _section("http", bench_http.run, quick)
 
+    import bench_workflow
+
+    sections["workflow"] = _section("workflow", bench_workflow.run, quick)
+
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
     def v(data: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
@@ -144,6 +148,10 @@ def main() -> None:
     sv = sections["serve"]
     rows.append(("serve idle CPU (no traffic, 3 s)", f"{v(sv, 'idle_cpu_pct', '{:.1f}')} %",
                  "of one core; goal < 1 %"))
+    wf = sections["workflow"]
+    rows.append(("three-step workflow end to end / the three missions by hand (CLI)",
+                 f"{v(wf, 'workflow_s', '{:.2f}')} s / {v(wf, 'by_hand_s', '{:.2f}')} s",
+                 f"ratio {v(wf, 'workflow_vs_hand', '{:.2f}')}; goal <= 1.5"))
     rows.append(("mission status, hubs of " + " / ".join(map(str, sizes)),
                  " / ".join(v(f, f"status_{n}_s", "{:.3f}") for n in sizes) + " s", ""))
     ow = sections["ownership"]

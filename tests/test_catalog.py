@@ -305,6 +305,7 @@ EXPECTED_AGENTS = {
     "ref-test-writer": ("acme", ["specialist"], ["unit_tests"], "test_writer"),
     "ref-reviewer": ("qa-guild", ["reviewer"], NAMES, "reviewer"),
     "sloppy-coder": ("cheapo", ["specialist"], NAMES, "sloppy"),
+    "ref-orchestrator": ("acme", ["orchestrator"], ["module_quality"], "orchestrator"),
 }
 
 

@@ -70,7 +70,7 @@ def test_status_from_assignment_through_review_and_rework_to_settlement(queued: 
     assert {k: data[k] for k in KEYS - {"attempts", "next", "now", "id", "state"}} == {
         "contract": "contract.code_review@1.0.0", "tier": "T1", "client": CLIENT, "price": 400,
         "fee": 40, "deadline": "2026-01-04T00:00:00Z", "agents": [AGENT], "mode": "direct",
-        "accepted": None, "escrow": {"state": "funded", "balance": 440}}
+        "accepted": None, "escrow": {"state": "funded", "balance": 440}, "parent": None}
     assert data["attempts"] == [{
         "agent": AGENT, "head": main, "deliverable_tree": None, "state": "assigned", "dod": None,
         "quorum": {"have": [], "need": 1}, "verdicts": {}, "requests": [], "reworks": 0,

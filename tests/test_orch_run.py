@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aismm.services import settlement
+from tests import clikit
 from tests.orchkit import Flow, add_agent, copy_site, orch_template, start_flow
 from tests.settlekit import CLIENT, Site
 
@@ -34,7 +35,8 @@ def decisions(flow: Flow) -> list[str]:
     return listing.stdout.split()
 
 
-def test_good_agent_first_time_then_assembled_accepted_and_settled(site: Site) -> None:
+def test_good_agent_first_time_then_assembled_accepted_and_settled(
+        site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     add_agent(site, "good-rev", "good", 300)
     flow = start_flow(site, price=1000)
     assert decisions(flow) == ["001-open.yaml"]
@@ -45,6 +47,28 @@ def test_good_agent_first_time_then_assembled_accepted_and_settled(site: Site) -
     assert (child["price"], child["fee"], child["paid"], child["escrow"]) == (300, 30, 300, 0)
     assert site.status(child["id"])["parent"] == flow.id
     flow.conserved()
+    # the faces: mission tree (text and --json) and a child's status naming its parent
+    monkeypatch.setenv("AISMM_NOW", site.now())
+    tree = clikit.run(site.root, capsys, "mission", "tree", flow.id, "--json")
+    assert tree.code == 0
+    assert tree.json["children"] == [{
+        "id": child["id"], "step": "first", "decision": 1, "agent": "good-rev",
+        "state": "accepted", "price": 300, "fee": 30, "cost": 330, "escrow": 0,
+        "closure": "settled", "paid": 300}]
+    assert (tree.json["parent"], tree.json["state"], tree.json["budget"]) == (
+        None, "awaiting_acceptance", {"total": 1000, "spent": 330, "left": 670})
+    text = clikit.run(site.root, capsys, "mission", "tree", flow.id).out.splitlines()
+    assert text[1:] == [
+        "  orchestrator ref-orchestrator: budget 1000, spent 330, left 670",
+        "  step first            accepted   attempts 1/2  cost 330 of share 1000  "
+        "(contract.code_review@1.0.1)",
+        f"    {child['id']}  good-rev  accepted  price 300 + fee 30  escrow 0  paid 300"]
+    status = clikit.run(site.root, capsys, "mission", "status", child["id"])
+    assert f"  parent: {flow.id} (a workflow step; `aismm mission tree {flow.id}`)" in \
+        status.out.splitlines()
+    missing = clikit.run(site.root, capsys, "mission", "tree", "nope-00000000")
+    assert (missing.code, missing.err_lines) == (
+        2, ["aismm: nope-00000000: no such mission; see `aismm mission list`"])
     # the client accepts the assembled report: the orchestrator's provider gets what is left
     settlement.accept(site.hub, flow.id, "ref-orchestrator")
     flow.process()

@@ -258,7 +258,7 @@ def accept(ctx: click.Context, mission_id: str, attempt: str, as_actor: str | No
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def cancel(ctx: click.Context, mission_id: str, as_json: bool) -> None:
-    """Cancel a mission before any delivery; the client gets everything back."""
+    """Cancel a mission before any delivery (a workflow: its open children too); refund all."""
     _acting(ctx, mission_id, "cancel", as_json=as_json)
 
 

@@ -18,11 +18,13 @@ def _out(lines: list[str], as_json: bool) -> None:
 @click.pass_context
 def process(ctx: click.Context, as_json: bool) -> None:
     """Drain the event outbox (idempotent; safe to run twice or concurrently)."""
-    from aismm.services import events, settlement
+    from aismm.services import events, orchestration, settlement
 
     hub = hub_from(ctx)
     lines = settlement.reconcile(hub)
     lines = [line for line in lines if "nothing to finish" not in line] + worker.process(hub)
+    resumed = orchestration.resume(hub)  # workflows whose decision's event failed or was lost
+    lines += resumed + (worker.process(hub) if resumed else [])
     _out(lines + events.in_progress(hub), as_json)
 
 

@@ -11,9 +11,13 @@ the price within the step's maximum, its share and the budget left (docs/protoco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import ValidationError
 
+from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract
+from aismm.core.document import MissionDoc
 from aismm.core.model import describe_validation, load_yaml
 from aismm.core.plan import (
     DECISION_NAME,
@@ -31,7 +35,10 @@ from aismm.gate.base import Judge
 from aismm.infra.git import Entry, Repo
 from aismm.state.policy import MissionPolicy
 
-__all__ = ["judge_decision_commit", "judge_record", "plan_view", "read_plan"]
+MAX_DECISION_BYTES = 65536
+
+__all__ = ["MAX_DECISION_BYTES", "decision_problem", "judge_decision_commit", "judge_record",
+           "plan_view", "read_plan"]
 
 
 def read_plan(repo: Repo, commit: str, contract: Contract, budget: int
@@ -94,6 +101,9 @@ def _decision(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
         j.reject(ref, path, "a decision is named plan/NNN-<open|fallback|rework|give_up>.yaml",
                  "name it like plan/001-open.yaml")
         return
+    if j.repo.blob_size(entry.oid) > MAX_DECISION_BYTES:
+        j.reject(ref, path, f"larger than {MAX_DECISION_BYTES} bytes", "write a short decision")
+        return
     try:
         decision = Decision.model_validate(load_yaml(j.repo.blob(entry.oid), path))
     except ValueError as exc:
@@ -104,103 +114,109 @@ def _decision(j: Judge, policy: MissionPolicy, ref: str, oid: str, path: str,
         return
     parent = j.repo.commit(oid).parents[0]
     plan, routing = plan_view(j.repo, policy, parent)
-    number, kind = int(match.group(1)), match.group(2)
+    problem = decision_problem(policy.doc, plan, routing, decision, int(match.group(1)),
+                               match.group(2), j.registry.actors, j.registry.manifests)
+    if problem is not None:
+        j.reject(ref, path, *problem)
 
-    def no(what: str, fix: str) -> None:
-        j.reject(ref, path, what, fix)
 
+def decision_problem(doc: MissionDoc, plan: View, routing: Routing | None, decision: Decision,
+                     number: int, kind: str, actors: Mapping[str, Actor],
+                     manifests: Mapping[str, Manifest]) -> tuple[str, str] | None:
+    """Why a decision named ``plan/<number>-<kind>.yaml`` is refused against the plan so far:
+    ``(what, fix)``, or None when it is sound. Pure: the gate and the tests call it."""
     if number != plan.next_number or decision.number != number:
-        return no(f"decision number must be {plan.next_number:03d}",
-                  "number decisions consecutively, in the file name and in `number`")
+        return (f"decision number must be {plan.next_number:03d}",
+                "number decisions consecutively, in the file name and in `number`")
     if decision.kind != kind:
-        return no("kind does not match the file name", "make them agree")
-    if decision.mission != policy.doc.id:
-        return no(f"names mission {decision.mission}", f"write decisions for {policy.doc.id}")
+        return "kind does not match the file name", "make them agree"
+    if decision.mission != doc.id:
+        return f"names mission {decision.mission}", f"write decisions for {doc.id}"
     if plan.pending:
-        return no(f"decision {plan.pending[0]:03d} has not been executed yet",
-                  f"wait for orchestration/{plan.pending[0]:03d}.yaml, then decide again")
+        return (f"decision {plan.pending[0]:03d} has not been executed yet",
+                f"wait for orchestration/{plan.pending[0]:03d}.yaml, then decide again")
     if plan.failed:
-        return no("the workflow has failed (a step with on_failure: fail was given up)",
-                  "decide nothing more; the mission is refunded")
+        return ("the workflow has failed (a step with on_failure: fail was given up)",
+                "decide nothing more; the mission is refunded")
     sv = plan.steps.get(decision.step)
     if sv is None:
-        return no(f"step {decision.step} is not a step of {policy.contract.ref}",
-                  f"use one of {', '.join(plan.steps)}")
+        return (f"step {decision.step} is not a step of {plan.contract.ref}",
+                f"use one of {', '.join(plan.steps)}")
     if sv.done:
-        return no(f"step {decision.step} is already "
-                  f"{'accepted' if sv.accepted else 'given up'}", "decide on another step")
+        return (f"step {decision.step} is already "
+                f"{'accepted' if sv.accepted else 'given up'}", "decide on another step")
     if kind == "give_up":
         return None
     if sv.attempts >= sv.step.retry.max_attempts:
-        return no(f"step {decision.step} has used its {sv.step.retry.max_attempts} attempt(s)",
-                  "give the step up (plan/NNN-give_up.yaml)")
+        return (f"step {decision.step} has used its {sv.step.retry.max_attempts} attempt(s)",
+                "give the step up (plan/NNN-give_up.yaml)")
     if kind == "rework":
         if sv.live is None or sv.live.state != "failed" or decision.child != sv.live.child:
-            return no(f"step {decision.step} has no failed child "
-                      f"{decision.child or ''} to rework".replace("  ", " "),
-                      "rework only the step's current child after it failed")
+            return (f"step {decision.step} has no failed child "
+                    f"{decision.child or ''} to rework".replace("  ", " "),
+                    "rework only the step's current child after it failed")
         return None
     if not plan.ready(decision.step):
         waiting = [n for n in sv.step.needs if not plan.steps[n].done]
-        return no(f"step {decision.step} is not ready (waits for "
-                  f"{', '.join(waiting) or 'a failed step'})", "open it once its needs are done")
+        return (f"step {decision.step} is not ready (waits for "
+                f"{', '.join(waiting) or 'a failed step'})", "open it once its needs are done")
     if kind == "open" and sv.attempts:
-        return no(f"step {decision.step} was opened already", "fall back or rework instead")
+        return f"step {decision.step} was opened already", "fall back or rework instead"
     if kind == "fallback":
         if not sv.attempts:
-            return no(f"step {decision.step} was never opened", "open it first")
+            return f"step {decision.step} was never opened", "open it first"
         if not sv.step.retry.fallback:
-            return no(f"step {decision.step} allows no fallback", "rework or give it up")
+            return f"step {decision.step} allows no fallback", "rework or give it up"
         if sv.live is not None and sv.live.state == "open":
-            return no(f"step {decision.step}'s child {sv.live.child} is still working",
-                      "wait for its outcome or its timeout")
+            return (f"step {decision.step}'s child {sv.live.child} is still working",
+                    "wait for its outcome or its timeout")
         if decision.agent in sv.agents:
-            return no(f"{decision.agent} already had step {decision.step}",
-                      "fall back to the next-ranked candidate")
-    _hire(j, policy, ref, path, decision, plan, routing)
-    return None
+            return (f"{decision.agent} already had step {decision.step}",
+                    "fall back to the next-ranked candidate")
+    return _hire(doc, decision, plan, routing, actors, manifests)
 
 
-def _hire(j: Judge, policy: MissionPolicy, ref: str, path: str, decision: Decision,
-          plan: View, routing: Routing | None) -> None:
+def _hire(doc: MissionDoc, decision: Decision, plan: View, routing: Routing | None,
+          actors: Mapping[str, Actor], manifests: Mapping[str, Manifest]
+          ) -> tuple[str, str] | None:
     sv = plan.steps[decision.step]
     if decision.agent is None or decision.price is None:
-        j.reject(ref, path, f"a {decision.kind} decision names an agent and a price",
-                 "set agent and price")
-        return
+        return f"a {decision.kind} decision names an agent and a price", "set agent and price"
     offer = routing.steps.get(decision.step) if routing else None
     candidate = next((c for c in offer.candidates if c.agent == decision.agent), None) \
         if offer else None
     if offer is None or candidate is None:
-        j.reject(ref, path, f"{decision.agent} is not a ranked candidate for step "
-                 f"{decision.step}", "pick an agent from orchestration/routing.yaml")
-        return
-    actor = j.registry.actors.get(decision.agent)
-    manifest = j.registry.manifests.get(decision.agent)
+        return (f"{decision.agent} is not a ranked candidate for step {decision.step}",
+                "pick an agent from orchestration/routing.yaml")
+    actor = actors.get(decision.agent)
+    manifest = manifests.get(decision.agent)
     cid = sv.step.contract.split("@")[0]
     if actor is None or "specialist" not in actor.roles or manifest is None or not any(
             c.split("@")[0] == cid for c in manifest.contracts):
-        j.reject(ref, path, f"{decision.agent} is not an active specialist serving "
-                 f"{sv.step.contract}", "pick another candidate")
-        return
+        return (f"{decision.agent} is not an active specialist serving {sv.step.contract}",
+                "pick another candidate")
     if decision.price < candidate.price:
-        j.reject(ref, path, f"price {decision.price} is below {decision.agent}'s ask "
-                 f"{candidate.price}", "offer at least the ask or pick another agent")
-        return
+        return (f"price {decision.price} is below {decision.agent}'s ask {candidate.price}",
+                "offer at least the ask or pick another agent")
     if decision.price > sv.step.max_price:
-        j.reject(ref, path, f"price {decision.price} is above step {decision.step}'s max_price "
-                 f"{sv.step.max_price}", "offer less or pick a cheaper agent")
-        return
+        return (f"price {decision.price} is above step {decision.step}'s max_price "
+                f"{sv.step.max_price}", "offer less or pick a cheaper agent")
     total = decision.price + child_fee(decision.price, offer.fee_bp)
     # a failed child the fallback replaces is refunded first: its cost drops to the kept fee
     refund = 0
     if sv.live is not None and sv.live.state == "failed":
-        refund = sv.live.cost - (0 if policy.doc.tier == "T2" else sv.live.fee)
+        refund = sv.live.cost - (0 if doc.tier == "T2" else sv.live.fee)
     step_left = plan.share(decision.step) - sv.cost + refund
     if total > step_left:
-        j.reject(ref, path, f"costs {total} (price + fee) but step {decision.step} has "
-                 f"{max(step_left, 0)} of its budget share left", "offer less or give it up")
-        return
+        return (f"costs {total} (price + fee) but step {decision.step} has "
+                f"{max(step_left, 0)} of its budget share left", "offer less or give it up")
     if total > plan.left + refund:
-        j.reject(ref, path, f"over budget: costs {total} (price + fee), {plan.left + refund} "
-                 "left of the mission's price", "offer less or give the step up")
+        return (f"over budget: costs {total} (price + fee), {plan.left + refund} left of the "
+                "mission's price", "offer less or give the step up")
+    ranked = {c.agent: (c.score, c.price) for c in offer.candidates}
+    cited = {f.agent: (f.score, f.price) for f in decision.routing}
+    if decision.agent not in cited or any(ranked.get(a) != v for a, v in cited.items()):
+        return (f"routing: cites figures that are not step {decision.step}'s in "
+                "orchestration/routing.yaml (the chosen agent's among them)",
+                "copy the agent, score and price of each candidate you weighed")
+    return None

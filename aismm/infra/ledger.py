@@ -480,6 +480,13 @@ class Ledger:
         return self._close(mission, "settled", client, _name("actor", provider_owner), price,
                            fee, cause, payee=f"escrow:{_name('mission', parent)}")
 
+    def guarantee(self, mission: str, client: str, amount: int, cause: str) -> list[Transfer]:
+        """The platform's T2 guarantee on a failed workflow: ``platform:fees`` pays the client
+        what the parent's children were paid (action ``guarantee``); once per ``cause``."""
+        acct = f"client:{_name('actor', client)}"
+        tid = transfer_id(mission, "guarantee", cause, acct)
+        return self.post([TransferSpec(tid, FEES, acct, amount, mission, "guarantee", cause)])
+
     def children(self, parent: str) -> list[str]:
         """The workflow children the parent's escrow funded, in funding order."""
         rows = self._conn.execute(

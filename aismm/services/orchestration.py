@@ -51,7 +51,7 @@ from aismm.state import registry
 from aismm.state.policy import MissionPolicy
 
 __all__ = ["assess", "is_orchestrator", "is_workflow", "on_child_event", "on_parent_event",
-           "start", "sync", "tree", "wake"]
+           "resume", "start", "sync", "tree", "wake"]
 
 
 def _crash_point(name: str) -> None:
@@ -170,6 +170,20 @@ def sync(hub: Hub, mission_id: str) -> list[str]:
     tip = repo.ref(f"{ATTEMPT}{agent}") or tip
     if plan_view(repo, policy, tip)[0].failed:
         lines += settlement.refund(hub, mission_id, "failed")
+    return lines
+
+
+def resume(hub: Hub) -> list[str]:
+    """Finish every open workflow's pending work (a decision whose event failed or was lost):
+    :func:`sync` on each; idempotent (``aismm process`` runs it after the outbox)."""
+    lines: list[str] = []
+    for mission_id in hub.mission_ids():
+        try:
+            repo, policy = open_mission(hub, mission_id)
+            if is_workflow(policy) and not _closed(repo):
+                lines += sync(hub, mission_id)
+        except AismmError as exc:  # one workflow's trouble must not stop the others
+            lines.append(f"aismm: {mission_id}: workflow not resumed ({str(exc).splitlines()[0]})")
     return lines
 
 

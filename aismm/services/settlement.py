@@ -14,6 +14,7 @@ from aismm.core.errors import (
     AismmError,
     CheckFailed,
     ConflictError,
+    LedgerError,
     MissionError,
     RepositoryError,
 )
@@ -184,9 +185,26 @@ def refund(hub: Hub, mission_id: str, reason: str) -> list[str]:
                 **closure.to_dict()}
         _tag(hub, repo, REFUNDED, policy.main, body)
     executions.record_outcomes(hub, mission_id, accepted_agent=None)
+    if policy.contract.steps and doc.tier == "T2" and reason != "cancel":
+        lines += _guarantee(hub, mission_id, doc.client,
+                            doc.price + doc.fee - closure.client_refund, f"{reason}:{policy.main}")
     payee = f"escrow:{doc.parent}" if doc.parent else doc.client
     return [*lines, f"aismm: escrow refunded ({reason}): {closure.client_refund} back to {payee}"
             + (f", {kept} fee kept by the platform" if kept else "")]
+
+
+def _guarantee(hub: Hub, mission_id: str, client: str, amount: int, cause: str) -> list[str]:
+    """T2: the platform makes the client of a failed workflow whole for what its children were
+    paid (from ``platform:fees``); a shortfall there leaves it pending for `aismm reconcile`."""
+    if amount <= 0:
+        return []
+    try:
+        with Ledger(hub.db_path, hub.clock) as ledger:
+            ledger.guarantee(mission_id, client, amount, cause)
+    except LedgerError as exc:
+        return [f"aismm: {mission_id}: T2 guarantee of {amount} to {client} pending "
+                f"({str(exc).splitlines()[0]})"]
+    return [f"aismm: {mission_id}: T2 guarantee: {amount} from platform:fees to {client}"]
 
 
 def close_children(hub: Hub, mission_id: str) -> list[str]:
@@ -263,6 +281,14 @@ def reconcile(hub: Hub) -> list[str]:
         elif closure is not None and closure.kind == "refunded" and refunded is None:
             reason = closure.cause.split(":", 1)[0]
             lines += refund(hub, mission_id, reason)
+        elif closure is not None and closure.kind == "refunded" and policy.contract.steps and \
+                policy.doc.tier == "T2" and not closure.cause.startswith("cancel:"):
+            with Ledger(hub.db_path, hub.clock) as ledger:
+                paid = any(t.action == "guarantee" and t.mission == mission_id
+                           for t in ledger.history(f"client:{policy.doc.client}"))
+            if not paid:  # a guarantee left pending when platform:fees could not cover it
+                lines += _guarantee(hub, mission_id, policy.doc.client, policy.doc.price +
+                                    policy.doc.fee - closure.client_refund, closure.cause)
         tips = {kind: repo.ref(ref) for ref, kind in ((SETTLED, "settled"),
                                                       (REFUNDED, "refunded"))}
         if any(tips.values()):  # re-read after the tags: closers post the ledger, then tag
