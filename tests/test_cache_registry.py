@@ -46,7 +46,11 @@ def test_a_new_process_reads_the_listing_from_the_disk_cache_of_that_commit(hub:
     registry.forget()  # as a new process: memory empty, disk entries present
     assert market.listing(hub) == expected
     assert [r["agent"] for r in expected] == sorted(registry.manifests(hub))
-    assert {r["status"] for r in expected} == {"listed", "rejected"}
+    # the template assesses the specialists and reviewers; the orchestrator (assessed on
+    # workflow runs by `hub init --with-reference-agents`) is left unassessed there
+    assert {r["agent"]: r["status"] for r in expected}["ref-orchestrator"] == "unassessed"
+    assert {r["status"] for r in expected if r["agent"] != "ref-orchestrator"} == {
+        "listed", "rejected"}
 
 
 def test_a_new_registry_commit_is_never_served_from_an_older_entry(hub: Hub) -> None:

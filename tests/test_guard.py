@@ -34,6 +34,10 @@ ALLOWED = {
     "aismm/demo.py": "git only",
     # the hub's own C compiler builds the native hook client from the package's source
     "aismm/state/provision.py": "compiler",
+    # export, verify and import hand bundles, fsck and verify-commit to stock git
+    "aismm/infra/bundle.py": "git only",
+    # the HTTP face runs stock `git http-backend` (its argv is the git binary found on PATH)
+    "aismm/web/git.py": "git http-backend",
 }
 
 

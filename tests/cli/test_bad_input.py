@@ -152,7 +152,7 @@ def test_schema_export_under_a_file(cli: Callable[..., Result], tmp_path: Path) 
     assert USAGE.match(line), line
     assert listing(tmp_path) == before
     done = cli("schema", "export", str(tmp_path / "out"))
-    assert done.code == 0 and len(done.out.splitlines()) == len(listing(tmp_path / "out")) == 6
+    assert done.code == 0 and len(done.out.splitlines()) == len(listing(tmp_path / "out")) == 9
 
 
 # -- 2. click's usage errors: the same shape, with a fix ----------------------------------------
@@ -181,7 +181,7 @@ def test_schema_export_under_a_file(cli: Callable[..., Result], tmp_path: Path) 
      "aismm: wallet deposit: invalid value for AMOUNT: 'lots' is not a valid integer; see "
      "aismm wallet deposit --help"),
     (("mission",), "aismm: mission: missing command (one of accept, cancel, create, escalate, "
-     "list, rework, run, show, status); see aismm mission --help"),
+     "list, rework, run, show, status, tree); see aismm mission --help"),
     (("mission", "accept", "m", "--attempt", "bob", "--key", "/no/such/key"), None),
 ])
 def test_usage_errors_are_one_line_with_a_fix(cli: Callable[..., Result], kit: Kit, args: tuple[str, ...],
@@ -202,14 +202,14 @@ def test_help_and_version_still_exit_0(cli: Callable[..., Result]) -> None:
 @pytest.mark.parametrize("args,line", [
     (("agent", "list", "--contract", "contract.NOPE@x"),
      "aismm: --contract contract.NOPE@x: no such published contract; use one of "
-     "contract.code_review@1.0.0, contract.schema_design@1.0.0, contract.unit_tests@1.0.0 (the "
-     "version is optional)"),
+     "contract.code_review@1.0.0, contract.module_quality@1.0.0, contract.schema_design@1.0.0, "
+     "contract.unit_tests@1.0.0 (the version is optional)"),
     (("agent", "list", "--contract", "contract.nope"), None),
     (("agent", "list", "--contract", "contract.code_review@9.9.9"), None),
     (("agent", "rank", "--contract", "not a ref"),
      "aismm: --contract not a ref: no such published contract; use one of "
-     "contract.code_review@1.0.0, contract.schema_design@1.0.0, contract.unit_tests@1.0.0 (the "
-     "version is optional)"),
+     "contract.code_review@1.0.0, contract.module_quality@1.0.0, contract.schema_design@1.0.0, "
+     "contract.unit_tests@1.0.0 (the version is optional)"),
     (("agent", "list", "--role", "king"),
      "aismm: --role king: not a role; use one of client, specialist, reviewer, orchestrator, "
      "arbiter, platform"),
