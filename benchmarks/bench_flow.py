@@ -149,12 +149,12 @@ def _listing(root: Path, agents: int) -> dict[str, float]:
     from aismm.core.signing import generate_key
 
     hub = init_hub(root / "listing")
-    key = generate_key().public_line
     files: dict[str, bytes | None] = {}
     for i in range(agents):
         aid = f"agent-{i:05d}"
         files[f"actors/{aid}.yaml"] = dump_yaml(Actor(
-            id=aid, roles=["specialist"], owner="platform", key=key).model_dump(
+            id=aid, roles=["specialist"], owner="platform",
+            key=generate_key().public_line).model_dump(  # the gate: one key, one actor
             mode="json")).encode()
         files[f"agents/{aid}.yaml"] = dump_yaml({
             "schema_version": 1, "id": aid, "owner": "platform", "roles": ["specialist"],
