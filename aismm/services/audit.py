@@ -219,13 +219,13 @@ def _stage_gate(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[s
     log = ndjson_rows(folder / "state/log.ndjson")
     config = HubConfig.model_validate(load_yaml((folder / "hub.yaml").read_text(), "hub.yaml"))
     closures = {c["mission"]: c for c in ndjson_rows(folder / "ledger/closures.ndjson")}
-    replay: dict[str, Repo] = {}
-    for name, repo in repos.items():
-        path = folder / ".replay" / name
-        Repo.init_bare(path)
-        (path / "objects/info").mkdir(parents=True, exist_ok=True)
-        (path / "objects/info/alternates").write_text(str(repo.path / "objects") + "\n")
-        replay[name] = Repo(path)
+    # the replay runs on the unpacked repositories themselves: every ref is taken away and
+    # the log puts them back one judged update at a time; a clean replay ends exactly where
+    # the export's refs are (checked below), so they are left as they came
+    replay: dict[str, Repo] = dict(repos)
+    for repo in replay.values():
+        for ref, oid in repo.refs().items():
+            repo.delete_ref(ref, oid)
     registry = replay["registry.git"]
     batches: list[list[dict[str, Any]]] = []
     for event in log:
