@@ -170,6 +170,8 @@ def test_secrets_travel_only_encrypted(source: tuple[Site, dict[str, str]], tmp_
      "aismm: /nonexistent/dir/a.tar.gz: folder /nonexistent/dir does not exist; create it first"),
     (("export", "x.tar.gz", "--scope", "team:x"),
      "aismm: --scope team:x: not a scope; use hub or client:<id>"),
+    (("export", "x.tar.gz", "--scope", "client:nobody"),
+     "aismm: --scope client:nobody: no actor nobody in this hub; see `aismm actor list`"),
     (("export", "x.tar.gz", "--include-secrets", "--passphrase-env", "UNSET_VAR_X"),
      "aismm: --passphrase-env UNSET_VAR_X: the variable is unset or empty; export it with the "
      "passphrase"),

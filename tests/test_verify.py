@@ -325,3 +325,27 @@ def test_a_move_that_skipped_the_gate_fails_a_live_hub_and_is_put_back_by_export
     assert exported.returncode == 0, exported.stderr
     assert site.refs(mid)[ref] == logged  # judged and put back before the snapshot
     assert cli("verify", str(tmp_path / "e.tar.gz")).returncode == 0
+
+
+def test_the_json_report_names_the_first_failure(source: tuple[Site, dict[str, str]],
+                                                 archive: Path, tmp_path: Path) -> None:
+    key, mutate, extra, _stage, _text = _case("altered-row", *source)
+    bad = rebuild(archive, tmp_path / "bad.tar.gz", key, mutate, extra)
+    done = cli("verify", str(bad), "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert report["first_failure"] == {
+        "stage": "ledger", "object": "ledger",
+        "what": "rows do not hash to the manifest's ledger hash"}
+    assert [s["status"] for s in report["stages"]] == [
+        "ok", "ok", "ok", "ok", "ok", "failed", "skipped"]
+    assert report["hub_id"] == _manifest_of(archive)["hub_id"]
+
+
+def _manifest_of(path: Path) -> dict[str, Any]:
+    with tarfile.open(path, "r:gz") as tar:
+        handle = tar.extractfile(export.MANIFEST)
+        assert handle is not None
+        data: dict[str, Any] = json.loads(handle.read())
+    return data

@@ -75,7 +75,7 @@ def clone_bundle(bundle: Path, dest: Path) -> None:
     comes in, as ``receive.fsckObjects`` does), holding exactly the bundle's refs (its
     ``origin`` names the bundle: :func:`drop_remote`)."""
     _git("-c", "fetch.fsckObjects=true", "-c", "transfer.fsckObjects=true", "clone", "--quiet",
-         "--mirror", str(bundle), str(dest))
+         "--mirror", "--template=", str(bundle), str(dest))  # no sample hooks
 
 
 def drop_remote(repo: Path) -> None:

@@ -297,6 +297,10 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
         raise UsageError(f"{hub.root}: the platform's key {hub.key_path(hub.config.platform)} "
                          "is missing and an export is signed by it; restore the key (an "
                          "import made without --include-secrets has none)")
+    client = _scope_client(scope)
+    if client is not None and client not in registry.actors(hub):
+        raise UsageError(f"--scope {scope}: no actor {client} in this hub; see `aismm actor "
+                         "list`")
     judged.sweep(hub)  # judge every unlogged move first: an export carries judged refs only
     work = Path(tempfile.mkdtemp(prefix=".aismm-export-", dir=dest.parent))
     try:
