@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from pydantic import (
 
 from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
-from aismm.core.signing import parse_public_key
+from aismm.core.signing import allowed_signers, parse_public_key
 
 __all__ = [
     "ACTOR_ID",
@@ -29,6 +30,7 @@ __all__ = [
     "Role",
     "Runtime",
     "instant",
+    "signers_text",
 ]
 
 ACTOR_ID = r"^[a-z][a-z0-9-]{1,38}$"
@@ -177,3 +179,23 @@ class Manifest(Strict):
         if data.get("notify") is None:
             data.pop("notify", None)
         return data
+
+
+def signers_text(actors: Iterable[Actor]) -> str:
+    """The ``allowed_signers`` file of ``actors``, as the hub writes it.
+
+    Current keys of active actors verify without limit; a rotated-out key verifies only
+    commits dated up to its ``valid_before`` and a revoked actor's key only those dated up to
+    ``revoked_at`` (OpenSSH ``valid-before``; git passes the commit's date as the verify time),
+    so history made before a rotation or revocation keeps verifying. A key revoked without a
+    recorded instant is left out.
+    """
+    entries: list[tuple[str, str, dt.datetime | None]] = []
+    for a in actors:
+        who = f"{a.id}@aismm.invalid"
+        entries += [(who, r.key, instant(r.valid_before)) for r in a.retired_keys]
+        if not a.revoked:
+            entries.append((who, a.key, None))
+        elif a.revoked_at is not None:
+            entries.append((who, a.key, instant(a.revoked_at)))
+    return allowed_signers(entries)

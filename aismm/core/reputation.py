@@ -35,7 +35,7 @@ import datetime as dt
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate, compress
 from operator import mul
@@ -107,6 +107,17 @@ class Execution:
             )
         if self.reworks < 0 or self.cost < 0:
             raise UsageError(f"{where}: reworks and cost must be >= 0; fix the record")
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Execution:
+        """The execution a stored or exported record (its JSON fields) describes."""
+        return cls(id=record["id"], agent=record["agent"], agent_owner=record["agent_owner"],
+                   client=record["client"], client_owner=record["client_owner"],
+                   contract=record["contract"], mission=record["mission"],
+                   finished_at=dt.datetime.fromisoformat(
+                       str(record["finished_at"]).replace("Z", "+00:00")),
+                   latency_seconds=record["latency_seconds"], quality=record["quality"],
+                   outcome=record["outcome"], reworks=record["reworks"], cost=record["cost"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from aismm.core.actor import signers_text
 from aismm.core.envelope import seal
 from aismm.core.errors import ConflictError, UsageError
 from aismm.core.model import dump_yaml
@@ -116,14 +117,7 @@ def _in_scope(client: str | None, missions: set[str]) -> Callable[[dict[str, Any
 
 def reputations(executions: list[dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
     """Every agent's reputation from execution records, as the export states them."""
-    records = [Execution(id=r["id"], agent=r["agent"], agent_owner=r["agent_owner"],
-                         client=r["client"], client_owner=r["client_owner"],
-                         contract=r["contract"], mission=r["mission"],
-                         finished_at=dt.datetime.fromisoformat(
-                             r["finished_at"].replace("Z", "+00:00")),
-                         latency_seconds=r["latency_seconds"], quality=r["quality"],
-                         outcome=r["outcome"], reworks=r["reworks"], cost=r["cost"])
-               for r in executions]
+    records = [Execution.of(r) for r in executions]
     return {agent: rep.to_dict() for agent, rep in compute(records, now).items()}
 
 
@@ -342,7 +336,7 @@ def _hand_over(hub: Hub, work: Path, manifest: dict[str, Any]) -> str:
     log_path.write_bytes(ndjson([*rows, event]))
     (work / "roster/actors.json").write_bytes(canonical(
         {aid: a.model_dump(mode="json") for aid, a in sorted(done.actors.items())}))
-    (work / "roster/allowed_signers").write_text(handover.signers_text(done.actors))
+    (work / "roster/allowed_signers").write_text(signers_text(done.actors.values()))
     manifest["repos"][judged.REGISTRY]["refs"] = bundle.heads(
         work / bundle_path(judged.REGISTRY))
     manifest["position"].update(event=event["id"], event_at=done.at)

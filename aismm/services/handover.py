@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aismm import gate
-from aismm.core.actor import Actor, RetiredKey, instant
+from aismm.core.actor import Actor, RetiredKey
 from aismm.core.clock import iso
 from aismm.core.errors import UsageError
 from aismm.core.model import dump_yaml
 from aismm.core.refs import MAIN
-from aismm.core.signing import PrivateKey, allowed_signers, generate_key
+from aismm.core.signing import PrivateKey, generate_key
 from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.state.registry import identity, load_actors
 
-__all__ = ["Handover", "hand_over", "signers_text"]
+__all__ = ["Handover", "hand_over"]
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,4 @@ def hand_over(hub: Hub, registry_bundle: Path, work: Path, when: dt.datetime) ->
     registry_bundle.unlink()
     bundle.create(repo_path, registry_bundle)
     return Handover(tip, new, iso(when), key, load_actors(repo, new))
-
-
-def signers_text(actors: dict[str, Actor]) -> str:
-    """The allowed-signers file of a set of actors (as the hub writes it)."""
-    entries: list[tuple[str, str, dt.datetime | None]] = []
-    for a in actors.values():
-        who = f"{a.id}@aismm.invalid"
-        entries += [(who, r.key, instant(r.valid_before)) for r in a.retired_keys]
-        if not a.revoked:
-            entries.append((who, a.key, None))
-        elif a.revoked_at is not None:
-            entries.append((who, a.key, instant(a.revoked_at)))
-    return allowed_signers(entries)
 

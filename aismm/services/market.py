@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import statistics
 import tempfile
@@ -402,14 +401,7 @@ def task_reason(task: TaskResult | reviewbench.ReviewResult) -> str | None:
 def _reputations(hub: Hub, contract: str | None) -> dict[str, Reputation]:
     with Store(hub.db_path) as store:
         rows = store.executions()
-    records = [Execution(id=r["id"], agent=r["agent"], agent_owner=r["agent_owner"],
-                         client=r["client"], client_owner=r["client_owner"],
-                         contract=r["contract"], mission=r["mission"],
-                         finished_at=dt.datetime.fromisoformat(
-                             r["finished_at"].replace("Z", "+00:00")),
-                         latency_seconds=r["latency_seconds"], quality=r["quality"],
-                         outcome=r["outcome"], reworks=r["reworks"], cost=r["cost"])
-               for r in rows]
+    records = [Execution.of(r) for r in rows]
     return compute(records, hub.clock.now(), contract=contract)
 
 

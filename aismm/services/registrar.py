@@ -6,18 +6,17 @@ compare-and-swap and entered in the ref-state log.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from aismm.core.actor import Actor, RetiredKey, instant
+from aismm.core.actor import Actor, RetiredKey, signers_text
 from aismm.core.clock import iso
 from aismm.core.contract import load_contract_dir
 from aismm.core.errors import ActorError, UsageError
 from aismm.core.model import describe_validation, dump_yaml
-from aismm.core.signing import PrivateKey, allowed_signers, generate_key
+from aismm.core.signing import PrivateKey, generate_key
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub, bundled
 from aismm.services import events, judged
@@ -129,17 +128,9 @@ def write_allowed_signers(hub: Hub) -> Path:
     so history made before a rotation or revocation keeps verifying. A key revoked without a
     recorded instant is left out.
     """
-    entries: list[tuple[str, str, dt.datetime | None]] = []
-    for a in actors(hub).values():
-        who = f"{a.id}@aismm.invalid"
-        entries += [(who, r.key, instant(r.valid_before)) for r in a.retired_keys]
-        if not a.revoked:
-            entries.append((who, a.key, None))
-        elif a.revoked_at is not None:
-            entries.append((who, a.key, instant(a.revoked_at)))
     path = hub.allowed_signers_path
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(allowed_signers(entries))
+    tmp.write_text(signers_text(actors(hub).values()))
     tmp.replace(path)
     return path
 
