@@ -101,6 +101,29 @@ def test_a_malformed_authorization_is_401_not_an_error(web: Web) -> None:
         assert answer.status_code == 401, header
 
 
+def test_a_gzip_request_body_is_served(web: Web) -> None:
+    """git gzips large upload-pack requests; http-backend inflates them (HTTP_CONTENT_ENCODING)."""
+    import gzip
+
+    tip = run_git("rev-parse", "main", cwd=web.kit.hub.registry_path).stdout.decode().strip()
+    body = f"0032want {tip}\n".encode() + b"0000" + b"0009done\n"
+    answer = httpx.post(f"{web.url}/registry.git/git-upload-pack", content=gzip.compress(body),
+                        headers={**basic("bob", web.token("bob")), "Content-Encoding": "gzip",
+                                 "Content-Type": "application/x-git-upload-pack-request"})
+    assert answer.status_code == 200 and b"PACK" in answer.content
+
+
+def test_a_slow_client_holds_nobody_up(web: Web) -> None:
+    host, port = web.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /registry.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n")  # ...
+        for _ in range(3):  # meanwhile others are served at once
+            answer = httpx.get(f"{web.url}/registry.git/info/refs",
+                               params={"service": "git-upload-pack"},
+                               headers=basic("bob", web.token("bob")), timeout=10)
+            assert answer.status_code == 200 and b"refs/heads/main" in answer.content
+
+
 def _wait_closed(host: str, port: int) -> None:
     """Until the server stops accepting (bounded)."""
     for _ in range(1000):
