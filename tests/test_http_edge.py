@@ -176,3 +176,23 @@ def test_sigterm_stops_accepting_finishes_the_running_request_and_exits(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_http_bad_addresses_are_one_line_exit_2(
+        reference_hub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import clikit
+    from tests.hubkit import copy_hub
+
+    hub = copy_hub(reference_hub, tmp_path / "hub")
+    bad = clikit.run(hub.root, capsys, "serve", "--http", "nope")
+    assert bad.code == 2 and bad.err_lines == [
+        "aismm: --http nope: not HOST:PORT; give one like 127.0.0.1:8470 (port 0 picks a free "
+        "one)"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = clikit.run(hub.root, capsys, "serve", "--once", "--http", f"127.0.0.1:{port}")
+    assert busy.code == 2
+    assert busy.err_lines[-1].startswith(f"aismm: --http 127.0.0.1:{port}: cannot listen (")
+    assert not (hub.root / "run" / "aismm.sock").exists()  # nothing left behind
