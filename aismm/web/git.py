@@ -197,10 +197,8 @@ class Backend:
             elif key:
                 headers[key.strip()] = value.strip()
         rest = head[cut + sep:]
-        task: asyncio.Task[None] | None = None
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal task
             done = False
             try:
                 if rest:
