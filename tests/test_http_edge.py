@@ -101,6 +101,29 @@ def test_a_malformed_authorization_is_401_not_an_error(web: Web) -> None:
         assert answer.status_code == 401, header
 
 
+def test_a_gzip_request_body_is_served(web: Web) -> None:
+    """git gzips large upload-pack requests; http-backend inflates them (HTTP_CONTENT_ENCODING)."""
+    import gzip
+
+    tip = run_git("rev-parse", "main", cwd=web.kit.hub.registry_path).stdout.decode().strip()
+    body = f"0032want {tip}\n".encode() + b"0000" + b"0009done\n"
+    answer = httpx.post(f"{web.url}/registry.git/git-upload-pack", content=gzip.compress(body),
+                        headers={**basic("bob", web.token("bob")), "Content-Encoding": "gzip",
+                                 "Content-Type": "application/x-git-upload-pack-request"})
+    assert answer.status_code == 200 and b"PACK" in answer.content
+
+
+def test_a_slow_client_holds_nobody_up(web: Web) -> None:
+    host, port = web.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /registry.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n")  # ...
+        for _ in range(3):  # meanwhile others are served at once
+            answer = httpx.get(f"{web.url}/registry.git/info/refs",
+                               params={"service": "git-upload-pack"},
+                               headers=basic("bob", web.token("bob")), timeout=10)
+            assert answer.status_code == 200 and b"refs/heads/main" in answer.content
+
+
 def _wait_closed(host: str, port: int) -> None:
     """Until the server stops accepting (bounded)."""
     for _ in range(1000):
@@ -153,3 +176,23 @@ def test_sigterm_stops_accepting_finishes_the_running_request_and_exits(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_http_bad_addresses_are_one_line_exit_2(
+        reference_hub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests import clikit
+    from tests.hubkit import copy_hub
+
+    hub = copy_hub(reference_hub, tmp_path / "hub")
+    bad = clikit.run(hub.root, capsys, "serve", "--http", "nope")
+    assert bad.code == 2 and bad.err_lines == [
+        "aismm: --http nope: not HOST:PORT; give one like 127.0.0.1:8470 (port 0 picks a free "
+        "one)"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = clikit.run(hub.root, capsys, "serve", "--once", "--http", f"127.0.0.1:{port}")
+    assert busy.code == 2
+    assert busy.err_lines[-1].startswith(f"aismm: --http 127.0.0.1:{port}: cannot listen (")
+    assert not (hub.root / "run" / "aismm.sock").exists()  # nothing left behind

@@ -114,6 +114,11 @@ def test_another_actors_token_cannot_push_the_agents_commits(web: Web, tmp_path:
     assert code != 0
     assert (f"remote: aismm: refs/heads/attempts/bob: commit {short}: signed by bob but pushed "
             "by alice; push only commits you signed yourself") in text
+    # nothing a client sends names the pusher: not a Remote-User header, not an env-like one
+    spoof = ["-c", "http.extraHeader=Remote-User: bob", "-c", "http.extraHeader=AISMM-Pusher: bob",
+             "-c", "http.extraHeader=X-Forwarded-User: bob"]
+    code, text = web.git("alice", *spoof, "push", "origin", "attempts/bob", cwd=work, check=False)
+    assert code != 0 and "signed by bob but pushed by alice" in text
     after = run_git("rev-parse", "attempts/bob", cwd=web.kit.hub.mission_path(mid)).stdout
     assert after == before
     # dave is no party to this mission: he may not even read it

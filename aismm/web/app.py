@@ -27,6 +27,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return error(code, f"{request.url.path}: {getattr(exc, 'detail', 'refused')}")
 
 
+async def _crash(request: Request, exc: Exception) -> Response:
+    """A bug answers one line (the traceback stays out of the answer), never a half page."""
+    what = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    return error(500, f"internal error ({what}); see the hub's log and report it")
+
+
 def build(hub: Hub) -> tuple[Starlette, Backend]:
     """The app for one hub, and its git backend (the server drains it on shutdown)."""
     backend = Backend(hub)
@@ -43,5 +49,6 @@ def build(hub: Hub) -> tuple[Starlette, Backend]:
         Route("/registry.git/{rest:path}", backend.handle, methods=["GET", "POST"]),
         Route("/missions/{mission}.git/{rest:path}", backend.handle, methods=["GET", "POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found,
+                                                         Exception: _crash})
     return app, backend

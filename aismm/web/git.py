@@ -150,9 +150,14 @@ class Backend:
 
     async def _run(self, env: dict[str, str], body: IO[bytes]) -> Response:
         git = shutil.which("git", path=env["PATH"]) or "git"
-        proc = await asyncio.create_subprocess_exec(
-            git, "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                git, "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        except OSError as exc:
+            body.close()
+            return error(502, f"cannot run git http-backend ({exc.strerror or exc}); install "
+                         "git on the hub")
         assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs asked
 
         async def feed() -> None:
@@ -180,8 +185,9 @@ class Backend:
         sep = 4 if cut >= 0 else 2
         cut = cut if cut >= 0 else head.find(b"\n\n")
         if cut < 0:
-            await feeding
+            proc.kill()  # it may still be writing to a pipe nobody reads
             await proc.wait()
+            await feeding
             return error(502, "git http-backend gave no answer; see the hub's log")
         status, headers = 200, {}
         for line in head[:cut].decode("latin-1").splitlines():
@@ -191,10 +197,8 @@ class Backend:
             elif key:
                 headers[key.strip()] = value.strip()
         rest = head[cut + sep:]
-        task: asyncio.Task[None] | None = None
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal task
             done = False
             try:
                 if rest:
