@@ -174,10 +174,11 @@ def key_holder(actors: Mapping[str, Actor], key: str, besides: str | None = None
     count as held.
     """
     blob = key.split()[1] if len(key.split()) > 1 else key
-    for other in sorted(actors.values(), key=lambda a: a.id):
-        if other.id != besides and any(k.split()[1] == blob for k in other.all_keys()):
-            return other
-    return None
+    # One pass and no sort (the gate asks once per actor it judges; registries are large);
+    # several holders: the first by id, as before.
+    held = [other for other in actors.values()
+            if other.id != besides and any(k.split()[1] == blob for k in other.all_keys())]
+    return min(held, key=lambda a: a.id) if held else None
 
 
 def actors(hub: Hub) -> dict[str, Actor]:
