@@ -16,18 +16,38 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from aismm.infra.hub import Hub
 
-__all__ = ["Request", "handle", "hub_of", "main", "offer", "request_from_env", "script"]
+__all__ = ["Request", "handle", "hub_of", "main", "offer", "request_from_env", "script",
+           "unix_address"]
 
 # A hook request (also the socket message): hook, stdin, git_dir, object_dir, pusher. Typed
 # loosely: it arrives as JSON from a hook script, and a malformed one is refused where read.
 Request = dict[str, Any]
 SOCKET = "run/aismm.sock"  # aismm.core.refs.SOCKET, repeated: core is not loaded on this path
+
+_T = TypeVar("_T")
+
+
+def unix_address(path: Path, use: Callable[[str], _T]) -> _T:
+    """``use(address)`` with an AF_UNIX address naming ``path``, however deep ``path`` lies.
+
+    A socket address holds at most 107 bytes; a hub in a deep folder names its socket through
+    its folder's descriptor instead (``/proc/self/fd/N/aismm.sock``, resolved by the kernel
+    like any path), open only while ``use`` binds or connects.
+    """
+    if len(os.fsencode(path)) < 100:
+        return use(str(path))
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return use(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
 PYCACHE = "run/pycache"  # the package's bytecode, when its own folder is not writable
 
 
@@ -85,7 +105,7 @@ def offer(request: Request) -> tuple[int, list[str]] | None:
             continue
         conn = socket.socket(socket.AF_UNIX)
         try:
-            conn.connect(str(path))
+            unix_address(path, conn.connect)
         except OSError:
             conn.close()
             return None  # nobody listens: judge in-process

@@ -26,7 +26,7 @@ from watchdog.observers import Observer
 
 from aismm.core.errors import AismmError, ConflictError
 from aismm.core.refs import SOCKET
-from aismm.hook import Request, handle, parse_raw
+from aismm.hook import Request, handle, parse_raw, unix_address
 from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store, group_commit
@@ -293,14 +293,15 @@ class Server:
         if self.socket_path.exists():
             with socket.socket(socket.AF_UNIX) as probe:
                 try:
-                    probe.connect(path)
+                    unix_address(self.socket_path, probe.connect)
                 except OSError:
                     self.socket_path.unlink()  # a stale socket from a crashed server
                 else:
                     raise ConflictError(f"{path}: another `aismm serve` is running; stop it first")
         old = os.umask(0o177)
         try:
-            return _SocketServer(path, self.hub, self.wake)
+            return unix_address(self.socket_path,
+                                lambda address: _SocketServer(address, self.hub, self.wake))
         finally:
             os.umask(old)
 

@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
@@ -138,13 +139,26 @@ int main(int argc, char **argv) {
     snprintf(grand, sizeof grand, "%s", dirname(scratch));
     const char *hubs[2] = {parent, grand};
     for (int i = 0; i < 2; i++) {
+        char sock[PATH_MAX], run[PATH_MAX];
+        int n = snprintf(sock, sizeof sock, "%s/run/aismm.sock", hubs[i]);
+        if (n < 0 || (size_t)n >= sizeof sock) continue;
+        if (access(sock, F_OK) != 0) continue;
+        /* an address holds 107 bytes: a deeper hub is named through its run folder's fd */
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
-        int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/run/aismm.sock", hubs[i]);
-        if (n < 0 || (size_t)n >= sizeof addr.sun_path) continue;
-        if (access(addr.sun_path, F_OK) != 0) continue;
+        int dir = -1;
+        if ((size_t)n < sizeof addr.sun_path) {
+            memcpy(addr.sun_path, sock, (size_t)n + 1);
+        } else {
+            snprintf(run, sizeof run, "%s/run", hubs[i]);
+            dir = open(run, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (dir < 0) break;
+            snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/aismm.sock", dir);
+        }
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) break;
-        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { close(fd); break; }
+        if (fd < 0) { if (dir >= 0) close(dir); break; }
+        int joined = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+        if (dir >= 0) close(dir);
+        if (joined != 0) { close(fd); break; }
         char head[3 * PATH_MAX + 256];
         int hlen = snprintf(head, sizeof head,
                             "AISMM/1 %s\ngit_dir=%s\nobject_dir=%s\npusher=%s\nlength=%zu\n\n",

@@ -64,8 +64,10 @@ def test_the_http_walk_through_runs_as_written(tmp_path: Path) -> None:
     reached = (state / "block").read_text().strip()
     outputs = {n: (state / f"{n}.out").read_text(errors="replace")
                for n in range(1, len(blocks) + 1) if (state / f"{n}.out").exists()}
+    logs = "".join(f"--- {log}:\n{log.read_text(errors='replace')[-3000:]}"
+                   for log in sorted((tmp_path / "tmp").glob("*/serve.log")))
     assert reached == "done", (f"block {reached} failed:\n{outputs.get(int(reached), '')}\n"
-                               f"{tail.decode(errors='replace')}")
+                               f"{tail.decode(errors='replace')}\n{logs}")
     assert proc.returncode == 0
     assert re.search(r"^remote: aismm: platform DoD on ext: PASS", outputs[2], re.MULTILINE)
     assert ": SETTLED" in outputs[3]
