@@ -62,6 +62,7 @@ dod:
   checks:
     - {{name: files, kind: files}}
     - {{name: schema, kind: schema}}
+    - {{name: matches-records, kind: command, run: ["{{python}}", "-m", "aismm.checks.workflow"]}}
   review:
     quorum: 0
     rubric:

@@ -14,7 +14,9 @@ import pytest
 from aismm.services import settlement
 from tests import clikit
 from tests.orchkit import Flow, add_agent, copy_site, orch_template, start_flow
-from tests.settlekit import CLIENT, Site
+from tests.settlekit import CLIENT, ROOT, Site
+
+QUALITY = ROOT / "contracts" / "module_quality"
 
 
 @pytest.fixture(scope="module")
@@ -164,4 +166,25 @@ def test_cancelling_the_parent_cancels_open_children_and_refunds(site: Site) -> 
     assert site.closure(child["id"]).kind == "refunded"  # type: ignore[union-attr]
     assert site.balance(f"client:{CLIENT}") == 10_000
     assert site.status(flow.id)["state"] == "refunded"
+    flow.conserved()
+
+
+def test_module_quality_runs_end_to_end_with_the_reference_agents(site: Site) -> None:
+    """The catalog's workflow: tests and a review in parallel, then a review of those tests
+    (its input is the first child's accepted test file), assembled and checked (the report
+    matches the records), with the reference agents at T1."""
+    flow = start_flow(site, contract="contract.module_quality", price=2600,
+                      inputs=QUALITY / "benchmark" / "mathx" / "inputs")
+    assert decisions(flow) == ["001-open.yaml", "002-open.yaml", "003-open.yaml"]
+    assert flow.children() == [("tests", "ref-test-writer", "accepted"),
+                               ("review", "ref-code-reviewer", "accepted"),
+                               ("test_review", "ref-code-reviewer", "accepted")]
+    tests_child, _review, test_review = flow.tree()["children"]
+    written = site.git(tests_child["id"], "show", "accepted:deliverable/test_module.py").stdout
+    reviewed = site.git(test_review["id"], "show", "main:inputs/src/test_module.py").stdout
+    assert reviewed == written
+    [attempt] = site.status(flow.id)["attempts"]
+    assert attempt["state"] == "awaiting_acceptance"
+    assert [c["name"] for c in attempt["verdicts"]["platform"]["checks"]] == [
+        "files", "schema", "matches-records"]
     flow.conserved()
