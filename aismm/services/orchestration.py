@@ -23,7 +23,7 @@ from typing import Any
 
 from aismm.core.clock import duration_text
 from aismm.core.contract import step_order
-from aismm.core.errors import AismmError, MissionError
+from aismm.core.errors import AismmError, GateRejection, MissionError
 from aismm.core.model import dump_yaml
 from aismm.core.plan import (
     DECISION_NAME,
@@ -362,7 +362,11 @@ def wake(hub: Hub, mission_id: str) -> list[str]:
     if not allowed:
         return []
     what = next((p for p in sorted(allowed) if p.startswith("plan/")), "deliverable")
-    new = write_to_attempt(hub, repo, agent, allowed, f"Decide: {what}\n", agent)
+    try:
+        new = write_to_attempt(hub, repo, agent, allowed, f"Decide: {what}\n", agent)
+    except GateRejection as exc:  # e.g. the plan moved on meanwhile: the next wake decides again
+        first = str(exc.problems[0]).removeprefix("aismm: ") if exc.problems else str(exc)
+        return [f"aismm: {mission_id}: {agent}'s {what} refused by the gate ({first})"]
     return [f"aismm: {mission_id}: {agent} committed {what} ({new[:12]})"]
 
 
