@@ -34,8 +34,8 @@ def test_layout_of_design_section_3(hub: Hub) -> None:
 
 def test_registry_publishes_catalog_in_platform_signed_commits(hub: Hub) -> None:
     assert sorted(registry.contracts(hub)) == [
-        "contract.code_review@1.0.0", "contract.schema_design@1.0.0",
-        "contract.unit_tests@1.0.0"]
+        "contract.code_review@1.0.0", "contract.module_quality@1.0.0",
+        "contract.schema_design@1.0.0", "contract.unit_tests@1.0.0"]
     log = git("-C", str(hub.registry_path), "log", "--format=%H").stdout.split()
     assert len(log) == 2
     for commit in log:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aismm.services import settlement
+from aismm.services import settlement, worker
 from tests import clikit
-from tests.orchkit import Flow, add_agent, copy_site, orch_template, start_flow
+from tests.orchkit import PAIR, Flow, add_agent, copy_site, orch_template, start_flow
 from tests.settlekit import CLIENT, ROOT, Site
 
 QUALITY = ROOT / "contracts" / "module_quality"
@@ -188,3 +188,27 @@ def test_module_quality_runs_end_to_end_with_the_reference_agents(site: Site) ->
     assert [c["name"] for c in attempt["verdicts"]["platform"]["checks"]] == [
         "files", "schema", "matches-records"]
     flow.conserved()
+
+
+def test_a_failed_t2_workflow_refunds_the_client_in_full_by_the_platform_guarantee(
+        site: Site) -> None:
+    # the platform has earned T2 fees before (a settled code review): they back its guarantee
+    earlier = site.create("T2", contract="contract.code_review@1.0.0", price=2000)
+    site.deliver(earlier)
+    settlement.accept(site.hub, earlier, "ref-code-reviewer")
+    worker.process(site.hub)
+    assert site.balance("platform:fees") == 500
+    add_agent(site, "once-rev", "first-only", 300)  # good on the first child, bad after
+    flow = start_flow(site, contract=PAIR, price=1000, tier="T2")
+    assert decisions(flow) == ["001-open.yaml", "002-open.yaml", "003-give_up.yaml"]
+    assert flow.children() == [("first", "once-rev", "accepted"),
+                               ("second", "once-rev", "refunded")]
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "refunded"
+    # T2: nothing kept; the escrow returns 1250 - 375 (the first child, paid), and the
+    # platform's guarantee pays those 375 from its fees: the client paid nothing for the run
+    assert (closure.fee, closure.client_refund) == (0, 875)
+    assert site.balance(f"client:{CLIENT}") == 10_000 - 2500
+    assert site.balance("provider:cheapo") == 300
+    assert site.balance("platform:fees") == 500 + 75 - 375
+    assert flow.ledger_check() == []

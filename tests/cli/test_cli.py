@@ -83,6 +83,7 @@ def test_actor_json_roundtrip(hub: Path) -> None:
 def test_contract_commands(hub: Path) -> None:
     rows = json.loads(aismm("contract", "list", "--json", hub=hub).stdout)
     assert [r["ref"] for r in rows] == ["contract.code_review@1.0.0",
+                                        "contract.module_quality@1.0.0",
                                         "contract.schema_design@1.0.0",
                                         "contract.unit_tests@1.0.0"]
     shown = json.loads(aismm("contract", "show", "contract.unit_tests", "--json", hub=hub).stdout)
