@@ -68,6 +68,10 @@ def test_good_agent_first_time_then_assembled_accepted_and_settled(
     status = clikit.run(site.root, capsys, "mission", "status", child["id"])
     assert f"  parent: {flow.id} (a workflow step; `aismm mission tree {flow.id}`)" in \
         status.out.splitlines()
+    # `mission run` of a workflow wakes its orchestrator, which has nothing left to decide
+    rerun = clikit.run(site.root, capsys, "mission", "run", flow.id, "--json")
+    assert (rerun.code, rerun.json["failures"]) == (0, [])
+    assert site.status(flow.id)["attempts"][0]["failure"] is None
     missing = clikit.run(site.root, capsys, "mission", "tree", "nope-00000000")
     assert (missing.code, missing.err_lines) == (
         2, ["aismm: nope-00000000: no such mission; see `aismm mission list`"])
