@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aismm.infra.ledger import Ledger
 from aismm.services import settlement, worker
 from tests import clikit
 from tests.orchkit import PAIR, Flow, add_agent, copy_site, orch_template, start_flow
@@ -216,3 +217,23 @@ def test_a_failed_t2_workflow_refunds_the_client_in_full_by_the_platform_guarant
     assert site.balance("provider:cheapo") == 300
     assert site.balance("platform:fees") == 500 + 75 - 375
     assert flow.ledger_check() == []
+
+
+def test_the_reference_orchestrator_is_assessed_on_real_workflow_runs(
+        site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aismm agent assess ref-orchestrator`: each module_quality benchmark task is a real run
+    with the reference agents (slow: three workflows), then cancelled; the money adds up."""
+    monkeypatch.setenv("AISMM_NOW", site.now())
+    done = clikit.run(site.root, capsys, "agent", "assess", "ref-orchestrator", "--json")
+    assert done.code == 0, done.err
+    record = done.json
+    assert (record["status"], record["quality"], record["reasons"]) == ("listed", 100.0, [])
+    assert [(t["task"], t["dod"], t["quality"], t["misses"]) for t in record["tasks"]] == [
+        ("mathx", "pass", 100, []), ("money", "pass", 100, []), ("textkit", "pass", 100, [])]
+    runs = [t["mission"] for t in record["tasks"]]
+    for run in runs:
+        assert site.closure(run).kind == "refunded"  # type: ignore[union-attr]
+    with Ledger(site.hub.db_path, site.hub.clock) as ledger:
+        assert ledger.check() == []
+        held = {k: v for k, v in ledger.balances().items() if k.startswith("escrow:bench-")}
+    assert len(held) == 3 * 4 and set(held.values()) == {0}  # 3 parents, 9 children, emptied
