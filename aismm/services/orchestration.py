@@ -42,6 +42,7 @@ from aismm.infra import sandbox
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
 from aismm.services import delivery, lifecycle, market, mission, settlement
 from aismm.services.attempts import write_to_attempt
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
@@ -180,8 +181,27 @@ def resume(hub: Hub) -> list[str]:
             repo, policy = open_mission(hub, mission_id)
             if is_workflow(policy) and not _closed(repo):
                 lines += sync(hub, mission_id)
+                lines += _offer_again(hub, plan_of(hub, mission_id))
         except AismmError as exc:  # one workflow's trouble must not stop the others
             lines.append(f"aismm: {mission_id}: workflow not resumed ({str(exc).splitlines()[0]})")
+    return lines
+
+
+def _offer_again(hub: Hub, plan: View) -> list[str]:
+    """Run the hosted agent of an open child that never ran (its creation's event was lost):
+    nothing delivered, no failed run, no event of the child still pending."""
+    lines: list[str] = []
+    for out in plan.outcomes.values():
+        if not out.child or not out.agent or out.state != "open" or \
+                not delivery.is_hosted(hub, out.agent):
+            continue
+        with Store(hub.db_path) as store:
+            if any(e["status"] == "pending" for e in store.events(f"missions/{out.child}.git")):
+                continue
+        attempt = next((a for a in lifecycle.status(hub, out.child)["attempts"]
+                        if a["agent"] == out.agent), None)
+        if attempt is not None and attempt["state"] == "assigned" and attempt["failure"] is None:
+            lines += delivery.dispatch(hub, out.child, [out.agent])
     return lines
 
 
