@@ -60,8 +60,8 @@ def run(directory: Path, out: Say) -> dict[str, object]:
 
     say("\n2. Providers publish agents; the hub assesses them on each contract's benchmark")
     say(f"   agent code runs in the sandbox, isolation {isolation} (docs/sandbox.md)")
-    say("   acme: ref-code-reviewer, ref-schema-designer, ref-test-writer · qa-guild: "
-        "ref-reviewer · cheapo: sloppy-coder")
+    say("   acme: ref-code-reviewer, ref-schema-designer, ref-test-writer, ref-orchestrator · "
+        "qa-guild: ref-reviewer · cheapo: sloppy-coder")
     market.register_reference_agents(hub, assess_them=False)
     registrar.add_actor(hub, "lintworks", ["client"], None, None, True)
     registrar.add_actor(hub, "lint-bot", ["specialist"], "lintworks", None, True)

@@ -14,7 +14,9 @@ settlement template (client ``carol`` with 10,000 tokens) plus:
 Scripted agents are hosted agents whose runtime is ``python -c SCRIPT``: ``good`` delivers the
 golden findings, ``bad`` findings that fail the DoD (a line that does not exist), ``lazy``
 one finding (the DoD passes, the reviewer fails it), ``flaky`` lazy first and good after a
-rework request; ``silent`` is external and never pushes.
+rework request, ``first-only`` good only on a workflow's first child (``-d001``); ``silent``
+is external and never pushes. ``contract.pair_flow@1.0.0`` is the same with a second step that
+needs the first (half the budget each).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from aismm.services import market, mission, orchestration, registrar, worker
 from aismm.state import registry
 from tests.settlekit import CLIENT, GOLDEN, REVIEW_INPUTS, ROOT, START, Site, make_site
 
-__all__ = ["FLOW", "ORCH", "REVIEW_V2", "Flow", "add_agent", "copy_site", "list_agent",
+__all__ = ["FLOW", "ORCH", "PAIR", "REVIEW_V2", "Flow", "add_agent", "copy_site", "list_agent",
            "orch_template", "start_flow"]
 
 FLOW = "contract.review_flow"
+PAIR = "contract.pair_flow"
 REVIEW_V2 = "contract.code_review@1.0.1"
 ORCH = "ref-orchestrator"
 CATALOG = ROOT / "contracts"
@@ -62,6 +65,7 @@ dod:
   checks:
     - {{name: files, kind: files}}
     - {{name: schema, kind: schema}}
+    - {{name: matches-records, kind: command, run: ["{{python}}", "-m", "aismm.checks.workflow"]}}
   review:
     quorum: 0
     rubric:
@@ -81,6 +85,21 @@ steps:
 """
 
 
+PAIR_YAML = FLOW_YAML.replace("contract.review_flow", "contract.pair_flow").replace(
+    "budget_share_bp: 10000", "budget_share_bp: 5000") + f"""\
+  - id: second
+    contract: {REVIEW_V2}
+    needs: [first]
+    inputs:
+      inputs/request.json: inputs/request.json
+      inputs/src/client.py: inputs/src/client.py
+      inputs/src/parsing.py: inputs/src/parsing.py
+    retry: {{max_attempts: 2, fallback: true, timeouts: {{attempt: PT1H}}}}
+    budget_share_bp: 5000
+    max_price: 1000
+"""
+
+
 def _publish(site: Site) -> None:
     hub = site.hub
     review = CATALOG / "code_review"
@@ -90,10 +109,10 @@ def _publish(site: Site) -> None:
     for schema in (review / "schemas").glob("*.json"):
         files[f"contracts/contract.code_review/1.0.1/schemas/{schema.name}"] = schema.read_bytes()
     quality = CATALOG / "module_quality" / "schemas"
-    files["contracts/contract.review_flow/1.0.0/contract.yaml"] = FLOW_YAML.encode()
-    for name in ("review_request.schema.json", "deliverable.schema.json"):
-        files[f"contracts/contract.review_flow/1.0.0/schemas/{name}"] = \
-            (quality / name).read_bytes()
+    for cid, text in (("contract.review_flow", FLOW_YAML), ("contract.pair_flow", PAIR_YAML)):
+        files[f"contracts/{cid}/1.0.0/contract.yaml"] = text.encode()
+        for name in ("review_request.schema.json", "deliverable.schema.json"):
+            files[f"contracts/{cid}/1.0.0/schemas/{name}"] = (quality / name).read_bytes()
     registrar.commit_files(hub, files, "Publish the test workflow\n", hub.config.platform)
 
 
@@ -139,7 +158,9 @@ import json, os, pathlib
 mode = {mode!r}
 good, bad, lazy = json.loads({good!r}), json.loads({bad!r}), json.loads({lazy!r})
 rework = bool(os.environ.get("AISMM_REQUEST"))
-out = {{"good": good, "bad": bad, "lazy": lazy, "flaky": good if rework else lazy}}[mode]
+first = os.environ.get("AISMM_MISSION", "").endswith("-d001")
+out = {{"good": good, "bad": bad, "lazy": lazy, "flaky": good if rework else lazy,
+        "first-only": good if first else bad}}[mode]
 folder = pathlib.Path("deliverable")
 folder.mkdir(exist_ok=True)
 (folder / "findings.json").write_text(json.dumps(out, indent=2) + "\\n")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aismm.infra.ledger import Ledger
+from aismm.infra.store import Store
 from aismm.services import mission
 from tests.orchkit import FLOW, ORCH, Flow, add_agent, copy_site, orch_template
 from tests.settlekit import CLIENT, REVIEW_INPUTS, Site
@@ -53,5 +54,26 @@ def test_a_killed_hub_resumes_without_duplicates(site: Site, point: str) -> None
         (f"{flow.id}-d001", 20), (f"{flow.id}-d001", 200),
         (f"{flow.id}-d002", 30), (f"{flow.id}-d002", 300)]
     assert [(t.mission, t.amount) for t in paid] == [(f"{flow.id}-d002", 300)]
+    assert site.status(flow.id)["state"] == "awaiting_acceptance"
+    flow.conserved()
+
+
+def test_a_decision_whose_event_failed_is_finished_by_aismm_process(site: Site) -> None:
+    """The hub died executing a decision and its events were then marked failed (as a handler
+    exception marks them): `aismm process` resumes every open workflow and the run completes."""
+    add_agent(site, "good-rev", "good", 300)
+    created = mission.create(site.hub, contract_ref=FLOW, client=CLIENT, inputs=REVIEW_INPUTS,
+                             price=1000, tier="T1", agents=[ORCH])
+    flow = Flow(site, created.doc.id, [])
+    assert site.cli("process", AISMM_CRASH_AT="orch-after-child").code == -9
+    with Store(site.hub.db_path) as store:
+        pending = [e["id"] for e in store.events() if e["status"] == "pending"]
+        for event_id in pending:
+            store.finish(event_id, {"error": "simulated"}, site.now(), "failed")
+        assert store.pending() == 0
+    assert flow.children() == []  # the child exists, its record does not
+    again = site.cli("process")
+    assert again.code == 0, again.err
+    assert flow.children() == [("first", "good-rev", "accepted")]
     assert site.status(flow.id)["state"] == "awaiting_acceptance"
     flow.conserved()

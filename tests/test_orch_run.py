@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from aismm.services import settlement
+from aismm.infra.ledger import Ledger
+from aismm.services import settlement, worker
 from tests import clikit
-from tests.orchkit import Flow, add_agent, copy_site, orch_template, start_flow
-from tests.settlekit import CLIENT, Site
+from tests.orchkit import PAIR, Flow, add_agent, copy_site, orch_template, start_flow
+from tests.settlekit import CLIENT, ROOT, Site
+
+QUALITY = ROOT / "contracts" / "module_quality"
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,10 @@ def test_good_agent_first_time_then_assembled_accepted_and_settled(
     status = clikit.run(site.root, capsys, "mission", "status", child["id"])
     assert f"  parent: {flow.id} (a workflow step; `aismm mission tree {flow.id}`)" in \
         status.out.splitlines()
+    # `mission run` of a workflow wakes its orchestrator, which has nothing left to decide
+    rerun = clikit.run(site.root, capsys, "mission", "run", flow.id, "--json")
+    assert (rerun.code, rerun.json["failures"]) == (0, [])
+    assert site.status(flow.id)["attempts"][0]["failure"] is None
     missing = clikit.run(site.root, capsys, "mission", "tree", "nope-00000000")
     assert (missing.code, missing.err_lines) == (
         2, ["aismm: nope-00000000: no such mission; see `aismm mission list`"])
@@ -165,3 +172,68 @@ def test_cancelling_the_parent_cancels_open_children_and_refunds(site: Site) -> 
     assert site.balance(f"client:{CLIENT}") == 10_000
     assert site.status(flow.id)["state"] == "refunded"
     flow.conserved()
+
+
+def test_module_quality_runs_end_to_end_with_the_reference_agents(site: Site) -> None:
+    """The catalog's workflow: tests and a review in parallel, then a review of those tests
+    (its input is the first child's accepted test file), assembled and checked (the report
+    matches the records), with the reference agents at T1."""
+    flow = start_flow(site, contract="contract.module_quality", price=2600,
+                      inputs=QUALITY / "benchmark" / "mathx" / "inputs")
+    assert decisions(flow) == ["001-open.yaml", "002-open.yaml", "003-open.yaml"]
+    assert flow.children() == [("tests", "ref-test-writer", "accepted"),
+                               ("review", "ref-code-reviewer", "accepted"),
+                               ("test_review", "ref-code-reviewer", "accepted")]
+    tests_child, _review, test_review = flow.tree()["children"]
+    written = site.git(tests_child["id"], "show", "accepted:deliverable/test_module.py").stdout
+    reviewed = site.git(test_review["id"], "show", "main:inputs/src/test_module.py").stdout
+    assert reviewed == written
+    [attempt] = site.status(flow.id)["attempts"]
+    assert attempt["state"] == "awaiting_acceptance"
+    assert [c["name"] for c in attempt["verdicts"]["platform"]["checks"]] == [
+        "files", "schema", "matches-records"]
+    flow.conserved()
+
+
+def test_a_failed_t2_workflow_refunds_the_client_in_full_by_the_platform_guarantee(
+        site: Site) -> None:
+    # the platform has earned T2 fees before (a settled code review): they back its guarantee
+    earlier = site.create("T2", contract="contract.code_review@1.0.0", price=2000)
+    site.deliver(earlier)
+    settlement.accept(site.hub, earlier, "ref-code-reviewer")
+    worker.process(site.hub)
+    assert site.balance("platform:fees") == 500
+    add_agent(site, "once-rev", "first-only", 300)  # good on the first child, bad after
+    flow = start_flow(site, contract=PAIR, price=1000, tier="T2")
+    assert decisions(flow) == ["001-open.yaml", "002-open.yaml", "003-give_up.yaml"]
+    assert flow.children() == [("first", "once-rev", "accepted"),
+                               ("second", "once-rev", "refunded")]
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "refunded"
+    # T2: nothing kept; the escrow returns 1250 - 375 (the first child, paid), and the
+    # platform's guarantee pays those 375 from its fees: the client paid nothing for the run
+    assert (closure.fee, closure.client_refund) == (0, 875)
+    assert site.balance(f"client:{CLIENT}") == 10_000 - 2500
+    assert site.balance("provider:cheapo") == 300
+    assert site.balance("platform:fees") == 500 + 75 - 375
+    assert flow.ledger_check() == []
+
+
+def test_the_reference_orchestrator_is_assessed_on_real_workflow_runs(
+        site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aismm agent assess ref-orchestrator`: each module_quality benchmark task is a real run
+    with the reference agents (slow: three workflows), then cancelled; the money adds up."""
+    monkeypatch.setenv("AISMM_NOW", site.now())
+    done = clikit.run(site.root, capsys, "agent", "assess", "ref-orchestrator", "--json")
+    assert done.code == 0, done.err
+    record = done.json
+    assert (record["status"], record["quality"], record["reasons"]) == ("listed", 100.0, [])
+    assert [(t["task"], t["dod"], t["quality"], t["misses"]) for t in record["tasks"]] == [
+        ("mathx", "pass", 100, []), ("money", "pass", 100, []), ("textkit", "pass", 100, [])]
+    runs = [t["mission"] for t in record["tasks"]]
+    for run in runs:
+        assert site.closure(run).kind == "refunded"  # type: ignore[union-attr]
+    with Ledger(site.hub.db_path, site.hub.clock) as ledger:
+        assert ledger.check() == []
+        held = {k: v for k, v in ledger.balances().items() if k.startswith("escrow:bench-")}
+    assert len(held) == 3 * 4 and set(held.values()) == {0}  # 3 parents, 9 children, emptied

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from aismm.agents import orchestrator
+from aismm.checks import workflow
 from aismm.checks.schema_fit import first_error, validator
 from aismm.core.contract import load_contract_dir, step_order
 from aismm.core.plan import Decision, Outcome, Pinned, view
@@ -117,3 +118,59 @@ def test_the_reference_orchestrator_assembles_the_golden_shape(tmp_path: Path) -
     assert first_error(schema, report) is None
     assert report["summary"] == {"tests": 21, "findings": 0, "steps_accepted": 3,
                                  "steps_given_up": 0}
+
+
+def _checkout(root: Path, report: dict[str, object] | None, done: int = 3) -> Path:
+    """A workflow attempt's checkout: the frozen contract, the plan and the platform's records
+    (``done`` steps accepted), and the report."""
+    shutil.copy(QUALITY / "contract.yaml", root / "contract.yaml")
+    (root / "mission.yaml").write_text("price: 2600\n")
+    contract = load_contract_dir(QUALITY)
+    for n, step in enumerate(contract.steps[:done], 1):
+        d = Decision(mission="mq-00000000", number=n, kind="open", step=step.id,
+                     agent="ref-test-writer", price=100)
+        o = Outcome(mission="mq-00000000", decision=n, kind="open", step=step.id,
+                    child=f"mq-00000000-d{n:03d}", agent="ref-test-writer", price=100, fee=10,
+                    state="accepted", cost=110, deliverable=Pinned(commit=f"{n:040x}", files={
+                        "deliverable/report.json": f"{n:064x}"}))
+        for folder, name, doc in (("plan", f"{n:03d}-open.yaml", d),
+                                  ("orchestration", f"{n:03d}.yaml", o)):
+            (root / folder).mkdir(exist_ok=True)
+            (root / folder / name).write_text(yaml.safe_dump(doc.model_dump(mode="json")))
+    if report is not None:
+        (root / "deliverable").mkdir()
+        (root / "deliverable" / "report.json").write_text(json.dumps(report))
+    return root
+
+
+def _report(root: Path) -> dict[str, object]:
+    contract = load_contract_dir(QUALITY)
+    decisions, outcomes = workflow._records(root)
+    return orchestrator.report(root, view(contract, 2600, decisions, outcomes))
+
+
+def test_workflow_check_passes_a_report_that_matches_the_records(tmp_path: Path) -> None:
+    root = _checkout(tmp_path, None)
+    (root / "deliverable").mkdir()
+    (root / "deliverable" / "report.json").write_text(json.dumps(_report(root)))
+    assert workflow.check(root) == []
+
+
+def test_workflow_check_names_each_entry_that_differs(tmp_path: Path) -> None:
+    root = _checkout(tmp_path, None)
+    forged = _report(root)
+    forged["steps"]["review"]["commit"] = "f" * 40  # type: ignore[index]
+    (root / "deliverable").mkdir()
+    (root / "deliverable" / "report.json").write_text(json.dumps(forged))
+    assert workflow.check(root) == [
+        f"deliverable/report.json: steps/review: commit is '{'f' * 40}' but the records say "
+        f"'{2:040x}'; copy it from orchestration/"]
+
+
+def test_workflow_check_refuses_a_report_before_every_step_is_done(tmp_path: Path) -> None:
+    root = _checkout(tmp_path, {"steps": {}}, done=2)
+    assert workflow.check(root) == [
+        "deliverable/report.json: steps/tests: missing; report every step",
+        "deliverable/report.json: steps/review: missing; report every step",
+        "deliverable/report.json: steps/test_review: the step is not done (no accepted child, "
+        "not given up); assemble once every step is done"]

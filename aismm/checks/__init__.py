@@ -15,6 +15,7 @@ a child (``testrun``) and trust only its complete, nonce-tagged report.
     run_tests    contract.unit_tests    every test passes against the module, at least N tests
     mutants      contract.unit_tests    stubbing any public function makes a test fail
     testrun      run_tests, mutants     the child process that imports and runs an agent's tests
+    workflow     workflow contracts     the assembled report matches the orchestration records
     expect       benchmarks             score a deliverable against a task's expect.yaml
     local        benchmarks and tests   run a contract's whole DoD against a local folder
 """

@@ -67,12 +67,12 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
 def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bool) -> None:
     """Run the contract's benchmark suite against AGENT_ID; list it only if it passes."""
     from aismm.core.errors import Rejection
-    from aismm.services import market, orchestration, reviewbench, worker
+    from aismm.services import market, reviewbench, worker, workflowbench
 
     hub = hub_from(ctx)
     progress = None if as_json else lambda line: click.echo(f"  {line}", err=True)
-    if orchestration.is_orchestrator(hub, agent_id):  # assessed on real workflow runs
-        record = orchestration.assess(hub, agent_id, worker.process, progress=progress)
+    if workflowbench.is_orchestrator(hub, agent_id):  # assessed on real workflow runs
+        record = workflowbench.assess(hub, agent_id, worker.process, progress=progress)
     else:
         record = market.assess(hub, agent_id, progress=progress, timeout=timeout)
     lines = [f"{agent_id}: {record['status'].upper()}" + (f" ({record['badge']} badge)"

@@ -35,13 +35,13 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
     hub = init_hub(root)
     agents: list[str] = []
     if with_reference_agents:
-        from aismm.services import market, orchestration, worker
+        from aismm.services import market, worker, workflowbench
 
         progress = None if as_json else lambda line: click.echo(f"  assessing {line}", err=True)
         agents = market.register_reference_agents(hub, progress=progress)
         for agent in agents:  # orchestrators are assessed on workflow runs of the others
-            if orchestration.is_orchestrator(hub, agent):
-                orchestration.assess(hub, agent, worker.process, progress=progress)
+            if workflowbench.is_orchestrator(hub, agent):
+                workflowbench.assess(hub, agent, worker.process, progress=progress)
     from aismm.state import registry
 
     contracts = sorted(registry.contracts(hub))

@@ -162,7 +162,13 @@ def _acting(ctx: click.Context, mission_id: str, action: str, *, attempt: str = 
     private = read_private_key_file(key) if key else None
     failures: list[dict[str, str]] = []
     if action == "run":
-        lines = delivery.dispatch(hub, mission_id)
+        from aismm.services import orchestration
+        from aismm.services.mission import open_mission
+
+        if orchestration.is_workflow(open_mission(hub, mission_id)[1]):  # its orchestrator
+            lines = orchestration.sync(hub, mission_id) + orchestration.wake(hub, mission_id)
+        else:
+            lines = delivery.dispatch(hub, mission_id)
         failures = delivery.failed_attempts(lines)
 
         lines += worker.process(hub)

@@ -143,7 +143,7 @@ def register_reference_agents(hub: Hub, assess_them: bool = True,
     if assess_them:  # specialists on their benchmark, reviewers on the reviewer benchmark
         for agent in ids:
             if registry.manifests(hub)[agent].roles == ["orchestrator"]:
-                continue  # assessed on workflow runs (aismm.services.orchestration.assess)
+                continue  # assessed on workflow runs (aismm.services.workflowbench)
             assess(hub, agent, progress=progress)
     return ids
 

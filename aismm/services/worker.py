@@ -40,7 +40,9 @@ def handle_event(hub: Hub, event: Event) -> tuple[dict[str, object], list[str]]:
         added = sorted(p for p in repo.flatten(event.new) if REQUEST_NAME.match(p)
                        and p not in before)
         for path in added:
-            if path.endswith("-rework.yaml"):
+            if path.endswith("-rework.yaml") and workflow:  # an orchestrator answers by plan
+                lines += orchestration.wake(hub, mission_id)
+            elif path.endswith("-rework.yaml"):
                 lines += delivery.dispatch(hub, mission_id, [agent], request=path)
             else:
                 lines += disputes.arbitrate(hub, mission_id, agent)
