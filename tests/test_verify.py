@@ -68,6 +68,13 @@ def _flip_byte(mid: str) -> Mutation:
     return mutate
 
 
+def _grow(rel: str) -> Mutation:
+    def mutate(folder: Path, manifest: dict[str, Any]) -> None:
+        with (folder / rel).open("ab") as out:
+            out.write(b"\0" * 4096)  # more than the manifest declares: refused before unpacking
+    return mutate
+
+
 def _remove(rel: str) -> Mutation:
     return lambda folder, manifest: (folder / rel).unlink()
 
@@ -184,7 +191,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tuple[
     return ((info, b"hi\n"),)
 
 
-CASES = ["flipped-byte", "missing-file", "extra-file", "symlink", "dotdot", "moved-ref",
+CASES = ["flipped-byte", "grown-file", "missing-file", "extra-file", "symlink", "dotdot", "moved-ref",
          "resigned-commit", "stale-verdict", "altered-row", "unbalanced", "no-merge",
          "wrong-key", "newer-format"]
 
@@ -198,6 +205,8 @@ def _case(name: str, site: Site, missions: dict[str, str]
     main = site.refs(settled)[MAIN]
     return {
         "flipped-byte": (None, _flip_byte(settled), (), "inventory", "sha256 differs"),
+        "grown-file": (None, _grow("ledger/transfers.ndjson"), (), "inventory",
+                       "ledger/transfers.ndjson: size differs from the manifest"),
         "missing-file": (None, _remove("ledger/closures.ndjson"), (), "inventory",
                          "ledger/closures.ndjson: listed in the manifest but missing"),
         "extra-file": (None, _add("notes.txt"), (), "inventory",

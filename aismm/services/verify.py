@@ -284,6 +284,14 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
             raise Failed(info.name, "extra file the manifest does not list")
     for name in sorted(expected - seen):
         raise Failed(name, "listed in the manifest but missing from the archive")
+    for info in members:  # sizes first: nothing is unpacked that the manifest did not declare
+        want = files.get(info.name)
+        if want is not None and info.size != want["size"]:
+            raise Failed(info.name, "size differs from the manifest")
+    total = sum(info.size for info in members)
+    free = shutil.disk_usage(folder).free
+    if total > free:
+        raise Failed("archive", f"unpacks to {total} bytes but {folder} has {free} free")
     for info in members:
         target = folder / info.name
         target.parent.mkdir(parents=True, exist_ok=True)
