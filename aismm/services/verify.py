@@ -289,6 +289,7 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
         if want is not None and info.size != want["size"]:
             raise Failed(info.name, "size differs from the manifest")
     total = sum(info.size for info in members)
+    folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if total > free:
         raise Failed("archive", f"unpacks to {total} bytes but {folder} has {free} free")
