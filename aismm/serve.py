@@ -30,7 +30,7 @@ from aismm.hook import Request, handle, parse_raw, unix_address
 from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.store import Store, group_commit
-from aismm.services import judged, settlement, worker
+from aismm.services import judged, orchestration, settlement, worker
 from aismm.web.server import HttpServer
 
 __all__ = ["Server", "rescan"]
@@ -334,6 +334,7 @@ class Server:
                 with Store(self.hub.db_path) as store:
                     self.stragglers = store.max_event_id()
                 lines = settlement.reconcile(self.hub) + lines + settlement.tick(self.hub)
+                lines += orchestration.timers(self.hub)
             for line in lines:
                 if "nothing to finish" not in line:
                     self.log(line.removeprefix("aismm: "))

@@ -32,7 +32,7 @@ def process(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def tick(ctx: click.Context, as_json: bool) -> None:
-    """Apply every due timer (deadlines, acceptance windows) at the hub clock's time."""
+    """Apply due timers (deadlines, acceptance windows, workflow timeouts) on the hub clock."""
 
     _out(client.tick(hub_from(ctx)), as_json)
 

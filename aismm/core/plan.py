@@ -28,11 +28,13 @@ from aismm.core.model import Strict
 from aismm.core.money import MAX_AMOUNT
 
 __all__ = [
+    "CLAIM_TIMEOUT",
     "DECISION_NAME",
     "KINDS",
     "OUTCOME_NAME",
     "RESULTS",
     "ROUTING",
+    "STEP_TIMEOUT",
     "Candidate",
     "Decision",
     "Outcome",
@@ -50,6 +52,10 @@ KINDS = ("open", "fallback", "rework", "give_up")
 DECISION_NAME = re.compile(r"^plan/(\d{3})-(open|fallback|rework|give_up)\.yaml$")
 OUTCOME_NAME = re.compile(r"^orchestration/(\d{3})\.yaml$")
 ROUTING = "orchestration/routing.yaml"
+# the note of a child's record when a timer closed it (``aismm tick``): its agent never pushed
+# within the step's ``claim`` timeout, or the step's ``step`` timeout passed (the step is given up)
+CLAIM_TIMEOUT = "claim timeout"
+STEP_TIMEOUT = "step timeout"
 RESULTS = "orchestration/results/"  # + NNN/deliverable/...: an accepted child's files, copied
 StepId = Annotated[str, Field(pattern=STEP_ID)]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
@@ -229,6 +235,8 @@ def view(contract: Contract, budget: int, decisions: dict[int, Decision],
             continue
         sv.cost += out.cost
         if out.kind in ("open", "fallback"):
+            if out.note == STEP_TIMEOUT and out.state != "accepted":
+                sv.given_up = True  # the hub gave the step up: its `step` timeout passed
             if out.state == "accepted":
                 sv.accepted = out
             elif out.state in ("open", "failed"):

@@ -11,7 +11,7 @@ from aismm.core.errors import ConflictError
 from aismm.core.signing import PrivateKey
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.services import settlement, worker
+from aismm.services import orchestration, settlement, worker
 
 __all__ = ["accept", "request", "tick"]
 
@@ -43,4 +43,5 @@ def request(hub: Hub, mission_id: str, agent: str, kind: str, reason: str,
 
 def tick(hub: Hub) -> list[str]:
     """Apply every due timer; inline, settle what the timers accepted."""
-    return _then_process(hub, settlement.tick(hub))
+    lines = settlement.tick(hub)
+    return _then_process(hub, lines + orchestration.timers(hub))

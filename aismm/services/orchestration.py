@@ -24,9 +24,11 @@ from aismm.core.contract import step_order
 from aismm.core.errors import AismmError, GateRejection, MissionError
 from aismm.core.model import dump_yaml
 from aismm.core.plan import (
+    CLAIM_TIMEOUT,
     DECISION_NAME,
     RESULTS,
     ROUTING,
+    STEP_TIMEOUT,
     Candidate,
     Decision,
     Outcome,
@@ -50,7 +52,7 @@ from aismm.state import registry
 from aismm.state.policy import MissionPolicy
 
 __all__ = ["is_workflow", "on_child_event", "on_parent_event", "plan_of", "resume", "start",
-           "sync", "tree", "wake"]
+           "sync", "timers", "tree", "wake"]
 
 
 def _crash_point(name: str) -> None:
@@ -184,6 +186,78 @@ def resume(hub: Hub) -> list[str]:
                 lines += _offer_again(hub, plan_of(hub, mission_id))
         except AismmError as exc:  # one workflow's trouble must not stop the others
             lines.append(f"aismm: {mission_id}: workflow not resumed ({str(exc).splitlines()[0]})")
+    return lines
+
+
+def timers(hub: Hub) -> list[str]:
+    """Apply the workflow steps' ``claim`` and ``step`` timeouts at the hub clock's time
+    (``aismm tick`` runs it after the missions' own timers); idempotent."""
+    lines: list[str] = []
+    for mission_id in hub.mission_ids():
+        try:
+            repo, policy = open_mission(hub, mission_id)
+            if is_workflow(policy) and not _closed(repo):
+                lines += _timeouts(hub, mission_id)
+        except AismmError as exc:  # one workflow's trouble must not stop the others
+            lines.append(f"aismm: {mission_id}: workflow timers not applied "
+                         f"({str(exc).splitlines()[0]})")
+    return lines
+
+
+def _timeouts(hub: Hub, mission_id: str) -> list[str]:
+    """One workflow: a live child whose agent pushed nothing within ``claim`` of its creation
+    is refunded (note ``claim timeout``); a step not accepted ``step`` after its first child
+    was created has its live child refunded and is given up (its last child's record notes
+    ``step timeout``). The records are written in one platform commit."""
+    lines = sync(hub, mission_id)  # the records up to date first (e.g. a child just expired)
+    repo, policy = open_mission(hub, mission_id)
+    agent = _orchestrator(policy)
+    tip = repo.ref(f"{ATTEMPT}{agent}")
+    if tip is None or _closed(repo):
+        return lines
+    plan = plan_view(repo, policy, tip)[0]
+    if plan.pending:
+        return lines  # a decision in flight: the next tick judges its child
+    now = hub.clock.now()
+    changed: dict[int, Outcome] = {}
+    for sid, sv in plan.steps.items():
+        if sv.done:
+            continue
+        children = [o for _n, o in sorted(plan.outcomes.items())
+                    if o.step == sid and o.kind in ("open", "fallback") and o.child]
+        if not children:
+            continue
+        limits = sv.step.retry.timeouts
+        first = open_mission(hub, children[0].child or "")[1].doc.created
+        last = children[-1]
+        if now - first >= limits.step:
+            closed = last
+            if last.state in ("open", "failed"):
+                closed, more = _close_child(hub, last, "deadline")
+                lines += more
+            changed[last.decision] = closed.model_copy(update={"note": STEP_TIMEOUT})
+            lines.append(f"aismm: {mission_id}: step {sid} given up (its step timeout "
+                         f"{duration_text(limits.step)} passed)")
+            continue
+        live = sv.live
+        if live is None or live.state != "open" or not live.child or not live.agent:
+            continue
+        child_repo, cp = open_mission(hub, live.child)
+        if child_repo.ref(f"{ATTEMPT}{live.agent}") == cp.main and \
+                now - cp.doc.created >= limits.claim:
+            closed, more = _close_child(hub, live, "deadline")
+            changed[live.decision] = closed.model_copy(update={"note": CLAIM_TIMEOUT})
+            lines += [*more, f"aismm: {mission_id}: step {sid}: {live.agent} never claimed "
+                      f"{live.child} (claim timeout {duration_text(limits.claim)})"]
+    writes: dict[str, bytes | None] = {f"orchestration/{n:03d}.yaml": _doc(o)
+                                       for n, o in changed.items() if plan.outcomes.get(n) != o}
+    if writes:
+        states = ", ".join(f"{n:03d} {changed[n].note}" for n in sorted(changed))
+        write_to_attempt(hub, repo, agent, writes, f"Workflow timers: {states}\n",
+                         hub.config.platform)
+    tip = repo.ref(f"{ATTEMPT}{agent}") or tip
+    if plan_view(repo, policy, tip)[0].failed:
+        lines += settlement.refund(hub, mission_id, "failed")
     return lines
 
 
