@@ -15,9 +15,10 @@ from aismm.core.plan import Decision, Figure
 from aismm.gate.plan import decision_problem
 from aismm.infra.git import Repo
 from aismm.infra.ledger import Ledger
-from aismm.services import client, orchestration, registrar
+from aismm.services import client, orchestration, registrar, settlement
 from aismm.services.mission import open_mission
 from aismm.state import registry
+from tests import clikit
 from tests.orchkit import FLOW, PAIR, Flow, add_agent, copy_site, orch_template, start_flow
 from tests.settlekit import CLIENT, Site
 
@@ -117,7 +118,8 @@ def test_a_child_that_never_claims_is_replaced_after_claim_by_the_next_candidate
     assert state(flow) == before
 
 
-def test_a_step_past_its_step_timeout_is_given_up_and_fails_the_parent(site: Site) -> None:
+def test_a_step_past_its_step_timeout_is_given_up_and_fails_the_parent(
+        site: Site, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     for agent, price in (("mute-rev", 100), ("mute-two", 150), ("mute-three", 200)):
         add_agent(site, agent, "silent", price)
     flow = start_flow(site)
@@ -129,8 +131,12 @@ def test_a_step_past_its_step_timeout_is_given_up_and_fails_the_parent(site: Sit
                                ("first", "mute-two", "refunded"),
                                ("first", "mute-three", "open")]
     site.advance("PT4M")  # 26 minutes after the first child opened: past the step's 25
-    lines = tick(flow)
-    assert f"aismm: {flow.id}: step first given up (its step timeout PT25M passed)" in lines
+    monkeypatch.setenv("AISMM_NOW", site.now())
+    done = clikit.run(site.root, capsys, "tick", "--json")  # the command a hub operator runs
+    assert done.code == 0, done.err
+    assert f"aismm: {flow.id}: step first given up (its step timeout PT25M passed)" in \
+        done.json["lines"]
+    flow.process()
     assert decisions(flow) == ["001-open.yaml", "002-fallback.yaml", "003-fallback.yaml"]
     assert flow.children() == [("first", "mute-rev", "refunded"),
                                ("first", "mute-two", "refunded"),
@@ -177,3 +183,22 @@ def test_a_timed_out_step_with_on_failure_continue_lets_the_next_step_run(site: 
     before = state(flow)
     assert tick(flow) == []
     assert state(flow) == before
+
+
+def test_a_step_timeout_finishes_after_its_child_was_refunded_but_not_recorded(
+        site: Site) -> None:
+    """As after a crash between the child's refund and the platform's record: the next tick
+    records it, gives the step up and fails the parent, refunding nothing twice."""
+    add_agent(site, "mute-rev", "silent", 100)
+    flow = start_flow(site)
+    [child] = flow.tree()["children"]
+    site.advance("PT26M")
+    settlement.refund(site.hub, child["id"], "deadline")  # its record still says open
+    assert flow.children() == [("first", "mute-rev", "open")]
+    tick(flow)
+    assert flow.children() == [("first", "mute-rev", "refunded")]
+    assert notes(flow) == ["step timeout"]
+    closure = site.closure(flow.id)
+    assert closure is not None and closure.kind == "refunded"
+    assert (closure.fee, closure.client_refund) == (100, 1000 - 10)
+    flow.conserved()
