@@ -133,11 +133,7 @@ def report(root: Path, plan: View) -> dict[str, Any]:
     for sid in step_order(plan.contract.steps):
         sv = plan.steps[sid]
         rec = sv.accepted
-        entry: dict[str, Any] = {
-            "state": "accepted" if rec else "given_up", "contract": sv.step.contract,
-            "child": rec.child if rec else None, "agent": rec.agent if rec else None,
-            "commit": rec.deliverable.commit if rec and rec.deliverable else None,
-            "files": dict(rec.deliverable.files) if rec and rec.deliverable else {}}
+        entry = sv.report_entry()
         if rec is not None:
             results = root / f"{RESULTS}{rec.decision:03d}" / "deliverable"
             summary = _summary(results)

@@ -69,12 +69,7 @@ def check(root: Path) -> list[str]:
         if not isinstance(entry, dict):
             problems.append(f"{where}: missing; report every step")
             continue
-        rec = sv.accepted
-        want: dict[str, Any] = {
-            "state": "accepted" if rec else "given_up", "contract": sv.step.contract,
-            "child": rec.child if rec else None, "agent": rec.agent if rec else None,
-            "commit": rec.deliverable.commit if rec and rec.deliverable else None,
-            "files": dict(rec.deliverable.files) if rec and rec.deliverable else {}}
+        want = sv.report_entry()
         for key, value in want.items():
             if entry.get(key) != value:
                 problems.append(f"{where}: {key} is {entry.get(key)!r} but the records say "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -161,6 +161,16 @@ class StepView:
     def failed(self) -> bool:
         """Given up without an accepted child."""
         return self.given_up and self.accepted is None
+
+    def report_entry(self) -> dict[str, Any]:
+        """This step's entry in the assembled report, as the records pin it (the reference
+        orchestrator writes it; ``checks.workflow`` requires exactly it)."""
+        rec = self.accepted
+        pinned = rec.deliverable if rec else None
+        return {"state": "accepted" if rec else "given_up", "contract": self.step.contract,
+                "child": rec.child if rec else None, "agent": rec.agent if rec else None,
+                "commit": pinned.commit if pinned else None,
+                "files": dict(pinned.files) if pinned else {}}
 
 
 @dataclass

@@ -35,6 +35,7 @@ __all__ = [
     "pick_reviewers",
     "review",
     "run_agent",
+    "run_on_attempt",
 ]
 
 _FAILED = re.compile(r"^aismm: (?P<agent>[^\s:]+): attempt failed \((?P<reason>.*)\); "
@@ -90,6 +91,20 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and not p.is_symlink()}
 
 
+def run_on_attempt(hub: Hub, man: Manifest, repo: Repo, tip: str, env: dict[str, str]
+                   ) -> tuple[bool, str, dict[str, bytes | None]]:
+    """Run a hosted agent in the sandbox on a checkout of ``tip``: (ok, detail, the files it
+    changed: path -> new bytes, None where it removed one)."""
+    with sandbox.workspace(f"{env.get('AISMM_ROLE', 'agent')}-") as tmp:
+        checkout = Path(tmp)
+        repo.export(tip, checkout)
+        before = _snapshot(checkout)
+        ok, detail = run_agent(hub, man, checkout, env)
+        after = _snapshot(checkout)
+    changed = {p: after.get(p) for p in set(before) | set(after) if before.get(p) != after.get(p)}
+    return ok, detail, changed
+
+
 def dispatch(hub: Hub, mission_id: str, agents: list[str] | None = None,
              request: str | None = None) -> list[str]:
     """Run the mission's hosted specialists and commit what they deliver; summary lines."""
@@ -103,18 +118,11 @@ def dispatch(hub: Hub, mission_id: str, agents: list[str] | None = None,
         tip = repo.ref(f"{ATTEMPT}{agent}")
         if tip is None:
             raise MissionError(f"{agent}: no attempt branch; assign the agent first")
-        with sandbox.workspace("agent-") as tmp:
-            checkout = Path(tmp)
-            repo.export(tip, checkout)
-            before = _snapshot(checkout)
-            env = {"AISMM_ACTOR": agent, "AISMM_MISSION": mission_id,
-                   "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_ROLE": "specialist"}
-            if request:
-                env["AISMM_REQUEST"] = request
-            ok, detail = run_agent(hub, man, checkout, env)
-            after = _snapshot(checkout)
-        changed = {p: after.get(p) for p in set(before) | set(after)
-                   if before.get(p) != after.get(p)}
+        env = {"AISMM_ACTOR": agent, "AISMM_MISSION": mission_id,
+               "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_ROLE": "specialist"}
+        if request:
+            env["AISMM_REQUEST"] = request
+        ok, detail, changed = run_on_attempt(hub, man, repo, tip, env)
         outside = sorted(p for p in changed if not p.startswith("deliverable/"))
         if not ok or outside or not changed:
             why = detail if not ok else (f"wrote outside deliverable/: {', '.join(outside[:3])}"

@@ -40,7 +40,6 @@ from aismm.core.plan import (
 )
 from aismm.core.refs import REFUNDED, SETTLED
 from aismm.gate.plan import plan_view
-from aismm.infra import sandbox
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
@@ -439,15 +438,9 @@ def wake(hub: Hub, mission_id: str) -> list[str]:
     if tip is None or man is None or not delivery.is_hosted(hub, agent) or _closed(repo) \
             or repo.ref(ACCEPTED) != policy.main:
         return []
-    with sandbox.workspace("orchestrator-") as tmp:
-        checkout = Path(tmp)
-        repo.export(tip, checkout)
-        before = _files(checkout)
-        env = {"AISMM_ACTOR": agent, "AISMM_MISSION": mission_id,
-               "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_ROLE": "orchestrator"}
-        ok, detail = delivery.run_agent(hub, man, checkout, env)
-        after = _files(checkout)
-    changed = {p: after.get(p) for p in set(before) | set(after) if before.get(p) != after.get(p)}
+    env = {"AISMM_ACTOR": agent, "AISMM_MISSION": mission_id,
+           "AISMM_CONTRACT": policy.doc.contract.ref, "AISMM_ROLE": "orchestrator"}
+    ok, detail, changed = delivery.run_on_attempt(hub, man, repo, tip, env)
     if not ok:
         return [f"aismm: {mission_id}: orchestrator {agent} failed ({detail[:200]})"]
     allowed = {p: d for p, d in changed.items() if p.startswith(("plan/", "deliverable/"))}
@@ -467,11 +460,6 @@ def plan_of(hub: Hub, mission_id: str) -> View:
     repo, policy = open_mission(hub, mission_id)
     tip = repo.ref(f"{ATTEMPT}{_orchestrator(policy)}") or policy.main
     return plan_view(repo, policy, tip)[0]
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and not p.is_symlink()}
 
 
 def tree(hub: Hub, mission_id: str) -> dict[str, Any]:
