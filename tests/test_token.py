@@ -11,7 +11,7 @@ import pytest
 from aismm.core.clock import FixedClock
 from aismm.infra.hub import Hub
 from aismm.infra.tokens import TOKEN
-from aismm.services import tokens
+from aismm.services import registrar, tokens
 from tests import clikit
 from tests.hubkit import START, copy_hub
 
@@ -86,3 +86,12 @@ def test_bad_input_is_one_line_and_exit_2(hub: Hub, capsys: pytest.CaptureFixtur
     assert result.code == 2
     assert len(result.err_lines) == 1 and result.err_lines[0].startswith(line)
     assert tokens.listing(hub) == []
+
+
+def test_a_revoked_actors_token_proves_nothing(hub: Hub) -> None:
+    registrar.add_actor(hub, "zoe", ["client"], None, None, True)
+    made = tokens.create(hub, "zoe")
+    assert tokens.authenticate(hub, str(made["token"])) == "zoe"
+    registrar.revoke_actor(hub, "zoe")
+    assert tokens.authenticate(hub, str(made["token"])) is None
+    assert tokens.authenticate(hub, str(made["token"]), actor="zoe") is None

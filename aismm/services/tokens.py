@@ -66,4 +66,7 @@ def authenticate(hub: Hub, token: str, actor: str | None = None) -> str | None:
         return None
     if actor is not None and actor != row.actor:
         return None
+    holder = registry.actors(hub).get(row.actor)
+    if holder is None or holder.revoked:  # a revoked actor's tokens prove nothing any more
+        return None
     return row.actor
