@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import hashlib
 import json
 import re
@@ -15,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from aismm.core.clock import Duration
 from aismm.core.errors import ContractError
+from aismm.core.files import match_glob, schema_errors
 from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.money import MAX_AMOUNT
 
@@ -305,13 +305,6 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return cid, version or None
 
 
-def match_glob(path: str, pattern: str) -> bool:
-    """Match a repository path against a glob where ``**`` spans directories."""
-    if pattern.endswith("/**"):
-        return path.startswith(pattern[:-2])
-    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
-
-
 def digest(files: dict[str, bytes]) -> str:
     """sha256 over ``path NUL sha256(content) LF`` of the frozen files, sorted by path."""
     lines = b"".join(
@@ -358,14 +351,6 @@ def load_contract_dir(folder: Path) -> Contract:
     if problems:
         raise ContractError("\n".join(problems))
     return contract
-
-
-def schema_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
-    """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
-    (``(document)`` for the whole document)."""
-    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
-    return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
 
 
 def validate_document(schema_text: bytes, data: Any, where: str) -> list[str]:

@@ -10,26 +10,33 @@ problems its own way.
   the allowed globs, and (unless told otherwise) required files that are missing.
 * :func:`document_problems`: every file a file spec gives a schema is parsed
   (:func:`parse_document`) and validated against that schema.
+
+The rules are read through small protocols (:class:`FileRules`): a
+:class:`aismm.core.contract.Contract` is one, and so is the plain record the lean hook path
+builds from its cache (:mod:`aismm.state.lean`), so this module imports neither pydantic nor,
+until a document is validated, jsonschema or PyYAML.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from aismm.core.contract import Contract, FileSpec, Limits, match_glob, schema_errors
-from aismm.core.model import load_yaml
 from aismm.core.safepath import case_collisions
 
 __all__ = [
     "FileProblem",
+    "FileRules",
     "Part",
     "document_format",
     "document_problems",
     "layout_problems",
+    "match_glob",
     "parse_document",
+    "schema_errors",
     "schema_targets",
 ]
 
@@ -53,7 +60,72 @@ class FileProblem:
         return f"{self.path}: {self.what}; {self.fix}"
 
 
-def _rules(contract: Contract, part: Part) -> tuple[list[FileSpec], list[str], Limits]:
+class SpecRule(Protocol):
+    """A file (or glob) a part requires or allows (:class:`aismm.core.contract.FileSpec`)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def schema_(self) -> str | None: ...
+
+
+class LimitRule(Protocol):
+    """Size limits on a part's files (:class:`aismm.core.contract.Limits`)."""
+
+    @property
+    def max_file_bytes(self) -> int: ...
+    @property
+    def max_files(self) -> int: ...
+    @property
+    def max_total_bytes(self) -> int: ...
+
+
+class InputRules(Protocol):
+    """What the client provides (:class:`aismm.core.contract.Inputs`)."""
+
+    @property
+    def files(self) -> Sequence[SpecRule]: ...
+    @property
+    def limits(self) -> LimitRule: ...
+
+
+class DeliverableRules(InputRules, Protocol):
+    """What the agent delivers (:class:`aismm.core.contract.Deliverable`)."""
+
+    @property
+    def allowed(self) -> Sequence[str]: ...
+
+
+class FileRules(Protocol):
+    """A contract's rules on files, as this module reads them."""
+
+    @property
+    def inputs(self) -> InputRules: ...
+    @property
+    def deliverable(self) -> DeliverableRules: ...
+
+
+def match_glob(path: str, pattern: str) -> bool:
+    """Match a repository path against a glob where ``**`` spans directories."""
+    if pattern.endswith("/**"):
+        return path.startswith(pattern[:-2])
+    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
+
+
+def schema_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
+    """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
+    (``(document)`` for the whole document)."""
+    import jsonschema  # noqa: PLC0415 - lean hook path: loaded when a document is validated
+
+    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
+    return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
+
+
+def _rules(contract: FileRules, part: Part
+           ) -> tuple[Sequence[SpecRule], Sequence[str], LimitRule]:
     """A part's file specs, allowed globs and limits (inputs allow exactly their specs)."""
     if part == "inputs":
         specs = contract.inputs.files
@@ -61,7 +133,7 @@ def _rules(contract: Contract, part: Part) -> tuple[list[FileSpec], list[str], L
     return contract.deliverable.files, contract.deliverable.allowed, contract.deliverable.limits
 
 
-def layout_problems(contract: Contract, part: Part, sizes: Mapping[str, int], *,
+def layout_problems(contract: FileRules, part: Part, sizes: Mapping[str, int], *,
                     around: Iterable[str] = (), required: bool = True,
                     show: Callable[[str], str] = str) -> list[FileProblem]:
     """Whether the files of ``part`` fit the contract's layout and limits.
@@ -99,7 +171,7 @@ def layout_problems(contract: Contract, part: Part, sizes: Mapping[str, int], *,
     return out
 
 
-def schema_targets(contract: Contract, part: Part, paths: Iterable[str]
+def schema_targets(contract: FileRules, part: Part, paths: Iterable[str]
                    ) -> list[tuple[str, str]]:
     """``(path, schema)`` for each file of ``part`` a file spec gives a schema, spec by spec."""
     prefix = f"{part}/"
@@ -116,12 +188,16 @@ def document_format(path: str) -> Literal["JSON", "YAML"]:
 def parse_document(path: str, data: bytes) -> Any:
     """Parse a document by its name (:func:`document_format`); ValueError when malformed."""
     try:
-        return json.loads(data) if document_format(path) == "JSON" else load_yaml(data, path)
+        if document_format(path) == "JSON":
+            return json.loads(data)
+        from aismm.core.model import load_yaml  # noqa: PLC0415 - lean hook path (module doc)
+
+        return load_yaml(data, path)
     except RecursionError as exc:
         raise ValueError(f"{path}: nested too deeply to parse") from exc
 
 
-def document_problems(contract: Contract, part: Part, files: Mapping[str, bytes | None],
+def document_problems(contract: FileRules, part: Part, files: Mapping[str, bytes | None],
                       schemas: Mapping[str, bytes], *, per_file: int | None = None
                       ) -> list[FileProblem]:
     """Each file of ``files`` a spec of ``part`` gives a schema parses and validates.

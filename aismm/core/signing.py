@@ -14,12 +14,20 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from aismm.core.errors import SignatureError, UsageError
+
+
+def _serialization() -> ModuleType:
+    """cryptography's key (de)serialisation, loaded only where a key file or line is read or
+    written: a hook that only verifies signatures never needs it (~16 ms of imports)."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - lean hook path
+
+    return serialization
 
 __all__ = [
     "BEGIN",
@@ -121,12 +129,14 @@ class PrivateKey:
 
     @property
     def public_line(self) -> str:
+        serialization = _serialization()
         raw = self.key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
         return raw.decode()
 
     def pem(self) -> bytes:
+        serialization = _serialization()
         return self.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
@@ -149,6 +159,7 @@ def generate_key() -> PrivateKey:
 
 def load_private_key(data: bytes, where: str = "key") -> PrivateKey:
     """Load an unencrypted OpenSSH Ed25519 private key."""
+    serialization = _serialization()
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -174,6 +185,7 @@ def parse_public_key(line: str, where: str = "public key") -> str:
     parts = line.strip().split()
     if len(parts) < 2 or parts[0] != "ssh-ed25519":
         raise UsageError(f"{where}: not an ssh-ed25519 public key line; use the .pub file")
+    serialization = _serialization()
     try:
         key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
     except (ValueError, TypeError) as exc:
