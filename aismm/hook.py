@@ -10,6 +10,7 @@ answers never loads the judging stack, which :func:`handle` imports when it runs
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from aismm.infra.git import Repo
     from aismm.infra.hub import Hub
 
 __all__ = ["Request", "handle", "hub_of", "main", "offer", "request_from_env", "script",
@@ -172,6 +174,8 @@ def handle(request: Request, hubs: dict[Path, Hub] | None = None) -> tuple[int, 
         queued = _queue_only(request)
         if queued is not None:
             return 0, queued
+    elif hubs is None and _lean(request):
+        return 0, []  # allowed as the gate would, without loading it (aismm.state.lean)
     # the judging stack, loaded only when a hook does the work (module doc)
     from aismm.core.errors import (  # noqa: PLC0415
         AismmError,
@@ -237,6 +241,33 @@ def _queue_only(request: Request) -> list[str] | None:
     return [f"aismm: {len(updates)} update(s) queued for the hub"]
 
 
+def _lean(request: Request) -> bool:
+    """A pre-receive in-process: whether :func:`aismm.state.lean.accepts` can allow it without
+    the judging stack. False (the gate then judges in full) on anything unexpected, and when
+    ``AISMM_LEAN_HOOK=0`` turns the shortcut off (benchmarks compare both paths)."""
+    if os.environ.get("AISMM_LEAN_HOOK") == "0":
+        return False
+    try:
+        from aismm.state import lean  # noqa: PLC0415 - lean hook path (module doc)
+
+        git_dir = Path(request["git_dir"]).resolve()
+        return lean.accepts(hub_of(git_dir), git_dir, _updates(request["stdin"].encode()),
+                            request.get("pusher"), request.get("object_dir"))
+    except Exception:  # the full gate decides, and says why it refuses
+        return False
+
+
+def _remember(hub: Hub, repo: Repo) -> None:
+    """Keep what :func:`_lean` needs for this mission and hub, derived from the documents the
+    full path reads anyway (never a reason to refuse: the gate below decides)."""
+    from aismm.state import lean, policy  # noqa: PLC0415 - lean hook path (module doc)
+
+    with contextlib.suppress(Exception):
+        found = policy.load_policy(repo)
+        if found is not None:
+            lean.remember(hub.root, repo, found, hub.config.limits)
+
+
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
     from aismm.infra.git import Repo  # noqa: PLC0415 - lean hook path (module doc)
     from aismm.infra.hub import Hub  # noqa: PLC0415
@@ -254,6 +285,8 @@ def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
             # (and put back) first, so a forged value is never laundered by a push on top
             judged.ensure(hub, name)
         repo = Repo(git_dir)
+        if hubs is None and name != judged.REGISTRY:
+            _remember(hub, repo)  # before the objects of the push are visible: main's policy
         if request.get("object_dir"):
             repo.add_objects(request["object_dir"])
         judged.judge(hub, repo, updates, pusher=request.get("pusher"))

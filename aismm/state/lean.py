@@ -1,0 +1,314 @@
+"""The lean pre-receive: allow an agent's plain delivery from judged, cached state, without the
+document models.
+
+A hook that no ``aismm serve`` answers starts a new interpreter for every push, and importing
+the whole judging stack (pydantic models, PyYAML, the services) costs far more than the judging.
+:func:`accepts` covers the commonest push — an assigned agent fast-forwarding its own
+``attempts/<agent>`` with single-parent commits it signed that change only ``deliverable/`` —
+with the gate's own rule functions (:mod:`aismm.core.files` for the contract's layout, limits
+and schemas, :mod:`aismm.core.safepath`, :mod:`aismm.core.signing`, :mod:`aismm.infra.git`)
+applied to plain JSON derived from documents the full gate already read (:func:`remember`).
+
+It never refuses. ``True`` means :func:`aismm.gate.judge` would allow the same updates (the
+hook then answers at once); ``False`` — any other push, any problem found, any missing, damaged
+or foreign cache entry, any ref the ref-state log has not seen — means "judge it in full": the
+hook loads the gate, which decides and words every refusal as it always has.
+
+The entries are :mod:`aismm.infra.cache` files keyed by content: the mission's policy by its
+``main`` commit (in the mission repository), the hub's limits by the sha256 of ``hub.yaml`` and
+the registry's actors by the registry commit (:func:`aismm.state.registry.snapshot`'s entry).
+Their bodies are checked field by field as they are read; one that does not fit is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aismm.core.errors import SignatureError
+from aismm.core.files import document_problems, layout_problems, schema_targets
+from aismm.core.refs import ATTEMPT, MAIN
+from aismm.core.safepath import path_problem
+from aismm.core.signing import verify
+from aismm.infra import cache
+from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
+from aismm.infra.store import Store
+
+if TYPE_CHECKING:
+    from aismm.infra.hub import HubLimits
+    from aismm.state.policy import MissionPolicy
+
+__all__ = ["LIMITS", "POLICY", "Rules", "accepts", "remember"]
+
+POLICY = "lean-policy"  # a mission's policy, keyed by its main commit (in the mission repo)
+LIMITS = "lean-limits"  # the hub's limits, keyed by sha256(hub.yaml) (in registry.git)
+REGISTRY = "registry.git"
+_OID = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A file spec of the contract (:class:`aismm.core.files.SpecRule`)."""
+
+    path: str
+    required: bool
+    schema_: str | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A part's size limits (:class:`aismm.core.files.LimitRule`)."""
+
+    max_file_bytes: int
+    max_files: int
+    max_total_bytes: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part's rules (:class:`aismm.core.files.DeliverableRules`)."""
+
+    files: tuple[Spec, ...]
+    allowed: tuple[str, ...]
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The contract's file rules as :mod:`aismm.core.files` reads them (deliverable only: an
+    attempt push is judged on its deliverable)."""
+
+    inputs: Part
+    deliverable: Part
+
+
+@dataclass(frozen=True)
+class _Policy:
+    main: str
+    agents: frozenset[str]
+    workflow: bool
+    rules: Rules
+
+
+@dataclass(frozen=True)
+class _HubLimits:
+    max_path_length: int
+    max_path_depth: int
+    max_files: int
+
+
+# -- writing (by the full path, which has the models at hand) ----------------------------------
+def remember(root: Path, repo: Repo, policy: MissionPolicy, limits: HubLimits) -> None:
+    """Store what :func:`accepts` needs, derived from documents the full path has validated:
+    the mission's policy (keyed by its main commit) and the hub's limits (keyed by the digest
+    of the ``hub.yaml`` they were read from). Best effort: an unwritable folder caches nothing."""
+    folder = repo.path / cache.FOLDER
+    if cache.read(folder, POLICY, policy.main) is None:
+        deliverable = policy.contract.deliverable
+        body = {"main": policy.main, "agents": sorted(policy.doc.assignment.agents),
+                "workflow": bool(policy.contract.steps),
+                "deliverable": {
+                    "files": [{"path": s.path, "required": s.required, "schema": s.schema_}
+                              for s in deliverable.files],
+                    "allowed": list(deliverable.allowed),
+                    "limits": {"max_file_bytes": deliverable.limits.max_file_bytes,
+                               "max_files": deliverable.limits.max_files,
+                               "max_total_bytes": deliverable.limits.max_total_bytes}}}
+        cache.write(folder, POLICY, policy.main, json.dumps(body, sort_keys=True).encode())
+    key = _hub_key(root)
+    folder = root / REGISTRY / cache.FOLDER
+    if key is not None and cache.read(folder, LIMITS, key) is None:
+        body = {"max_path_length": limits.max_path_length,
+                "max_path_depth": limits.max_path_depth, "max_files": limits.max_files}
+        cache.write(folder, LIMITS, key, json.dumps(body, sort_keys=True).encode())
+
+
+def _hub_key(root: Path) -> str | None:
+    try:
+        return hashlib.sha256((root / "hub.yaml").read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+# -- reading: every field checked, anything unexpected is "not cached" -----------------------
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data[key]
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{key}: not a positive integer")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def _load(folder: Path, kind: str, key: str) -> dict[str, Any] | None:
+    body = cache.read(folder, kind, key)
+    if body is None:
+        return None
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError(f"{kind}: not an object")
+    return data
+
+
+def _hub_limits(root: Path) -> _HubLimits | None:
+    key = _hub_key(root)
+    data = _load(root / REGISTRY / cache.FOLDER, LIMITS, key) if key else None
+    if data is None:
+        return None
+    return _HubLimits(_int(data, "max_path_length"), _int(data, "max_path_depth"),
+                      _int(data, "max_files"))
+
+
+def _policy(repo: Repo, main: str) -> _Policy | None:
+    data = _load(repo.path / cache.FOLDER, POLICY, main)
+    if data is None:
+        return None
+    if data["main"] != main or type(data["workflow"]) is not bool:
+        raise ValueError("policy: not this mission's")
+    part = data["deliverable"]
+    specs = []
+    for spec in part["files"]:
+        schema = spec["schema"]
+        if type(spec["required"]) is not bool or not (schema is None or isinstance(schema, str)):
+            raise ValueError("policy: bad file spec")
+        specs.append(Spec(_str(spec["path"]), spec["required"], schema))
+    limits = part["limits"]
+    deliverable = Part(tuple(specs), tuple(_str(a) for a in part["allowed"]),
+                       Limits(_int(limits, "max_file_bytes"), _int(limits, "max_files"),
+                              _int(limits, "max_total_bytes")))
+    return _Policy(main, frozenset(_str(a) for a in data["agents"]), data["workflow"],
+                   Rules(Part((), (), deliverable.limits), deliverable))
+
+
+def _signers(registry: Repo) -> dict[str, str] | None:
+    """Who may sign now, by key (current keys of active actors), from the registry snapshot's
+    entry for the registry's main (:func:`aismm.state.registry.snapshot`)."""
+    tip = registry.ref(MAIN)
+    data = _load(registry.path / cache.FOLDER, "snapshot", tip) if tip else None
+    if data is None:
+        return None
+    out: dict[str, str] = {}
+    for actor in data["actors"]:
+        if type(actor["revoked"]) is not bool:
+            raise ValueError("snapshot: bad actor")
+        if not actor["revoked"]:
+            out[_str(actor["key"])] = _str(actor["id"])
+    return out
+
+
+def _logged(store: Store, name: str, repo: Repo) -> bool:
+    """Every ref of the repository is at the value the ref-state log last recorded (what
+    :func:`aismm.services.judged.ensure` would find nothing to judge in)."""
+    logged = store.last_values(name)
+    if not logged:
+        return True  # never logged: taken as it is
+    current = repo.refs()
+    return all((None if logged.get(ref) in (None, ZERO) else logged.get(ref)) == current.get(ref)
+               for ref in set(current) | set(logged))
+
+
+# -- the proof ---------------------------------------------------------------------------------
+def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
+            pusher: str | None, object_dir: str | None = None) -> bool:
+    """Whether the full gate would allow these pre-receive updates, decided without the models;
+    False whenever that is not certain (see the module doc). Raises nothing it does not have
+    to: a caller treats any exception as False."""
+    name = git_dir.relative_to(root).as_posix()
+    if not name.startswith("missions/") or not updates:
+        return False
+    limits = _hub_limits(root)
+    if limits is None:
+        return False
+    registry, repo = Repo(root / REGISTRY), Repo(git_dir)
+    with Store(root / "hub.db") as store:
+        if not (_logged(store, REGISTRY, registry) and _logged(store, name, repo)):
+            return False
+    signers = _signers(registry)
+    if object_dir:
+        repo.add_objects(object_dir)
+    main = repo.ref(MAIN)
+    policy = _policy(repo, main) if main and signers is not None else None
+    if policy is None or policy.workflow or signers is None:
+        return False
+    memo: dict[tuple[str, int], int] = {}
+    return all(_attempt(repo, policy, limits, signers, pusher, old, new, ref, memo)
+               for old, new, ref in updates)
+
+
+def _attempt(repo: Repo, policy: _Policy, limits: _HubLimits, signers: dict[str, str],
+             pusher: str | None, old: str, new: str, ref: str,
+             memo: dict[tuple[str, int], int]) -> bool:
+    """One update, under the rules of aismm.gate's ``_judge_attempt`` for the agent's own
+    commits; False at the first rule that does not plainly pass."""
+    agent = ref[len(ATTEMPT):] if ref.startswith(ATTEMPT) else None
+    if agent is None or agent not in policy.agents:
+        return False
+    if not (_OID.fullmatch(old) and _OID.fullmatch(new) and old != ZERO and new != ZERO):
+        return False
+    if not (repo.exists(old) and repo.exists(new) and repo.object_type(new) == "commit"):
+        return False
+    commits = repo.new_commits(new, [old])
+    nesting = 2 * limits.max_path_depth
+    if any(not 0 <= repo.count_paths(c, limits.max_files, nesting, memo) <= limits.max_files
+           for c in commits):
+        return False
+    if not (repo.is_ancestor(old, new) and repo.is_ancestor(policy.main, new)):
+        return False
+    rivals = {tree for other, tip in repo.refs(ATTEMPT).items() if other != ref
+              for c in repo.new_commits(tip, [policy.main])
+              if (tree := repo.subtree_id(c, "deliverable")) is not None}
+    for oid in commits:
+        info = repo.commit(oid)
+        if len(info.parents) != 1 or not info.signature or info.payload is None:
+            return False
+        try:
+            signer = signers.get(verify(info.signature, info.payload))
+        except SignatureError:
+            return False
+        if signer != agent or (pusher is not None and pusher != signer):
+            return False
+        tree = repo.subtree_id(oid, "deliverable")
+        if tree is not None and tree in rivals:
+            return False
+        changes = repo.diff_trees(repo.tree_of(info.parents[0]), info.tree)
+        for path, (_before, after) in changes.items():
+            if not path.startswith("deliverable/"):
+                return False
+            if after is not None and not _plain_file(after, limits):
+                return False
+    return _deliverable_fits(repo, policy, new)
+
+
+def _plain_file(entry: Entry, limits: _HubLimits) -> bool:
+    """The gate's path and mode rules for an added or changed entry (``Judge.content``)."""
+    return not path_problem(entry.path, limits.max_path_length, limits.max_path_depth) and \
+        entry.mode in (MODE_FILE, MODE_EXEC)
+
+
+def _deliverable_fits(repo: Repo, policy: _Policy, tip: str) -> bool:
+    """The contract's layout, limits and schemas hold for the tip's deliverable (the gate's
+    ``_deliverable_limits``, through the same functions)."""
+    files = repo.flatten(tip)
+    rules = policy.rules
+    deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
+    regular = {p for p, e in deliverable.items() if e.mode in (MODE_FILE, MODE_EXEC)}
+    sizes = {p: repo.blob_size(e.oid) if p in regular else 0 for p, e in deliverable.items()}
+    if layout_problems(rules, "deliverable", sizes, required=False,
+                       around=[p for p in files if p not in deliverable]):
+        return False
+    targets = schema_targets(rules, "deliverable", deliverable)
+    if not targets:
+        return True
+    documents = {p: repo.blob(deliverable[p].oid) if p in regular else None
+                 for p, _schema in targets}
+    schemas = {s: repo.read(policy.main, s) or b"{}" for _p, s in targets}
+    return not document_problems(rules, "deliverable", documents, schemas, per_file=1)
