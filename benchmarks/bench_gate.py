@@ -7,6 +7,8 @@
     hooks, interleaved in the same run; medians of 20 pushes each (5 with ``--quick``). The hub
     runs with ``processing: daemon`` so post-receive only queues the event: the figure is the
     gate (pre-receive) plus the outbox write, not the DoD assessment (bench_flow measures that).
+    Rounds alternate the lean pre-receive (the default: ``ratio``) and the full gate
+    (``AISMM_LEAN_HOOK=0``: ``ratio_full_gate``), each against its own plain push.
     The same pushes are then answered by a resident ``aismm serve`` (warm imports); it assesses
     each delivery in the background, and every timed push waits until that is done.
 (b) ``gate.judge`` in-process for one push delivering 10, 100 and 1,000 files (a contract that
@@ -88,10 +90,14 @@ def _mission(hub: Hub, contract: str = "contract.code_review") -> mission.Create
                           price=100, tier="T0", agents=["bob"])
 
 
-def _timed_push(clone: Path, remote: str) -> float:
+def _timed_push(clone: Path, remote: str, **env: str) -> float:
     start = time.perf_counter()
-    git("push", "-q", remote, "attempts/bob", cwd=clone)
-    return time.perf_counter() - start
+    done = subprocess.run(["git", "push", "-q", remote, "attempts/bob"], cwd=clone,
+                          env={**ENV, **env}, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"git push {remote}: {done.stderr.strip()}")
+    return elapsed
 
 
 def _serve(hub: Hub) -> subprocess.Popen[bytes]:
@@ -120,17 +126,23 @@ def push_overhead(root: Path, n: int) -> dict[str, float]:
     git("switch", "-q", "attempts/bob", cwd=clone)
     (clone / "deliverable").mkdir()
 
-    def one_round(i: int) -> tuple[float, float]:
+    def one_round(i: int, lean: bool = True) -> tuple[float, float]:
         (clone / "deliverable" / "findings.json").write_bytes(GOLDEN.rstrip() + b"\n" * (i + 1))
         git("add", "deliverable", cwd=clone)
         git("commit", "-q", "-m", f"Deliver {i}", cwd=clone)
-        return _timed_push(clone, "origin"), _timed_push(clone, "plain")
+        hooked = _timed_push(clone, "origin", **({} if lean else {"AISMM_LEAN_HOOK": "0"}))
+        return hooked, _timed_push(clone, "plain")
 
     one_round(0)  # warm the page cache and git's first-run costs on both sides
-    rounds = [one_round(i) for i in range(1, n + 1)]
-    hooked = statistics.median(r[0] for r in rounds)
-    bare = statistics.median(r[1] for r in rounds)
-    out = {"hook_push_median_s": hooked, "plain_push_median_s": bare, "ratio": hooked / bare}
+    # lean pre-receive (the default) and the full gate (AISMM_LEAN_HOOK=0), interleaved
+    rounds = [one_round(i, lean=i % 2 == 1) for i in range(1, 2 * n + 1)]
+    lean, full = rounds[0::2], rounds[1::2]
+    hooked = statistics.median(r[0] for r in lean)
+    bare = statistics.median(r[1] for r in lean)
+    out = {"hook_push_median_s": hooked, "plain_push_median_s": bare, "ratio": hooked / bare,
+           "full_gate_push_median_s": statistics.median(r[0] for r in full),
+           "ratio_full_gate": statistics.median(r[0] for r in full)
+           / statistics.median(r[1] for r in full)}
     def judged() -> None:
         """Wait until the server has written the platform verdict on the pushed delivery, then
         build on it (both remotes at the same tip), so no assessment runs during a timed push."""
@@ -155,7 +167,7 @@ def push_overhead(root: Path, n: int) -> dict[str, float]:
     proc = _serve(hub)
     try:
         if (hub.root / "run" / "aismm.sock").exists():
-            served = [served_round(i) for i in range(n + 1, 2 * n + 1)]
+            served = [served_round(i) for i in range(2 * n + 1, 3 * n + 1)]
             out["served_push_median_s"] = statistics.median(r[0] for r in served)
             out["served_plain_median_s"] = statistics.median(r[1] for r in served)
             out["served_ratio"] = out["served_push_median_s"] / out["served_plain_median_s"]

@@ -159,6 +159,9 @@ def _load(folder: Path, kind: str, key: str) -> dict[str, Any] | None:
     return data
 
 
+_DAMAGE = (KeyError, TypeError, ValueError, AttributeError)  # an entry that does not fit
+
+
 def _hub_limits(root: Path) -> _HubLimits | None:
     key = _hub_key(root)
     data = _load(root / REGISTRY / cache.FOLDER, LIMITS, key) if key else None
@@ -225,18 +228,24 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
     name = git_dir.relative_to(root).as_posix()
     if not name.startswith("missions/") or not updates:
         return False
-    limits = _hub_limits(root)
+    try:
+        limits = _hub_limits(root)
+    except _DAMAGE:
+        return False
     if limits is None:
         return False
     registry, repo = Repo(root / REGISTRY), Repo(git_dir)
     with Store(root / "hub.db") as store:
         if not (_logged(store, REGISTRY, registry) and _logged(store, name, repo)):
             return False
-    signers = _signers(registry)
     if object_dir:
         repo.add_objects(object_dir)
     main = repo.ref(MAIN)
-    policy = _policy(repo, main) if main and signers is not None else None
+    try:
+        signers = _signers(registry)
+        policy = _policy(repo, main) if main and signers is not None else None
+    except _DAMAGE:
+        return False
     if policy is None or policy.workflow or signers is None:
         return False
     memo: dict[tuple[str, int], int] = {}
