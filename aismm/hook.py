@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,12 +54,12 @@ PYCACHE = "run/pycache"  # the package's bytecode, when its own folder is not wr
 
 def hub_of(repo_path: Path) -> Path:
     """The hub a repository belongs to (registry.git or missions/<id>.git)."""
-    from aismm.core.errors import AismmError  # noqa: PLC0415 - lean hook path (module doc)
-
     repo_path = repo_path.resolve()
     for candidate in (repo_path.parent, repo_path.parent.parent):
         if (candidate / "hub.yaml").is_file():
             return candidate
+    from aismm.core.errors import AismmError  # noqa: PLC0415 - lean hook path (module doc)
+
     raise AismmError(f"{repo_path}: not inside an AISMM hub; install hooks only in hub repos")
 
 
@@ -105,6 +104,8 @@ def offer(request: Request) -> tuple[int, list[str]] | None:
         path = hub / SOCKET
         if not path.exists():
             continue
+        import socket  # noqa: PLC0415 - lean hook path: only when a server may listen
+
         conn = socket.socket(socket.AF_UNIX)
         try:
             unix_address(path, conn.connect)
@@ -265,7 +266,7 @@ def _remember(hub: Hub, repo: Repo) -> None:
     with contextlib.suppress(Exception):
         found = policy.load_policy(repo)
         if found is not None:
-            lean.remember(hub.root, repo, found, hub.config.limits)
+            lean.remember(hub.root, repo, found)
 
 
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:

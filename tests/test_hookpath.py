@@ -48,7 +48,7 @@ class Case:
         self.c = kit.clone(self.created, "attempts/bob")
         policy = load_policy(self.repo)
         assert policy is not None
-        lean.remember(self.hub.root, self.repo, policy, self.hub.config.limits)
+        lean.remember(self.hub.root, self.repo, policy)
         registry.snapshot(Repo(self.hub.registry_path))  # the registry's entry, as the gate does
 
     @property
@@ -298,3 +298,25 @@ def test_an_allowed_push_loads_no_model_and_a_real_push_primes_the_caches(kit: K
                               capture_output=True, check=True)
         assert done.stdout.decode().startswith(expect), done.stdout
     assert "fails the contract schema" in done.stdout.decode()
+
+
+def test_new_hub_limits_are_judged_in_full_until_cached(kit: Kit,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits entry is keyed by hub.yaml's bytes: an edited hub.yaml is never judged under
+    the old limits, and its own entry holds the new ones."""
+    case = Case(kit)
+    update = case.offer(case.c.deliver(kit.key("bob"), findings()))
+    assert case.lean(update) is True
+    config = kit.hub.root / "hub.yaml"
+    before = config.read_bytes()
+    assert b"  max_files: 10000\n" in before
+    try:
+        config.write_bytes(before.replace(b"  max_files: 10000\n", b"  max_files: 3\n"))
+        assert case.lean(update) is False  # no entry for these bytes yet
+        refused = case.hook(update, monkeypatch=monkeypatch)  # judged in full, entry written
+        assert refused[0] == 1 and "more than 3 files" in refused[1][0]
+        assert case.lean(update) is False  # the new entry holds max_files 3
+        assert case.hook(update, monkeypatch=monkeypatch) == refused
+    finally:
+        config.write_bytes(before)
+    assert case.lean(update) is True

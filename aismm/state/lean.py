@@ -40,7 +40,6 @@ from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
 from aismm.infra.store import Store
 
 if TYPE_CHECKING:
-    from aismm.infra.hub import HubLimits
     from aismm.state.policy import MissionPolicy
 
 __all__ = ["LIMITS", "POLICY", "Rules", "accepts", "remember"]
@@ -103,10 +102,11 @@ class _HubLimits:
 
 
 # -- writing (by the full path, which has the models at hand) ----------------------------------
-def remember(root: Path, repo: Repo, policy: MissionPolicy, limits: HubLimits) -> None:
+def remember(root: Path, repo: Repo, policy: MissionPolicy) -> None:
     """Store what :func:`accepts` needs, derived from documents the full path has validated:
     the mission's policy (keyed by its main commit) and the hub's limits (keyed by the digest
-    of the ``hub.yaml`` they were read from). Best effort: an unwritable folder caches nothing."""
+    of the very ``hub.yaml`` bytes they are parsed from here). Best effort: an unwritable
+    folder caches nothing, and a ``hub.yaml`` that does not parse caches no limits."""
     folder = repo.path / cache.FOLDER
     if cache.read(folder, POLICY, policy.main) is None:
         deliverable = policy.contract.deliverable
@@ -120,9 +120,19 @@ def remember(root: Path, repo: Repo, policy: MissionPolicy, limits: HubLimits) -
                                "max_files": deliverable.limits.max_files,
                                "max_total_bytes": deliverable.limits.max_total_bytes}}}
         cache.write(folder, POLICY, policy.main, json.dumps(body, sort_keys=True).encode())
-    key = _hub_key(root)
+    try:
+        text = (root / "hub.yaml").read_bytes()
+    except OSError:
+        return
+    key = hashlib.sha256(text).hexdigest()
     folder = root / REGISTRY / cache.FOLDER
-    if key is not None and cache.read(folder, LIMITS, key) is None:
+    if cache.read(folder, LIMITS, key) is None:
+        # read as aismm.infra.hub.Hub reads it, with the full path's models (loaded by then;
+        # never on the lean path: module doc)
+        from aismm.core.model import load_yaml  # noqa: PLC0415
+        from aismm.infra.hub import HubConfig  # noqa: PLC0415
+
+        limits = HubConfig.model_validate(load_yaml(text.decode(), "hub.yaml") or {}).limits
         body = {"max_path_length": limits.max_path_length,
                 "max_path_depth": limits.max_path_depth, "max_files": limits.max_files}
         cache.write(folder, LIMITS, key, json.dumps(body, sort_keys=True).encode())
