@@ -8,7 +8,9 @@
     runs with ``processing: daemon`` so post-receive only queues the event: the figure is the
     gate (pre-receive) plus the outbox write, not the DoD assessment (bench_flow measures that).
     Rounds alternate the lean pre-receive (the default: ``ratio``) and the full gate
-    (``AISMM_LEAN_HOOK=0``: ``ratio_full_gate``), each against its own plain push.
+    (``AISMM_LEAN_HOOK=0``: ``ratio_full_gate``), each against its own plain push; the same
+    comparison in CPU seconds of everything a push ran (``cpu_ratio``, ``cpu_ratio_full_gate``)
+    barely depends on how loaded the machine is.
     The same pushes are then answered by a resident ``aismm serve`` (warm imports); it assesses
     each delivery in the background, and every timed push waits until that is done.
 (b) ``gate.judge`` in-process for one push delivering 10, 100 and 1,000 files (a contract that
@@ -20,6 +22,7 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,11 +93,23 @@ def _mission(hub: Hub, contract: str = "contract.code_review") -> mission.Create
                           price=100, tier="T0", agents=["bob"])
 
 
-def _timed_push(clone: Path, remote: str, **env: str) -> float:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+CPU: dict[str, list[float]] = {}  # CPU seconds of each timed push (git and its hooks), by kind
+
+
+def _timed_push(clone: Path, remote: str, kind: str = "", **env: str) -> float:
+    """Wall seconds of one push; its CPU seconds (git, receive-pack and the hooks: every
+    process it waited for) are kept under ``kind`` (a figure the machine's load barely moves)."""
+    cpu, start = _children_cpu(), time.perf_counter()
     done = subprocess.run(["git", "push", "-q", remote, "attempts/bob"], cwd=clone,
                           env={**ENV, **env}, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    if kind:
+        CPU.setdefault(kind, []).append(_children_cpu() - cpu)
     if done.returncode:
         raise RuntimeError(f"git push {remote}: {done.stderr.strip()}")
     return elapsed
@@ -130,8 +145,9 @@ def push_overhead(root: Path, n: int) -> dict[str, float]:
         (clone / "deliverable" / "findings.json").write_bytes(GOLDEN.rstrip() + b"\n" * (i + 1))
         git("add", "deliverable", cwd=clone)
         git("commit", "-q", "-m", f"Deliver {i}", cwd=clone)
-        hooked = _timed_push(clone, "origin", **({} if lean else {"AISMM_LEAN_HOOK": "0"}))
-        return hooked, _timed_push(clone, "plain")
+        hooked = _timed_push(clone, "origin", "lean" if lean else "full",
+                             **({} if lean else {"AISMM_LEAN_HOOK": "0"}))
+        return hooked, _timed_push(clone, "plain", "plain" if i else "")
 
     one_round(0)  # warm the page cache and git's first-run costs on both sides
     # lean pre-receive (the default) and the full gate (AISMM_LEAN_HOOK=0), interleaved
@@ -143,6 +159,11 @@ def push_overhead(root: Path, n: int) -> dict[str, float]:
            "full_gate_push_median_s": statistics.median(r[0] for r in full),
            "ratio_full_gate": statistics.median(r[0] for r in full)
            / statistics.median(r[1] for r in full)}
+    cpu = {kind: statistics.median(values) for kind, values in CPU.items()}
+    CPU.clear()
+    out.update({"hook_push_cpu_s": cpu["lean"], "full_gate_push_cpu_s": cpu["full"],
+                "plain_push_cpu_s": cpu["plain"], "cpu_ratio": cpu["lean"] / cpu["plain"],
+                "cpu_ratio_full_gate": cpu["full"] / cpu["plain"]})
     def judged() -> None:
         """Wait until the server has written the platform verdict on the pushed delivery, then
         build on it (both remotes at the same tip), so no assessment runs during a timed push."""

@@ -94,7 +94,8 @@ def main() -> None:
         ("gate: git push with hooks / without (median)",
          f"{v(g, 'hook_push_median_s')} s / {v(g, 'plain_push_median_s')} s",
          f"ratio {v(g, 'ratio', '{:.2f}')} (full gate, AISMM_LEAN_HOOK=0: "
-         f"{v(g, 'ratio_full_gate', '{:.2f}')}); goal <= 8 without serve"),
+         f"{v(g, 'ratio_full_gate', '{:.2f}')}); CPU ratio {v(g, 'cpu_ratio', '{:.2f}')} "
+         f"(full gate {v(g, 'cpu_ratio_full_gate', '{:.2f}')}); goal <= 8 without serve"),
         ("gate: push with hooks answered by `aismm serve`", f"{v(g, 'served_push_median_s')} s",
          f"ratio {v(g, 'served_ratio', '{:.2f}')}"),
         ("gate: validator, 10 / 100 / 1,000 files",
