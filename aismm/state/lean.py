@@ -202,11 +202,10 @@ def _policy(repo: Repo, main: str) -> _Policy | None:
                    Rules(Part((), (), deliverable.limits), deliverable))
 
 
-def _signers(registry: Repo) -> dict[str, str] | None:
+def _signers(registry: Repo, tip: str) -> dict[str, str] | None:
     """Who may sign now, by key (current keys of active actors), from the registry snapshot's
-    entry for the registry's main (:func:`aismm.state.registry.snapshot`)."""
-    tip = registry.ref(MAIN)
-    data = _load(registry.path / cache.FOLDER, "snapshot", tip) if tip else None
+    entry for ``tip`` (:func:`aismm.state.registry.snapshot`)."""
+    data = _load(registry.path / cache.FOLDER, "snapshot", tip)
     if data is None:
         return None
     out: dict[str, str] = {}
@@ -218,23 +217,26 @@ def _signers(registry: Repo) -> dict[str, str] | None:
     return out
 
 
-def _logged(store: Store, name: str, repo: Repo) -> bool:
-    """Every ref of the repository is at the value the ref-state log last recorded (what
-    :func:`aismm.services.judged.ensure` would find nothing to judge in)."""
+def _judged_refs(store: Store, name: str, repo: Repo) -> dict[str, str] | None:
+    """The repository's refs, read once, when every one is at the value the ref-state log last
+    recorded (what :func:`aismm.services.judged.ensure` would find nothing to judge in); None
+    when some ref moved without the log. Everything after reads these values, never the refs
+    again, so a write that skips the gate meanwhile is not taken for a judged one."""
+    current = repo.refs()
     logged = store.last_values(name)
     if not logged:
-        return True  # never logged: taken as it is
-    current = repo.refs()
-    return all((None if logged.get(ref) in (None, ZERO) else logged.get(ref)) == current.get(ref)
+        return current  # never logged: taken as it is
+    same = all((None if logged.get(ref) in (None, ZERO) else logged.get(ref)) == current.get(ref)
                for ref in set(current) | set(logged))
+    return current if same else None
 
 
 # -- the proof ---------------------------------------------------------------------------------
 def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
             pusher: str | None, object_dir: str | None = None) -> bool:
     """Whether the full gate would allow these pre-receive updates, decided without the models;
-    False whenever that is not certain (see the module doc). Raises nothing it does not have
-    to: a caller treats any exception as False."""
+    False whenever that is not certain (see the module doc). A cache entry that does not fit
+    counts as absent; a caller still treats any exception as False."""
     name = git_dir.relative_to(root).as_posix()
     if not name.startswith("missions/") or not updates:
         return False
@@ -246,14 +248,18 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
         return False
     registry, repo = Repo(root / REGISTRY), Repo(git_dir)
     with Store(root / "hub.db") as store:
-        if not (_logged(store, REGISTRY, registry) and _logged(store, name, repo)):
-            return False
+        registry_refs = _judged_refs(store, REGISTRY, registry)
+        refs = _judged_refs(store, name, repo)
+    tip, main = (registry_refs or {}).get(MAIN), (refs or {}).get(MAIN)
+    if tip is None or refs is None or main is None:
+        return False
+    if any(refs.get(ref) != old for old, _new, ref in updates):
+        return False  # an update from another value than the judged one: the gate decides
     if object_dir:
         repo.add_objects(object_dir)
-    main = repo.ref(MAIN)
     try:
-        signers = _signers(registry)
-        policy = _policy(repo, main) if main and signers is not None else None
+        signers = _signers(registry, tip)
+        policy = _policy(repo, main) if signers is not None else None
     except _DAMAGE:
         return False
     if policy is None or policy.workflow or signers is None:
