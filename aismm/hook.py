@@ -266,7 +266,7 @@ def _remember(hub: Hub, repo: Repo) -> None:
     with contextlib.suppress(Exception):
         found = policy.load_policy(repo)
         if found is not None:
-            lean.remember(hub.root, repo, found)
+            lean.remember(hub.root, repo.path, found)
 
 
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:

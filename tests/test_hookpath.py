@@ -48,7 +48,7 @@ class Case:
         self.c = kit.clone(self.created, "attempts/bob")
         policy = load_policy(self.repo)
         assert policy is not None
-        lean.remember(self.hub.root, self.repo, policy)
+        lean.remember(self.hub.root, self.repo.path, policy)
         registry.snapshot(Repo(self.hub.registry_path))  # the registry's entry, as the gate does
 
     @property

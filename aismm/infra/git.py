@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
 
 from aismm.core.errors import ConflictError, RepositoryError
 from aismm.core.signing import PrivateKey, sign, split_armored
+from aismm.infra.loose import read_refs  # the files backend read without libgit2 (re-exported)
 
 __all__ = ["MODE_EXEC", "MODE_FILE", "ZERO", "CommitInfo", "Entry", "Identity", "Repo", "TagInfo",
            "read_refs"]
@@ -517,63 +517,3 @@ class Repo:
         ).encode()
         data = body + sign(key, body).encode()
         return str(self._r.odb.write(ObjectType.TAG, data))
-
-
-_OID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
-
-
-def _oid(text: str) -> bool:
-    return _OID.fullmatch(text) is not None
-
-
-def read_refs(path: Path | str) -> dict[str, str] | None:
-    """The direct refs under ``refs/`` of the repository at ``path``, read from its files
-    (``packed-refs`` and loose refs) without opening it: what :meth:`Repo.refs` returns, at a
-    fraction of the cost. None when the layout is anything but the files backend as git writes
-    it (reftable, an unreadable or unexpected file): then ask :meth:`Repo.refs`."""
-    out: dict[str, str] = {}
-    top = os.fspath(path)  # (a reftable repository has a file refs/heads: not a ref, so None)
-    try:
-        with open(os.path.join(top, "packed-refs"), encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(("#", "^")):
-                    continue
-                oid, _, name = line.rstrip("\n").partition(" ")
-                if not _oid(oid) or not name.startswith("refs/"):
-                    return None
-                out[name] = oid
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError):
-        return None
-    try:
-        if not _loose(os.path.join(top, "refs"), "refs/", out):
-            return None
-    except (OSError, UnicodeDecodeError):
-        return None
-    return out
-
-
-def _loose(folder: str, prefix: str, out: dict[str, str]) -> bool:
-    """Read the loose refs under ``folder`` into ``out``; False at a file that is not a ref."""
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if not _loose(entry.path, f"{prefix}{entry.name}/", out):
-                    return False
-                continue
-            if entry.name.endswith(".lock"):
-                continue  # a ref being written: its value is still the file without .lock
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                text = os.read(fd, 100).decode("ascii").rstrip("\n")
-            finally:
-                os.close(fd)
-            if text.startswith("ref: "):
-                out.pop(prefix + entry.name, None)  # symbolic: not a direct ref
-            elif _oid(text):
-                out[prefix + entry.name] = text
-            else:
-                return False
-    return True
-

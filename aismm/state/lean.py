@@ -43,7 +43,7 @@ from aismm.core.safepath import path_problem
 from aismm.core.schema_subset import surely_valid
 from aismm.core.signing import verify
 from aismm.infra import cache
-from aismm.infra.git import MODE_EXEC, MODE_FILE, ZERO, Entry, Repo
+from aismm.infra.loose import Entry, Loose, Unsure
 from aismm.infra.store import Store
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ POLICY = "lean-policy"  # a mission's policy, keyed by its main commit (in the m
 LIMITS = "lean-limits"  # the hub's limits, keyed by sha256(hub.yaml) (in registry.git)
 REGISTRY = "registry.git"
 _OID = re.compile(r"[0-9a-f]{40}")
+ZERO = "0" * 40
+MODE_FILE, MODE_EXEC = 0o100644, 0o100755
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,12 @@ class _HubLimits:
 
 
 # -- writing (by the full path, which has the models at hand) ----------------------------------
-def remember(root: Path, repo: Repo, policy: MissionPolicy) -> None:
+def remember(root: Path, git_dir: Path, policy: MissionPolicy) -> None:
     """Store what :func:`accepts` needs, derived from documents the full path has validated:
     the mission's policy (keyed by its main commit) and the hub's limits (keyed by the digest
     of the very ``hub.yaml`` bytes they are parsed from here). Best effort: an unwritable
     folder caches nothing, and a ``hub.yaml`` that does not parse caches no limits."""
-    folder = repo.path / cache.FOLDER
+    folder = git_dir / cache.FOLDER
     if cache.read(folder, POLICY, policy.main) is None:
         deliverable = policy.contract.deliverable
         body = {"main": policy.main, "agents": sorted(policy.doc.assignment.agents),
@@ -188,7 +190,7 @@ def _hub_limits(root: Path) -> _HubLimits | None:
                       _int(data, "max_files"))
 
 
-def _policy(repo: Repo, main: str) -> _Policy | None:
+def _policy(repo: Loose, main: str) -> _Policy | None:
     data = _load(repo.path / cache.FOLDER, POLICY, main)
     if data is None:
         return None
@@ -209,7 +211,7 @@ def _policy(repo: Repo, main: str) -> _Policy | None:
                    Rules(Part((), (), deliverable.limits), deliverable))
 
 
-def _signers(registry: Repo, tip: str) -> dict[str, str] | None:
+def _signers(registry: Loose, tip: str) -> dict[str, str] | None:
     """Who may sign now, by key (current keys of active actors), from the registry snapshot's
     entry for ``tip`` (:func:`aismm.state.registry.snapshot`)."""
     data = _load(registry.path / cache.FOLDER, "snapshot", tip)
@@ -224,7 +226,7 @@ def _signers(registry: Repo, tip: str) -> dict[str, str] | None:
     return out
 
 
-def _judged_refs(store: Store, name: str, repo: Repo) -> dict[str, str] | None:
+def _judged_refs(store: Store, name: str, repo: Loose) -> dict[str, str] | None:
     """The repository's refs, read once, when every one is at the value the ref-state log last
     recorded (what :func:`aismm.services.judged.ensure` would find nothing to judge in); None
     when some ref moved without the log. Everything after reads these values, never the refs
@@ -253,7 +255,15 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
         return False
     if limits is None:
         return False
-    registry, repo = Repo(root / REGISTRY), Repo(git_dir)
+    try:
+        return _accepts(root, name, git_dir, updates, pusher, object_dir, limits)
+    except Unsure:  # an object or a history the lean reader does not read: pygit2 will
+        return False
+
+
+def _accepts(root: Path, name: str, git_dir: Path, updates: list[tuple[str, str, str]],
+             pusher: str | None, object_dir: str | None, limits: _HubLimits) -> bool:
+    registry, repo = Loose(root / REGISTRY), Loose(git_dir, object_dir)
     with Store(root / "hub.db") as store:
         registry_refs = _judged_refs(store, REGISTRY, registry)
         refs = _judged_refs(store, name, repo)
@@ -262,8 +272,6 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
         return False
     if any(refs.get(ref) != old for old, _new, ref in updates):
         return False  # an update from another value than the judged one: the gate decides
-    if object_dir:
-        repo.add_objects(object_dir)
     try:
         signers = _signers(registry, tip)
         policy = _policy(repo, main) if signers is not None else None
@@ -276,11 +284,13 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
                for old, new, ref in updates)
 
 
-def _attempt(repo: Repo, policy: _Policy, limits: _HubLimits, signers: dict[str, str],
+def _attempt(repo: Loose, policy: _Policy, limits: _HubLimits, signers: dict[str, str],
              pusher: str | None, old: str, new: str, ref: str,
              memo: dict[tuple[str, int], int]) -> bool:
     """One update, under the rules of aismm.gate's ``_judge_attempt`` for the agent's own
-    commits; False at the first rule that does not plainly pass."""
+    commits; False at the first rule that does not plainly pass. Histories are read along
+    single parents (:meth:`Loose.chain`): every commit an attempt holds has one parent, and a
+    history that is not such a chain is left to the gate (Unsure)."""
     agent = ref[len(ATTEMPT):] if ref.startswith(ATTEMPT) else None
     if agent is None or agent not in policy.agents:
         return False
@@ -288,19 +298,18 @@ def _attempt(repo: Repo, policy: _Policy, limits: _HubLimits, signers: dict[str,
         return False
     if not (repo.exists(old) and repo.exists(new) and repo.object_type(new) == "commit"):
         return False
-    commits = repo.new_commits(new, [old])
+    commits = repo.chain(new, old)  # new descends from old, old from main (next line)
+    repo.chain(old, policy.main)
     nesting = 2 * limits.max_path_depth
-    if any(not 0 <= repo.count_paths(c, limits.max_files, nesting, memo) <= limits.max_files
-           for c in commits):
-        return False
-    if not (repo.is_ancestor(old, new) and repo.is_ancestor(policy.main, new)):
+    if any(not 0 <= repo.count_paths(repo.tree_of(c), limits.max_files, nesting, memo)
+           <= limits.max_files for c in commits):
         return False
     rivals = {tree for other, tip in repo.refs(ATTEMPT).items() if other != ref
-              for c in repo.new_commits(tip, [policy.main])
+              for c in repo.chain(tip, policy.main)
               if (tree := repo.subtree_id(c, "deliverable")) is not None}
     for oid in commits:
         info = repo.commit(oid)
-        if len(info.parents) != 1 or not info.signature or info.payload is None:
+        if not info.signature:
             return False
         try:
             signer = signers.get(verify(info.signature, info.payload))
@@ -311,7 +320,7 @@ def _attempt(repo: Repo, policy: _Policy, limits: _HubLimits, signers: dict[str,
         tree = repo.subtree_id(oid, "deliverable")
         if tree is not None and tree in rivals:
             return False
-        changes = repo.diff_trees(repo.tree_of(info.parents[0]), info.tree)
+        changes = repo.diff_trees(repo.tree_of(info.parent), info.tree)
         for path, (_before, after) in changes.items():
             if not path.startswith("deliverable/"):
                 return False
@@ -326,14 +335,14 @@ def _plain_file(entry: Entry, limits: _HubLimits) -> bool:
         entry.mode in (MODE_FILE, MODE_EXEC)
 
 
-def _deliverable_fits(repo: Repo, policy: _Policy, tip: str) -> bool:
+def _deliverable_fits(repo: Loose, policy: _Policy, tip: str) -> bool:
     """The contract's layout, limits and schemas hold for the tip's deliverable (the gate's
     ``_deliverable_limits``, through the same functions)."""
-    files = repo.flatten(tip)
+    files = repo.flatten(repo.tree_of(tip))
     rules = policy.rules
     deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
     regular = {p for p, e in deliverable.items() if e.mode in (MODE_FILE, MODE_EXEC)}
-    sizes = {p: repo.blob_size(e.oid) if p in regular else 0 for p, e in deliverable.items()}
+    sizes = {p: len(repo.blob(e.oid)) if p in regular else 0 for p, e in deliverable.items()}
     if layout_problems(rules, "deliverable", sizes, required=False,
                        around=[p for p in files if p not in deliverable]):
         return False
