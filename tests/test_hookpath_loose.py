@@ -151,6 +151,11 @@ def test_what_is_not_plain_is_unsure(history: tuple[Path, list[str], Path],
     assert Loose(bare).commit(commits[1]).parent == commits[0]
     with pytest.raises(Unsure):
         Loose(damaged).commit(commits[1])
+    trailing = damaged / "objects" / commits[2][:2] / commits[2][2:]
+    os.chmod(trailing, 0o644)
+    trailing.write_bytes(trailing.read_bytes() + b"junk")  # the object itself still intact
+    with pytest.raises(Unsure):
+        Loose(damaged).commit(commits[2])
 
 
 def test_alternates_and_a_quarantine(history: tuple[Path, list[str], Path],

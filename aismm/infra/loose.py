@@ -139,10 +139,13 @@ class Loose:
                 continue
             except OSError as exc:
                 raise Unsure from exc
+            stream = zlib.decompressobj()
             try:
-                raw = zlib.decompressobj().decompress(packed, _LIMIT + 64)
+                raw = stream.decompress(packed, _LIMIT + 64)
             except zlib.error as exc:
                 raise Unsure from exc
+            if not stream.eof or stream.unused_data or stream.unconsumed_tail:
+                raise Unsure  # truncated, too large, or trailing bytes git would complain of
             header, nul, body = raw.partition(b"\0")
             kind, _, size = header.partition(b" ")
             if not nul or kind not in (b"commit", b"tree", b"blob") or not size.isdigit() or \
