@@ -270,13 +270,16 @@ def test_a_damaged_cache_entry_cannot_let_a_refused_push_through(
 
 
 def test_an_allowed_push_loads_no_model_and_a_real_push_primes_the_caches(kit: Kit) -> None:
-    """Through git: the first push (no entry yet) is judged in full and leaves the mission's
-    entry behind; then a hook run that allows a delivery imports neither pydantic, PyYAML,
-    jsonschema nor the gate, and one that refuses loads them and says why."""
+    """Through git: `mission create` leaves the mission's entry behind; without it the first
+    push is judged in full and writes it again; then a hook run that allows a delivery imports
+    neither pydantic, PyYAML, jsonschema, pygit2 nor the gate, and one that refuses loads them
+    and says why."""
     created = kit.mission()
     clone = kit.clone(created, "attempts/bob")
     folder = created.path / cache.FOLDER
-    assert not list(folder.glob(f"{lean.POLICY}-*"))
+    entries = list(folder.glob(f"{lean.POLICY}-*"))
+    assert [e.name for e in entries] == [f"{lean.POLICY}-{created.main}.json"]
+    entries[0].unlink()
     clone.deliver(kit.key("bob"), findings())
     pushed = clone.push("attempts/bob")
     assert pushed.returncode == 0, pushed.text
@@ -285,13 +288,15 @@ def test_an_allowed_push_loads_no_model_and_a_real_push_primes_the_caches(kit: K
     clone.git("reset", "-q", "--hard", "origin/attempts/bob")
     probe = ("import sys, aismm.hook as h; "
              "code, lines = h.handle(h.request_from_env('pre-receive', sys.stdin.buffer.read())); "
-             "print(code, [m for m in ('pydantic', 'yaml', 'jsonschema', 'aismm.gate') "
+             "print(code, [m for m in ('pydantic', 'yaml', 'jsonschema', 'pygit2', "
+             "'aismm.gate') "
              "if m in sys.modules], "
              "lines)")
     env = {**os.environ, "GIT_DIR": str(created.path), "AISMM_LEAN_HOOK": "1"}
     repo = Repo(created.path)
     for data, expect in ((findings(1), "0 [] []"), (BAD_DOC, "1 ['pydantic', 'yaml', "
-                                                              "'jsonschema', 'aismm.gate']")):
+                                                              "'jsonschema', 'pygit2', "
+                                                              "'aismm.gate']")):
         new = clone.deliver(kit.key("bob"), data)
         hubkit.run_git("fetch", "-q", str(clone.path), new, cwd=created.path)
         line = f"{repo.refs()[R]} {new} {R}\n"

@@ -24,7 +24,7 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import BENCH_PREFIX, Hub, bundled
 from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
 from aismm.services import events, judged
-from aismm.state import provision, registry
+from aismm.state import lean, provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
 from aismm.state.provision import install
 from aismm.state.registry import status_of
@@ -256,6 +256,9 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         repo.set_config("gpg.format", "ssh")
         repo.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
         install(staging)
+        policy = load_policy(repo)
+        if policy is not None:  # so the mission's first delivery takes the lean hook path too
+            lean.remember(hub.root, staging, policy)
         if fund and not benchmark:
             with Ledger(hub.db_path, hub.clock) as ledger:
                 if parent is not None and funding_cause is not None:

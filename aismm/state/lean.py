@@ -116,6 +116,13 @@ def remember(root: Path, git_dir: Path, policy: MissionPolicy) -> None:
     the mission's policy (keyed by its main commit) and the hub's limits (keyed by the digest
     of the very ``hub.yaml`` bytes they are parsed from here). Best effort: an unwritable
     folder caches nothing, and a ``hub.yaml`` that does not parse caches no limits."""
+    try:
+        _remember(root, git_dir, policy)
+    except (OSError, ValueError):  # a cache is optional: without it the gate judges in full
+        return
+
+
+def _remember(root: Path, git_dir: Path, policy: MissionPolicy) -> None:
     folder = git_dir / cache.FOLDER
     if cache.read(folder, POLICY, policy.main) is None:
         deliverable = policy.contract.deliverable
