@@ -23,13 +23,8 @@ SERIALISERS = {"to_json", "to_dict"}  # a typed model's one way out to JSON
 # "module:qualname" -> why it may still return a free-form JSON document.
 ALLOWED: dict[str, str] = {
     # JSON documents free-form by nature
-    "aismm.services.export:snapshot": "the export manifest, a signed JSON document written "
-    "canonically (its model is left to do: see the report)",
-    "aismm.services.export:export_hub": "the export summary printed by `aismm export --json`",
-    "aismm.services.export:inventory": "the manifest's files section (sha256 and size per file)",
-    "aismm.services.export:reputations": "reputation.json of an export: Reputation.to_dict() "
-    "per agent",
-    "aismm.services.restore:import_hub": "the import summary printed by `aismm import --json`",
+    "aismm.services.export:reputation_json": "roster/reputation.json as written: the "
+    "serialiser of a map of typed Reputation (Reputation.to_dict() per agent)",
     "aismm.services.mission:show": "services/mission.py belongs to another branch "
     "(mission show is typed there)",
     "aismm.services.orchestration:tree": "the mission tree, a recursive JSON document "

@@ -34,8 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import ValidationError
+
 from aismm.core.envelope import open_envelope
 from aismm.core.errors import AismmError, SignatureError, UsageError
+from aismm.core.model import describe_validation
 from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
@@ -139,7 +142,7 @@ def _verify_archive(src: Path, folder: Path, trusted: list[str] | None,
             members = _members(tar)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise UsageError(f"{src}: unreadable archive ({exc}); export it again") from exc
-        state: dict[str, Any] = {}
+        state: dict[str, export.ExportManifest] = {}
         run.stage("envelope", lambda st: _stage_envelope(st, tar, members, trusted, state,
                                                          report))
         run.stage("inventory", lambda st: _stage_inventory(st, tar, members, state["manifest"],
@@ -156,9 +159,9 @@ def _verify_hub(hub: Hub, folder: Path, progress: Progress | None) -> Report:
     report = Report(str(hub.root), "hub", [])
     run = _Run(report, progress)
     manifest = export.snapshot(hub, folder, logged=False)  # the gate stage judges the log
-    report.facts.update(hub_id=manifest["hub_id"], position=manifest["position"])
+    report.facts.update(hub_id=manifest.hub_id, position=manifest.position.to_json())
     run.stage("envelope", lambda st: None, skip="a live hub has no envelope")
-    run.stage("inventory", lambda st: st.counts.update(files=len(manifest["files"])),
+    run.stage("inventory", lambda st: st.counts.update(files=len(manifest.files)),
               skip="")
     check_folder(run.stage, folder, manifest)
     return report
@@ -223,7 +226,8 @@ def _read_member(tar: tarfile.TarFile, members: list[tarfile.TarInfo], name: str
 
 
 def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarInfo],
-                    trusted: list[str] | None, state: dict[str, Any], report: Report) -> None:
+                    trusted: list[str] | None, state: dict[str, export.ExportManifest],
+                    report: Report) -> None:
     body = _read_member(tar, members, export.MANIFEST)
     envelope = _read_member(tar, members, export.ENVELOPE)
     try:
@@ -245,17 +249,22 @@ def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarIn
         raise Failed(export.ENVELOPE, str(exc).removeprefix("envelope: ")) from exc
     if payload != body:
         raise Failed(export.MANIFEST, "differs from the signed payload of the envelope")
-    manifest = json.loads(payload)
-    if not isinstance(manifest, dict) or manifest.get("kind") != "aismm-export":
+    data = json.loads(payload)
+    if not isinstance(data, dict) or data.get("kind") != "aismm-export":
         raise Failed(export.MANIFEST, "not an AISMM export manifest")
-    if not isinstance(manifest.get("format"), int) or manifest["format"] > export.FORMAT:
-        raise Failed(export.MANIFEST, f"format {manifest.get('format')!r} is newer than this "
+    if not isinstance(data.get("format"), int) or data["format"] > export.FORMAT:
+        raise Failed(export.MANIFEST, f"format {data.get('format')!r} is newer than this "
                      f"aismm reads ({export.FORMAT}); upgrade aismm")
-    if manifest.get("platform_key", "").split()[:2] != signer.split()[:2]:
+    try:  # validated once here; every later stage reads the model
+        manifest = export.ExportManifest.model_validate(data)
+    except ValidationError as exc:
+        raise Failed(export.MANIFEST, "not an AISMM export manifest ("
+                     f"{describe_validation(exc)[0]})") from exc
+    if manifest.platform_key.split()[:2] != signer.split()[:2]:
         raise Failed(export.MANIFEST, "names a platform key other than the one that signed it")
     state["manifest"] = manifest
-    report.facts.update(hub_id=manifest.get("hub_id"), position=manifest.get("position"),
-                        scope=manifest.get("scope"), signer=signer)
+    report.facts.update(hub_id=manifest.hub_id, position=manifest.position.to_json(),
+                        scope=manifest.scope, signer=signer)
     st.counts["signatures"] = 1
 
 
@@ -268,8 +277,8 @@ def safe_name(name: str) -> bool:
 
 
 def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarInfo],
-                     manifest: dict[str, Any], folder: Path) -> None:
-    files: dict[str, Any] = manifest["files"]
+                     manifest: export.ExportManifest, folder: Path) -> None:
+    files = manifest.files
     expected = {*files, export.MANIFEST, export.ENVELOPE}
     seen: set[str] = set()
     for info in members:
@@ -286,7 +295,7 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
         raise Failed(name, "listed in the manifest but missing from the archive")
     for info in members:  # sizes first: nothing is unpacked that the manifest did not declare
         want = files.get(info.name)
-        if want is not None and info.size != want["size"]:
+        if want is not None and info.size != want.size:
             raise Failed(info.name, "size differs from the manifest")
     total = sum(info.size for info in members)
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,8 +314,7 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
                 digest.update(chunk)
                 out.write(chunk)
         want = files.get(info.name)
-        if want is not None and (info.size != want["size"] or
-                                 digest.hexdigest() != want["sha256"]):
+        if want is not None and (info.size != want.size or digest.hexdigest() != want.sha256):
             raise Failed(info.name, "size or sha256 differs from the manifest")
     st.counts["files"] = len(files)
 
