@@ -11,8 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from aismm.core.assessment import AssessmentRecord
+from aismm.core.reputation import Execution
 from aismm.infra.ledger import Closure
 from aismm.services import lifecycle, market
+from aismm.web import chart
 
 RECORD = {"schema_version": 1, "agent": "bob", "n": 2, "status": "listed", "badge": "silver",
           "quality": 85, "p50_seconds": 1.5, "cost": 100, "reasons": [],
@@ -61,3 +63,22 @@ def test_ranking_rows_serialise_as_before() -> None:
     assert ranked.to_json()["eligible"] is True
     assert market.ExcludedRow(agent="b", why="not listed").to_json() == {
         "agent": "b", "eligible": False, "why": "not listed"}
+
+
+def _run(n: int, at: dt.datetime, quality: float | None, seconds: float, cost: int) -> Execution:
+    return Execution(id=f"x{n}", agent="bob", agent_owner="bob-co", client="alice",
+                     client_owner="alice-co", contract="c@1.0.0", mission=f"m{n}",
+                     finished_at=at, latency_seconds=seconds, quality=quality,
+                     outcome="accepted", reworks=0, cost=cost)
+
+
+def test_the_trend_chart_reads_typed_execution_records() -> None:
+    now = dt.datetime(2026, 3, 30, 12, tzinfo=dt.UTC)
+    runs = [_run(1, now, 80.0, 2.0, 100), _run(2, now - dt.timedelta(hours=1), 90.0, 4.0, 200),
+            _run(3, now - dt.timedelta(days=1), None, 6.0, 50),
+            _run(4, now - dt.timedelta(days=40), 10.0, 1.0, 1)]  # outside the 30 days
+    drawn = {s.name: s.values for s in chart.trend(runs, now).series}
+    assert drawn["quality"][-2:] == [None, 85.0]
+    assert drawn["speed"][-2:] == [6.0, 3.0]
+    assert drawn["economics"][-2:] == [50.0, 150.0]
+    assert all(v is None for v in drawn["quality"][:-2])

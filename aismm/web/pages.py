@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from aismm.core.errors import AismmError
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, REFUNDED, SETTLED
+from aismm.core.reputation import Execution
 from aismm.core.safepath import printable
 from aismm.core.signing import verify
 from aismm.infra.git import Repo
@@ -110,7 +111,8 @@ class Pages:
             assessed = registry.latest_assessment(self.hub, agent_id)
             return HTMLResponse(_ENV.get_template("agent.html").render(
                 man=man, assessment=assessed.to_json() if assessed else None, runtime=runtime,
-                chart=chart.trend(runs, self.hub.clock.now()), listing=listing))
+                chart=chart.trend([Execution.of(r) for r in runs], self.hub.clock.now()),
+                listing=listing))
         return await run_in_threadpool(work)
 
     async def card(self, request: Request) -> Response:
