@@ -30,7 +30,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -60,7 +60,11 @@ class Report:
     source: str
     kind: str
     stages: list[Stage]
-    facts: dict[str, Any] = field(default_factory=dict)
+    # what the manifest says (an export: all four; a hub: the id and position; a clone: none)
+    hub_id: str | None = None
+    position: export.Position | None = None
+    scope: str | None = None
+    signer: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,7 +75,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "ok": self.ok,
-                "first_failure": self.first_failure(), **self.facts,
+                "first_failure": self.first_failure(),
+                **({"hub_id": self.hub_id} if self.hub_id is not None else {}),
+                **({"position": self.position.to_json()} if self.position is not None else {}),
+                **({"scope": self.scope} if self.scope is not None else {}),
+                **({"signer": self.signer} if self.signer is not None else {}),
                 "stages": [{"id": s.id, "status": s.status, "counts": s.counts,
                             "failure": s.failure, "note": s.note} for s in self.stages]}
 
@@ -159,7 +167,7 @@ def _verify_hub(hub: Hub, folder: Path, progress: Progress | None) -> Report:
     report = Report(str(hub.root), "hub", [])
     run = _Run(report, progress)
     manifest = export.snapshot(hub, folder, logged=False)  # the gate stage judges the log
-    report.facts.update(hub_id=manifest.hub_id, position=manifest.position.to_json())
+    report.hub_id, report.position = manifest.hub_id, manifest.position
     run.stage("envelope", lambda st: None, skip="a live hub has no envelope")
     run.stage("inventory", lambda st: st.counts.update(files=len(manifest.files)),
               skip="")
@@ -263,8 +271,8 @@ def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarIn
     if manifest.platform_key.split()[:2] != signer.split()[:2]:
         raise Failed(export.MANIFEST, "names a platform key other than the one that signed it")
     state["manifest"] = manifest
-    report.facts.update(hub_id=manifest.hub_id, position=manifest.position.to_json(),
-                        scope=manifest.scope, signer=signer)
+    report.hub_id, report.position = manifest.hub_id, manifest.position
+    report.scope, report.signer = manifest.scope, signer
     st.counts["signatures"] = 1
 
 
