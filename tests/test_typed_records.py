@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from aismm.core.assessment import AssessmentRecord
+from aismm.core.document import CheckResult
 from aismm.core.reputation import Execution
 from aismm.infra.ledger import Closure
 from aismm.services import lifecycle, market
@@ -41,6 +42,10 @@ def test_a_malformed_assessment_record_is_refused_at_load(field: str, value: obj
 def test_the_escrow_record_carries_exactly_the_closure_fields() -> None:
     hints = get_type_hints(lifecycle.Escrow)
     assert list(hints) == ["state", "balance", *(f.name for f in fields(Closure))]
+
+
+def test_a_verdict_check_summary_carries_exactly_the_check_result_fields() -> None:
+    assert list(get_type_hints(lifecycle.CheckSummary)) == list(CheckResult.model_fields)
 
 
 def test_a_listing_row_serialises_every_field_in_order() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from aismm.core.clock import iso
 from aismm.core.errors import MissionError
@@ -64,11 +64,19 @@ class Quorum(TypedDict):
     need: int
 
 
+class CheckSummary(TypedDict):
+    """One DoD check of a verdict, as :class:`aismm.core.document.CheckResult` dumps it."""
+
+    name: str
+    status: Literal["pass", "fail", "error", "skip"]
+    detail: str
+
+
 class VerdictSummary(TypedDict):
     verdict: str
     score: int
     current: bool
-    checks: list[dict[str, Any]]
+    checks: list[CheckSummary]
 
 
 class AttemptStatus(TypedDict):
@@ -173,7 +181,8 @@ def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
         if v is not None:
             verdicts[v.reviewer] = {"verdict": v.verdict, "score": v.score,
                                     "current": v.deliverable_tree == tree,
-                                    "checks": [c.model_dump() for c in v.checks]}
+                                    "checks": [{"name": c.name, "status": c.status,
+                                                "detail": c.detail} for c in v.checks]}
     platform = read_verdict(repo, tip, "verdicts/platform.yaml")
     dod = None if platform is None or platform.deliverable_tree != tree else platform.verdict
     have = quorum(repo, policy, tip, snap) if tree else []

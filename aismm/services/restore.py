@@ -108,9 +108,11 @@ def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
             raise CheckFailed(f"import: {src.name}", [
                 f"verify failed at {bad.get('stage')}: {bad.get('object')}: {bad.get('what')}; "
                 "nothing was imported"])
-        body = (work / export.MANIFEST).read_bytes()
-        manifest = export.ExportManifest.model_validate_json(body)  # verify read it the same
-        digest = hashlib.sha256(body).hexdigest()
+        manifest = report.manifest
+        if manifest is None:  # an export's report always has it: verify read the envelope
+            raise CheckFailed(f"import: {src.name}", ["verify read no manifest; nothing was "
+                                                      "imported"])
+        digest = hashlib.sha256((work / export.MANIFEST).read_bytes()).hexdigest()
         summary = ImportSummary(hub=str(dest), digest=digest, scope=manifest.scope,
                                 position=manifest.position, repos=len(manifest.repos),
                                 imported=True, keys=0)

@@ -65,6 +65,7 @@ class Report:
     position: export.Position | None = None
     scope: str | None = None
     signer: str | None = None
+    manifest: export.ExportManifest | None = None  # an export's, once its envelope verified
 
     @property
     def ok(self) -> bool:
@@ -272,7 +273,7 @@ def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarIn
         raise Failed(export.MANIFEST, "names a platform key other than the one that signed it")
     state["manifest"] = manifest
     report.hub_id, report.position = manifest.hub_id, manifest.position
-    report.scope, report.signer = manifest.scope, signer
+    report.scope, report.signer, report.manifest = manifest.scope, signer, manifest
     st.counts["signatures"] = 1
 
 
