@@ -289,17 +289,18 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
         durations += [r["seconds"] for r in review.results]
         p50 = round(statistics.median(durations), 3) if durations else 0.0
     previous = registry.assessments(hub).get(agent, [])
-    record: Assessment = {
+    written: Assessment = {
         "schema_version": 1, "agent": agent, "n": len(previous) + 1,
         "status": "listed" if not reasons else "rejected",
         "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
         if not reasons else None, "quality": quality, "p50_seconds": p50,
         "cost": man.price, "reasons": reasons, "tasks": done,
         "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
-    registrar.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
-                                dump_yaml(record).encode()},
-                          f"Assess {agent}: {record['status']}\n", hub.config.platform)
-    return AssessmentRecord.model_validate(record)
+    record = AssessmentRecord.model_validate(written)  # what readers will load, checked first
+    registrar.commit_files(hub, {f"assessments/{agent}/{record.n:04d}.yaml":
+                                dump_yaml(record.to_json()).encode()},
+                          f"Assess {agent}: {record.status}\n", hub.config.platform)
+    return record
 
 
 def _assess_hosted(hub: Hub, man: Manifest, jobs: list[Job],
