@@ -76,11 +76,11 @@ def run(directory: Path, out: Say) -> dict[str, object]:
     say("   lintworks: lint-bot (a second code reviewer, cheaper)")
     for agent in ("ref-code-reviewer", "lint-bot", "ref-schema-designer", "sloppy-coder"):
         record = market.assess(hub, agent)
-        if record["status"] == "listed":
-            say(f"   {agent:<20} quality {record['quality']:>5}  p50 {record['p50_seconds']}s  "
-                f"→ LISTED ({record['badge']})")
+        if record.listed:
+            say(f"   {agent:<20} quality {record.quality:>5}  p50 {record.p50_seconds}s  "
+                f"→ LISTED ({record.badge})")
         else:  # the reason names the contract whose threshold it missed, with its own figure
-            say(f"   {agent:<20} REJECTED — {record['reasons'][0]}")
+            say(f"   {agent:<20} REJECTED — {record.reasons[0]}")
 
     say("\n3. A client joins and funds its wallet")
     registrar.add_actor(hub, "dana", ["client"], "dana-corp", None, True)
@@ -90,13 +90,13 @@ def run(directory: Path, out: Say) -> dict[str, object]:
 
     say("\n4. A T1 code review runs as a contest of the two best-ranked listed agents")
     top = market.pick(hub, "contract.code_review", "dana", 2)
-    for row in market.ranking(hub, "contract.code_review", "dana"):
-        if row["eligible"]:
-            say(f"   rank: {row['agent']:<18} score {row['score']:6.2f} (reputation "
-                f"{row['reputation']:.1f}, price score {row['price_score']}, load "
-                f"{row['load_score']})")
+    for ranked in market.ranking(hub, "contract.code_review", "dana"):
+        if isinstance(ranked, market.RankedRow):
+            say(f"   rank: {ranked.agent:<18} score {ranked.score:6.2f} (reputation "
+                f"{ranked.reputation:.1f}, price score {ranked.price_score}, load "
+                f"{ranked.load_score})")
         else:
-            say(f"   rank: {row['agent']:<18} excluded ({row['why']})")
+            say(f"   rank: {ranked.agent:<18} excluded ({ranked.why})")
     review = mission.create(hub, contract_ref="contract.code_review", client="dana",
                             inputs=_task("code_review", "inventory_service"), price=None,
                             tier="T1", agents=top, mode="contest")
@@ -149,10 +149,10 @@ def run(directory: Path, out: Say) -> dict[str, object]:
         problems = ledger.check()
     say("   ledger check: " + ("clean" if not problems else "; ".join(problems)))
     for row in market.listing(hub, role="specialist"):
-        stars = "-" if row["stars"] is None else f"{row['stars']:.1f}★"
-        quality = "-" if row["quality"] is None else f"{row['quality']:.1f}"
-        say(f"   {row['agent']:<20} {row['status']:<9} quality {quality:>5}  {stars:>5}  "
-            f"executions {row['executions']}")
+        stars = "-" if row.stars is None else f"{row.stars:.1f}★"
+        quality = "-" if row.quality is None else f"{row.quality:.1f}"
+        say(f"   {row.agent:<20} {row.status:<9} quality {quality:>5}  {stars:>5}  "
+            f"executions {row.executions}")
 
     verified = _verify(hub, named)
     say(f"\nEvery commit and tag named above exists and verifies with git verify-commit / "

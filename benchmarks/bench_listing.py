@@ -60,7 +60,8 @@ def registry_hub(root: Path, agents: int) -> Hub:
             "capacity": 4, "runtime": {"kind": "git"}}).encode()
         files[f"assessments/{aid}/0001.yaml"] = dump_yaml({
             "schema_version": 1, "agent": aid, "n": 1, "status": "listed", "badge": "gold",
-            "quality": 90, "p50_seconds": 1.0, "cost": 100, "reasons": [], "tasks": []}).encode()
+            "quality": 90, "p50_seconds": 1.0, "cost": 100, "reasons": [], "tasks": [],
+            "at": iso(hub.clock.now())}).encode()
     repo = Repo(hub.registry_path)
     old = repo.ref(MAIN)
     assert old is not None

@@ -45,11 +45,11 @@ def test_a_new_process_reads_the_listing_from_the_disk_cache_of_that_commit(hub:
         f"{kind}-{tip}.json" for kind in ("snapshot", "assessments", "catalog")}
     registry.forget()  # as a new process: memory empty, disk entries present
     assert market.listing(hub) == expected
-    assert [r["agent"] for r in expected] == sorted(registry.manifests(hub))
+    assert [r.agent for r in expected] == sorted(registry.manifests(hub))
     # the template assesses the specialists and reviewers; the orchestrator (assessed on
     # workflow runs by `hub init --with-reference-agents`) is left unassessed there
-    assert {r["agent"]: r["status"] for r in expected}["ref-orchestrator"] == "unassessed"
-    assert {r["status"] for r in expected if r["agent"] != "ref-orchestrator"} == {
+    assert {r.agent: r.status for r in expected}["ref-orchestrator"] == "unassessed"
+    assert {r.status for r in expected if r.agent != "ref-orchestrator"} == {
         "listed", "rejected"}
 
 
@@ -110,6 +110,6 @@ def test_listing_reports_the_judged_registry_not_a_write_that_skipped_the_gate(h
                                who=registry.identity("platform"), when=hub.clock.now())
     repo.update_ref(MAIN, forged, logged)  # no hook, no gate
     rows = market.listing(hub)
-    assert "forged-agent" not in [r["agent"] for r in rows]
+    assert "forged-agent" not in [r.agent for r in rows]
     assert rows == before
     assert repo.ref(MAIN) == logged  # put back by the judged view before it was read

@@ -75,7 +75,8 @@ def rebuild(archive: Path, dest: Path, key: PrivateKey | None,
     manifest = unpack(archive, folder)
     mutate(folder, manifest)
     if key is not None:
-        manifest["files"] = export.inventory(folder)
+        manifest["files"] = {rel: entry.model_dump()
+                             for rel, entry in export.inventory(folder).items()}
         body = export.canonical(manifest)
         (folder / export.MANIFEST).write_bytes(body)
         (folder / export.ENVELOPE).write_bytes(seal(body, export.PAYLOAD_TYPE, key))
@@ -143,8 +144,8 @@ def test_export_moves_with_the_hub(source: tuple[Site, dict[str, str]], tmp_path
         after = export.export_hub(site.hub, tmp_path / "b.tar.gz")
     finally:
         pass
-    assert after["position"]["transfer"] == before["position"]["transfer"] + 1
-    assert after["digest"] != before["digest"]
+    assert after.position.transfer == before.position.transfer + 1
+    assert after.digest != before.digest
 
 
 def test_secrets_travel_only_encrypted(source: tuple[Site, dict[str, str]], tmp_path: Path

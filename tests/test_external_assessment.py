@@ -75,7 +75,7 @@ def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
     thread = threading.Thread(target=_agent, args=(hub, key, work, stop, good), daemon=True)
     thread.start()
     try:
-        record = market.assess(hub, "ext", timeout=90)
+        record = market.assess(hub, "ext", timeout=90).to_json()
     finally:
         stop.set()
         thread.join(10)
@@ -98,7 +98,7 @@ def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
 def test_silent_external_agent_is_rejected_after_the_timeout(tmp_path: Path) -> None:
     hub, _ = _setup(tmp_path)
     silence = 0.2  # the assessment's deadline: the test waits it out, so a short one
-    record = market.assess(hub, "ext", timeout=silence)
+    record = market.assess(hub, "ext", timeout=silence).to_json()
     assert record["status"] == "rejected"
     assert all(r["misses"] == [f"no delivery within {silence:g}s"] for r in record["tasks"])
     registrar.add_actor(hub, "bea", ["client"], None, None, True)

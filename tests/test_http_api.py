@@ -64,7 +64,7 @@ def test_marketplace_reads_are_public_and_mirror_the_cli(web: Web,
     answer = httpx.get(f"{web.url}/api/agents")
     assert answer.status_code == 200
     rows = _fits(document, "/api/agents", "get", answer)
-    assert [r["agent"] for r in rows] == [r["agent"] for r in market.listing(web.kit.hub)]
+    assert [r["agent"] for r in rows] == [r.agent for r in market.listing(web.kit.hub)]
     one = httpx.get(f"{web.url}/api/agents/bob")
     assert one.status_code == 404  # bob is an actor, not a published agent (no manifest)
     assert _fits(document, "/api/agents/{agent}", "get", one)["error"].startswith("aismm: bob")

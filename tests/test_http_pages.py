@@ -48,7 +48,7 @@ def _cells(row: str) -> list[str]:
 def test_the_marketplace_lists_every_agent_with_its_figures(web: Web) -> None:
     page = httpx.get(f"{web.url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    listing = {r["agent"]: r for r in market.listing(web.kit.hub)}
+    listing = {r.agent: r.to_json() for r in market.listing(web.kit.hub)}
     rows = [_cells(r) for r in _rows(page.text, "agents")]
     assert {r[0] for r in rows} == set(listing)
     for cells in rows:
@@ -136,7 +136,7 @@ def test_the_pages_in_a_headless_browser(web: Web, tmp_path: Path) -> None:
     shots.mkdir(parents=True, exist_ok=True)
     created = mission.create(web.kit.hub, contract_ref=REVIEW, client=CLIENT,
                              inputs=REVIEW_INPUTS, price=None, tier="T1", agents=[AGENT])
-    listing = market.listing(web.kit.hub)
+    listing = [r.to_json() for r in market.listing(web.kit.hub)]
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:

@@ -80,7 +80,7 @@ def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     publish(hub, manifest("beta-reviewer", "beta", price=300, argv=[*reviewer, "severity"]))
     publish(hub, manifest("gamma-reviewer", "gamma", price=350, argv=[*reviewer, "rule"]))
     for agent in ("beta-reviewer", "gamma-reviewer"):
-        assert market.assess(hub, agent)["status"] == "listed"
+        assert market.assess(hub, agent).to_json()["status"] == "listed"
     registrar.add_actor(hub, "carol", ["client"], None, None, True)
     registrar.add_actor(hub, "gina", ["client"], "gamma", None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
@@ -127,7 +127,7 @@ def test_reference_specialists_are_listed_with_a_badge(hub: Hub) -> None:
         assert (record["status"], record["badge"], record["reasons"]) == ("listed", "gold", [])
         assert record["n"] == 1 and record["agent"] == agent
         assert all(t["dod"] == "pass" for t in record["tasks"]) and len(record["tasks"]) == 3
-    rows = {r["agent"]: r for r in market.listing(hub)}
+    rows = {r.agent: r.to_json() for r in market.listing(hub)}
     assert {a: (rows[a]["status"], rows[a]["badge"]) for a in SPECIALISTS} == \
         {a: ("listed", "gold") for a in SPECIALISTS}
     # ref-reviewer is a reviewer: listed on the reviewer benchmark (tests/test_reviewer_assessment)
@@ -145,7 +145,7 @@ def test_sloppy_agent_is_rejected_with_reasons(hub: Hub) -> None:
         ("DoD failed on http_helpers, inventory_service, report_builder, customer, order, "
          "sensor_reading, mathx, money, textkit"),
     ]
-    assert {r["agent"]: r["status"] for r in market.listing(hub)}["sloppy-coder"] == "rejected"
+    assert {r.agent: r.status for r in market.listing(hub)}["sloppy-coder"] == "rejected"
 
 
 @pytest.mark.parametrize("agent", ["ref-code-reviewer", "sloppy-coder"])
@@ -179,7 +179,7 @@ def test_each_contract_is_judged_by_its_own_thresholds(hub: Hub) -> None:
               "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
     publish(hub, manifest("multi-tool", "beta", price=600, argv=["{python}", "-c", script],
                           contracts=(CODE_REVIEW, "contract.schema_design@1.0.0")))
-    record = market.assess(hub, "multi-tool")
+    record = market.assess(hub, "multi-tool").to_json()
     assert all(t["dod"] == "pass" for t in record["tasks"]) and len(record["tasks"]) == 6
     assert (record["status"], record["badge"]) == ("rejected", None)
     assert record["reasons"] == ["contract.schema_design@1.0.0: price 600 > max_cost 500"]
@@ -231,7 +231,7 @@ def test_contest_larger_than_the_eligible_count_is_refused(hub: Hub,
     assert sorted(os.listdir(hub.missions_dir)) == missions
     with Ledger(hub.db_path, hub.clock) as ledger:
         assert ledger.balances() == balances
-    ranked = {r["agent"]: r for r in market.ranking(hub, CODE_REVIEW, "gina")}
+    ranked = {r.agent: r.to_json() for r in market.ranking(hub, CODE_REVIEW, "gina")}
     assert ranked["gamma-reviewer"] == {"agent": "gamma-reviewer", "eligible": False,
                                         "why": "owned by the client"}
     two = cli(*create, "--client", "gina", "--contest", "2", "--json")
@@ -388,7 +388,7 @@ def test_plain_git_push_of_a_manifest(hub: Hub, tmp_path: Path) -> None:
 def test_listing_and_ranking_json_fields(hub: Hub, cli: Callable[..., Result]) -> None:
     listed = cli("agent", "list", "--json")
     assert listed.code == 0, listed.err
-    assert listed.json == json.loads(json.dumps(market.listing(hub)))
+    assert listed.json == json.loads(json.dumps([r.to_json() for r in market.listing(hub)]))
     for row in listed.json:
         assert set(row) == LISTING_FIELDS, row["agent"]
     by_agent = {r["agent"]: r for r in listed.json}

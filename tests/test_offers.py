@@ -142,7 +142,7 @@ def test_an_external_agent_polls_its_inbox_and_is_timed_from_the_offer(
     thread.start()
     started = time.monotonic()
     try:
-        record = market.assess(hub, "ext", timeout=120)
+        record = market.assess(hub, "ext", timeout=120).to_json()
     finally:
         stop.set()
         thread.join(30)

@@ -91,7 +91,7 @@ def test_reference_reviewer_is_listed_with_every_verdict_right(reference_hub: Pa
     # unit-test goldens pass only on a current platform verdict: the checkout's deliverable
     # tree is the one verdicts/platform.yaml names, as in a mission
     assert all(c["verdict"] == "pass" for c in cases if c["task"].endswith("-golden"))
-    rows = {r["agent"]: r for r in market.listing(hub)}
+    rows = {r.agent: r.to_json() for r in market.listing(hub)}
     assert (rows["ref-reviewer"]["status"], rows["ref-reviewer"]["badge"]) == ("listed", "gold")
 
 
@@ -113,7 +113,7 @@ def test_agent_assess_prints_the_reviewer_listed_with_its_score(
 
 # -- reviewers that do not judge are rejected --------------------------------------------------
 def test_a_reviewer_that_always_says_pass_is_rejected(hub: Hub) -> None:
-    record = market.assess(hub, "yes-man")
+    record = market.assess(hub, "yes-man").to_json()
     assert (record["status"], record["badge"], record["quality"]) == ("rejected", None, 0.0)
     cases = reviews(record)
     bad = [c for c in cases if c["expected"] == "fail"]
@@ -132,7 +132,7 @@ def test_a_reviewer_that_always_says_pass_is_rejected(hub: Hub) -> None:
 
 
 def test_a_reviewer_that_always_says_fail_is_rejected(hub: Hub) -> None:
-    record = market.assess(hub, "naysayer")
+    record = market.assess(hub, "naysayer").to_json()
     assert (record["status"], record["badge"]) == ("rejected", None)
     cases = reviews(record)
     assert all(c["verdict"] == "fail" for c in cases)
@@ -150,7 +150,7 @@ def test_a_reviewer_that_always_says_fail_is_rejected(hub: Hub) -> None:
 
 def test_a_reviewer_that_echoes_the_platform_dod_is_rejected(hub: Hub) -> None:
     """Known-bad deliverables that pass the DoD are what the review is for."""
-    record = market.assess(hub, "dod-echo")
+    record = market.assess(hub, "dod-echo").to_json()
     assert record["status"] == "rejected"
     cases = reviews(record)
     assert all(c["verdict"] == c["dod"] for c in cases)
@@ -163,7 +163,7 @@ def test_a_reviewer_that_echoes_the_platform_dod_is_rejected(hub: Hub) -> None:
 
 
 def test_a_crashing_reviewer_is_wrong_on_every_case(hub: Hub) -> None:
-    record = market.assess(hub, "crasher")
+    record = market.assess(hub, "crasher").to_json()
     assert (record["status"], record["quality"]) == ("rejected", 0.0)
     cases = reviews(record)
     assert all(c["verdict"] == "none" and c["quality"] == 0 for c in cases)
@@ -174,7 +174,7 @@ def test_an_external_reviewer_is_rejected_without_a_run(hub: Hub) -> None:
     text = reviewer("far-away", "", ALL[:1]).replace("kind: command", "kind: git")
     man = market.load_manifest(text, "far-away")
     market.register_manifest(hub, man, hosted=True)
-    record = market.assess(hub, "far-away")
+    record = market.assess(hub, "far-away").to_json()
     assert (record["status"], record["tasks"]) == ("rejected", [])
     assert record["reasons"][0].startswith("review: external (git runtime) reviewers are not "
                                            "benchmarked yet")
@@ -185,7 +185,7 @@ def test_a_contract_without_known_bad_cases_cannot_list_a_reviewer(
     real = reviewbench.cases
     monkeypatch.setattr(reviewbench, "cases", lambda contract, files: [
         c for c in real(contract, files) if c.expected == "pass"])
-    record = market.assess(hub, "yes-man")
+    record = market.assess(hub, "yes-man").to_json()
     assert record["status"] == "rejected"
     assert all(c["verdict"] == "pass" == c["expected"] for c in reviews(record))
     assert record["reasons"] == [

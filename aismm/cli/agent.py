@@ -53,8 +53,9 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
     man = registry.manifests(hub).get(agent_id)
     if man is None:
         raise UsageError(f"{agent_id}: no such agent; see `aismm agent list`")
+    record = registry.latest_assessment(hub, agent_id)
     data = {"manifest": man.model_dump(mode="json"),
-            "assessment": registry.status_of(hub, agent_id)}
+            "assessment": record.to_json() if record else None}
     emit(data, as_json, dump_yaml(data).rstrip())
 
 
@@ -66,28 +67,29 @@ def show(ctx: click.Context, agent_id: str, as_json: bool) -> None:
 @click.pass_context
 def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bool) -> None:
     """Run the contract's benchmark suite against AGENT_ID; list it only if it passes."""
+    from aismm.core.assessment import AssessmentRecord
     from aismm.core.errors import Rejection
     from aismm.services import market, reviewbench, worker, workflowbench
 
     hub = hub_from(ctx)
     progress = None if as_json else lambda line: click.echo(f"  {line}", err=True)
     if workflowbench.is_orchestrator(hub, agent_id):  # assessed on real workflow runs
-        record = workflowbench.assess(hub, agent_id, worker.process, progress=progress)
+        record = AssessmentRecord.model_validate(
+            workflowbench.assess(hub, agent_id, worker.process, progress=progress))
     else:
         record = market.assess(hub, agent_id, progress=progress, timeout=timeout)
-    lines = [f"{agent_id}: {record['status'].upper()}" + (f" ({record['badge']} badge)"
-                                                           if record["badge"] else ""),
-             f"  quality {record['quality']}  p50 {record['p50_seconds']}s  cost "
-             f"{record['cost']}"]
-    for t in record["tasks"]:
+    lines = [f"{agent_id}: {record.status.upper()}" + (f" ({record.badge} badge)"
+                                                        if record.badge else ""),
+             f"  quality {record.quality}  p50 {record.p50_seconds}s  cost {record.cost}"]
+    for t in record.tasks:
         why = market.task_reason(t)
         lines.append(f"  {t['contract']} {t['task']}: " + (
             f"said {t['verdict']}, expected {t['expected']}" if reviewbench.is_review(t) else
             f"DoD {t['dod']}, quality {t['quality']}") + (f"; first reason: {why}" if why else ""))
-    lines += [f"  reason: {r}" for r in record["reasons"]]
-    emit(record, as_json, "\n".join(lines))
-    if record["status"] != "listed":
-        raise Rejection(f"{agent_id}: rejected by assessment ({'; '.join(record['reasons'])}); "
+    lines += [f"  reason: {r}" for r in record.reasons]
+    emit(record.to_json(), as_json, "\n".join(lines))
+    if not record.listed:
+        raise Rejection(f"{agent_id}: rejected by assessment ({'; '.join(record.reasons)}); "
                         "improve the agent and assess again")
 
 
@@ -132,17 +134,17 @@ def list_(ctx: click.Context, contract: str | None, role: str | None, as_json: b
         def f(v: object, n: int, spec: str = "{:.1f}") -> str:
             """A figure with the number of jobs behind it."""
             return "-" if v is None else f"{spec.format(v)} ({n})"
-        jobs = r["executions"]
+        jobs = r.executions
         lines.append(fmt.format(
-            r["agent"], r["status"], r["badge"] or "-", r["price"],
-            shown_quality(r["quality"], jobs, r["assessed_quality"]),
-            f(r["speed_p50"], r["delivered"]), f(r["cost_per_accepted"], r["accepted"]),
-            f(r["stars"], jobs, "{:.1f}★"), f(r["rank"], jobs, "{:.0f}"),
-            f(r["trend_30d"], jobs, "{:+.1f}"), jobs))
+            r.agent, r.status, r.badge or "-", r.price,
+            shown_quality(r.quality, jobs, r.assessed_quality),
+            f(r.speed_p50, r.delivered), f(r.cost_per_accepted, r.accepted),
+            f(r.stars, jobs, "{:.1f}★"), f(r.rank, jobs, "{:.0f}"),
+            f(r.trend_30d, jobs, "{:+.1f}"), jobs))
     if rows:
         lines.append("(n): the jobs behind each figure; (assessed): the benchmark score, shown "
                      "until the agent has jobs")
-    emit(rows, as_json, "\n".join(lines))
+    emit([r.to_json() for r in rows], as_json, "\n".join(lines))
 
 
 @group.command("rank")
@@ -161,16 +163,16 @@ def rank(ctx: click.Context, contract: str, client: str | None, as_json: bool) -
     rows = market.ranking(hub, contract, client)
     lines = []
     for r in rows:
-        if r["eligible"]:
-            i = r["inputs"]
+        if isinstance(r, market.RankedRow):
+            i = r.inputs
             basis = "newcomer prior" if i["newcomer"] else jobs(i["executions"])
-            lines.append(f"{r['agent']:<20} score {r['score']:6.2f}  reputation(lcb) "
-                         f"{r['reputation']:5.1f} ({basis})  price {i['price']} (score "
-                         f"{r['price_score']})  load {i['open_attempts']}/{i['capacity']} "
-                         f"(score {r['load_score']})")
+            lines.append(f"{r.agent:<20} score {r.score:6.2f}  reputation(lcb) "
+                         f"{r.reputation:5.1f} ({basis})  price {i['price']} (score "
+                         f"{r.price_score})  load {i['open_attempts']}/{i['capacity']} "
+                         f"(score {r.load_score})")
         else:
-            lines.append(f"{r['agent']:<20} excluded: {r['why']}")
-    emit(rows, as_json, "\n".join(lines) or "(no agents)")
+            lines.append(f"{r.agent:<20} excluded: {r.why}")
+    emit([r.to_json() for r in rows], as_json, "\n".join(lines) or "(no agents)")
 
 
 @group.command("inbox")

@@ -77,12 +77,12 @@ def export_cmd(ctx: click.Context, dest: Path, scope: str, include_secrets: bool
     hub = hub_from(ctx)
     secret = _passphrase(passphrase_env, confirm=True) if include_secrets else None
     with _progress("export", as_json) as step:
-        data = exporter.export_hub(hub, dest, scope, secret, step)
-    pos = data["position"]
-    emit(data, as_json, f"Exported {data['scope']} to {data['archive']}: {data['repos']} "
-         f"repositories, {data['transfers']} transfers, event {pos['event']}, transfer "
-         f"{pos['transfer']}\n  manifest sha256 {data['digest']}"
-         + ("\n  hosted keys included (encrypted)" if data["secrets"] else ""))
+        done = exporter.export_hub(hub, dest, scope, secret, step)
+    pos = done.position
+    emit(done.to_json(), as_json, f"Exported {done.scope} to {done.archive}: {done.repos} "
+         f"repositories, {done.transfers} transfers, event {pos.event}, transfer "
+         f"{pos.transfer}\n  manifest sha256 {done.digest}"
+         + ("\n  hosted keys included (encrypted)" if done.secrets else ""))
 
 
 @click.command("verify")
@@ -127,11 +127,11 @@ def import_cmd(src: Path, directory: Path, passphrase_env: str | None, as_json: 
     elif sys.stdin.isatty():  # asked only if the export carries keys
         secret = lambda: _passphrase(None, confirm=False)  # noqa: E731 (a deferred question)
     with _progress("import", as_json) as step:
-        data = restore.import_hub(src, directory, secret, step)
-    text = (f"Imported {data['scope']} into {data['hub']} ({data['repos']} repositories, "
-            f"{data['keys']} hosted keys)\nUse it with: export AISMM_HUB={data['hub']}"
-            if data["imported"] else f"{data['hub']} already holds this export; nothing to do")
-    emit(data, as_json, text)
+        done = restore.import_hub(src, directory, secret, step)
+    text = (f"Imported {done.scope} into {done.hub} ({done.repos} repositories, "
+            f"{done.keys} hosted keys)\nUse it with: export AISMM_HUB={done.hub}"
+            if done.imported else f"{done.hub} already holds this export; nothing to do")
+    emit(done.to_json(), as_json, text)
 
 
 def register(cli: click.Group) -> None:

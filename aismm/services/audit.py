@@ -65,7 +65,7 @@ class Stage:
 StageRunner = Callable[[str, Callable[[Stage], None]], None]
 
 
-def check_folder(run: StageRunner, folder: Path, manifest: dict[str, Any]) -> None:
+def check_folder(run: StageRunner, folder: Path, manifest: export.ExportManifest) -> None:
     """The stages after the inventory, on an unpacked (or freshly snapshotted) export:
     ``run(stage_id, check)`` runs each check in order."""
     repos: dict[str, Repo] = {}
@@ -82,34 +82,34 @@ def unpacked(folder: Path, name: str) -> Path:
     return folder / ".git" / name
 
 
-def _stage_git(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[str, Repo]
-               ) -> None:
-    entries: dict[str, Any] = manifest["repos"]
+def _stage_git(st: Stage, folder: Path, manifest: export.ExportManifest,
+               repos: dict[str, Repo]) -> None:
+    entries = manifest.repos
     if "registry.git" not in entries:
         raise Failed("registry.git", "missing from the export")
 
-    def unpack(item: tuple[str, Any]) -> tuple[str, Repo]:
+    def unpack(item: tuple[str, export.RepoEntry]) -> tuple[str, Repo]:
         name, entry = item
         if name != "registry.git" and not _MISSION_REPO.fullmatch(name):
             raise Failed(name, "not a repository name an AISMM hub has")
-        path = folder / entry["bundle"]
-        if entry["bundle"] != export.bundle_path(name) or not path.is_file():
-            raise Failed(entry["bundle"], "bundle missing")
+        path = folder / entry.bundle
+        if entry.bundle != export.bundle_path(name) or not path.is_file():
+            raise Failed(entry.bundle, "bundle missing")
         heads = bundle.heads(path)
-        if heads != entry["refs"]:
-            moved = sorted(set(heads.items()) ^ set(entry["refs"].items()))
+        if heads != entry.refs:
+            moved = sorted(set(heads.items()) ^ set(entry.refs.items()))
             raise Failed(name, f"bundle refs differ from the manifest (first: {moved[0][0]})")
         dest = unpacked(folder, name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             bundle.clone_bundle(path, dest)
         except AismmError as exc:
-            raise Failed(entry["bundle"], f"does not unpack ({exc})") from exc
+            raise Failed(entry.bundle, f"does not unpack ({exc})") from exc
         problems = bundle.fsck(dest)
         if problems:
             raise Failed(name, f"git fsck: {problems[0]}")
         repo = Repo(dest)
-        if repo.refs() != entry["refs"]:
+        if repo.refs() != entry.refs:
             raise Failed(name, "unpacked refs differ from the manifest")
         return name, repo
 
@@ -118,7 +118,7 @@ def _stage_git(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[st
         for name, repo in pool.map(unpack, sorted(entries.items())):
             repos[name] = repo
             st.counts["repos"] = len(repos)
-            st.counts["refs"] = st.counts.get("refs", 0) + len(entries[name]["refs"])
+            st.counts["refs"] = st.counts.get("refs", 0) + len(entries[name].refs)
 
 
 _SIGNER_LINE = re.compile(r'^(\S+)\s+(\S+)\s+(ssh-ed25519\s+\S+)\s*$')
@@ -214,7 +214,7 @@ def ndjson_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _stage_gate(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[str, Repo]
+def _stage_gate(st: Stage, folder: Path, manifest: export.ExportManifest, repos: dict[str, Repo]
                 ) -> None:
     log = ndjson_rows(folder / "state/log.ndjson")
     config = HubConfig.model_validate(load_yaml((folder / "hub.yaml").read_text(), "hub.yaml"))
@@ -280,11 +280,11 @@ def _stage_gate(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[s
         st.counts["updates"] = st.counts.get("updates", 0) + len(updates)
     logged = {e["repo"] for e in log}
     for name, repo in sorted(replay.items()):
-        exported = manifest["repos"][name]["refs"]
+        exported = manifest.repos[name].refs
         if name not in logged and name == "registry.git" and MAIN in exported:
             # a registry the log never saw move: its whole chain is judged as a bootstrap
             _seed(repo, name, {"old": exported[MAIN], "ref": MAIN}, config,
-                  dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC))
+                  dt.datetime.fromtimestamp(manifest.position.time, dt.UTC))
         elif name not in logged:
             raise Failed(name, "no update of it is in the ref-state log: the gate never "
                          "judged it")
@@ -310,11 +310,12 @@ def _seed(repo: Repo, name: str, event: dict[str, Any], config: HubConfig, when:
     repo.update_ref(event["ref"], event["old"], None, "aismm verify: as the log first saw it")
 
 
-def _stage_ledger(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict[str, Repo],
+def _stage_ledger(st: Stage, folder: Path, manifest: export.ExportManifest,
+                  repos: dict[str, Repo],
                   keys: list[tuple[str, str, dt.datetime | None]]) -> None:
     raw = (folder / "ledger/transfers.ndjson").read_bytes() + \
         (folder / "ledger/closures.ndjson").read_bytes()
-    if hashlib.sha256(raw).hexdigest() != manifest["ledger"]["sha256"]:
+    if hashlib.sha256(raw).hexdigest() != manifest.ledger.sha256:
         raise Failed("ledger", "rows do not hash to the manifest's ledger hash")
     transfers = ndjson_rows(folder / "ledger/transfers.ndjson")
     closures = ndjson_rows(folder / "ledger/closures.ndjson")
@@ -329,10 +330,10 @@ def _stage_ledger(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict
         balances = ledger.balances()
     if problems:
         raise Failed("ledger", problems[0])
-    if balances != manifest["ledger"]["balances"]:
-        acct = sorted(set(balances.items()) ^ set(manifest["ledger"]["balances"].items()))
+    if balances != manifest.ledger.balances:
+        acct = sorted(set(balances.items()) ^ set(manifest.ledger.balances.items()))
         raise Failed(f"ledger {acct[0][0]}", "recomputed balance differs from the manifest's")
-    platform = f"{manifest['platform']}@aismm.invalid"
+    platform = f"{manifest.platform}@aismm.invalid"
     for c in closures:
         name = f"missions/{c['mission']}.git"
         repo = repos.get(name)
@@ -356,10 +357,10 @@ def _stage_ledger(st: Stage, folder: Path, manifest: dict[str, Any], repos: dict
     st.counts.update(transfers=len(transfers), closures=len(closures), accounts=len(balances))
 
 
-def _stage_reputation(st: Stage, folder: Path, manifest: dict[str, Any]) -> None:
+def _stage_reputation(st: Stage, folder: Path, manifest: export.ExportManifest) -> None:
     execs = ndjson_rows(folder / "state/executions.ndjson")
-    when = dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC)
-    mine = json.loads(export.canonical(export.reputations(execs, when)))
+    when = dt.datetime.fromtimestamp(manifest.position.time, dt.UTC)
+    mine = json.loads(export.canonical(export.reputation_json(export.reputations(execs, when))))
     theirs = json.loads((folder / "roster/reputation.json").read_bytes())
     if mine != theirs:
         agent = sorted(set(mine) ^ set(theirs)) or sorted(a for a in mine if mine[a] !=

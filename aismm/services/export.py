@@ -26,18 +26,19 @@ import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from aismm.core.actor import signers_text
+from aismm.core.clock import Instant
 from aismm.core.envelope import seal
 from aismm.core.errors import ConflictError, UsageError
-from aismm.core.model import dump_yaml
+from aismm.core.model import Strict, dump_yaml
 from aismm.core.refs import MAIN
-from aismm.core.reputation import Execution, compute
+from aismm.core.reputation import Execution, Reputation, compute
 from aismm.infra import bundle, store
 from aismm.infra.git import ZERO, Repo
 from aismm.infra.hub import Hub
@@ -46,9 +47,10 @@ from aismm.services import handover, judged
 from aismm.state import registry
 from aismm.state.policy import load_policy
 
-__all__ = ["ENVELOPE", "FORMAT", "MANIFEST", "PAYLOAD_TYPE", "Progress", "canonical",
-           "decrypt_secrets", "export_hub", "ndjson", "reputations", "snapshot",
-           "snapshot_time", "write_archive"]
+__all__ = ["ENVELOPE", "FORMAT", "MANIFEST", "PAYLOAD_TYPE", "Counts", "ExportManifest",
+           "ExportSummary", "FileEntry", "Handover", "LedgerSummary", "Position", "Progress",
+           "RepoEntry", "canonical", "decrypt_secrets", "export_hub", "ndjson", "reputations",
+           "snapshot", "snapshot_time", "write_archive"]
 
 FORMAT = 1
 PAYLOAD_TYPE = "application/vnd.aismm.export.manifest+json"
@@ -58,6 +60,103 @@ SECRETS = "secrets/keys.enc"
 _TRIES = 5
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+# -- the manifest ----------------------------------------------------------------------------
+# ``manifest.json``: validated once when read (verify, import), written canonically (sorted
+# keys) by :func:`canonical` of :meth:`ExportManifest.to_json`.
+
+class Position(Strict):
+    """Where the hub's two logs stood: the last ref-state event and the last ledger transfer
+    (id and instant), and the snapshot's time (epoch seconds, :func:`snapshot_time`)."""
+
+    event: int
+    event_at: Instant | None
+    transfer: int
+    transfer_at: Instant | None
+    time: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The position as JSON (instants as ``...Z``)."""
+        return self.model_dump(mode="json")
+
+
+class RepoEntry(Strict):
+    """A repository of the export: its bundle's archive path and its refs."""
+
+    bundle: str
+    refs: dict[str, str]
+
+
+class LedgerSummary(Strict):
+    """The ledger rows' hash, counts and the balances they add up to."""
+
+    sha256: str
+    transfers: int
+    closures: int
+    balances: dict[str, int]
+
+
+class Counts(Strict):
+    """How many ref-state events, execution records and repositories the export holds."""
+
+    events: int
+    executions: int
+    repos: int
+
+
+class FileEntry(Strict):
+    """A file of the archive: its sha256 and size."""
+
+    sha256: str
+    size: int
+
+
+class Handover(Strict):
+    """A client's buyout: when the registry was handed over and the new platform's key."""
+
+    at: Instant
+    platform_key: str
+
+
+class ExportManifest(Strict):
+    """``manifest.json``: what the archive holds and where the hub stood."""
+
+    format: int
+    kind: Literal["aismm-export"]
+    scope: str
+    hub_id: str
+    platform: str
+    platform_key: str
+    position: Position
+    repos: dict[str, RepoEntry]
+    ledger: LedgerSummary
+    counts: Counts
+    files: dict[str, FileEntry]
+    handover: Handover | None = None  # a client's export with its keys only
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON (``handover`` only when there is one)."""
+        return self.model_dump(mode="json", exclude_none=False,
+                               exclude={"handover"} if self.handover is None else None)
+
+
+class ExportSummary(Strict):
+    """What ``aismm export`` did."""
+
+    archive: str
+    scope: str
+    format: int
+    digest: str
+    files: int
+    repos: int
+    transfers: int
+    position: Position
+    secrets: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON (``aismm export --json``)."""
+        return self.model_dump(mode="json")
 
 
 def canonical(data: object) -> bytes:
@@ -95,14 +194,11 @@ def bundle_path(name: str) -> str:
     return f"repos/{name.removesuffix('.git')}.bundle"
 
 
-def snapshot_time(position: dict[str, Any]) -> int:
+def snapshot_time(position: Position) -> int:
     """The snapshot's time (epoch seconds): the later of the last ref-state event and the last
     ledger transfer, so an unchanged hub has the same time."""
-    stamps = [position[k] for k in ("event_at", "transfer_at") if position.get(k)]
-    if not stamps:
-        return 0
-    return max(int(dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp())
-               for s in stamps)
+    return max((int(at.timestamp()) for at in (position.event_at, position.transfer_at)
+                if at is not None), default=0)
 
 
 def _in_scope(client: str | None, missions: set[str]) -> Callable[[dict[str, Any]], bool]:
@@ -115,14 +211,18 @@ def _in_scope(client: str | None, missions: set[str]) -> Callable[[dict[str, Any
     return keep
 
 
-def reputations(executions: list[dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
-    """Every agent's reputation from execution records, as the export states them."""
-    records = [Execution.of(r) for r in executions]
-    return {agent: rep.to_dict() for agent, rep in compute(records, now).items()}
+def reputations(executions: list[dict[str, Any]], now: dt.datetime) -> dict[str, Reputation]:
+    """Every agent's reputation from execution records (rows of the export's NDJSON)."""
+    return compute([Execution.of(r) for r in executions], now)
+
+
+def reputation_json(reputations: dict[str, Reputation]) -> dict[str, dict[str, Any]]:
+    """``roster/reputation.json``: each agent's :meth:`Reputation.to_dict`."""
+    return {agent: rep.to_dict() for agent, rep in reputations.items()}
 
 
 def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None = None,
-             logged: bool = True) -> dict[str, Any]:
+             logged: bool = True) -> ExportManifest:
     """Write the export's files (all but the envelope) into the folder ``dest``; the
     manifest. The refs are bundled between two reads that agree with each other and (with
     ``logged``) with the database copy's ref-state log."""
@@ -168,11 +268,12 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
     closures = [c for c in closures if c["mission"] in missions]
     log = [e for e in log if e["repo"] in names]
     execs = [x for x in execs if client is None or x["client"] == client]
-    position = {"event": log[-1]["id"] if log else 0,
-                "event_at": log[-1]["created"] if log else None,
-                "transfer": transfers[-1]["seq"] if transfers else 0,
-                "transfer_at": max((t["at"] for t in transfers), default=None)}
+    position = Position.model_validate({
+        "event": log[-1]["id"] if log else 0, "event_at": log[-1]["created"] if log else None,
+        "transfer": transfers[-1]["seq"] if transfers else 0,
+        "transfer_at": max((t["at"] for t in transfers), default=None), "time": 0})
     when = snapshot_time(position)
+    position = position.model_copy(update={"time": when})
     balances: dict[str, int] = {}
     for t in transfers:
         balances[t["debit"]] = balances.get(t["debit"], 0) - t["amount"]
@@ -185,8 +286,8 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
         "state/executions.ndjson": ndjson(execs),
         "roster/allowed_signers": hub.allowed_signers_path.read_bytes(),
         "roster/actors.json": canonical(roster),
-        "roster/reputation.json": canonical(reputations(execs, dt.datetime.fromtimestamp(
-            when, dt.UTC))),
+        "roster/reputation.json": canonical(reputation_json(reputations(
+            execs, dt.datetime.fromtimestamp(when, dt.UTC)))),
         "hub.yaml": dump_yaml(hub.config.model_dump(mode="json")).encode(),
         "VERIFY.md": _verify_text().encode(),
     }
@@ -197,19 +298,15 @@ def snapshot(hub: Hub, dest: Path, scope: str = "hub", progress: Progress | None
         before[judged.REGISTRY][MAIN]) if not info.parents), "")
     ledger_hash = hashlib.sha256(files["ledger/transfers.ndjson"] +
                                  files["ledger/closures.ndjson"]).hexdigest()
-    manifest = {
-        "format": FORMAT, "kind": "aismm-export", "scope": scope, "hub_id": root_id,
-        "platform": hub.config.platform,
-        "platform_key": roster.get(hub.config.platform, {}).get("key", ""),
-        "position": {**position, "time": when},
-        "repos": {name: {"bundle": bundle_path(name), "refs": before[name]} for name in names},
-        "ledger": {"sha256": ledger_hash, "transfers": len(transfers),
-                   "closures": len(closures), "balances": dict(sorted(balances.items()))},
-        "counts": {"events": len(log), "executions": len(execs), "repos": len(names)},
-        "files": {},
-    }
-    manifest["files"] = inventory(dest)
-    return manifest
+    return ExportManifest(
+        format=FORMAT, kind="aismm-export", scope=scope, hub_id=root_id,
+        platform=hub.config.platform,
+        platform_key=roster.get(hub.config.platform, {}).get("key", ""), position=position,
+        repos={name: RepoEntry(bundle=bundle_path(name), refs=before[name]) for name in names},
+        ledger=LedgerSummary(sha256=ledger_hash, transfers=len(transfers),
+                             closures=len(closures), balances=dict(sorted(balances.items()))),
+        counts=Counts(events=len(log), executions=len(execs), repos=len(names)),
+        files=inventory(dest))
 
 
 def _unlogged(db: Path, refs: dict[str, dict[str, str]]) -> str | None:
@@ -237,9 +334,9 @@ def _roster(hub: Hub, registry_main: str | None) -> dict[str, Any]:
     return {aid: a.model_dump(mode="json") for aid, a in sorted(actors.items())}
 
 
-def inventory(folder: Path) -> dict[str, dict[str, Any]]:
+def inventory(folder: Path) -> dict[str, FileEntry]:
     """Every regular file under ``folder`` but the manifest and envelope: sha256 and size."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, FileEntry] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
         if path.is_file() and rel not in (MANIFEST, ENVELOPE) and not rel.startswith("."):
@@ -247,7 +344,7 @@ def inventory(folder: Path) -> dict[str, dict[str, Any]]:
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
-            out[rel] = {"sha256": digest.hexdigest(), "size": path.stat().st_size}
+            out[rel] = FileEntry(sha256=digest.hexdigest(), size=path.stat().st_size)
     return out
 
 
@@ -276,7 +373,7 @@ def write_archive(folder: Path, files: list[str], dest: Path, mtime: int) -> Non
 
 
 def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | None = None,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> ExportSummary:
     """Export the hub (or ``client:<id>``'s share) to the archive ``dest``; a summary.
 
     With ``passphrase`` the hosted private keys go in too, encrypted (scrypt + AES-GCM).
@@ -302,30 +399,29 @@ def export_hub(hub: Hub, dest: Path, scope: str = "hub", passphrase: bytes | Non
         if passphrase is not None:
             keys = _hosted_keys(hub, scope)
             if scope != "hub":  # a buyout: the new hub gets a platform key of its own
-                keys[f"{hub.config.platform}.key"] = _hand_over(hub, work, manifest)
+                manifest, keys[f"{hub.config.platform}.key"] = _hand_over(hub, work, manifest)
             secret = work / SECRETS
             secret.parent.mkdir(parents=True, exist_ok=True)
             secret.write_bytes(encrypt_secrets(keys, passphrase))
-            manifest["files"] = inventory(work)
-        body = canonical(manifest)
+            manifest = manifest.model_copy(update={"files": inventory(work)})
+        body = canonical(manifest.to_json())
         (work / MANIFEST).write_bytes(body)
         key = hub.hosted_key(hub.config.platform)
         (work / ENVELOPE).write_bytes(seal(body, PAYLOAD_TYPE, key))
-        names = [*manifest["files"], MANIFEST, ENVELOPE]
-        write_archive(work, names, dest, manifest["position"]["time"])
+        names = [*manifest.files, MANIFEST, ENVELOPE]
+        write_archive(work, names, dest, manifest.position.time)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"archive": str(dest), "scope": scope, "format": FORMAT,
-            "digest": hashlib.sha256(body).hexdigest(), "files": len(names),
-            "repos": len(manifest["repos"]), "transfers": manifest["ledger"]["transfers"],
-            "position": manifest["position"], "secrets": passphrase is not None}
+    return ExportSummary(archive=str(dest), scope=scope, format=FORMAT,
+                         digest=hashlib.sha256(body).hexdigest(), files=len(names),
+                         repos=len(manifest.repos), transfers=manifest.ledger.transfers,
+                         position=manifest.position, secrets=passphrase is not None)
 
 
-def _hand_over(hub: Hub, work: Path, manifest: dict[str, Any]) -> str:
-    """Add the buyout handover to the export in ``work`` (registry bundle, log, roster,
-    manifest); the new platform's private key (PEM)."""
-    when = dt.datetime.fromtimestamp(manifest["position"]["time"], dt.UTC) + \
-        dt.timedelta(seconds=1)
+def _hand_over(hub: Hub, work: Path, manifest: ExportManifest) -> tuple[ExportManifest, str]:
+    """Add the buyout handover to the export in ``work`` (registry bundle, log, roster); the
+    manifest that says so and the new platform's private key (PEM)."""
+    when = dt.datetime.fromtimestamp(manifest.position.time, dt.UTC) + dt.timedelta(seconds=1)
     done = handover.hand_over(hub, work / bundle_path(judged.REGISTRY), work / ".handover", when)
     shutil.rmtree(work / ".handover")
     log_path = work / "state/log.ndjson"
@@ -337,12 +433,17 @@ def _hand_over(hub: Hub, work: Path, manifest: dict[str, Any]) -> str:
     (work / "roster/actors.json").write_bytes(canonical(
         {aid: a.model_dump(mode="json") for aid, a in sorted(done.actors.items())}))
     (work / "roster/allowed_signers").write_text(signers_text(done.actors.values()))
-    manifest["repos"][judged.REGISTRY]["refs"] = bundle.heads(
-        work / bundle_path(judged.REGISTRY))
-    manifest["position"].update(event=event["id"], event_at=done.at)
-    manifest["counts"]["events"] += 1
-    manifest["handover"] = {"at": done.at, "platform_key": done.key.public_line}
-    return done.key.pem().decode()
+    repos = {**manifest.repos, judged.REGISTRY: RepoEntry(
+        bundle=bundle_path(judged.REGISTRY), refs=bundle.heads(work / bundle_path(
+            judged.REGISTRY)))}
+    position = Position.model_validate({**manifest.position.to_json(), "event": event["id"],
+                                        "event_at": done.at})
+    counts = manifest.counts.model_copy(update={"events": manifest.counts.events + 1})
+    handed = manifest.model_copy(update={
+        "repos": repos, "position": position, "counts": counts,
+        "handover": Handover.model_validate({"at": done.at,
+                                             "platform_key": done.key.public_line})})
+    return handed, done.key.pem().decode()
 
 
 def _hosted_keys(hub: Hub, scope: str) -> dict[str, str]:

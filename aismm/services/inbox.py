@@ -77,7 +77,7 @@ def _assessed(hub: Hub, agent: str) -> set[str]:
     """The benchmark missions an assessment of ``agent`` already recorded (scored or not)."""
     done = set()
     for record in registry.assessments(hub).get(agent, []):
-        for task in record.get("tasks") or []:
+        for task in record.tasks:
             if isinstance(task, dict) and isinstance(task.get("mission"), str):
                 done.add(task["mission"])
     return done

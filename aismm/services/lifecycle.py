@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from aismm.core.clock import iso
 from aismm.core.errors import MissionError
@@ -20,8 +20,8 @@ from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
 from aismm.state.policy import REQUEST_NAME, MissionPolicy, load_policy, quorum, read_verdict
 
-__all__ = ["AttemptStatus", "MissionRow", "MissionStatus", "attempt_status", "delivered_at",
-           "failed_runs", "list_missions", "status"]
+__all__ = ["AttemptStatus", "Escrow", "MissionRow", "MissionStatus", "attempt_status",
+           "delivered_at", "failed_runs", "list_missions", "status"]
 
 STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "escalated",
           "accepted", "settled", "refunded", "expired")
@@ -32,8 +32,24 @@ STATES = ("assigned", "in_review", "failed", "rework", "awaiting_acceptance", "e
 ExecutionRow = dict[str, Any]
 Runs = dict[tuple[str, str], list[ExecutionRow]]
 
-# {"state", "balance"}, plus the ledger closure's fields (Closure.to_dict()) once closed
-Escrow = dict[str, Any]
+
+
+class Escrow(TypedDict):
+    """A mission's escrow: ``funded``/``unfunded`` and what it holds; once closed
+    (``settled``/``refunded``), also the ledger closure's fields (:meth:`Closure.to_dict`)."""
+
+    state: str
+    balance: int
+    mission: NotRequired[str]
+    kind: NotRequired[str]
+    cause: NotRequired[str]
+    client: NotRequired[str]
+    provider_owner: NotRequired[str | None]
+    provider: NotRequired[int]
+    fee: NotRequired[int]
+    client_refund: NotRequired[int]
+    transfers: NotRequired[list[str]]
+    at: NotRequired[str]
 
 
 class Failure(TypedDict):
@@ -48,11 +64,19 @@ class Quorum(TypedDict):
     need: int
 
 
+class CheckSummary(TypedDict):
+    """One DoD check of a verdict, as :class:`aismm.core.document.CheckResult` dumps it."""
+
+    name: str
+    status: Literal["pass", "fail", "error", "skip"]
+    detail: str
+
+
 class VerdictSummary(TypedDict):
     verdict: str
     score: int
     current: bool
-    checks: list[dict[str, Any]]
+    checks: list[CheckSummary]
 
 
 class AttemptStatus(TypedDict):
@@ -157,7 +181,8 @@ def attempt_status(repo: Repo, policy: MissionPolicy, agent: str, tip: str,
         if v is not None:
             verdicts[v.reviewer] = {"verdict": v.verdict, "score": v.score,
                                     "current": v.deliverable_tree == tree,
-                                    "checks": [c.model_dump() for c in v.checks]}
+                                    "checks": [{"name": c.name, "status": c.status,
+                                                "detail": c.detail} for c in v.checks]}
     platform = read_verdict(repo, tip, "verdicts/platform.yaml")
     dod = None if platform is None or platform.deliverable_tree != tree else platform.verdict
     have = quorum(repo, policy, tip, snap) if tree else []
@@ -278,7 +303,11 @@ def _escrow(hub: Hub, mission_id: str, ledger: Ledger | None = None) -> Escrow:
     closure = ledger.closure(mission_id)
     if closure is None:
         return {"state": "funded" if balance else "unfunded", "balance": balance}
-    return {"state": closure.kind, "balance": balance, **closure.to_dict()}
+    return {"state": closure.kind, "balance": balance, "mission": closure.mission,
+            "kind": closure.kind, "cause": closure.cause, "client": closure.client,
+            "provider_owner": closure.provider_owner, "provider": closure.provider,
+            "fee": closure.fee, "client_refund": closure.client_refund,
+            "transfers": list(closure.transfers), "at": closure.at}
 
 
 def _next(state: str, client: str, attempts: list[AttemptStatus]) -> str:

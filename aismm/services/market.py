@@ -7,14 +7,16 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import ValidationError
 
 from aismm.core.actor import Manifest
+from aismm.core.assessment import AssessmentRecord
 from aismm.core.contract import Contract
 from aismm.core.errors import ActorError, UsageError
 from aismm.core.model import describe_validation, dump_yaml, load_yaml
@@ -40,8 +42,9 @@ from aismm.services import (
 from aismm.state import registry
 from aismm.state.policy import read_verdict
 
-__all__ = ["REFERENCE_PROVIDERS", "Assessment", "TaskResult", "assess", "listing", "load_manifest",
-           "pick", "ranking", "register_manifest", "register_reference_agents", "task_reason"]
+__all__ = ["REFERENCE_PROVIDERS", "Assessment", "ExcludedRow", "ListingRow", "RankedRow",
+           "RankingRow", "TaskResult", "assess", "listing", "load_manifest", "pick", "ranking",
+           "register_manifest", "register_reference_agents", "task_reason"]
 
 REFERENCE_PROVIDERS = ("acme", "qa-guild", "cheapo")
 
@@ -50,10 +53,80 @@ Job = tuple[Contract, dict[str, bytes], str]  # a contract, its frozen files, on
 # seconds and the ref-state log's instant)
 Opened = tuple[Contract, dict[str, bytes], str, mission.Created, float, str | None]
 Progress = Callable[[str], None]
-# A listing row: the manifest's figures and the reputation's (Reputation.to_dict() fields)
-ListingRow = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ListingRow:
+    """One agent of the listing: the manifest's figures, the latest assessment's status, badge
+    and quality, and the reputation's figures (:class:`Reputation`, without ``agent``).
+
+    Without execution records the quality shown is the assessed one and the other figures are
+    None or 0; ``quality_basis`` says which (docs/reputation.md).
+    """
+
+    agent: str
+    owner: str
+    roles: tuple[str, ...]
+    contracts: tuple[str, ...]
+    status: str
+    badge: str | None
+    price: int
+    capacity: int
+    assessed_quality: int | float | None
+    executions: int
+    quality: int | float | None
+    quality_lcb: float | None
+    speed_p50: float | None
+    cost_per_accepted: float | None
+    acceptance_rate: float | None
+    stars: float | None
+    rank: float | None
+    trend_30d: float | None
+    delivered: int
+    accepted: int
+    decided: int
+    quality_basis: Literal["executions", "assessment"] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON, in field order (agent list --json, /api/agents)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    """An eligible agent of a ranking: its routing score and every input behind it."""
+
+    agent: str
+    score: float
+    reputation: float
+    price_score: float
+    load_score: float
+    inputs: dict[str, Any]  # core.routing's inputs, free-form by design: every figure it used
+    eligible: Literal[True] = True
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON (agent rank --json, /api/rank)."""
+        return {"agent": self.agent, "score": self.score, "reputation": self.reputation,
+                "price_score": self.price_score, "load_score": self.load_score,
+                "inputs": self.inputs, "eligible": True}
+
+
+@dataclass(frozen=True)
+class ExcludedRow:
+    """An agent a ranking leaves out, and why."""
+
+    agent: str
+    why: str
+    eligible: Literal[False] = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON (agent rank --json, /api/rank)."""
+        return {"agent": self.agent, "eligible": False, "why": self.why}
+
+
 # A ranking row: eligible ones carry the score and its inputs, the others why they are out
-RankingRow = dict[str, Any]
+RankingRow = RankedRow | ExcludedRow
 
 
 class TaskResult(TypedDict):
@@ -71,7 +144,8 @@ class TaskResult(TypedDict):
 
 
 class Assessment(TypedDict):
-    """The platform-signed assessment record ``assessments/<agent>/<n>.yaml``."""
+    """The platform-signed assessment record ``assessments/<agent>/<n>.yaml`` as written (read
+    back as :class:`AssessmentRecord`)."""
 
     schema_version: int
     agent: str
@@ -163,7 +237,7 @@ def _task_layout(contract_files: dict[str, bytes], task: str, dest: Path, man: M
 
 
 def assess(hub: Hub, agent: str, progress: Progress | None = None,
-           timeout: float | None = None) -> Assessment:
+           timeout: float | None = None) -> AssessmentRecord:
     """Run the contract benchmark suites against an agent; commit a platform-signed record."""
     man = registry.manifests(hub).get(agent)
     if man is None:
@@ -215,16 +289,17 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
         durations += [r["seconds"] for r in review.results]
         p50 = round(statistics.median(durations), 3) if durations else 0.0
     previous = registry.assessments(hub).get(agent, [])
-    record: Assessment = {
+    written: Assessment = {
         "schema_version": 1, "agent": agent, "n": len(previous) + 1,
         "status": "listed" if not reasons else "rejected",
         "badge": ("gold" if quality >= 90 else "silver" if quality >= 80 else "bronze")
         if not reasons else None, "quality": quality, "p50_seconds": p50,
         "cost": man.price, "reasons": reasons, "tasks": done,
         "at": hub.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
-    registrar.commit_files(hub, {f"assessments/{agent}/{record['n']:04d}.yaml":
-                                dump_yaml(record).encode()},
-                          f"Assess {agent}: {record['status']}\n", hub.config.platform)
+    record = AssessmentRecord.model_validate(written)  # what readers will load, checked first
+    registrar.commit_files(hub, {f"assessments/{agent}/{record.n:04d}.yaml":
+                                dump_yaml(record.to_json()).encode()},
+                          f"Assess {agent}: {record.status}\n", hub.config.platform)
     return record
 
 
@@ -384,7 +459,7 @@ def _assess_task(hub: Hub, man: Manifest, contract: Contract, files: dict[str, b
                                                 if c.status != "pass"]}
 
 
-def task_reason(task: TaskResult | reviewbench.ReviewResult) -> str | None:
+def task_reason(task: Mapping[str, Any]) -> str | None:
     """Why a benchmark task failed, first reason only (None when its DoD passed); for a
     reviewer-benchmark case, why the reviewer's verdict is wrong (None when it is right)."""
     if reviewbench.is_review(task):
@@ -425,29 +500,31 @@ def listing(hub: Hub, contract: str | None = None, role: str | None = None
     reps = _reputations(hub, contract)
     rows: list[ListingRow] = []
     for entry in registry.catalog(hub):
-        agent = entry["agent"]
         if contract and not any(c == contract or c.split("@")[0] == contract
-                                for c in entry["contracts"]):
+                                for c in entry.contracts):
             continue
-        if role and role not in entry["roles"]:
+        if role and role not in entry.roles:
             continue
-        rep = reps.get(agent)
-        assessed_quality = entry["assessed_quality"]
+        rep = reps.get(entry.agent)
+        assessed = entry.assessed_quality
         # Until the agent has execution records, the quality shown is its assessed one, and
         # the row says so; stars, rank and the rest need records (docs/reputation.md).
-        figures = {k: v for k, v in rep.to_dict().items() if k != "agent"} if rep else {
-            "executions": 0, "quality": assessed_quality, "quality_lcb": None,
-            "speed_p50": None, "cost_per_accepted": None, "acceptance_rate": None,
-            "stars": None, "rank": None, "trend_30d": None, "delivered": 0, "accepted": 0,
-            "decided": 0}
-        rows.append({
-            "agent": agent, "owner": entry["owner"], "roles": list(entry["roles"]),
-            "contracts": list(entry["contracts"]), "status": entry["status"],
-            "badge": entry["badge"], "price": entry["price"], "capacity": entry["capacity"],
-            "assessed_quality": assessed_quality, **figures,
-            "quality_basis": "executions" if rep else
-            "assessment" if assessed_quality is not None else None,
-        })
+        rows.append(ListingRow(
+            agent=entry.agent, owner=entry.owner, roles=entry.roles, contracts=entry.contracts,
+            status=entry.status, badge=entry.badge, price=entry.price, capacity=entry.capacity,
+            assessed_quality=assessed,
+            executions=rep.executions if rep else 0,
+            quality=rep.quality if rep else assessed,
+            quality_lcb=rep.quality_lcb if rep else None,
+            speed_p50=rep.speed_p50 if rep else None,
+            cost_per_accepted=rep.cost_per_accepted if rep else None,
+            acceptance_rate=rep.acceptance_rate if rep else None,
+            stars=rep.stars if rep else None, rank=rep.rank if rep else None,
+            trend_30d=rep.trend_30d if rep else None,
+            delivered=rep.delivered if rep else 0, accepted=rep.accepted if rep else 0,
+            decided=rep.decided if rep else 0,
+            quality_basis="executions" if rep else
+            "assessment" if assessed is not None else None))
     return rows
 
 
@@ -460,15 +537,15 @@ def ranking(hub: Hub, contract: str, client: str | None = None) -> list[RankingR
     assessed = registry.assessments(hub)
     candidates = [Candidate(agent=a, owner=m.owner, price=m.price, capacity=m.capacity,
                             open_attempts=load.get(a, 0),
-                            listed=((assessed.get(a) or [{}])[-1]).get("status") == "listed")
+                            listed=bool(assessed.get(a)) and assessed[a][-1].listed)
                   for a, m in sorted(mans.items())]
     owner = registry.actor(hub, client).owner if client else None
     ranked = rank(candidates, _reputations(hub, None), client_owner=owner)
     out: list[RankingRow] = [
-        {"agent": r.agent, "score": round(r.score, 2), "reputation": r.reputation,
-         "price_score": round(r.price_score, 3), "load_score": round(r.load_score, 3),
-         "inputs": r.inputs, "eligible": True} for r in ranked]
-    out += [{"agent": a, "eligible": False, "why": why}
+        RankedRow(agent=r.agent, score=round(r.score, 2), reputation=r.reputation,
+                  price_score=round(r.price_score, 3), load_score=round(r.load_score, 3),
+                  inputs=r.inputs) for r in ranked]
+    out += [ExcludedRow(agent=a, why=why)
             for a, why in exclusions(candidates, client_owner=owner).items()]
     return out
 
@@ -477,7 +554,7 @@ def pick(hub: Hub, contract: str, client: str, n: int) -> list[str]:
     """The top ``n`` eligible agents for a contest (never the client's own)."""
     if n < 1:
         raise UsageError(f"--contest {n}: must be at least 1")
-    eligible = [r["agent"] for r in ranking(hub, contract, client) if r["eligible"]]
+    eligible = [r.agent for r in ranking(hub, contract, client) if isinstance(r, RankedRow)]
     if len(eligible) < n:
         raise UsageError(f"--contest {n}: only {len(eligible)} listed agent(s) eligible for "
                          f"{contract}; lower N or list more agents (`aismm agent list`)")

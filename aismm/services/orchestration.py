@@ -87,10 +87,11 @@ def routing_table(hub: Hub, policy: MissionPolicy) -> Routing:
         contract, _files, _sha = registry.resolve_contract(hub, step.contract)
         rate = mission.fee_rate(hub, contract, doc.tier)
         rows = market.ranking(hub, step.contract, client=doc.client)
-        candidates = [Candidate(agent=r["agent"], owner=r["inputs"]["owner"],
-                                score=r["score"], price=asks[r["agent"]].price)
-                      for r in rows if r["eligible"] and r["agent"] != _orchestrator(policy)
-                      and step.contract in asks[r["agent"]].contracts]
+        candidates = [Candidate(agent=r.agent, owner=r.inputs["owner"], score=r.score,
+                                price=asks[r.agent].price)
+                      for r in rows if isinstance(r, market.RankedRow)
+                      and r.agent != _orchestrator(policy)
+                      and step.contract in asks[r.agent].contracts]
         steps[step.id] = StepRouting(fee_bp=rate, candidates=candidates)
     return Routing(mission=doc.id, steps=steps)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from aismm.core.errors import CheckFailed, Rejection, UsageError
+from aismm.core.model import Strict, describe_validation
 from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
@@ -43,9 +45,34 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), 9)
 
 
-def _position(data: dict[str, Any]) -> tuple[int, int]:
-    pos = data.get("position") or {}
-    return int(pos.get("event") or 0), int(pos.get("transfer") or 0)
+class ImportMarker(Strict):
+    """``import.json`` in an imported hub: which export it was built from."""
+
+    digest: str
+    position: export.Position
+    format: int
+    hub_id: str
+    scope: str
+
+
+class ImportSummary(Strict):
+    """What ``aismm import`` did (``imported`` False: the hub already held this export)."""
+
+    hub: str
+    digest: str
+    scope: str
+    position: export.Position
+    repos: int
+    imported: bool
+    keys: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON (``aismm import --json``)."""
+        return self.model_dump(mode="json")
+
+
+def _position(position: export.Position) -> tuple[int, int]:
+    return position.event, position.transfer
 
 
 def _live_position(dest: Path) -> tuple[int, int]:
@@ -61,7 +88,7 @@ Passphrase = bytes | Callable[[], bytes] | None  # or how to ask for it, once it
 
 
 def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
-               progress: verifier.Progress | None = None) -> dict[str, Any]:
+               progress: verifier.Progress | None = None) -> ImportSummary:
     """Verify the export ``src`` and build a hub from it at ``dest``; a summary.
 
     ``passphrase`` opens the export's encrypted keys (bytes, or a function asked only when the
@@ -81,29 +108,33 @@ def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
             raise CheckFailed(f"import: {src.name}", [
                 f"verify failed at {bad.get('stage')}: {bad.get('object')}: {bad.get('what')}; "
                 "nothing was imported"])
-        body = (work / export.MANIFEST).read_bytes()
-        manifest = json.loads(body)
-        digest = hashlib.sha256(body).hexdigest()
-        summary = {"hub": str(dest), "digest": digest, "scope": manifest["scope"],
-                   "position": manifest["position"], "repos": len(manifest["repos"]),
-                   "imported": True, "keys": 0}
+        manifest = report.manifest
+        if manifest is None:  # an export's report always has it: verify read the envelope
+            raise CheckFailed(f"import: {src.name}", ["verify read no manifest; nothing was "
+                                                      "imported"])
+        digest = hashlib.sha256((work / export.MANIFEST).read_bytes()).hexdigest()
+        summary = ImportSummary(hub=str(dest), digest=digest, scope=manifest.scope,
+                                position=manifest.position, repos=len(manifest.repos),
+                                imported=True, keys=0)
         if held is not None:
-            if held.get("digest") == digest:
-                return {**summary, "imported": False}
-            if held.get("hub_id") != manifest["hub_id"]:
-                raise UsageError(f"import: {dest} holds another hub ({held.get('hub_id')}); "
+            if held.digest == digest:
+                return summary.model_copy(update={"imported": False})
+            if held.hub_id != manifest.hub_id:
+                raise UsageError(f"import: {dest} holds another hub ({held.hub_id}); "
                                  "pick a new DIR")
-            live, marked, offered = _live_position(dest), _position(held), _position(manifest)
+            live, marked = _live_position(dest), _position(held.position)
+            offered = _position(manifest.position)
             now = (max(live[0], marked[0]), max(live[1], marked[1]))
             if offered[0] < now[0] or offered[1] < now[1]:  # behind in either log
                 raise Rejection(f"import: {src.name}: its state position {offered} "
                                 f"is older than the one {dest} holds {now}; import a newer "
                                 "export")
         root = quarantine / "hub"
-        summary["keys"] = _build(work, root, dest, manifest, passphrase)
-        (root / MARKER).write_bytes(export.canonical(
-            {"digest": digest, "position": manifest["position"], "format": manifest["format"],
-             "hub_id": manifest["hub_id"], "scope": manifest["scope"]}))
+        summary = summary.model_copy(update={"keys": _build(work, root, dest, manifest,
+                                                            passphrase)})
+        (root / MARKER).write_bytes(export.canonical(ImportMarker(
+            digest=digest, position=manifest.position, format=manifest.format,
+            hub_id=manifest.hub_id, scope=manifest.scope).model_dump(mode="json")))
         _crash_point("before-rename")
         if held is None:
             if dest.exists():
@@ -124,7 +155,7 @@ def import_hub(src: Path, dest: Path, passphrase: Passphrase = None,
     return summary
 
 
-def _held(dest: Path) -> dict[str, Any] | None:
+def _held(dest: Path) -> ImportMarker | None:
     """What an earlier import left at ``dest`` (None: nothing there, or an empty folder)."""
     if not dest.exists():
         return None
@@ -135,15 +166,13 @@ def _held(dest: Path) -> dict[str, Any] | None:
         raise UsageError(f"{dest}: exists and is not a hub imported from an export; pick a new "
                          "or empty DIR")
     try:
-        data = json.loads(marker.read_bytes())
-    except ValueError as exc:
-        raise UsageError(f"{marker}: unreadable ({exc}); pick a new DIR") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{marker}: unreadable; pick a new DIR")
-    return data
+        return ImportMarker.model_validate_json(marker.read_bytes())
+    except ValidationError as exc:
+        raise UsageError(f"{marker}: unreadable ({describe_validation(exc)[0]}); pick a new "
+                         "DIR") from exc
 
 
-def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
+def _build(work: Path, root: Path, final: Path, manifest: export.ExportManifest,
            passphrase: Passphrase) -> int:
     """The hub in the quarantine folder ``root``, configured for its final path; the number
     of hosted keys restored."""
@@ -154,7 +183,7 @@ def _build(work: Path, root: Path, final: Path, manifest: dict[str, Any],
     provision.build_client(root)  # before the hooks: they exec the native client when built
     shutil.copyfile(work / "roster/allowed_signers", root / "allowed_signers")
     signers = final / "allowed_signers"
-    for name in sorted(manifest["repos"]):
+    for name in sorted(manifest.repos):
         path = root / name
         os.rename(audit.unpacked(work, name), path)
         bundle.drop_remote(path)

@@ -30,12 +30,15 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import ValidationError
+
 from aismm.core.envelope import open_envelope
 from aismm.core.errors import AismmError, SignatureError, UsageError
+from aismm.core.model import describe_validation
 from aismm.infra import bundle
 from aismm.infra.git import Repo
 from aismm.infra.hub import Hub
@@ -57,7 +60,12 @@ class Report:
     source: str
     kind: str
     stages: list[Stage]
-    facts: dict[str, Any] = field(default_factory=dict)
+    # what the manifest says (an export: all four; a hub: the id and position; a clone: none)
+    hub_id: str | None = None
+    position: export.Position | None = None
+    scope: str | None = None
+    signer: str | None = None
+    manifest: export.ExportManifest | None = None  # an export's, once its envelope verified
 
     @property
     def ok(self) -> bool:
@@ -68,7 +76,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "ok": self.ok,
-                "first_failure": self.first_failure(), **self.facts,
+                "first_failure": self.first_failure(),
+                **({"hub_id": self.hub_id} if self.hub_id is not None else {}),
+                **({"position": self.position.to_json()} if self.position is not None else {}),
+                **({"scope": self.scope} if self.scope is not None else {}),
+                **({"signer": self.signer} if self.signer is not None else {}),
                 "stages": [{"id": s.id, "status": s.status, "counts": s.counts,
                             "failure": s.failure, "note": s.note} for s in self.stages]}
 
@@ -139,7 +151,7 @@ def _verify_archive(src: Path, folder: Path, trusted: list[str] | None,
             members = _members(tar)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise UsageError(f"{src}: unreadable archive ({exc}); export it again") from exc
-        state: dict[str, Any] = {}
+        state: dict[str, export.ExportManifest] = {}
         run.stage("envelope", lambda st: _stage_envelope(st, tar, members, trusted, state,
                                                          report))
         run.stage("inventory", lambda st: _stage_inventory(st, tar, members, state["manifest"],
@@ -156,9 +168,9 @@ def _verify_hub(hub: Hub, folder: Path, progress: Progress | None) -> Report:
     report = Report(str(hub.root), "hub", [])
     run = _Run(report, progress)
     manifest = export.snapshot(hub, folder, logged=False)  # the gate stage judges the log
-    report.facts.update(hub_id=manifest["hub_id"], position=manifest["position"])
+    report.hub_id, report.position = manifest.hub_id, manifest.position
     run.stage("envelope", lambda st: None, skip="a live hub has no envelope")
-    run.stage("inventory", lambda st: st.counts.update(files=len(manifest["files"])),
+    run.stage("inventory", lambda st: st.counts.update(files=len(manifest.files)),
               skip="")
     check_folder(run.stage, folder, manifest)
     return report
@@ -223,7 +235,8 @@ def _read_member(tar: tarfile.TarFile, members: list[tarfile.TarInfo], name: str
 
 
 def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarInfo],
-                    trusted: list[str] | None, state: dict[str, Any], report: Report) -> None:
+                    trusted: list[str] | None, state: dict[str, export.ExportManifest],
+                    report: Report) -> None:
     body = _read_member(tar, members, export.MANIFEST)
     envelope = _read_member(tar, members, export.ENVELOPE)
     try:
@@ -245,17 +258,22 @@ def _stage_envelope(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarIn
         raise Failed(export.ENVELOPE, str(exc).removeprefix("envelope: ")) from exc
     if payload != body:
         raise Failed(export.MANIFEST, "differs from the signed payload of the envelope")
-    manifest = json.loads(payload)
-    if not isinstance(manifest, dict) or manifest.get("kind") != "aismm-export":
+    data = json.loads(payload)
+    if not isinstance(data, dict) or data.get("kind") != "aismm-export":
         raise Failed(export.MANIFEST, "not an AISMM export manifest")
-    if not isinstance(manifest.get("format"), int) or manifest["format"] > export.FORMAT:
-        raise Failed(export.MANIFEST, f"format {manifest.get('format')!r} is newer than this "
+    if not isinstance(data.get("format"), int) or data["format"] > export.FORMAT:
+        raise Failed(export.MANIFEST, f"format {data.get('format')!r} is newer than this "
                      f"aismm reads ({export.FORMAT}); upgrade aismm")
-    if manifest.get("platform_key", "").split()[:2] != signer.split()[:2]:
+    try:  # validated once here; every later stage reads the model
+        manifest = export.ExportManifest.model_validate(data)
+    except ValidationError as exc:
+        raise Failed(export.MANIFEST, "not an AISMM export manifest ("
+                     f"{describe_validation(exc)[0]})") from exc
+    if manifest.platform_key.split()[:2] != signer.split()[:2]:
         raise Failed(export.MANIFEST, "names a platform key other than the one that signed it")
     state["manifest"] = manifest
-    report.facts.update(hub_id=manifest.get("hub_id"), position=manifest.get("position"),
-                        scope=manifest.get("scope"), signer=signer)
+    report.hub_id, report.position = manifest.hub_id, manifest.position
+    report.scope, report.signer, report.manifest = manifest.scope, signer, manifest
     st.counts["signatures"] = 1
 
 
@@ -268,8 +286,8 @@ def safe_name(name: str) -> bool:
 
 
 def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarInfo],
-                     manifest: dict[str, Any], folder: Path) -> None:
-    files: dict[str, Any] = manifest["files"]
+                     manifest: export.ExportManifest, folder: Path) -> None:
+    files = manifest.files
     expected = {*files, export.MANIFEST, export.ENVELOPE}
     seen: set[str] = set()
     for info in members:
@@ -286,7 +304,7 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
         raise Failed(name, "listed in the manifest but missing from the archive")
     for info in members:  # sizes first: nothing is unpacked that the manifest did not declare
         want = files.get(info.name)
-        if want is not None and info.size != want["size"]:
+        if want is not None and info.size != want.size:
             raise Failed(info.name, "size differs from the manifest")
     total = sum(info.size for info in members)
     folder.mkdir(parents=True, exist_ok=True)
@@ -305,8 +323,7 @@ def _stage_inventory(st: Stage, tar: tarfile.TarFile, members: list[tarfile.TarI
                 digest.update(chunk)
                 out.write(chunk)
         want = files.get(info.name)
-        if want is not None and (info.size != want["size"] or
-                                 digest.hexdigest() != want["sha256"]):
+        if want is not None and (info.size != want.size or digest.hexdigest() != want.sha256):
             raise Failed(info.name, "size or sha256 differs from the manifest")
     st.counts["files"] = len(files)
 

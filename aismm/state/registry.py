@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from aismm.core.actor import Actor, Manifest
+from aismm.core.assessment import AssessmentRecord
 from aismm.core.contract import Contract, digest, parse_contract, parse_ref
-from aismm.core.errors import ActorError, ConflictError, ContractError
-from aismm.core.model import load_yaml
+from aismm.core.errors import ActorError, AismmError, ConflictError, ContractError
+from aismm.core.model import Strict, describe_validation, load_yaml
 from aismm.core.refs import MAIN
 from aismm.infra import cache
 from aismm.infra.git import Identity, Repo
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAIN",
+    "AssessmentRecord",
+    "CatalogEntry",
     "Snapshot",
     "actor",
     "actors",
@@ -35,6 +38,7 @@ __all__ = [
     "forget",
     "identity",
     "key_holder",
+    "latest_assessment",
     "load_actors",
     "manifests",
     "resolve_contract",
@@ -80,10 +84,11 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
 
 _T = TypeVar("_T")
 _SNAPSHOTS: dict[tuple[str, str], Snapshot] = {}
-_ASSESSED: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
-_CATALOGS: dict[tuple[str, str], list[dict[str, Any]]] = {}
+_ASSESSED: dict[tuple[str, str], dict[str, list[AssessmentRecord]]] = {}
+_CATALOGS: dict[tuple[str, str], list[CatalogEntry]] = {}
 _ACTORS = TypeAdapter(list[Actor])
 _MANIFESTS = TypeAdapter(list[Manifest])
+_ASSESSMENTS = TypeAdapter(dict[str, list[AssessmentRecord]])
 
 
 def forget() -> None:
@@ -244,7 +249,7 @@ def manifests(hub: Hub) -> dict[str, Manifest]:
     return snapshot(Repo(hub.registry_path)).manifests
 
 
-def assessments(hub: Hub) -> dict[str, list[dict[str, Any]]]:
+def assessments(hub: Hub) -> dict[str, list[AssessmentRecord]]:
     """Every assessment record by agent, oldest first; cached per registry commit."""
     repo = Repo(hub.registry_path)
     tip = repo.ref(MAIN)
@@ -253,21 +258,41 @@ def assessments(hub: Hub) -> dict[str, list[dict[str, Any]]]:
     return _assessments(repo, tip)
 
 
-def _assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
+def _assessments(repo: Repo, tip: str) -> dict[str, list[AssessmentRecord]]:
     return _cached(_ASSESSED, repo, "assessments", tip, _decode_assessments,
-                   lambda found: json.dumps(found, sort_keys=True).encode(),
+                   lambda found: json.dumps({a: [r.to_json() for r in records]
+                                             for a, records in found.items()},
+                                            sort_keys=True).encode(),
                    lambda: _read_assessments(repo, tip))
 
 
-def _decode_assessments(body: bytes) -> dict[str, list[dict[str, Any]]]:
-    data = json.loads(body)
-    if not isinstance(data, dict) or not all(
-            isinstance(v, list) and all(isinstance(r, dict) for r in v) for v in data.values()):
-        raise ValueError("not assessments by agent")
-    return data
+def _decode_assessments(body: bytes) -> dict[str, list[AssessmentRecord]]:
+    return _ASSESSMENTS.validate_json(body)
 
 
-def catalog(hub: Hub) -> list[dict[str, Any]]:
+class CatalogEntry(Strict):
+    """One agent of the listing's registry part: its manifest's figures and its latest
+    assessment's status, badge and quality (``unassessed`` and None without one)."""
+
+    agent: str
+    owner: str
+    roles: tuple[str, ...]
+    contracts: tuple[str, ...]
+    price: int
+    capacity: int
+    status: str
+    badge: str | None
+    assessed_quality: int | float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON (what the disk cache holds)."""
+        return self.model_dump(mode="json")
+
+
+_CATALOG = TypeAdapter(list[CatalogEntry])
+
+
+def catalog(hub: Hub) -> list[CatalogEntry]:
     """The listing's registry part, per registry commit: every manifest (by agent id) with its
     latest assessment's status, badge and quality. Cached per commit (memory and disk)."""
     repo = Repo(hub.registry_path)
@@ -275,48 +300,55 @@ def catalog(hub: Hub) -> list[dict[str, Any]]:
     if tip is None:
         return []
     return _cached(_CATALOGS, repo, "catalog", tip, _decode_catalog,
-                   lambda rows: json.dumps(rows, sort_keys=True).encode(),
+                   lambda rows: json.dumps([r.to_json() for r in rows],
+                                           sort_keys=True).encode(),
                    lambda: _read_catalog(repo, tip))
 
 
-_CATALOG_KEYS = {"agent", "owner", "roles", "contracts", "price", "capacity", "status", "badge",
-                 "assessed_quality"}
+def _decode_catalog(body: bytes) -> list[CatalogEntry]:
+    return _CATALOG.validate_json(body)
 
 
-def _decode_catalog(body: bytes) -> list[dict[str, Any]]:
-    rows = json.loads(body)
-    if not isinstance(rows, list) or not all(
-            isinstance(r, dict) and r.keys() == _CATALOG_KEYS for r in rows):
-        raise ValueError("not a catalog")
-    return rows
-
-
-def _read_catalog(repo: Repo, tip: str) -> list[dict[str, Any]]:
+def _read_catalog(repo: Repo, tip: str) -> list[CatalogEntry]:
     assessed = _assessments(repo, tip)  # once: reading it per agent would be quadratic
     rows = []
     for agent, man in sorted(snapshot(repo, tip).manifests.items()):
         history = assessed.get(agent)
         st = history[-1] if history else None
-        rows.append({"agent": agent, "owner": man.owner, "roles": list(man.roles),
-                     "contracts": list(man.contracts), "price": man.price,
-                     "capacity": man.capacity, "status": st["status"] if st else "unassessed",
-                     "badge": st.get("badge") if st else None,
-                     "assessed_quality": st["quality"] if st else None})
+        rows.append(CatalogEntry(
+            agent=agent, owner=man.owner, roles=tuple(man.roles),
+            contracts=tuple(man.contracts), price=man.price, capacity=man.capacity,
+            status=st.status if st else "unassessed", badge=st.badge if st else None,
+            assessed_quality=st.quality if st else None))
     return rows
 
 
-def _read_assessments(repo: Repo, tip: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
+def _read_assessments(repo: Repo, tip: str) -> dict[str, list[AssessmentRecord]]:
+    out: dict[str, list[AssessmentRecord]] = {}
     for path, entry in sorted(repo.flatten(tip).items()):
         parts = path.split("/")
         if parts[0] == "assessments" and len(parts) == 3:
-            out.setdefault(parts[1], []).append(load_yaml(repo.blob(entry.oid), path))
+            where = f"registry.git:{path}"
+            try:
+                record = AssessmentRecord.model_validate(load_yaml(repo.blob(entry.oid), where))
+            except ValidationError as exc:  # only the platform writes these: the hub's fault
+                raise AismmError(f"{where}: not an assessment record "
+                                 f"({'; '.join(describe_validation(exc))}); "
+                                 "restore it from the platform's commit") from exc
+            out.setdefault(parts[1], []).append(record)
     for records in out.values():
-        records.sort(key=lambda r: int(r.get("n", 0)))
+        records.sort(key=lambda r: r.n)
     return out
 
 
-def status_of(hub: Hub, agent: str) -> dict[str, Any] | None:
+def latest_assessment(hub: Hub, agent: str) -> AssessmentRecord | None:
     """The latest assessment record of an agent, or None."""
     records = assessments(hub).get(agent)
     return records[-1] if records else None
+
+
+def status_of(hub: Hub, agent: str) -> dict[str, Any] | None:
+    """The latest assessment record of an agent as JSON, or None (prefer
+    :func:`latest_assessment`; kept for a caller on another branch)."""
+    record = latest_assessment(hub, agent)
+    return record.to_json() if record else None

@@ -195,7 +195,7 @@ class Api:
 
         def work() -> Any:
             self._known(contract, role)
-            return market.listing(self.hub, contract, role)
+            return [r.to_json() for r in market.listing(self.hub, contract, role)]
         return await run_in_threadpool(work)
 
     async def agent(self, request: Request) -> Any:
@@ -205,8 +205,9 @@ class Api:
             man = registry.manifests(self.hub).get(agent_id)
             if man is None:
                 raise Problem(404, f"aismm: {printable(agent_id, limit=80)}: no such agent")
+            record = registry.latest_assessment(self.hub, agent_id)
             return {"manifest": man.model_dump(mode="json"),
-                    "assessment": registry.status_of(self.hub, agent_id)}
+                    "assessment": record.to_json() if record else None}
         return await run_in_threadpool(work)
 
     async def rank(self, request: Request) -> Any:
@@ -218,7 +219,7 @@ class Api:
             self._known(contract, None)
             if who is not None and who not in registry.actors(self.hub):
                 raise Problem(400, f"aismm: ?client={who}: no such actor")
-            return market.ranking(self.hub, contract, who)
+            return [r.to_json() for r in market.ranking(self.hub, contract, who)]
         return await run_in_threadpool(work)
 
     async def missions(self, request: Request) -> Any:

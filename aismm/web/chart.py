@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from aismm.core.reputation import Execution
 
 __all__ = ["Chart", "Series", "trend"]
 
@@ -53,21 +55,20 @@ def _points(values: list[float | None], higher_is_better: bool) -> str:
     return " ".join(out)
 
 
-def trend(executions: list[dict[str, Any]], now: dt.datetime) -> Chart:
+def trend(executions: list[Execution], now: dt.datetime) -> Chart:
     """Daily quality (mean), speed (median seconds) and economics (mean cost) of the last 30
     days of an agent's execution records."""
     first = (now - dt.timedelta(days=DAYS - 1)).date()
-    days: list[list[dict[str, Any]]] = [[] for _ in range(DAYS)]
-    for row in executions:
-        when = dt.datetime.fromisoformat(str(row["finished_at"]).replace("Z", "+00:00")).date()
-        index = (when - first).days
+    days: list[list[Execution]] = [[] for _ in range(DAYS)]
+    for run in executions:
+        index = (run.finished_at.astimezone(dt.UTC).date() - first).days
         if 0 <= index < DAYS:
-            days[index].append(row)
+            days[index].append(run)
 
-    def daily(key: str, how: str) -> list[float | None]:
+    def daily(figure: Callable[[Execution], float | None], how: str) -> list[float | None]:
         out: list[float | None] = []
-        for rows in days:
-            values = [float(r[key]) for r in rows if r.get(key) is not None]
+        for runs in days:
+            values = [float(v) for r in runs if (v := figure(r)) is not None]
             if not values:
                 out.append(None)
             else:
@@ -75,9 +76,9 @@ def trend(executions: list[dict[str, Any]], now: dt.datetime) -> Chart:
                            else statistics.fmean(values))
         return out
 
-    quality = daily("quality", "mean")
-    speed = daily("latency_seconds", "median")
-    cost = daily("cost", "mean")
+    quality = daily(lambda r: r.quality, "mean")
+    speed = daily(lambda r: r.latency_seconds, "median")
+    cost = daily(lambda r: r.cost, "mean")
     return Chart(WIDTH, HEIGHT, first.isoformat(), now.date().isoformat(), [
         Series("quality", "#1b7f3b", quality, _points(quality, True), "score"),
         Series("speed", "#1f5fbf", speed, _points(speed, False), "s (p50)"),

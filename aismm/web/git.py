@@ -158,24 +158,28 @@ class Backend:
             body.close()
             return error(502, f"cannot run git http-backend ({exc.strerror or exc}); install "
                          "git on the hub")
-        assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs asked
+        stdin, stdout = proc.stdin, proc.stdout
+        if stdin is None or stdout is None:  # both were asked for as pipes: never, in practice
+            proc.kill()
+            await proc.wait()
+            body.close()
+            return error(502, "git http-backend started without its pipes; see the hub's log")
 
         async def feed() -> None:
-            assert proc.stdin is not None  # noqa: S101 - for mypy
             try:
                 while chunk := body.read(CHUNK):
-                    proc.stdin.write(chunk)
-                    await proc.stdin.drain()
+                    stdin.write(chunk)
+                    await stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # git answered before reading it all (an error): its answer says why
             finally:
                 body.close()
-                proc.stdin.close()
+                stdin.close()
 
         feeding = asyncio.create_task(feed())
         head = b""
         while b"\r\n\r\n" not in head and b"\n\n" not in head:
-            chunk = await proc.stdout.read(CHUNK)
+            chunk = await stdout.read(CHUNK)
             if not chunk:
                 break
             head += chunk
@@ -203,12 +207,13 @@ class Backend:
             try:
                 if rest:
                     yield rest
-                while chunk := await proc.stdout.read(CHUNK):  # type: ignore[union-attr]
+                while chunk := await stdout.read(CHUNK):
                     yield chunk
                 done = True
             finally:
                 if not done:  # the client went away: the push still finishes, unheard
-                    task = asyncio.get_running_loop().create_task(self._drain(proc, feeding))
+                    task = asyncio.get_running_loop().create_task(
+                        self._drain(proc, stdout, feeding))
                     self.running.add(task)
                     task.add_done_callback(self.running.discard)
                 else:
@@ -218,9 +223,9 @@ class Backend:
         return StreamingResponse(stream(), status_code=status, headers=headers)
 
     @staticmethod
-    async def _drain(proc: asyncio.subprocess.Process, feeding: asyncio.Task[None]) -> None:
-        assert proc.stdout is not None  # noqa: S101 - a PIPE
-        while await proc.stdout.read(CHUNK):
+    async def _drain(proc: asyncio.subprocess.Process, stdout: asyncio.StreamReader,
+                     feeding: asyncio.Task[None]) -> None:
+        while await stdout.read(CHUNK):
             pass
         await feeding
         await proc.wait()

@@ -8,7 +8,7 @@ read rules of :mod:`aismm.web.access`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from aismm.core.errors import AismmError
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, REFUNDED, SETTLED
+from aismm.core.reputation import Execution
 from aismm.core.safepath import printable
 from aismm.core.signing import verify
 from aismm.infra.git import Repo
@@ -30,7 +31,7 @@ from aismm.services.mission import open_mission
 from aismm.state import registry
 from aismm.web import access, auth, chart
 
-__all__ = ["Pages"]
+__all__ = ["MarketRow", "Pages"]
 
 _ENV = Environment(loader=PackageLoader("aismm.web", "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True))
@@ -46,6 +47,15 @@ def _escape(text: str) -> str:
     return str(_ENV.from_string("{{ t }}").render(t=text))
 
 
+@dataclass(frozen=True)
+class MarketRow(market.ListingRow):
+    """A listing row on the marketplace page, with its routing score (best over the shown
+    contracts; None when not eligible) and its open attempts."""
+
+    score: float | None
+    load: int
+
+
 class Pages:
     """The pages of one hub."""
 
@@ -58,7 +68,7 @@ class Pages:
                 Route("/missions/{mission}", self.mission), Route("/account", self.account)]
 
     # -- the marketplace --------------------------------------------------------------------
-    def market_rows(self, contract: str | None) -> list[dict[str, Any]]:
+    def market_rows(self, contract: str | None) -> list[MarketRow]:
         """Listing rows with the routing score (best over the shown contracts) and the load."""
         known = sorted({c.split("@")[0] for c in registry.contracts(self.hub)})
         rows = market.listing(self.hub, contract)
@@ -66,12 +76,12 @@ class Pages:
         load: dict[str, int] = {}
         for cid in [contract] if contract else known:
             for r in market.ranking(self.hub, cid):
-                if r["eligible"]:
-                    score[r["agent"]] = max(score.get(r["agent"], float("-inf")), r["score"])
-                    load[r["agent"]] = r["inputs"]["open_attempts"]
-        out = [{**r, "score": score.get(r["agent"]), "load": load.get(r["agent"], 0)}
-               for r in rows]
-        out.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0), r["agent"]))
+                if isinstance(r, market.RankedRow):
+                    score[r.agent] = max(score.get(r.agent, float("-inf")), r.score)
+                    load[r.agent] = r.inputs["open_attempts"]
+        out = [MarketRow(**{f.name: getattr(r, f.name) for f in fields(r)},
+                         score=score.get(r.agent), load=load.get(r.agent, 0)) for r in rows]
+        out.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.agent))
         return out
 
     async def market(self, request: Request) -> Response:
@@ -96,12 +106,13 @@ class Pages:
                 return _error(404, f"{printable(agent_id, limit=60)}: no such agent")
             with Store(self.hub.db_path) as store:
                 runs = store.executions(agent_id)
-            listing = next((r for r in market.listing(self.hub) if r["agent"] == agent_id),
-                           None)
+            listing = next((r for r in market.listing(self.hub) if r.agent == agent_id), None)
             runtime = man.runtime.kind + (f" {man.runtime.url}" if man.runtime.url else "")
+            assessed = registry.latest_assessment(self.hub, agent_id)
             return HTMLResponse(_ENV.get_template("agent.html").render(
-                man=man, assessment=registry.status_of(self.hub, agent_id), runtime=runtime,
-                chart=chart.trend(runs, self.hub.clock.now()), listing=listing))
+                man=man, assessment=assessed.to_json() if assessed else None, runtime=runtime,
+                chart=chart.trend([Execution.of(r) for r in runs], self.hub.clock.now()),
+                listing=listing))
         return await run_in_threadpool(work)
 
     async def card(self, request: Request) -> Response:
@@ -111,8 +122,8 @@ class Pages:
 
         def work() -> Response:
             man = registry.manifests(self.hub).get(agent_id)
-            assessed = registry.status_of(self.hub, agent_id) if man else None
-            if man is None or (assessed or {}).get("status") != "listed":
+            assessed = registry.latest_assessment(self.hub, agent_id) if man else None
+            if man is None or assessed is None or not assessed.listed:
                 return JSONResponse({"error": f"aismm: {printable(agent_id, limit=60)}: no "
                                      "listed agent of that id"}, status_code=404)
             return JSONResponse({
@@ -120,7 +131,7 @@ class Pages:
                 "description": man.description or f"{man.id}: an AISMM agent for "
                 f"{', '.join(man.contracts)}",
                 "url": f"{base}/agents/{man.id}", "preferredTransport": "HTTP+JSON",
-                "version": str((assessed or {}).get("n", 1)),
+                "version": str(assessed.n),
                 "provider": {"organization": man.owner, "url": f"{base}/"},
                 "documentationUrl": f"{base}/openapi.json",
                 "capabilities": {"streaming": False, "pushNotifications": man.notify is not None,
@@ -131,7 +142,7 @@ class Pages:
                 "defaultOutputModes": ["application/json"],
                 "skills": [{"id": c, "name": c.split("@")[0],
                             "description": f"Delivers {c} missions at {man.price} tokens "
-                            f"(badge {(assessed or {}).get('badge') or 'none'})",
+                            f"(badge {assessed.badge or 'none'})",
                             "tags": [*man.roles, c.split("@")[0]],
                             "inputModes": ["application/json"],
                             "outputModes": ["application/json"]} for c in man.contracts],
