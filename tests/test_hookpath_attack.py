@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,25 @@ def test_git_order_and_unique_names_are_what_the_reader_accepts(kit: Kit) -> Non
     assert [e[0] for e in loose.tree(_tree(clone, ordered))] == [b"a-b", b"a", b"a0"]
     assert subprocess.run(["git", "fsck", "--strict"], cwd=clone.path, capture_output=True
                           ).returncode != 0  # the out-of-order ones: git itself refuses them
+
+
+def test_an_oversized_blob_is_measured_not_inflated(kit: Kit) -> None:
+    """A 40 MB blob of zeros compresses to ~40 KB: the gate measures it from its header and
+    refuses it; the lean path must not inflate (and hold) it to find out the same."""
+    path, clone = _mission(kit)
+    new = clone.commit(kit.key("bob"), "big", {"deliverable/findings.json": findings(),
+                                              "deliverable/big.bin": b"\0" * (40 << 20)})
+    hubkit.run_git("fetch", "-q", str(clone.path), new, cwd=path)  # loose, as a push's are
+    update = (Repo(path).refs()[R], new, R)
+    tracemalloc.start()
+    try:
+        allowed = lean.accepts(kit.hub.root, path.resolve(), [update], "bob")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert allowed is False
+    assert peak < 8 << 20, f"{peak} bytes held to judge a {40 << 20}-byte blob"
+    big = clone.rev(f"{new}:deliverable/big.bin")
+    assert Loose(path).size(big) == 40 << 20
+    with pytest.raises(Unsure):
+        Loose(path).size(clone.rev(f"{new}:deliverable"))  # a tree has no blob size

@@ -138,7 +138,9 @@ class Loose:
         for folder in self._dirs:
             try:
                 with open(folder / oid[:2] / oid[2:], "rb") as handle:
-                    packed = handle.read(_LIMIT)
+                    if os.fstat(handle.fileno()).st_size > _LIMIT:
+                        raise Unsure  # (read(_LIMIT) would reserve _LIMIT bytes each time)
+                    packed = handle.read()
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -157,6 +159,35 @@ class Loose:
                 raise Unsure
             self._cache[oid] = (kind, body)
             return kind, body
+        raise Unsure  # packed, elsewhere or absent
+
+    def size(self, oid: str) -> int:
+        """A blob's size as its header declares it, read without inflating the rest (as
+        libgit2's ``read_header``); :meth:`blob` checks it against the object's id."""
+        hit = self._cache.get(oid)
+        if hit is not None:
+            if hit[0] != b"blob":
+                raise Unsure
+            return len(hit[1])
+        if len(oid) != 40 or not _OID.fullmatch(oid):
+            raise Unsure
+        for folder in self._dirs:
+            try:
+                with open(folder / oid[:2] / oid[2:], "rb") as handle:
+                    start = handle.read(4096)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise Unsure from exc
+            try:
+                head = zlib.decompressobj().decompress(start, 64)
+            except zlib.error as exc:
+                raise Unsure from exc
+            header, nul, _rest = head.partition(b"\0")
+            kind, _, size = header.partition(b" ")
+            if not nul or kind != b"blob" or not size.isdigit():
+                raise Unsure
+            return int(size)
         raise Unsure  # packed, elsewhere or absent
 
     def exists(self, oid: str) -> bool:

@@ -342,7 +342,13 @@ def _deliverable_fits(repo: Loose, policy: _Policy, tip: str) -> bool:
     rules = policy.rules
     deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
     regular = {p for p, e in deliverable.items() if e.mode in (MODE_FILE, MODE_EXEC)}
-    sizes = {p: len(repo.blob(e.oid)) if p in regular else 0 for p, e in deliverable.items()}
+    sizes = {p: repo.size(e.oid) if p in regular else 0 for p, e in deliverable.items()}
+    limits = rules.deliverable.limits
+    if any(size > limits.max_file_bytes for size in sizes.values()) or \
+            sum(sizes.values()) > limits.max_total_bytes:
+        return False  # the gate refuses it: never inflate (nor hold) what it would not read
+    if any(len(repo.blob(deliverable[p].oid)) != sizes[p] for p in regular):
+        return False  # each blob checked against its id (and its header)
     if layout_problems(rules, "deliverable", sizes, required=False,
                        around=[p for p in files if p not in deliverable]):
         return False
