@@ -26,6 +26,7 @@ from aismm.core.schema_subset import surely_valid
 from aismm.core.signing import load_private_key, sign
 from aismm.infra.git import Repo
 from aismm.infra.loose import Loose, Unsure
+from aismm.services import registrar
 from aismm.state import lean, registry
 from aismm.state.policy import load_policy
 from tests import hubkit
@@ -40,14 +41,20 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
     yield from hubkit.kit_fixture(tmp_path_factory)
 
 
-def _mission(kit: Kit, agents: tuple[str, ...] = ("bob",)) -> tuple[Path, Clone]:
-    created = kit.mission(agents)
-    repo = Repo(created.path)
+def _prime(kit: Kit, path: Path) -> None:
+    """The lean entries, as the full hook path leaves them (mission policy, hub limits, the
+    registry's snapshot at its current main)."""
+    repo = Repo(path)
     policy = load_policy(repo)
     assert policy is not None
     lean.remember(kit.hub.root, repo.path, policy)
     registry.snapshot(Repo(kit.hub.registry_path))
-    return created.path, kit.clone(created, "attempts/bob")
+
+
+def _mission(kit: Kit, agents: tuple[str, ...] = ("bob",)) -> tuple[Path, Clone]:
+    created = kit.mission(agents)
+    _prime(kit, created.path)
+    return created.path, kit.clone(created, f"attempts/{agents[0]}")
 
 
 def _hash(clone: Clone, kind: str, data: bytes) -> str:
@@ -66,12 +73,12 @@ def _signed_commit(clone: Clone, key: Path, tree: str, parent: str, message: byt
     return _hash(clone, "commit", head + gpgsig + b"\n" + message)
 
 
-def _both_refuse(clone: Clone, new: str, fsck: bool = False) -> list[str]:
-    """Push ``new`` to bob's attempt with the shortcut off, then on: the lines of each refusal
-    (asserted equal, so the lean path let nothing through that the gate refused)."""
+def _both_refuse(clone: Clone, new: str, fsck: bool = False, ref: str = R) -> list[str]:
+    """Push ``new`` to an attempt (bob's) with the shortcut off, then on: the lines of each
+    refusal (asserted equal, so the lean path let nothing through that the gate refused)."""
     answers = []
     for shortcut in ("0", "1"):
-        pushed = clone.push(f"{new}:{R}", hooks="pre-receive", fsck=fsck,
+        pushed = clone.push(f"{new}:{ref}", hooks="pre-receive", fsck=fsck,
                             env={"AISMM_LEAN_HOOK": shortcut})
         answers.append((pushed.returncode, pushed.problems))
     assert answers[0][0] != 0, "the gate should refuse this push"
@@ -228,3 +235,35 @@ def test_an_oversized_blob_is_measured_not_inflated(kit: Kit) -> None:
     assert Loose(path).size(big) == 40 << 20
     with pytest.raises(Unsure):
         Loose(path).size(clone.rev(f"{new}:deliverable"))  # a tree has no blob size
+
+
+def _offer(path: Path, clone: Clone, new: str, ref: str) -> tuple[str, str, str]:
+    hubkit.run_git("fetch", "-q", str(clone.path), new, cwd=path)  # loose, as a push's are
+    return (Repo(path).refs()[ref], new, ref)
+
+
+@pytest.mark.parametrize("change", ["revoked", "rotated"])
+def test_a_key_the_registry_dropped_after_the_cache_was_written_signs_nothing(
+        kit: Kit, change: str) -> None:
+    """The agent's key signs a delivery the lean path allows; then the registry revokes the
+    actor (or rotates its key): the lean path, before and after the new registry commit's
+    entry exists, leaves the push to the gate, which refuses it."""
+    agent = f"{change[:3]}-agent"
+    key = kit.add_actor(agent, ["specialist"], f"{agent}-co", external=True)
+    created = kit.mission((agent,))
+    _prime(kit, created.path)
+    clone = kit.clone(created, f"attempts/{agent}")
+    ref = f"refs/heads/attempts/{agent}"
+    update = _offer(created.path, clone, clone.deliver(key, findings()), ref)
+    assert lean.accepts(kit.hub.root, created.path.resolve(), [update], agent) is True
+    if change == "revoked":
+        registrar.revoke_actor(kit.hub, agent)
+    else:
+        fresh = hubkit.ssh_keygen(kit.root / "keys" / f"{agent}-2" / "id_ed25519", agent)
+        registrar.rotate_actor(kit.hub, agent, fresh.with_suffix(".pub").read_text().strip(),
+                               False)
+    assert lean.accepts(kit.hub.root, created.path.resolve(), [update], agent) is False
+    registry.snapshot(Repo(kit.hub.registry_path))  # the new registry commit's entry
+    assert lean.accepts(kit.hub.root, created.path.resolve(), [update], agent) is False
+    problems = _both_refuse(clone, update[1], fsck=True, ref=ref)
+    assert any("unregistered or revoked key" in p for p in problems), problems
