@@ -267,3 +267,37 @@ def test_a_key_the_registry_dropped_after_the_cache_was_written_signs_nothing(
     assert lean.accepts(kit.hub.root, created.path.resolve(), [update], agent) is False
     problems = _both_refuse(clone, update[1], fsck=True, ref=ref)
     assert any("unregistered or revoked key" in p for p in problems), problems
+
+
+# -- held: documents whose JSON text is odd, judged as bytes the way both paths parse them ----
+ODD_DOCUMENTS = [
+    (b'{"n": "not a number", "n": 3}', {"properties": {"n": {"type": "integer"}}}),
+    (b'{"n": 3, "n": "not a number"}', {"properties": {"n": {"type": "integer"}}}),
+    (b'{"n": NaN}', {"properties": {"n": {"minimum": 0}}}),
+    (b'{"n": NaN}', {"properties": {"n": {"type": "number", "maximum": 5}}}),
+    (b'{"n": Infinity}', {"properties": {"n": {"maximum": 1e308}}}),
+    (b'{"n": 1e400}', {"properties": {"n": {"type": "number", "maximum": 1e308}}}),
+    (b'{"n": -0.0}', {"properties": {"n": {"enum": [0]}}}),
+    (b'{"n": 1.0}', {"properties": {"n": {"type": "integer", "const": 1}}}),
+    (b'{"n": ' + b"9" * 4000 + b'}', {"properties": {"n": {"maximum": 1e308}}}),
+    (b'{"n": ' + b"9" * 5000 + b'}', {"properties": {"n": {"type": "integer"}}}),
+    (b'{"s": "\\ud800"}', {"properties": {"s": {"maxLength": 1, "pattern": "^.$"}}}),
+    (b'{"s": "\\ud83d\\ude00"}', {"properties": {"s": {"maxLength": 1}}}),
+    (b'\xef\xbb\xbf{"s": "x"}', {"properties": {"s": {"type": "string"}}}),
+    ('{"s": "x"}'.encode("utf-16"), {"properties": {"s": {"type": "string"}}}),
+    (b'{"s": "x"} {}', {}),
+    (b'[' * 100_000 + b']' * 100_000, {"items": True}),
+]
+
+
+@pytest.mark.parametrize("index", range(len(ODD_DOCUMENTS)))
+def test_odd_json_text_is_surely_valid_only_where_the_gate_passes_it(index: int) -> None:
+    data, schema = ODD_DOCUMENTS[index]
+    text = json.dumps(schema).encode()
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        refused = True  # aismm.core.files.document_problems: "cannot be parsed"
+    else:
+        refused = _gate_refuses(schema, document)
+    assert not (lean._surely_fits("deliverable/x.json", data, text) and refused)
