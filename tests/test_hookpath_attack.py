@@ -24,6 +24,7 @@ import pytest
 from aismm.core.files import schema_errors
 from aismm.core.schema_subset import surely_valid
 from aismm.core.signing import load_private_key, sign
+from aismm.infra import loose
 from aismm.infra.git import Repo
 from aismm.infra.loose import Loose, Unsure
 from aismm.services import registrar
@@ -301,3 +302,29 @@ def test_odd_json_text_is_surely_valid_only_where_the_gate_passes_it(index: int)
     else:
         refused = _gate_refuses(schema, document)
     assert not (lean._surely_fits("deliverable/x.json", data, text) and refused)
+
+
+def test_a_rival_rewound_while_the_lean_path_reads_still_counts(
+        kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refs are read once, checked against the ref-state log, and only those values are
+    used: a write that skips the gate and rewinds dave's attempt while the lean path judges
+    (injected here at its next read of the mission's refs) cannot hide dave's delivery from
+    the copy check (the gate would put the ref back first, then refuse the copy)."""
+    path, clone = _mission(kit, agents=("bob", "dave"))
+    dave = Clone(path, clone.path.parent / (clone.path.name + "-dave"), kit.hub, kit.hook_dirs)
+    dave.switch("attempts/dave")
+    dave.deliver(kit.key("dave"), findings(5))
+    dave.land("attempts/dave")
+    update = _offer(path, clone, clone.deliver(kit.key("bob"), findings(5)), R)
+    main = Repo(path).refs()["refs/heads/main"]
+    real, reads = loose.read_refs, []
+
+    def racing(where: Path | str) -> dict[str, str] | None:
+        if Path(where).resolve() == path.resolve():
+            reads.append(where)
+            if len(reads) == 2:  # a concurrent write that skips every hook
+                hubkit.run_git("update-ref", "refs/heads/attempts/dave", main, cwd=path)
+        return real(where)
+
+    monkeypatch.setattr(loose, "read_refs", racing)
+    assert lean.accepts(kit.hub.root, path.resolve(), [update], "bob") is False
