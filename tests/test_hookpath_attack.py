@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from aismm.core.files import schema_errors
-from aismm.core.schema_subset import surely_valid
+from aismm.core.schema_subset import _scoped, surely_valid
 from aismm.core.signing import load_private_key, sign
 from aismm.infra import loose
 from aismm.infra.git import Repo
@@ -174,6 +174,10 @@ SCHEMA_ATTACKS: dict[str, tuple[Any, Any]] = {
                                                              "type": "string"}}}, {"a": "x"}),
     "a root $id that is not a string": ({"$id": 5, "type": "object"}, {}),
     "a $ref through an array": ({"$ref": "#/items/0", "items": [{"type": "string"}]}, "s"),
+    # property names are not keywords (a property may be called $schema), but a $ref to the
+    # mapping of them makes jsonschema read it as a schema, in the dialect it names
+    "a $ref to a mapping of property names": ({"$ref": "#/properties", "properties": {
+        "$schema": D3, "properties": {"a": {"required": ["b"]}}}}, {}),
 }
 
 
@@ -189,6 +193,18 @@ def test_a_schema_jsonschema_reads_otherwise_is_not_surely_valid(name: str) -> N
     schema, instance = SCHEMA_ATTACKS[name]
     assert _gate_refuses(schema, instance), name
     assert surely_valid(schema, instance) is False
+
+
+def test_property_names_that_look_like_keywords_keep_the_shortcut() -> None:
+    """A property called $schema or $id (schema_design's deliverable schema has one) is a
+    name, not a dialect or a base: the shipped schema is still judged without jsonschema."""
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "contracts" / "schema_design"
+                          / "schemas" / "deliverable.schema.json").read_text())
+    schema = {"properties": {"$schema": {"const": "x"}, "$id": {"type": "string"}},
+              "required": ["$schema"]}
+    assert surely_valid(schema, {"$schema": "x", "$id": "y"}) is True
+    assert surely_valid(schema, {"$schema": "y"}) is False
+    assert _scoped(shipped, root=True) is False
 
 
 def test_the_2020_12_dialect_keeps_its_shortcut() -> None:

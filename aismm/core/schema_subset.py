@@ -49,11 +49,16 @@ def surely_valid(schema: Any, instance: Any) -> bool:
         return False
 
 
-def _scoped(node: Any, root: bool = False) -> bool:
+def _scoped(node: Any, root: bool = False, names: bool = False) -> bool:
+    """Whether a keyword that changes how references resolve, or which dialect applies, is
+    anywhere in ``node``; ``names``: ``node`` is a ``properties`` mapping, whose keys are
+    property names, not keywords (:func:`_ref` never lands on such a mapping)."""
     if isinstance(node, dict):
-        return any((key in _SCOPED and not (root and key == "$id" and isinstance(value, str)))
-                   or (key == "$schema" and value != _DIALECT) or _scoped(value)
-                   for key, value in node.items())
+        return any((not names and ((key in _SCOPED and not (
+            root and key == "$id" and isinstance(value, str))) or (
+            key == "$schema" and value != _DIALECT)))
+            or _scoped(value, names=not names and key == "properties")
+            for key, value in node.items())
     if isinstance(node, list):
         return any(_scoped(value) for value in node)
     return False
@@ -205,6 +210,8 @@ def _ref(value: Any, instance: Any, _schema: Any, root: dict[str, Any], depth: i
             if not isinstance(target, dict) or part not in target:
                 raise _Unsure  # (through an array: jsonschema may fail where it walks)
             target = target[part]
+        if part == "properties":
+            raise _Unsure  # maybe a mapping of property names, which _scoped did not check
     return _valid(target, instance, root, depth)
 
 
