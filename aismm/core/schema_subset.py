@@ -7,7 +7,9 @@ instance. It knows the keywords the contracts' schemas use — ``type``, ``prope
 count bounds, ``pattern`` (``re.search``, as jsonschema does) and local ``$ref`` — and every
 check is at least as strict as jsonschema's: ``1.0`` is not taken for an integer, ``enum`` and
 ``const`` compare scalars of the same type only. Any other keyword, a reference it cannot
-follow, a malformed schema, anything it is not sure of, answers False, and the caller asks
+follow (or one through an array), a ``$schema`` naming another dialect anywhere (jsonschema
+switches to it for that subschema), a malformed schema (a root ``$id`` that is not a string),
+anything it is not sure of, answers False, and the caller asks
 jsonschema (which then also words the errors). It exists because importing jsonschema costs a
 hook run without ``aismm serve`` more than everything else it judges (docs/architecture.md).
 """
@@ -28,6 +30,8 @@ _IGNORED = frozenset({"$schema", "$comment", "title", "description", "examples",
 _SCOPED = frozenset({"$id", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef",
                      "$recursiveAnchor", "$vocabulary"})
 _DEPTH = 64  # reference and nesting depth beyond which the answer is "not sure"
+# jsonschema switches to the dialect a (sub)schema's $schema names: only this one is judged here
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 class _Unsure(Exception):
@@ -45,10 +49,16 @@ def surely_valid(schema: Any, instance: Any) -> bool:
         return False
 
 
-def _scoped(node: Any, root: bool = False) -> bool:
+def _scoped(node: Any, root: bool = False, names: bool = False) -> bool:
+    """Whether a keyword that changes how references resolve, or which dialect applies, is
+    anywhere in ``node``; ``names``: ``node`` is a ``properties`` mapping, whose keys are
+    property names, not keywords (:func:`_ref` never lands on such a mapping)."""
     if isinstance(node, dict):
-        return any((key in _SCOPED and not (root and key == "$id")) or _scoped(value)
-                   for key, value in node.items())
+        return any((not names and ((key in _SCOPED and not (
+            root and key == "$id" and isinstance(value, str))) or (
+            key == "$schema" and value != _DIALECT)))
+            or _scoped(value, names=not names and key == "properties")
+            for key, value in node.items())
     if isinstance(node, list):
         return any(_scoped(value) for value in node)
     return False
@@ -197,12 +207,11 @@ def _ref(value: Any, instance: Any, _schema: Any, root: dict[str, Any], depth: i
             raise _Unsure  # an anchor name
         for part in pointer[1:].split("/"):
             part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, dict) and part in target:
-                target = target[part]
-            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-                target = target[int(part)]
-            else:
-                raise _Unsure
+            if not isinstance(target, dict) or part not in target:
+                raise _Unsure  # (through an array: jsonschema may fail where it walks)
+            target = target[part]
+        if part == "properties":
+            raise _Unsure  # maybe a mapping of property names, which _scoped did not check
     return _valid(target, instance, root, depth)
 
 

@@ -5,7 +5,8 @@ Importing pygit2 costs a hook run without ``aismm serve`` more than judging a de
 files backend), loose objects (zlib, each checked against its id) and the plainest commits and
 trees. It answers exactly as :class:`aismm.infra.git.Repo` would, or raises :class:`Unsure`:
 an object that is packed or absent, a commit with any header beyond tree, one parent, author,
-committer and one ``gpgsig``, a tree entry with a mode git would not write itself, a history
+committer and one ``gpgsig`` (or an ident git would not write, or a NUL), a tree entry with a
+mode git would not write itself, a tree out of git's order or naming an entry twice, a history
 with a merge, a missing subtree. The caller then lets the full path (pygit2) judge.
 (``tests/test_hookpath_loose.py`` compares it with :class:`aismm.infra.git.Repo`.)
 """
@@ -23,6 +24,9 @@ __all__ = ["Entry", "Loose", "Unsure", "read_refs"]
 
 _OID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
+# an author or committer line as git writes it, which libgit2 surely parses (it refuses a
+# malformed e-mail or date outright: the gate then refuses the commit it cannot read)
+_IDENT = re.compile(rb"[^<>\n]* <[^<>\n]*> [0-9]{1,15} [+-](?:0[0-9]|1[0-4])[0-5][0-9]")
 MODE_TREE = 0o040000
 _MODES = {b"40000": MODE_TREE, b"100644": 0o100644, b"100755": 0o100755, b"120000": 0o120000,
           b"160000": 0o160000}  # the modes git writes, which libgit2 reports unchanged
@@ -134,7 +138,9 @@ class Loose:
         for folder in self._dirs:
             try:
                 with open(folder / oid[:2] / oid[2:], "rb") as handle:
-                    packed = handle.read(_LIMIT)
+                    if os.fstat(handle.fileno()).st_size > _LIMIT:
+                        raise Unsure  # (read(_LIMIT) would reserve _LIMIT bytes each time)
+                    packed = handle.read()
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -155,6 +161,35 @@ class Loose:
             return kind, body
         raise Unsure  # packed, elsewhere or absent
 
+    def size(self, oid: str) -> int:
+        """A blob's size as its header declares it, read without inflating the rest (as
+        libgit2's ``read_header``); :meth:`blob` checks it against the object's id."""
+        hit = self._cache.get(oid)
+        if hit is not None:
+            if hit[0] != b"blob":
+                raise Unsure
+            return len(hit[1])
+        if len(oid) != 40 or not _OID.fullmatch(oid):
+            raise Unsure
+        for folder in self._dirs:
+            try:
+                with open(folder / oid[:2] / oid[2:], "rb") as handle:
+                    start = handle.read(4096)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise Unsure from exc
+            try:
+                head = zlib.decompressobj().decompress(start, 64)
+            except zlib.error as exc:
+                raise Unsure from exc
+            header, nul, _rest = head.partition(b"\0")
+            kind, _, size = header.partition(b" ")
+            if not nul or kind != b"blob" or not size.isdigit():
+                raise Unsure
+            return int(size)
+        raise Unsure  # packed, elsewhere or absent
+
     def exists(self, oid: str) -> bool:
         self._object(oid)
         return True
@@ -172,8 +207,8 @@ class Loose:
         """A commit whose headers are exactly tree, one parent, author, committer and at most
         one ``gpgsig``; the signature and payload as libgit2 splits them."""
         kind, body = self._object(oid)
-        if kind != b"commit":
-            raise Unsure
+        if kind != b"commit" or b"\0" in body:
+            raise Unsure  # libgit2 reads a commit, and what it signs, up to a NUL only
         head, sep, _message = body.partition(b"\n\n")
         if not sep:
             raise Unsure
@@ -181,7 +216,9 @@ class Loose:
         if len(lines) < 4 or not (lines[0].startswith(b"tree ") and
                                   lines[1].startswith(b"parent ") and
                                   lines[2].startswith(b"author ") and
-                                  lines[3].startswith(b"committer ")):
+                                  lines[3].startswith(b"committer ") and
+                                  _IDENT.fullmatch(lines[2], 7) and
+                                  _IDENT.fullmatch(lines[3], 10)):
             raise Unsure
         tree, parent = lines[0][5:], lines[1][7:]
         if not (_HEX40.fullmatch(tree) and _HEX40.fullmatch(parent)):
@@ -205,20 +242,30 @@ class Loose:
         return body[5:45].decode()
 
     def tree(self, oid: str) -> list[tuple[bytes, int, str]]:
-        """(name, mode, id) of each entry, in stored order."""
+        """(name, mode, id) of each entry, in stored order: git's order, each name once and
+        without a slash (libgit2 looks names up by bisection; another tree is Unsure)."""
         kind, body = self._object(oid)
         if kind != b"tree":
             raise Unsure
         out = []
+        names: set[bytes] = set()
+        last = b""
         at = 0
         while at < len(body):
             space, nul = body.find(b" ", at), body.find(b"\0", at)
             if not 0 <= space < nul:
                 raise Unsure
             mode = _MODES.get(body[at:space])
-            if mode is None or nul + 21 > len(body) or nul == space + 1:
+            name = body[space + 1:nul]
+            if mode is None or nul + 21 > len(body) or not name or b"/" in name or \
+                    name in names:
                 raise Unsure
-            out.append((body[space + 1:nul], mode, body[nul + 1:nul + 21].hex()))
+            key = name + b"/" if mode == MODE_TREE else name  # git sorts a tree as name/
+            if key <= last:
+                raise Unsure
+            names.add(name)
+            last = key
+            out.append((name, mode, body[nul + 1:nul + 21].hex()))
             at = nul + 21
         return out
 

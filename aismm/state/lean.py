@@ -287,13 +287,13 @@ def _accepts(root: Path, name: str, git_dir: Path, updates: list[tuple[str, str,
     if policy is None or policy.workflow or signers is None:
         return False
     memo: dict[tuple[str, int], int] = {}
-    return all(_attempt(repo, policy, limits, signers, pusher, old, new, ref, memo)
+    return all(_attempt(repo, policy, limits, signers, pusher, old, new, ref, memo, refs)
                for old, new, ref in updates)
 
 
 def _attempt(repo: Loose, policy: _Policy, limits: _HubLimits, signers: dict[str, str],
              pusher: str | None, old: str, new: str, ref: str,
-             memo: dict[tuple[str, int], int]) -> bool:
+             memo: dict[tuple[str, int], int], refs: Mapping[str, str]) -> bool:
     """One update, under the rules of aismm.gate's ``_judge_attempt`` for the agent's own
     commits; False at the first rule that does not plainly pass. Histories are read along
     single parents (:meth:`Loose.chain`): every commit an attempt holds has one parent, and a
@@ -311,7 +311,9 @@ def _attempt(repo: Loose, policy: _Policy, limits: _HubLimits, signers: dict[str
     if any(not 0 <= repo.count_paths(repo.tree_of(c), limits.max_files, nesting, memo)
            <= limits.max_files for c in commits):
         return False
-    rivals = {tree for other, tip in repo.refs(ATTEMPT).items() if other != ref
+    # the judged values (_judged_refs), not the refs read again: a rival's delivery that a
+    # write skipping the gate rewinds meanwhile still counts, as the gate puts it back first
+    rivals = {tree for other, tip in refs.items() if other.startswith(ATTEMPT) and other != ref
               for c in repo.chain(tip, policy.main)
               if (tree := repo.subtree_id(c, "deliverable")) is not None}
     for oid in commits:
@@ -349,7 +351,13 @@ def _deliverable_fits(repo: Loose, policy: _Policy, tip: str) -> bool:
     rules = policy.rules
     deliverable = {p: e for p, e in files.items() if p.startswith("deliverable/")}
     regular = {p for p, e in deliverable.items() if e.mode in (MODE_FILE, MODE_EXEC)}
-    sizes = {p: len(repo.blob(e.oid)) if p in regular else 0 for p, e in deliverable.items()}
+    sizes = {p: repo.size(e.oid) if p in regular else 0 for p, e in deliverable.items()}
+    limits = rules.deliverable.limits
+    if any(size > limits.max_file_bytes for size in sizes.values()) or \
+            sum(sizes.values()) > limits.max_total_bytes:
+        return False  # the gate refuses it: never inflate (nor hold) what it would not read
+    if any(len(repo.blob(deliverable[p].oid)) != sizes[p] for p in regular):
+        return False  # each blob checked against its id (and its header)
     if layout_problems(rules, "deliverable", sizes, required=False,
                        around=[p for p in files if p not in deliverable]):
         return False
