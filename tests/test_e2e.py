@@ -1,0 +1,211 @@
+"""The served end-to-end path and what was cut from it for speed.
+
+- A mission through `aismm serve` on a ``processing: daemon`` hub, as a hub runs in
+  production: create → clone → deliver → push (answered at once) → the platform's verdict
+  arrives on the attempt → merge into ``accepted`` → push → ``settled`` tag and paid escrow.
+  The verdict and the tag are awaited by polling the mission's refs (what benchmarks/bench_flow.py
+  measures).
+- ``Repo.set_configs`` (a new mission's config in one write) reads back, through the git binary,
+  exactly as ``Repo.set_config`` one key at a time.
+- The contracts a resident process remembers per registry commit are never stale: a newly
+  published version is what the next mission gets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aismm.core.clock import FixedClock
+from aismm.core.errors import RepositoryError
+from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, SETTLED
+from aismm.infra.git import Repo, read_refs
+from aismm.infra.hub import HubConfig
+from aismm.infra.ledger import Ledger
+from aismm.services import mission, registrar
+from aismm.services.hubs import init_hub
+from aismm.state.provision import settings
+from tests.conftest import git
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
+NOW = "2026-01-01T00:00:00Z"
+
+
+def _poll(ready, every: float = 0.005, bound: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    """Look every ``every`` seconds until ``ready()`` (True at once); ``bound`` only ends a
+    hung run (False), it is never the wait a result relies on."""
+    deadline = time.monotonic() + bound
+    while not ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def _config(repo: Path, key: str) -> str:
+    done = subprocess.run(["git", "--git-dir", str(repo), "config", "--get", key],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.rstrip("\n") if done.returncode == 0 else f"<exit {done.returncode}>"
+
+
+VALUES: dict[str, str | int | bool] = {
+    "receive.fsckObjects": True, "receive.denyDeletes": False, "receive.maxInputSize": 67108864,
+    "core.logAllRefUpdates": "always", "gc.auto": 0, "gpg.format": "ssh",
+    "gpg.ssh.allowedSignersFile": '/a path/with "quotes" and \\back\\slashes;#=x',
+}
+
+
+def test_set_configs_reads_back_like_set_config(tmp_path: Path) -> None:
+    one_by_one = Repo.init_bare(tmp_path / "a.git")
+    for key, value in VALUES.items():
+        one_by_one.set_config(key, value)
+    at_once = Repo.init_bare(tmp_path / "b.git")
+    at_once.set_configs(VALUES)
+    for key in [*VALUES, "core.bare", "core.repositoryformatversion"]:
+        assert _config(at_once.path, key) == _config(one_by_one.path, key), key
+    assert _config(at_once.path, "gpg.ssh.allowedSignersFile") == VALUES[
+        "gpg.ssh.allowedSignersFile"]
+    assert _config(at_once.path, "receive.fsckObjects") == "true"
+    # the repository still opens, and git accepts a push under those settings
+    assert Repo(at_once.path).refs() == {}
+    assert not (at_once.path / "config.lock").exists()
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("gpg.ssh.allowedSignersFile", "two\nlines"),
+    ("receive.fsck Objects", True),
+    ('gpg.s"sh.allowedSignersFile', "x"),
+    ("nosection", "x"),
+])
+def test_set_configs_refuses_what_it_cannot_write(tmp_path: Path, key: str,
+                                                  value: str | bool) -> None:
+    repo = Repo.init_bare(tmp_path / "r.git")
+    before = (repo.path / "config").read_bytes()
+    with pytest.raises(RepositoryError, match="config"):
+        repo.set_configs({"gc.auto": 0, key: value})
+    assert (repo.path / "config").read_bytes() == before  # nothing half written
+    assert not (repo.path / "config.lock").exists()
+
+
+@pytest.fixture(scope="module")
+def daemon_hub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A ``processing: daemon`` hub with an external specialist ``me`` and a client."""
+    root = tmp_path_factory.mktemp("e2e")
+    hub = init_hub(root / "hub", clock=FixedClock(NOW), config=HubConfig(processing="daemon"))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "me")],
+                   check=True)
+    registrar.add_actor(hub, "me", ["specialist"], "me-corp",
+                        (root / "me.pub").read_text(), False)
+    registrar.add_actor(hub, "alice", ["client"], None, None, True)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        ledger.deposit("alice", 1000, cause="seed")
+    return hub.root, root / "me"
+
+
+def test_a_created_mission_has_the_receive_settings_in_its_config(
+        daemon_hub: tuple[Path, Path]) -> None:
+    from aismm.infra.hub import Hub
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    created = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                             inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    expect = {k: ("true" if v is True else str(v)) for k, v in
+              settings(hub.config.limits.max_push_bytes).items()}
+    expect |= {"gpg.format": "ssh", "gpg.ssh.allowedSignersFile": str(hub.allowed_signers_path)}
+    assert {k: _config(created.path, k) for k in expect} == expect
+    refs = read_refs(created.path)
+    assert refs is not None and refs[MAIN] == refs[ACCEPTED] == refs[f"{ATTEMPT}me"]
+
+
+def test_a_mission_end_to_end_through_serve_in_daemon_mode(
+        daemon_hub: tuple[Path, Path], tmp_path: Path) -> None:
+    from aismm.infra.hub import Hub
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    key = daemon_hub[1]
+    created = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                             inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aismm", "--hub", str(hub.root), "serve", "--interval", "60"],
+            stdout=out, stderr=out, env={**os.environ, "AISMM_NOW": NOW,
+                                         "AISMM_WARM_WORKERS": "1"})
+    try:
+        assert _poll(lambda: proc.poll() is not None or "serving " in log.read_text()), \
+            log.read_text()
+        assert proc.poll() is None, log.read_text()
+        clone = tmp_path / "clone"
+        git("clone", "-q", "-b", "attempts/me", "-c", "gpg.format=ssh", "-c",
+            f"user.signingkey={key}", "-c", "commit.gpgsign=true", str(created.path),
+            str(clone))
+        (clone / "deliverable").mkdir()
+        for f in (TASK / "golden").iterdir():
+            (clone / "deliverable" / f.name).write_bytes(f.read_bytes())
+        git("add", "deliverable", cwd=clone)
+        git("commit", "-q", "-m", "Deliver", cwd=clone)
+        pushed = git("push", "origin", "attempts/me", cwd=clone)
+        assert "queued for the hub" in pushed.stderr, pushed.stderr  # answered at once
+        delivered = git("rev-parse", "HEAD:deliverable", cwd=clone).stdout.strip()
+        repo = Repo(created.path)
+
+        def verdict() -> bytes | None:
+            tip = (read_refs(created.path) or {}).get(f"{ATTEMPT}me")
+            return repo.read(tip, "verdicts/platform.yaml") if tip else None
+
+        assert _poll(lambda: verdict() is not None), log.read_text()
+        text = verdict() or b""
+        assert f"deliverable_tree: {delivered}".encode() in text
+        assert b"verdict: pass" in text
+
+        git("fetch", "-q", cwd=clone)
+        git("switch", "-q", "accepted", cwd=clone)
+        git("-c", f"user.signingkey={hub.key_path('alice')}", "merge", "-q", "--no-ff", "-S",
+            "-m", "Accept", "origin/attempts/me", cwd=clone)
+        accepted = git("push", "origin", "accepted", cwd=clone)
+        assert "queued for the hub" in accepted.stderr, accepted.stderr
+        assert _poll(lambda: SETTLED in (read_refs(created.path) or {})), log.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    with Ledger(hub.db_path, hub.clock) as ledger:
+        assert ledger.balance(f"escrow:{created.doc.id}") == 0
+        assert ledger.balance("provider:me-corp") == created.doc.price
+        assert ledger.closure(created.doc.id) is not None
+    tag = Repo(created.path).tag(read_refs(created.path)[SETTLED])  # type: ignore[index]
+    assert tag.target == git("rev-parse", "HEAD", cwd=clone).stdout.strip()
+    assert "warm sandbox workers ran" in log.read_text()
+
+
+def test_contracts_remembered_per_registry_commit_follow_a_new_version(
+        daemon_hub: tuple[Path, Path]) -> None:
+    from aismm.infra.hub import Hub
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    first = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                           inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    assert first.doc.contract.ref == "contract.code_review@1.0.0"
+    registry = Repo(hub.registry_path)
+    tip = registry.ref(MAIN)
+    assert tip is not None
+    base = "contracts/contract.code_review/1.0.0/"
+    files = {p.replace("/1.0.0/", "/1.1.0/", 1): registry.blob(e.oid)
+             for p, e in registry.flatten(tip).items() if p.startswith(base)}
+    doc = f"{base.replace('1.0.0', '1.1.0')}contract.yaml"
+    files[doc] = files[doc].replace(b"version: 1.0.0", b"version: 1.1.0")
+    assert b"version: 1.1.0" in files[doc]
+    registrar.commit_files(hub, dict(files), "Publish code_review 1.1.0\n",
+                           hub.config.platform)
+    second = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                            inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    assert second.doc.contract.ref == "contract.code_review@1.1.0"
+    again = mission.create(hub, contract_ref="contract.code_review@1.0.0", client="alice",
+                           inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    assert again.doc.contract.sha256 == first.doc.contract.sha256
