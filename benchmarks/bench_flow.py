@@ -7,6 +7,7 @@ Every AISMM figure is printed next to a plain-git baseline measured in the same 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,19 +85,24 @@ def _await(what: str, ready: Callable[[], bool], poll: float, clock: Callable[[]
         time.sleep(poll)
 
 
-def _verdicts_on(path: Path, branch: str, reviewers: tuple[str, ...]) -> bool:
+def _verdicts_on(path: Path, branch: str, reviewers: tuple[str, ...]) -> Callable[[], bool]:
     """Whether the attempt's tip carries a passing verdict of each reviewer for its own
-    deliverable tree (read from the hub's repository: refs from their files, then pygit2)."""
-    tip = (read_refs(path) or {}).get(branch)
-    if tip is None:
-        return False
-    repo = Repo(path)
-    tree = repo.subtree_id(tip, "deliverable")
-    for reviewer in reviewers:
-        text = repo.read(tip, f"verdicts/{reviewer}.yaml") or b""
-        if f"deliverable_tree: {tree}".encode() not in text or b"verdict: pass" not in text:
+    deliverable tree: each poll reads the refs from their files; a tip is read (pygit2) once."""
+    judged: dict[str, bool] = {}
+
+    def ready() -> bool:
+        tip = (read_refs(path) or {}).get(branch)
+        if tip is None:
             return False
-    return True
+        if tip not in judged:
+            repo = Repo(path)
+            tree = repo.subtree_id(tip, "deliverable")
+            texts = [repo.read(tip, f"verdicts/{r}.yaml") or b"" for r in reviewers]
+            judged[tip] = all(f"deliverable_tree: {tree}".encode() in text
+                              and b"verdict: pass" in text for text in texts)
+        return judged[tip]
+
+    return ready
 
 
 def _one_mission(hub: Hub, key: Path, work: Path, i: int, served: bool = False,
@@ -117,7 +123,7 @@ def _one_mission(hub: Hub, key: Path, work: Path, i: int, served: bool = False,
     pushed = clock()
     out = git("push", "-q", "origin", "attempts/ext", cwd=clone)
     if served:
-        _await("verdict", lambda: _verdicts_on(path, f"{ATTEMPT}ext", REVIEWERS), poll, clock)
+        _await("verdict", _verdicts_on(path, f"{ATTEMPT}ext", REVIEWERS), poll, clock)
     else:
         assert "reviewer ref-reviewer on ext: PASS" in out, out
     push_s = clock() - pushed
@@ -180,25 +186,61 @@ def _processing(hub: Hub, mode: str) -> Hub:
     return Hub(hub.root, hub.clock)
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used by process ``pid`` and its descendants, live or reaped (Linux /proc):
+    user + system of each live process, plus what each has collected from reaped children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # gone meanwhile: its time is in its parent's cutime/cstime
+    return total
+
+
+def _cpu(serve: subprocess.Popen[bytes] | None = None) -> float:
+    """CPU seconds so far of this process, its reaped children (git, ssh-keygen, the hooks)
+    and, given, the `aismm serve` process tree (its threads, warm workers and their runs)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return total + (_tree_cpu(serve.pid) if serve is not None else 0.0)
+
+
 def _served(hub: Hub, key: Path, work: Path, n: int, first: int, workers: int
             ) -> dict[str, float]:
     """``n`` missions through `aismm serve`, each paired with a plain-git mission run just
-    before it (so both see the same load); one untimed warm-up pair first."""
+    before it (so both see the same load); one untimed warm-up pair first. Wall time and CPU
+    time (everything each side ran, the server included) are both summed per side."""
     proc = _serve(hub, workers)
     try:
         _plain_mission(work, first)
         _one_mission(hub, key, work, first, served=True)
         pushes, totals, plain = [], [], []
+        cpu, plain_cpu = 0.0, 0.0
         for i in range(first + 1, first + 1 + n):
+            before = _cpu(proc)
             plain.append(_plain_mission(work, i))
+            middle = _cpu(proc)
             push_s, total_s = _one_mission(hub, key, work, i, served=True)
+            after = _cpu(proc)
+            plain_cpu += middle - before
+            cpu += after - middle
             pushes.append(push_s)
             totals.append(total_s)
     finally:
         proc.terminate()
         proc.wait()
     return {"push_p50_s": statistics.median(pushes), "missions_per_s": n / sum(totals),
-            "baseline_missions_per_s": n / sum(plain), "vs_baseline": sum(totals) / sum(plain)}
+            "baseline_missions_per_s": n / sum(plain), "vs_baseline": sum(totals) / sum(plain),
+            "cpu_per_mission_s": cpu / n, "baseline_cpu_per_mission_s": plain_cpu / n,
+            "cpu_vs_baseline": cpu / plain_cpu if plain_cpu else float("nan")}
 
 
 def _growth(root: Path, sizes: list[int]) -> dict[str, float]:
@@ -252,7 +294,12 @@ def run(quick: bool) -> dict[str, Any]:
         "e2e_served_missions_per_s": warm["missions_per_s"],
         "e2e_served_baseline_missions_per_s": warm["baseline_missions_per_s"],
         "e2e_served_vs_baseline": warm["vs_baseline"],
+        "e2e_served_cpu_per_mission_s": warm["cpu_per_mission_s"],
+        "e2e_served_baseline_cpu_per_mission_s": warm["baseline_cpu_per_mission_s"],
+        "e2e_served_cpu_vs_baseline": warm["cpu_vs_baseline"],
         "e2e_served_oneshot_vs_baseline": oneshot["vs_baseline"],
+        "e2e_served_oneshot_cpu_vs_baseline": oneshot["cpu_vs_baseline"],
+        "e2e_served_daemon_cpu_vs_baseline": daemon["cpu_vs_baseline"],
         "e2e_served_daemon_missions_per_s": daemon["missions_per_s"],
         "e2e_served_daemon_vs_baseline": daemon["vs_baseline"],
         "load_average_1min": os.getloadavg()[0],

@@ -113,6 +113,12 @@ def main() -> None:
          f"{v(f, 'e2e_served_missions_per_s')} /s",
          f"plain git {v(f, 'e2e_served_baseline_missions_per_s')} /s (paired), ratio "
          f"{v(f, 'e2e_served_vs_baseline', '{:.2f}')}x; goal <= 2.5x"),
+        ("  its CPU per mission (all processes, serve's included) / plain git's",
+         f"{v(f, 'e2e_served_cpu_per_mission_s')} / "
+         f"{v(f, 'e2e_served_baseline_cpu_per_mission_s')} s",
+         f"ratio {v(f, 'e2e_served_cpu_vs_baseline', '{:.2f}')}x (one-shot "
+         f"{v(f, 'e2e_served_oneshot_cpu_vs_baseline', '{:.2f}')}x, daemon "
+         f"{v(f, 'e2e_served_daemon_cpu_vs_baseline', '{:.2f}')}x)"),
         ("  the same, one-shot sandbox / `processing: daemon`",
          f"{v(f, 'e2e_served_oneshot_vs_baseline', '{:.2f}')}x / "
          f"{v(f, 'e2e_served_daemon_vs_baseline', '{:.2f}')}x",

@@ -445,14 +445,20 @@ class Repo:
     def export(self, commit: str, dest: Path) -> dict[str, str]:
         """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
         files = {}
+        top = os.fspath(dest)
+        made = {""}  # folders made so far (relative): each is made once
         for path, entry in self.flatten(commit).items():
             if entry.mode not in (MODE_FILE, MODE_EXEC) or ".." in path.split("/"):
                 continue
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.blob(entry.oid))
+            folder = path.rpartition("/")[0]
+            if folder not in made:
+                os.makedirs(os.path.join(top, folder), exist_ok=True)
+                made.add(folder)
+            target = os.path.join(top, path)
+            with open(target, "wb") as out:
+                out.write(self.blob(entry.oid))
             if entry.mode == MODE_EXEC:
-                target.chmod(0o755)
+                os.chmod(target, 0o755)
             files[path] = entry.oid
         return files
 
