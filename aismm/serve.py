@@ -174,8 +174,9 @@ class _Hints(FileSystemEventHandler):
             except ValueError:
                 continue
             at = 1 if parts[:1] == ("registry.git",) else 2
-            if len(parts) < at or not parts[at - 1].endswith(".git"):
-                continue
+            if len(parts) < at or not parts[at - 1].endswith(".git") or \
+                    parts[at - 1].startswith("."):
+                continue  # not a repository, or one being built (renamed into place when done)
             name = "/".join(parts[:at])
             if len(parts) == at and event.event_type in ("created", "moved"):
                 self.watch(self.root / name)  # a new mission renamed into place
