@@ -209,3 +209,44 @@ def test_contracts_remembered_per_registry_commit_follow_a_new_version(
     again = mission.create(hub, contract_ref="contract.code_review@1.0.0", client="alice",
                            inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
     assert again.doc.contract.sha256 == first.doc.contract.sha256
+
+
+def _serve(hub_root: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aismm", "--hub", str(hub_root), "serve", "--interval", "60"],
+            stdout=out, stderr=out, env={**os.environ, "AISMM_NOW": NOW,
+                                         "AISMM_WARM_WORKERS": "0"})
+    assert _poll(lambda: proc.poll() is not None or "serving " in log.read_text()), \
+        log.read_text()
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def test_a_mission_created_while_serve_runs_is_watched_once_renamed_into_place(
+        daemon_hub: tuple[Path, Path], tmp_path: Path) -> None:
+    """The repository being built (``missions/.tmp-*.git``) is not watched; the mission it
+    becomes is: a ref written behind the gate there is put back without waiting for a sweep
+    (the interval is 60 s)."""
+    from aismm.infra.hub import Hub
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    log = tmp_path / "serve.log"
+    proc = _serve(hub.root, log)
+    try:
+        threads = len(os.listdir(f"/proc/{proc.pid}/task"))
+        made = [mission.create(hub, contract_ref="contract.code_review", client="alice",
+                               inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+                for _ in range(3)]
+        created = made[-1]
+        bare = str(created.path)
+        git("--git-dir", bare, "update-ref", "refs/heads/accepted", created.main)  # unchanged
+        git("--git-dir", bare, "update-ref", "-d", "refs/heads/accepted")
+        assert _poll(lambda: (read_refs(created.path) or {}).get(ACCEPTED) == created.main), \
+            log.read_text()
+        assert _poll(lambda: "deleted without the gate" in log.read_text()), log.read_text()
+        # two watches (refs/ and the folder itself) per mission, none for the staging folder
+        assert len(os.listdir(f"/proc/{proc.pid}/task")) <= threads + 2 * len(made)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
