@@ -226,8 +226,9 @@ def _serve(hub_root: Path, log: Path) -> subprocess.Popen[bytes]:
 def test_a_mission_created_while_serve_runs_is_watched_once_renamed_into_place(
         daemon_hub: tuple[Path, Path], tmp_path: Path) -> None:
     """The repository being built (``missions/.tmp-*.git``) is not watched; the mission it
-    becomes is: a ref written behind the gate there is put back without waiting for a sweep
-    (the interval is 60 s)."""
+    becomes is: a ref deleted, or written in place, behind the gate there is put back without
+    waiting for a sweep (the interval is 60 s). The watches ask for writes only (serve.WRITES),
+    and those two writes are among them."""
     from aismm.infra.hub import Hub
 
     hub = Hub(daemon_hub[0], FixedClock(NOW))
@@ -245,6 +246,12 @@ def test_a_mission_created_while_serve_runs_is_watched_once_renamed_into_place(
         assert _poll(lambda: (read_refs(created.path) or {}).get(ACCEPTED) == created.main), \
             log.read_text()
         assert _poll(lambda: "deleted without the gate" in log.read_text()), log.read_text()
+        # written in place (no lock, no rename), to a commit this repository does not hold
+        foreign = made[0].main
+        assert foreign != created.main
+        (created.path / "refs" / "heads" / "accepted").write_text(foreign + "\n")
+        assert _poll(lambda: (read_refs(created.path) or {}).get(ACCEPTED) == created.main), \
+            log.read_text()
         # two watches (refs/ and the folder itself) per mission, none for the staging folder
         assert len(os.listdir(f"/proc/{proc.pid}/task")) <= threads + 2 * len(made)
     finally:
