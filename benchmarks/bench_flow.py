@@ -27,7 +27,7 @@ from aismm.core.refs import ATTEMPT, SETTLED  # noqa: E402
 from aismm.infra.git import Repo, read_refs  # noqa: E402
 from aismm.infra.hub import Hub  # noqa: E402
 from aismm.infra.ledger import Ledger  # noqa: E402
-from aismm.services import lifecycle, market, mission, registrar  # noqa: E402
+from aismm.services import lifecycle, market, mission, registrar, worker  # noqa: E402
 from aismm.services.hubs import init_hub  # noqa: E402
 
 TASK = ROOT / "contracts" / "code_review" / "benchmark" / "http_helpers"
@@ -117,6 +117,8 @@ def _one_mission(hub: Hub, key: Path, work: Path, i: int, served: bool = False,
     start = clock()
     created = mission.create(hub, contract_ref="contract.code_review", client="alice",
                              inputs=TASK / "inputs", price=100, tier="T0", agents=["ext"])
+    if hub.config.processing == "inline":  # as `mission create` and the API do: the new
+        worker.process(hub)  # mission's events now (daemon: serve handles them)
     path = hub.mission_path(created.doc.id)
     clone = _clone(hub, created.doc.id, work / f"m{i}", key, "attempts/ext")
     _deliver(clone)
