@@ -257,3 +257,33 @@ def test_a_mission_created_while_serve_runs_is_watched_once_renamed_into_place(
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
+
+
+def test_a_policy_remembered_per_main_commit_follows_main(daemon_hub: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """load_policy is remembered per ``main`` commit id: a repository whose main moves (here a
+    copy of a mission, moved by hand) reads the new commit's policy, never the remembered one."""
+    import shutil
+
+    from aismm.infra.hub import Hub
+    from aismm.state.policy import load_policy
+    from aismm.state.registry import identity
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    created = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                             inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    before = load_policy(Repo(created.path))
+    assert before is not None and before.doc.price == 100 and before.main == created.main
+    copy = Repo(Path(shutil.copytree(created.path, tmp_path / "copy.git", symlinks=True)))
+    raw = copy.read(created.main, "mission.yaml")
+    assert raw is not None and b"price: 100\n" in raw
+    tree = copy.build_tree(copy.tree_of(created.main),
+                           {"mission.yaml": raw.replace(b"price: 100\n", b"price: 150\n")})
+    moved = copy.write_commit(tree=tree, parents=[created.main], message="reprice\n",
+                              key=hub.hosted_key("alice"), who=identity("alice"),
+                              when=hub.clock.now())
+    copy.update_ref(MAIN, moved, created.main)
+    after = load_policy(Repo(copy.path))
+    assert after is not None and after.main == moved and after.doc.price == 150
+    again = load_policy(Repo(created.path))
+    assert again is not None and again.doc.price == 100 and again.main == created.main
