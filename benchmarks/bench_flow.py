@@ -241,6 +241,8 @@ def _served(hub: Hub, key: Path, work: Path, n: int, first: int, workers: int
         proc.wait()
     return {"push_p50_s": statistics.median(pushes), "missions_per_s": n / sum(totals),
             "baseline_missions_per_s": n / sum(plain), "vs_baseline": sum(totals) / sum(plain),
+            "pair_ratio_p50": statistics.median(
+                [t / b for t, b in zip(totals, plain, strict=True)]),
             "cpu_per_mission_s": cpu / n, "baseline_cpu_per_mission_s": plain_cpu / n,
             "cpu_vs_baseline": cpu / plain_cpu if plain_cpu else float("nan")}
 
@@ -296,6 +298,7 @@ def run(quick: bool) -> dict[str, Any]:
         "e2e_served_missions_per_s": warm["missions_per_s"],
         "e2e_served_baseline_missions_per_s": warm["baseline_missions_per_s"],
         "e2e_served_vs_baseline": warm["vs_baseline"],
+        "e2e_served_pair_ratio_p50": warm["pair_ratio_p50"],
         "e2e_served_cpu_per_mission_s": warm["cpu_per_mission_s"],
         "e2e_served_baseline_cpu_per_mission_s": warm["baseline_cpu_per_mission_s"],
         "e2e_served_cpu_vs_baseline": warm["cpu_vs_baseline"],
