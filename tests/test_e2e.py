@@ -287,3 +287,23 @@ def test_a_policy_remembered_per_main_commit_follows_main(daemon_hub: tuple[Path
     assert after is not None and after.main == moved and after.doc.price == 150
     again = load_policy(Repo(created.path))
     assert again is not None and again.doc.price == 100 and again.main == created.main
+
+
+def test_export_writes_a_checkout_into_a_folder_it_makes(daemon_hub: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    """Repo.export (what a DoD check, a reviewer and a benchmark score read) makes ``dest``
+    and every folder, and writes each regular file of the commit with its bytes."""
+    from aismm.infra.hub import Hub
+
+    hub = Hub(daemon_hub[0], FixedClock(NOW))
+    created = mission.create(hub, contract_ref="contract.code_review", client="alice",
+                             inputs=TASK / "inputs", price=100, tier="T0", agents=["me"])
+    repo = Repo(created.path)
+    dest = tmp_path / "not" / "yet" / "checkout"
+    written = repo.export(created.main, dest)
+    assert set(written) == set(repo.flatten(created.main)) >= {"README.md", "mission.yaml",
+                                                               "inputs/src/client.py"}
+    on_disk = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert on_disk == set(written)
+    for path, oid in written.items():
+        assert (dest / path).read_bytes() == repo.blob(oid)

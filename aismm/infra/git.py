@@ -446,7 +446,7 @@ class Repo:
         """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
         files = {}
         top = os.fspath(dest)
-        made = {""}  # folders made so far (relative): each is made once
+        made: set[str] = set()  # folders made so far (relative; "" is dest): each made once
         for path, entry in self.flatten(commit).items():
             if entry.mode not in (MODE_FILE, MODE_EXEC) or ".." in path.split("/"):
                 continue
