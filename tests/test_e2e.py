@@ -105,7 +105,7 @@ def daemon_hub(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                         (root / "me.pub").read_text(), False)
     registrar.add_actor(hub, "alice", ["client"], None, None, True)
     with Ledger(hub.db_path, hub.clock) as ledger:
-        ledger.deposit("alice", 1000, cause="seed")
+        ledger.deposit("alice", 100_000, cause="seed")  # every mission of this module
     return hub.root, root / "me"
 
 
