@@ -107,10 +107,25 @@ def main() -> None:
         ("served push-to-verdict, warm workers / one-shot sandbox (median)",
          f"{v(f, 'push_to_verdict_served_p50_s')} / "
          f"{v(f, 'push_to_verdict_served_oneshot_p50_s')} s", "goal <= 0.150 s warm"),
-        ("end-to-end missions/s (create→deliver→review→accept→settle)",
+        ("end-to-end missions/s (create→deliver→review→accept→settle), no serve",
          f"{v(f, 'e2e_missions_per_s')} /s",
          f"plain git {v(f, 'baseline_missions_per_s')} /s, ratio "
          f"{v(f, 'e2e_vs_baseline', '{:.1f}')}x"),
+        ("end-to-end missions/s through `aismm serve`, warm workers",
+         f"{v(f, 'e2e_served_missions_per_s')} /s",
+         f"plain git {v(f, 'e2e_served_baseline_missions_per_s')} /s (paired), ratio "
+         f"{v(f, 'e2e_served_vs_baseline', '{:.2f}')}x (median of the pairs "
+         f"{v(f, 'e2e_served_pair_ratio_p50', '{:.2f}')}x); goal <= 2.5x"),
+        ("  its CPU per mission (all processes, serve's included) / plain git's",
+         f"{v(f, 'e2e_served_cpu_per_mission_s')} / "
+         f"{v(f, 'e2e_served_baseline_cpu_per_mission_s')} s",
+         f"ratio {v(f, 'e2e_served_cpu_vs_baseline', '{:.2f}')}x (one-shot "
+         f"{v(f, 'e2e_served_oneshot_cpu_vs_baseline', '{:.2f}')}x, daemon "
+         f"{v(f, 'e2e_served_daemon_cpu_vs_baseline', '{:.2f}')}x)"),
+        ("  the same, one-shot sandbox / `processing: daemon`",
+         f"{v(f, 'e2e_served_oneshot_vs_baseline', '{:.2f}')}x / "
+         f"{v(f, 'e2e_served_daemon_vs_baseline', '{:.2f}')}x",
+         f"daemon push-to-verdict median {v(f, 'push_to_verdict_served_daemon_p50_s')} s"),
         ("ledger settlements/s single / batched",
          f"{v(l, 'single_per_s', '{:.0f}')} / {v(l, 'batched_per_s', '{:.0f}')}",
          f"naive {v(l, 'naive_per_s', '{:.0f}')} /s, batched ratio "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -149,6 +150,42 @@ class Repo:
     # -- config ---------------------------------------------------------------------------
     def set_config(self, key: str, value: str | int | bool) -> None:
         self._r.config[key] = value
+
+    def set_configs(self, values: dict[str, str | int | bool]) -> None:
+        """Set several keys of the repository's own config in one write (each
+        :meth:`set_config` rewrites the file under its lock). For a repository this process
+        just created and nobody else writes yet: the entries are appended as git writes them,
+        and the file is replaced by a rename (a reader sees the old or the new one)."""
+        if not values:
+            return
+        sections: dict[str, list[str]] = {}
+        for key, value in values.items():
+            section, _, name = key.rpartition(".")
+            head, _, sub = section.partition(".")
+            if not _CONFIG_NAME.fullmatch(name) or not _CONFIG_NAME.fullmatch(head) or \
+                    any(c in sub for c in '"\\\n'):
+                raise RepositoryError(f"{key}: not a config key this writer handles; use "
+                                      "set_config")
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if "\n" in text or "\0" in text:
+                raise RepositoryError(f"{key}: a config value holds a line break; use one line")
+            quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+            title = f'[{head} "{sub}"]' if sub else f"[{head}]"
+            sections.setdefault(title, []).append(f'\t{name} = "{quoted}"\n')
+        config = self.path / "config"
+        body = config.read_bytes() if config.exists() else b""
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        body += "".join(f"{title}\n{''.join(lines)}" for title, lines in sections.items()).encode()
+        tmp = self.path / "config.lock"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+            os.replace(tmp, config)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     # -- refs -----------------------------------------------------------------------------
     def ref(self, name: str) -> str | None:
@@ -409,14 +446,20 @@ class Repo:
     def export(self, commit: str, dest: Path) -> dict[str, str]:
         """Write a commit's regular files under ``dest`` (a checkout without .git); path -> oid."""
         files = {}
+        top = os.fspath(dest)
+        made: set[str] = set()  # folders made so far (relative; "" is dest): each made once
         for path, entry in self.flatten(commit).items():
             if entry.mode not in (MODE_FILE, MODE_EXEC) or ".." in path.split("/"):
                 continue
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.blob(entry.oid))
+            folder = path.rpartition("/")[0]
+            if folder not in made:
+                os.makedirs(os.path.join(top, folder), exist_ok=True)
+                made.add(folder)
+            target = os.path.join(top, path)
+            with open(target, "wb") as out:
+                out.write(self.blob(entry.oid))
             if entry.mode == MODE_EXEC:
-                target.chmod(0o755)
+                os.chmod(target, 0o755)
             files[path] = entry.oid
         return files
 
@@ -517,3 +560,6 @@ class Repo:
         ).encode()
         data = body + sign(key, body).encode()
         return str(self._r.odb.write(ObjectType.TAG, data))
+
+
+_CONFIG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # a config section's or variable's name

@@ -20,7 +20,7 @@ from aismm.core.model import dump_yaml
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, TAGS
 from aismm.core.safepath import path_problem
 from aismm.core.signing import PrivateKey, verify
-from aismm.infra.git import Repo
+from aismm.infra.git import Repo, read_refs
 from aismm.infra.hub import BENCH_PREFIX, Hub, bundled
 from aismm.infra.ledger import MAX_AMOUNT, Ledger, fee_for
 from aismm.services import events, judged
@@ -170,7 +170,7 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
     if not {"client", "orchestrator"} & set(client_actor.roles) and not (
             (benchmark or parent) and client == hub.config.platform):
         raise ActorError(f"--client {client}: lacks the client role; use a client actor")
-    contract, files, sha = registry.resolve_contract(hub, contract_ref)
+    contract, files, sha = _resolve_contract(hub, contract_ref)
     if price is not None and price < 0:
         raise UsageError(f"--price {price}: must not be negative; give a whole number of tokens")
     if price is not None and price > MAX_AMOUNT:
@@ -243,7 +243,9 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         shutil.rmtree(staging, ignore_errors=True)
     try:
         repo = Repo.init_bare(staging)
-        provision.configure(repo, hub.config.limits.max_push_bytes)
+        repo.set_configs({**provision.settings(hub.config.limits.max_push_bytes),
+                          "gpg.format": "ssh",
+                          "gpg.ssh.allowedSignersFile": str(hub.allowed_signers_path)})
         tree = repo.build_tree(None, tree_files)
         main = repo.write_commit(tree=tree, parents=[], message=f"Open mission {mission_id}\n\n"
                                  f"contract: {contract.ref}\nclient: {client}\n", key=key,
@@ -253,8 +255,6 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
         judged.judge(hub, repo, updates, creating=True)
         for _old, new, ref in updates:
             repo.update_ref(ref, new, None)
-        repo.set_config("gpg.format", "ssh")
-        repo.set_config("gpg.ssh.allowedSignersFile", str(hub.allowed_signers_path))
         install(staging)
         policy = load_policy(repo)
         if policy is not None:  # so the mission's first delivery takes the lean hook path too
@@ -272,6 +272,28 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
 
     events.record(hub, final, [("0" * 40, new, ref) for _old, new, ref in updates], client)
     return Created(doc, final, main)
+
+
+_CONTRACTS: dict[tuple[Path, str, str], tuple[Contract, dict[str, bytes], str]] = {}
+_CONTRACTS_KEPT = 64  # entries (a resident process sees few registry commits and contracts)
+
+
+def _resolve_contract(hub: Hub, ref: str) -> tuple[Contract, dict[str, bytes], str]:
+    """:func:`registry.resolve_contract`, remembered per registry commit: a resident process
+    (`aismm serve`, the HTTP API) parses the published contracts once per registry commit
+    instead of once per mission. Keyed by the commit it was read at (the same before and
+    after reading, else not kept), so an entry is never stale."""
+    before = (read_refs(hub.registry_path) or {}).get(MAIN)
+    key = (hub.registry_path, before or "", ref)
+    if before is not None and key in _CONTRACTS:
+        contract, files, sha = _CONTRACTS[key]
+        return contract, dict(files), sha
+    contract, files, sha = registry.resolve_contract(hub, ref)
+    if before is not None and before == (read_refs(hub.registry_path) or {}).get(MAIN):
+        if len(_CONTRACTS) >= _CONTRACTS_KEPT:
+            _CONTRACTS.clear()
+        _CONTRACTS[key] = (contract, dict(files), sha)
+    return contract, files, sha
 
 
 def _price(hub: Hub, agents: list[str], price: int | None) -> int:

@@ -133,7 +133,7 @@ def settle(hub: Hub, mission_id: str) -> list[str]:
     agent = next(ref[len(ATTEMPT):] for ref, tip in repo.refs(ATTEMPT).items()
                  if repo.is_ancestor(head, tip))
     owner = registry.actor(hub, agent).owner
-    lines = close_children(hub, mission_id)
+    lines = close_children(hub, mission_id) if policy.contract.steps else []  # workflows only
     with Ledger(hub.db_path, hub.clock) as ledger:
         done = ledger.closure(mission_id)
         if done is not None and done.kind == "settled" and repo.ref(SETTLED) is not None:

@@ -60,10 +60,28 @@ def _frozen_contract(raw: bytes) -> Contract:
 
 
 def load_policy(repo: Repo) -> MissionPolicy | None:
-    """The mission's policy from ``main`` (None when main does not exist yet)."""
+    """The mission's policy from ``main`` (None when main does not exist yet).
+
+    Remembered per ``main`` commit id (the policy is a function of that commit's content, so
+    an entry is never stale): the services read it several times per event."""
     main = repo.ref(MAIN)
     if main is None:
         return None
+    known = _POLICIES.get(main)
+    if known is not None:
+        return known
+    policy = _read_policy(repo, main)
+    if len(_POLICIES) >= _POLICIES_KEPT:
+        _POLICIES.clear()
+    _POLICIES[main] = policy
+    return policy
+
+
+_POLICIES: dict[str, MissionPolicy] = {}
+_POLICIES_KEPT = 1024  # missions' main commits (a policy is a few kilobytes)
+
+
+def _read_policy(repo: Repo, main: str) -> MissionPolicy:
     raw = repo.read(main, "mission.yaml")
     if raw is None:
         raise GateRejection([Problem(MAIN, "mission.yaml", "missing", "repair the mission")])

@@ -21,7 +21,7 @@ from aismm.infra.git import Repo
 from aismm.infra.hub import bundled
 
 __all__ = ["CLIENT", "MARKER", "PYCACHE", "build_client", "compile_package", "configure",
-           "install"]
+           "install", "settings"]
 
 MARKER = "# aismm-hook:"
 NAMES = ("pre-receive", "post-receive")
@@ -82,12 +82,17 @@ def build_client(hub_root: Path) -> Path | None:
     return target
 
 
-def configure(repo: Repo, max_input: int = 64 << 20) -> None:
+def settings(max_input: int = 64 << 20) -> dict[str, str | int | bool]:
     """The receive settings every hub repository has (docs/protocol.md, "The hub")."""
-    for key, value in (("receive.fsckObjects", True), ("receive.denyNonFastForwards", True),
-                       ("receive.denyDeletes", True), ("receive.advertisePushOptions", True),
-                       ("receive.maxInputSize", max_input), ("core.logAllRefUpdates", "always"),
-                       ("gc.auto", 0)):
+    return {"receive.fsckObjects": True, "receive.denyNonFastForwards": True,
+            "receive.denyDeletes": True, "receive.advertisePushOptions": True,
+            "receive.maxInputSize": max_input, "core.logAllRefUpdates": "always", "gc.auto": 0}
+
+
+def configure(repo: Repo, max_input: int = 64 << 20) -> None:
+    """Write :func:`settings` into a repository's config (one key at a time, over whatever it
+    holds; a repository just created takes them in one write with ``Repo.set_configs``)."""
+    for key, value in settings(max_input).items():
         repo.set_config(key, value)
 
 
