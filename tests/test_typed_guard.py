@@ -45,9 +45,6 @@ ALLOWED: dict[str, str] = {
     # ledger rows: infra/ledger.py's write path is another branch's; dump() feeds the export
     "aismm.infra.ledger:Ledger.dump": "the export's ledger NDJSON rows (infra/ledger.py is "
     "another branch's file)",
-    # the registry's assessment record as JSON, for the one caller on another branch
-    "aismm.state.registry:status_of": "JSON shim for services/mission.py (another branch); "
-    "use latest_assessment",
 }
 
 

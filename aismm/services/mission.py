@@ -27,7 +27,7 @@ from aismm.services import events, judged
 from aismm.state import lean, provision, registry
 from aismm.state.policy import MissionPolicy, dependence, load_policy
 from aismm.state.provision import install
-from aismm.state.registry import status_of
+from aismm.state.registry import latest_assessment
 
 __all__ = [
     "ACCEPTED",
@@ -188,8 +188,8 @@ def create(hub: Hub, *, contract_ref: str, client: str, inputs: Path, price: int
             raise ActorError(f"--agent {agent_id}: lacks the specialist role; assign a "
                              "specialist")
         if tier != "T0":
-            listed = (status_of(hub, agent_id) or {}).get("status") == "listed"
-            if not listed:
+            record = latest_assessment(hub, agent_id)
+            if record is None or not record.listed:
                 raise ActorError(f"--agent {agent_id}: not listed (no passing assessment); at "
                                  f"{tier} only listed agents can be hired: run `aismm agent "
                                  "assess`, or hire it at --tier T0 at your own risk")

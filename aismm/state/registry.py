@@ -43,7 +43,6 @@ __all__ = [
     "manifests",
     "resolve_contract",
     "snapshot",
-    "status_of",
 ]
 
 
@@ -345,10 +344,3 @@ def latest_assessment(hub: Hub, agent: str) -> AssessmentRecord | None:
     """The latest assessment record of an agent, or None."""
     records = assessments(hub).get(agent)
     return records[-1] if records else None
-
-
-def status_of(hub: Hub, agent: str) -> dict[str, Any] | None:
-    """The latest assessment record of an agent as JSON, or None (prefer
-    :func:`latest_assessment`; kept for a caller on another branch)."""
-    record = latest_assessment(hub, agent)
-    return record.to_json() if record else None
