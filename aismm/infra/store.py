@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Event", "GroupCommit", "Store", "backup", "connect", "group_commit",
-           "group_for", "worker_alive", "worker_id"]
+__all__ = ["CachedSummary", "Event", "GroupCommit", "Store", "SummaryRow", "backup", "connect",
+           "group_commit", "group_for", "worker_alive", "worker_id"]
 
 _T = TypeVar("_T")
 
@@ -48,10 +48,29 @@ CREATE TABLE IF NOT EXISTS executions (
     commits TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_agent ON executions (agent);
-CREATE TABLE IF NOT EXISTS summaries (
-    mission TEXT PRIMARY KEY, key TEXT NOT NULL, body TEXT NOT NULL
+DROP TABLE IF EXISTS summaries;
+CREATE TABLE IF NOT EXISTS mission_summaries (
+    mission TEXT PRIMARY KEY, last INTEGER NOT NULL, registry TEXT NOT NULL,
+    failed TEXT NOT NULL, refs TEXT NOT NULL, files TEXT, stamp TEXT,
+    contract TEXT NOT NULL, tier TEXT NOT NULL, client TEXT NOT NULL, agents TEXT NOT NULL,
+    price INTEGER NOT NULL, fee INTEGER NOT NULL, closed TEXT, open TEXT NOT NULL,
+    deadline REAL NOT NULL, met_in_time INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+# One cached mission summary (table ``mission_summaries``, written by
+# :func:`aismm.services.lifecycle.list_missions`), in column order: mission, the id of its
+# repository's last logged move, the registry commit and the failed runs it was derived for,
+# its judged refs ("ref=oid" lines), the files that hold them and their stamp
+# (:func:`aismm.infra.git.ref_stamp`; None when not kept), contract, tier, client, agents (a
+# JSON list), price, fee, the closed state (or None), the open state, the deadline (POSIX
+# seconds) and whether a delivery was met in time (0/1).
+SummaryRow = tuple[str, int, str, str, str, str | None, str | None, str, str, str, str, int, int,
+                   str | None, str, float, int]
+CachedSummary = tuple[str, int, str, str, str, str | None, str | None, str, str, str, str, int,
+                      int, str | None, str, float, int, int]
+_SUMMARY_COLUMNS = ("mission, last, registry, failed, refs, files, stamp, contract, tier, "
+                    "client, agents, price, fee, closed, open, deadline, met_in_time")
 
 
 _SCHEMA_NAMES = set(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
@@ -479,16 +498,26 @@ class Store:
                                      (repo,)).fetchone()[0])
 
     # -- derived summaries ----------------------------------------------------------------
-    def summaries(self) -> dict[str, tuple[str, str]]:
-        """Every cached mission summary: mission -> (the key it was derived for, its body)."""
-        return {str(m): (str(k), str(b)) for m, k, b in self.conn.execute(
-            "SELECT mission, key, body FROM summaries")}
+    def summaries(self) -> dict[str, CachedSummary]:
+        """Every cached mission summary (:data:`SummaryRow`) followed by the id of its
+        repository's last logged move now (0 when none), in one read. A row whose columns do
+        not have their types is left out (derived again)."""
+        checks = " AND ".join(
+            [f"typeof({c}) = 'text'" for c in ("registry", "failed", "refs", "contract", "tier",
+                                                "client", "agents", "open")]
+            + [f"typeof({c}) = 'integer'" for c in ("last", "price", "fee", "met_in_time")]
+            + [f"typeof({c}) IN ('text', 'null')" for c in ("files", "stamp", "closed")]
+            + ["typeof(deadline) IN ('real', 'integer')"])
+        return {row[0]: row for row in self.conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS}, coalesce((SELECT max(id) FROM events "
+            "WHERE repo = 'missions/' || s.mission || '.git'), 0) "
+            f"FROM mission_summaries AS s WHERE {checks}")}
 
-    def put_summaries(self, rows: dict[str, tuple[str, str]]) -> None:
-        """Cache mission summaries (mission -> (key, body)), replacing older ones."""
-        values = [(m, k, b) for m, (k, b) in rows.items()]
+    def put_summaries(self, rows: list[SummaryRow]) -> None:
+        """Cache mission summaries, replacing older ones of the same missions."""
         self._write(lambda conn: conn.executemany(
-            "INSERT OR REPLACE INTO summaries (mission, key, body) VALUES (?, ?, ?)", values))
+            f"INSERT OR REPLACE INTO mission_summaries ({_SUMMARY_COLUMNS}) "
+            f"VALUES ({', '.join('?' * 17)})", rows))
 
     def log_rows(self) -> list[dict[str, Any]]:
         """The whole ref-state log, oldest first, with each event's status (for export)."""
