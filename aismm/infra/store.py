@@ -99,6 +99,10 @@ class _Job:
         self.error: BaseException | None = None
 
 
+_GATHER = 8  # yields at most before a group is taken
+_CHECKPOINT_PAGES = 10_000  # the group writer's WAL autocheckpoint (SQLite's default: 1,000)
+
+
 class GroupCommit:
     """One writer connection and thread for a hub database: group commit.
 
@@ -108,14 +112,24 @@ class GroupCommit:
     ``synchronous=FULL`` and only then wakes the callers: a caller returns only after its
     transaction's commit is durable, and one fdatasync serves the whole group. A failed
     COMMIT fails every job of the group (none of them returns as done).
+
+    Before it takes a group the writer yields while more jobs keep arriving (at most
+    ``gather`` times): the callers the last commit woke hand in their next job and share the
+    next fdatasync, instead of waiting for the one after (with 32 callers a group holds ~31
+    jobs instead of ~16). A lone caller costs one yield. The writer's connection checkpoints
+    the WAL every ``checkpoint_pages`` pages rather than SQLite's 1,000: fewer, larger
+    checkpoints, each page written back once however often the groups changed it.
     """
 
-    def __init__(self, path: Path, max_group: int = 512) -> None:
+    def __init__(self, path: Path, max_group: int = 512, gather: int = _GATHER,
+                 checkpoint_pages: int = _CHECKPOINT_PAGES) -> None:
         self.path = Path(path)
         self.max_group = max_group
+        self.gather = gather
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._conn = connect(self.path, thread_bound=False)  # the writer thread's alone
         self._conn.execute("PRAGMA cache_size = -65536")
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
         self._thread = threading.Thread(target=self._loop, name=f"group-commit {path}",
                                         daemon=True)
         self._closed = False
@@ -168,6 +182,7 @@ class GroupCommit:
             first = self._jobs.get()
             if first is None:
                 break
+            self._gather()
             group = [first]
             while len(group) < self.max_group:
                 try:
@@ -179,6 +194,16 @@ class GroupCommit:
                     break
                 group.append(more)
             self._commit(group)
+
+    def _gather(self) -> None:
+        """Yield to the callers while their jobs keep arriving (see the class docstring)."""
+        seen = -1
+        for _ in range(self.gather):
+            waiting = self._jobs.qsize()
+            if waiting == seen or waiting + 1 >= self.max_group:
+                return
+            seen = waiting
+            time.sleep(0)  # lets a woken caller take the GIL and hand in its job
 
     def _commit(self, group: list[_Job]) -> None:
         conn = self._conn
@@ -250,14 +275,15 @@ def group_for(path: Path) -> GroupCommit | None:
 
 
 @contextmanager
-def group_commit(path: Path) -> Iterator[GroupCommit]:
+def group_commit(path: Path, **tuning: int) -> Iterator[GroupCommit]:
     """Route this process' writes to the database at ``path`` (outbox, executions, ledger)
-    through one group writer while the block runs (``aismm serve`` does)."""
+    through one group writer while the block runs (``aismm serve`` does). ``tuning`` passes
+    :class:`GroupCommit`'s ``max_group``, ``gather`` and ``checkpoint_pages`` (benchmarks)."""
     key = _key(path)
     with _GROUPS_LOCK:
         if key in _GROUPS:
             raise RuntimeError(f"{path}: a group writer already runs for this database")
-        _GROUPS[key] = writer = GroupCommit(path)
+        _GROUPS[key] = writer = GroupCommit(path, **tuning)
     try:
         yield writer
     finally:
