@@ -363,10 +363,10 @@ def list_missions(hub: Hub, state: str | None = None, agent: str | None = None
     reg = judged.ensure(hub, judged.REGISTRY)[0].get(MAIN) or ""
     with Store(hub.db_path) as store:
         cached = store.summaries()
-        failed_runs_ = store.executions(outcome="failed")
+        failing = store.executions(outcome="failed")
     runs: Runs = {}
     failed_ids: dict[str, list[str]] = {}
-    for run in failed_runs_:
+    for run in failing:
         runs.setdefault((run["mission"], run["agent"]), []).append(run)
         failed_ids.setdefault(run["mission"], []).append(run["id"])
     failed = {m: " ".join(sorted(ids)) for m, ids in failed_ids.items()}
