@@ -186,12 +186,12 @@ def _missions(root: Path, n: int) -> dict[str, float]:
     out[f"missions_{n}_uncached_s"], out[f"missions_{n}_uncached_cpu_s"], rows = _timed(
         lambda: lifecycle.list_missions(hub))
     assert len(rows) == n
-    # Baseline in the same run: the summaries cached but no stamps, so every mission's refs
-    # are read from its files and compared (what a listing did before the stamps).
+    # The summaries cached but every stamp lost (a copied hub, a new format): each mission's
+    # refs are read from its files, compared and stamped again (a one-off cost).
     with Store(hub.db_path) as store, store.conn:
         store.conn.execute("UPDATE mission_summaries SET files = NULL, stamp = NULL")
     registry.forget()
-    out[f"missions_{n}_read_s"], out[f"missions_{n}_read_cpu_s"], again = _timed(
+    out[f"missions_{n}_restamp_s"], out[f"missions_{n}_restamp_cpu_s"], again = _timed(
         lambda: lifecycle.list_missions(hub))
     assert again == rows
     with Store(hub.db_path) as store:
@@ -205,8 +205,6 @@ def _missions(root: Path, n: int) -> dict[str, float]:
         best = min(best, (wall, cpu))
     out[f"missions_{n}_cached_s"], out[f"missions_{n}_cached_cpu_s"] = best
     out[f"missions_{n}_ratio"] = out[f"missions_{n}_uncached_s"] / out[f"missions_{n}_cached_s"]
-    out[f"missions_{n}_stamp_vs_read_cpu"] = (out[f"missions_{n}_read_cpu_s"]
-                                              / out[f"missions_{n}_cached_cpu_s"])
     out[f"missions_{n}_cli_s"] = _cli(hub, "mission", "list", "--json")
     out[f"missions_{n}_cli_cpu_s"] = _cli_cpu(hub, "mission", "list", "--json")
     shutil.rmtree(hub.root)

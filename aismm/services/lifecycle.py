@@ -451,12 +451,16 @@ def _refresh(hub: Hub, misses: list[str], cached: dict[str, CachedSummary], reg:
                 values_ = _derive_summary(hub, mission_id, snap, runs)
                 agents = _agents(values_[3], seen) or ()  # a JSON list of ids, made just now
                 derived = True
-            after_files = ref_files(path)
-            after = ref_stamp(path, after_files) if after_files is not None else None
-            now_refs = read_refs(path)
-            moved = (now_refs if now_refs is not None else Repo(path).refs()) != refs
-            settled = before is not None and after == before and after_files == files and \
-                stamp_newest(before) < start - _SETTLE_NS
+            # A stamp taken when its newest file was already _SETTLE_NS old was taken before
+            # anything moved since `start` (a move then would show a newer ctime), with the
+            # same files as were listed (a new file changes its folder's ctime); refs read
+            # after it are at least as new, and anything newer breaks the stamp next time.
+            settled = before is not None and stamp_newest(before) < start - _SETTLE_NS
+            moved = False
+            if derived:  # derived from the repository as it is now: kept only if it was so
+                now_refs = read_refs(path)  # all along (the same refs, the same stamp)
+                moved = (now_refs if now_refs is not None else Repo(path).refs()) != refs
+                settled = settled and files is not None and ref_stamp(path, files) == before
             summary: SummaryRow = (mission_id, last, reg, known, listed,
                                    "\n".join(files) if settled and files else None,
                                    before if settled else None, *values_)
