@@ -187,7 +187,10 @@ def _incidents(site: Site) -> list[tuple[str, str, str]]:
         return [(i["ref"], i["found"], i["restored"]) for i in store.incidents()]
 
 
-def test_a_ref_written_in_place_under_a_stamp_is_judged_before_it_is_listed(site: Site) -> None:
+@pytest.mark.parametrize("bulk", [0, 64], ids=["log-read-whole", "log-read-per-mission"])
+def test_a_ref_written_in_place_under_a_stamp_is_judged_before_it_is_listed(
+        site: Site, monkeypatch: pytest.MonkeyPatch, bulk: int) -> None:
+    monkeypatch.setattr(lifecycle, "_BULK", bulk)  # more misses than this: one read of the log
     mid = site.create()
     site.deliver(mid)
     before = lifecycle.list_missions(site.hub)
