@@ -622,7 +622,7 @@ def _ref_tree(folder: str, prefix: str, out: list[str]) -> bool:
     return True
 
 
-def ref_stamp(path: str, files: list[str]) -> str | None:
+def ref_stamp(path: str, files: list[str], dir_fd: int | None = None) -> str | None:
     """The stamp of ``files`` (:func:`ref_files`) of the repository at ``path``: each one's
     inode, size and ctime (``ino:size:ctime_ns``, space-separated); None when one is missing.
 
@@ -631,11 +631,12 @@ def ref_stamp(path: str, files: list[str]) -> str | None:
     its ctime, which no program can set back. So an equal stamp means equal refs, provided the
     stamp was taken when its newest ctime (:func:`stamp_newest`) was already older than the
     file system's timestamp granularity (a later write could otherwise land in the same tick):
-    the caller keeps a stamp only then.
+    the caller keeps a stamp only then. With ``dir_fd``, ``path`` is relative to that folder
+    (shorter lookups when many repositories of one folder are stamped).
     """
     lstat = os.lstat
     try:
-        found = [lstat(f"{path}/{name}") for name in files]
+        found = [lstat(f"{path}/{name}", dir_fd=dir_fd) for name in files]
     except OSError:
         return None
     return " ".join([f"{st.st_ino}:{st.st_size}:{st.st_ctime_ns}" for st in found])

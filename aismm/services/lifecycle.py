@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -387,18 +388,24 @@ def list_missions(hub: Hub, state: str | None = None, agent: str | None = None
                        summary[12])
 
     ids = hub.mission_ids()
-    for mission_id in ids:  # the stamped summaries: one stat per file that holds a ref
-        hit = cached.get(mission_id)
-        if hit is not None and hit[5] is not None and hit[6] is not None and \
-                hit[1] == hit[17] and hit[2] == reg and hit[3] == failed.get(mission_id, ""):
-            files = layouts.get(hit[5])
-            if files is None:
-                files = layouts[hit[5]] = hit[5].split("\n")
-            agents = _agents(hit[10], seen)
-            if agents is not None and ref_stamp(f"{folder}/{mission_id}.git", files) == hit[6]:
-                pick(mission_id, hit, agents)
-                continue
-        misses.append(mission_id)
+    top = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if ids else -1
+    try:
+        for mission_id in ids:  # the stamped summaries: one lstat per file that holds a ref
+            hit = cached.get(mission_id)
+            if hit is not None and hit[5] is not None and hit[6] is not None and \
+                    hit[1] == hit[17] and hit[2] == reg and hit[3] == failed.get(mission_id, ""):
+                files = layouts.get(hit[5])
+                if files is None:
+                    files = layouts[hit[5]] = hit[5].split("\n")
+                agents = _agents(hit[10], seen)
+                if agents is not None and \
+                        ref_stamp(f"{mission_id}.git", files, top) == hit[6]:
+                    pick(mission_id, hit, agents)
+                    continue
+            misses.append(mission_id)
+    finally:
+        if top >= 0:
+            os.close(top)
     if misses:
         fresh = _refresh(hub, misses, cached, reg, failed, runs, start, seen)
         for mission_id, summary, agents, _keep in fresh:
