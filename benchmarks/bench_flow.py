@@ -261,7 +261,7 @@ def _growth(root: Path, sizes: list[int]) -> dict[str, float]:
         out[f"list_{size}_s"] = time.perf_counter() - start
         assert len(rows) == size
         start = time.perf_counter()
-        lifecycle.status(hub, rows[-1]["id"])
+        lifecycle.status(hub, rows[-1].id)
         out[f"status_{size}_s"] = time.perf_counter() - start
     return out
 

@@ -478,3 +478,11 @@ def kit_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
     """Body of a module-scoped ``kit`` fixture: one hub per test module (the session's
     isolation from $HOME and the user's git config applies, see tests/conftest.py)."""
     yield make_kit(tmp_path_factory.mktemp("kit"))
+
+
+def assessment_json(hub: Hub, agent: str) -> dict[str, object] | None:
+    """The agent's latest assessment record as its JSON (what `agent show --json` prints)."""
+    from aismm.state import registry  # noqa: PLC0415 - only the assessment tests need it
+
+    record = registry.latest_assessment(hub, agent)
+    return record.to_json() if record else None

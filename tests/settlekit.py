@@ -25,7 +25,7 @@ from aismm.infra.hub import Hub
 from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
 from aismm.services import delivery, lifecycle, mission, registrar, worker
-from aismm.state import registry
+from tests import hubkit
 from tests.hubkit import copy_hub, copy_tree
 
 __all__ = [
@@ -70,7 +70,7 @@ def build_template(reference: Path, root: Path) -> Path:
     """The settlement template at ``root``: a copy of the ``reference`` hub (built and assessed
     once per session), with the client funded and the silent external reviewer."""
     hub = copy_hub(reference, root)
-    record = registry.status_of(hub, AGENT)
+    record = hubkit.assessment_json(hub, AGENT)
     assert record is not None and record["status"] == "listed", record
     registrar.add_actor(hub, CLIENT, ["client"], None, None, True)
     registrar.add_actor(hub, "vera", ["reviewer"], "vera-labs", generate_key().public_line, False)

@@ -37,7 +37,7 @@ from aismm.services import (
 )
 from aismm.services.mission import ATTEMPT
 from aismm.state import registry
-from tests import clikit
+from tests import clikit, hubkit
 from tests.clikit import Result
 from tests.hubkit import copy_hub
 
@@ -99,7 +99,7 @@ def template(reference_hub: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The session's assessed reference hub, plus this module's clients and hosted agents."""
     hub = copy_hub(reference_hub, tmp_path_factory.mktemp("assessment") / "hub")
     for agent in REFERENCE.values():
-        record = registry.status_of(hub, agent)
+        record = hubkit.assessment_json(hub, agent)
         assert record is not None and record["status"] == "listed", record
     registrar.add_actor(hub, "carol", ["client"], None, None, True)
     registrar.add_actor(hub, "mallory", ["client"], None, None, True)

@@ -13,7 +13,7 @@ import pytest
 
 from aismm.core.signing import generate_key
 from aismm.infra.git import Repo, read_refs
-from aismm.infra.store import Store
+from aismm.infra.store import CachedSummary, Store
 from aismm.services import lifecycle, settlement
 from aismm.state import registry
 from tests.settlekit import AGENT, CLIENT, SILENT, Site, make_site, run_git
@@ -25,22 +25,27 @@ def site(settle_template: Path, tmp_path: Path) -> Site:
     return make_site(settle_template, tmp_path)
 
 
-def _summaries(site: Site) -> dict[str, tuple[str, str]]:
+def _summaries(site: Site) -> dict[str, CachedSummary]:
     with Store(site.hub.db_path) as store:
         return store.summaries()
+
+
+def _key(summary: CachedSummary) -> tuple[int, str, str, str]:
+    """What a summary was derived from: last logged move, registry commit, failed runs, refs."""
+    return summary[1], summary[2], summary[3], summary[4]
 
 
 def _fresh(site: Site) -> list[lifecycle.MissionRow]:
     """The list derived from the repositories alone: the cache emptied first."""
     conn = sqlite3.connect(site.hub.db_path)
     with conn:
-        conn.execute("DELETE FROM summaries")
+        conn.execute("DELETE FROM mission_summaries")
     conn.close()
     return lifecycle.list_missions(site.hub)
 
 
 def _states(rows: list[lifecycle.MissionRow]) -> dict[str, str]:
-    return {r["id"]: r["state"] for r in rows}
+    return {r.id: r.state for r in rows}
 
 
 def test_the_cached_list_is_the_list_derived_afresh_in_every_state(site: Site) -> None:
@@ -57,19 +62,19 @@ def test_the_cached_list_is_the_list_derived_afresh_in_every_state(site: Site) -
     assert lifecycle.list_missions(site.hub) == first  # every row from the cache
     assert _fresh(site) == first
     for row in first:
-        assert lifecycle.status(site.hub, row["id"])["state"] == row["state"]
+        assert lifecycle.status(site.hub, row.id)["state"] == row.state
     assert lifecycle.list_missions(site.hub, state="settled") == [
-        r for r in first if r["id"] == settled]
+        r for r in first if r.id == settled]
 
 
 def test_a_cached_summary_is_replaced_when_the_mission_moves(site: Site) -> None:
     mid = site.create()
     assert _states(lifecycle.list_missions(site.hub)) == {mid: "assigned"}
-    key = _summaries(site)[mid][0]
+    key = _key(_summaries(site)[mid])
     site.deliver(mid)
     rows = lifecycle.list_missions(site.hub)
-    assert rows[0]["state"] == lifecycle.status(site.hub, mid)["state"] != "assigned"
-    assert _summaries(site)[mid][0] != key
+    assert rows[0].state == lifecycle.status(site.hub, mid)["state"] != "assigned"
+    assert _key(_summaries(site)[mid]) != key
 
 
 def test_the_deadline_is_applied_when_listing_not_when_caching(site: Site) -> None:
@@ -96,21 +101,25 @@ def test_a_ref_moved_without_the_gate_is_judged_before_it_is_listed(site: Site) 
                                who=registry.identity(CLIENT), when=site.clock.now())
     repo.update_ref("refs/heads/accepted", forged, logged)
     rows = lifecycle.list_missions(site.hub)
-    assert rows == before and rows[0]["state"] != "accepted"
+    assert rows == before and rows[0].state != "accepted"
     assert repo.ref("refs/heads/accepted") == logged  # put back before it was read
     with Store(site.hub.db_path) as store:
         assert [(i["ref"], i["found"], i["restored"]) for i in store.incidents()] == [
             ("refs/heads/accepted", forged, logged)]
 
 
-def test_a_damaged_summary_is_derived_again(site: Site) -> None:
+@pytest.mark.parametrize(("column", "value"), [("agents", '["ext"'), ("agents", '{"a": 1}'),
+                                               ("price", "a hundred"), ("deadline", "soon")])
+def test_a_damaged_summary_is_derived_again(site: Site, column: str, value: str) -> None:
     mid = site.create()
     expected = lifecycle.list_missions(site.hub)
-    key = _summaries(site)[mid][0]
-    with Store(site.hub.db_path) as store:
-        store.put_summaries({mid: (key, '{"row": "not a row"')})
+    good = _summaries(site)[mid]
+    conn = sqlite3.connect(site.hub.db_path)
+    with conn:
+        conn.execute(f"UPDATE mission_summaries SET {column} = ? WHERE mission = ?", (value, mid))
+    conn.close()
     assert lifecycle.list_missions(site.hub) == expected
-    assert _summaries(site)[mid][0] == key and _summaries(site)[mid][1].startswith('{"closed"')
+    assert _summaries(site)[mid][:5] == good[:5] and _summaries(site)[mid][7:17] == good[7:17]
 
 
 def test_read_refs_reads_what_libgit2_reads(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.services import market, mission, registrar
 from aismm.services.hubs import init_hub
-from aismm.state import registry
+from tests import hubkit
 from tests.conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_external_agent_assessed_by_git(tmp_path: Path, good: bool) -> None:
     else:
         assert record["status"] == "rejected"
         assert any("DoD failed" in r for r in record["reasons"])
-    assert registry.status_of(hub, "ext")["status"] == record["status"]
+    assert hubkit.assessment_json(hub, "ext")["status"] == record["status"]
     # benchmark missions hold no money and stay out of the mission list
     assert hub.mission_ids() == []
     assert len(hub.mission_ids(benchmark=True)) == len(tasks)

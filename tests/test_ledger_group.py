@@ -32,7 +32,11 @@ def _settle(db: Path, mission: str) -> None:
         ledger.settle(mission, "alice", "bob", PRICE, FEE, f"merge-{mission}")
 
 
-def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tuning", [{}, {"gather": 0, "checkpoint_pages": 1000},
+                                    {"gather": 8, "checkpoint_pages": 2}],
+                         ids=["default", "untuned", "checkpoint-every-commit"])
+def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path,
+                                                    tuning: dict[str, int]) -> None:
     db = tmp_path / "hub.db"
     missions = [f"m{i}" for i in range(96)]
     with Ledger(db, FixedClock(START)) as ledger:
@@ -46,7 +50,9 @@ def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path) -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    with group_commit(db) as writer:
+    with group_commit(db, **tuning) as writer:
+        checkpoint = writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert checkpoint == tuning.get("checkpoint_pages", 10_000)
         threads = [threading.Thread(target=caller, args=(c,)) for c in range(32)]
         for t in threads:
             t.start()

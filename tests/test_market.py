@@ -28,7 +28,7 @@ from aismm.infra.store import Store
 from aismm.services import market, registrar
 from aismm.services.hubs import init_hub
 from aismm.state import registry
-from tests import clikit
+from tests import clikit, hubkit
 from tests.clikit import Result
 from tests.hubkit import copy_hub
 
@@ -122,7 +122,7 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 # -- assessment before listing ---------------------------------------------------------------
 def test_reference_specialists_are_listed_with_a_badge(hub: Hub) -> None:
     for agent in SPECIALISTS:
-        record = registry.status_of(hub, agent)
+        record = hubkit.assessment_json(hub, agent)
         assert record is not None
         assert (record["status"], record["badge"], record["reasons"]) == ("listed", "gold", [])
         assert record["n"] == 1 and record["agent"] == agent
@@ -135,7 +135,7 @@ def test_reference_specialists_are_listed_with_a_badge(hub: Hub) -> None:
 
 
 def test_sloppy_agent_is_rejected_with_reasons(hub: Hub) -> None:
-    record = registry.status_of(hub, "sloppy-coder")
+    record = hubkit.assessment_json(hub, "sloppy-coder")
     assert record is not None
     assert (record["status"], record["badge"]) == ("rejected", None)
     assert record["reasons"] == [
@@ -163,7 +163,7 @@ def test_assessment_record_is_a_platform_signed_registry_commit(hub: Hub, agent:
     assert info.signature is not None and info.payload is not None
     platform = registry.actors(hub)[hub.config.platform]
     assert verify(info.signature, info.payload) == platform.key
-    assert load_yaml(repo.read(commits[0], path) or b"", path) == registry.status_of(hub, agent)
+    assert load_yaml(repo.read(commits[0], path) or b"", path) == hubkit.assessment_json(hub, agent)
 
 
 def test_each_contract_is_judged_by_its_own_thresholds(hub: Hub) -> None:

@@ -210,9 +210,9 @@ def test_list_and_show(hub: Hub) -> None:
     from aismm.services import lifecycle
 
     created = create(hub, tier="T0")
-    rows = {r["id"]: r for r in lifecycle.list_missions(hub)}
-    assert rows[created.doc.id]["state"] == "assigned"
-    assert rows[created.doc.id]["agents"] == ["ref-code-reviewer"]
+    rows = {r.id: r for r in lifecycle.list_missions(hub)}
+    assert rows[created.doc.id].state == "assigned"
+    assert rows[created.doc.id].agents == ("ref-code-reviewer",)
     shown = mission.show(hub, created.doc.id)
     assert shown["refs"]["refs/heads/main"] == {"id": created.main, "signer": "carol"}
     assert "mission.yaml" in shown["files"]

@@ -18,8 +18,7 @@ from aismm.core.model import dump_yaml
 from aismm.infra.hub import Hub
 from aismm.services import market, registrar, reviewbench
 from aismm.services.reviewbench import ReviewResult
-from aismm.state import registry
-from tests import clikit
+from tests import clikit, hubkit
 from tests.hubkit import copy_hub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +72,7 @@ def catalog_files(name: str) -> dict[str, bytes]:
 # -- the reference reviewer --------------------------------------------------------------------
 def test_reference_reviewer_is_listed_with_every_verdict_right(reference_hub: Path) -> None:
     hub = Hub(reference_hub)
-    record = registry.status_of(hub, "ref-reviewer")
+    record = hubkit.assessment_json(hub, "ref-reviewer")
     assert record is not None
     assert (record["status"], record["badge"], record["quality"], record["reasons"]) == \
         ("listed", "gold", 100.0, [])
@@ -107,7 +106,7 @@ def test_agent_assess_prints_the_reviewer_listed_with_its_score(
         in lines
     assert "  contract.unit_tests@1.0.0 mathx-golden: said pass, expected pass" in lines
     assert not any("reason" in line for line in lines)
-    record = registry.status_of(hub, "ref-reviewer")
+    record = hubkit.assessment_json(hub, "ref-reviewer")
     assert record is not None and (record["n"], record["status"]) == (2, "listed")
 
 
@@ -127,7 +126,7 @@ def test_a_reviewer_that_always_says_pass_is_rejected(hub: Hub) -> None:
         f"known-bad passed)"
         for ref, threshold in zip(ALL, (80, 85, 80), strict=True)
         for right, n, passed in [counts[ref]]]
-    assert registry.status_of(hub, "yes-man") == record
+    assert hubkit.assessment_json(hub, "yes-man") == record
     assert market.task_reason(bad[0]) == bad[0]["misses"][0]
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from aismm.cli.common import emit, hub_from
 from aismm.services import client, worker
+
+if TYPE_CHECKING:  # the list command imports lifecycle when it runs
+    from aismm.services.lifecycle import MissionRow
 
 
 @click.group("mission")
@@ -83,9 +88,28 @@ def list_(ctx: click.Context, state: str | None, agent: str | None, as_json: boo
     if agent is not None:
         registry.actor(hub, agent)  # an unknown agent is bad input, not an empty list
     rows = lifecycle.list_missions(hub, state=state, agent=agent)
-    emit(rows, as_json, "\n".join(
-        f"{r['id']:<28} {r['state']:<20} {r['contract']:<30} {r['tier']} "
-        f"{','.join(r['agents'])}" for r in rows) or "(no missions)")
+    if as_json:
+        click.echo(rows_json(rows))
+        return
+    emit(rows, False, "\n".join(
+        f"{r.id:<28} {r.state:<20} {r.contract:<30} {r.tier} {','.join(r.agents)}"
+        for r in rows) or "(no missions)")
+
+
+def rows_json(rows: list[MissionRow]) -> str:
+    """``json.dumps([r.to_dict() for r in rows], indent=2, sort_keys=True)``, byte for byte,
+    with the C string encoder (the indenting encoder is pure Python: ~15 µs a row)."""
+    if not rows:
+        return "[]"
+    out = []
+    for r in rows:
+        agents = ("[\n      " + ",\n      ".join(map(_string, r.agents)) + "\n    ]"
+                  if r.agents else "[]")
+        out.append(f'  {{\n    "agents": {agents},\n    "client": {_string(r.client)},\n'
+                   f'    "contract": {_string(r.contract)},\n    "fee": {int(r.fee)!r},\n'
+                   f'    "id": {_string(r.id)},\n    "price": {int(r.price)!r},\n'
+                   f'    "state": {_string(r.state)},\n    "tier": {_string(r.tier)}\n  }}')
+    return "[\n" + ",\n".join(out) + "\n]"
 
 
 @group.command("show")

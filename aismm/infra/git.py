@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from aismm.core.signing import PrivateKey, sign, split_armored
 from aismm.infra.loose import read_refs  # the files backend read without libgit2 (re-exported)
 
 __all__ = ["MODE_EXEC", "MODE_FILE", "ZERO", "CommitInfo", "Entry", "Identity", "Repo", "TagInfo",
-           "read_refs"]
+           "read_refs", "ref_files", "ref_stamp", "stamp_newest"]
 
 ZERO = "0" * 40
 MODE_FILE = 0o100644
@@ -563,3 +564,71 @@ class Repo:
 
 
 _CONFIG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")  # a config section's or variable's name
+
+
+def ref_files(path: Path | str) -> list[str] | None:
+    """What holds the refs of the repository at ``path``, relative to it: ``packed-refs`` (or
+    the repository folder itself while there is none, as creating it changes the folder),
+    ``refs`` and every folder and loose ref under it (lock files aside), for :func:`ref_stamp`.
+    None when the layout is not the files backend (then read the refs every time)."""
+    top = os.fspath(path)
+    out = []
+    try:
+        packed = os.lstat(os.path.join(top, "packed-refs")).st_mode
+    except FileNotFoundError:
+        out.append(".")
+    except OSError:
+        return None
+    else:
+        if not stat.S_ISREG(packed):
+            return None
+        out.append("packed-refs")
+    try:
+        if not stat.S_ISDIR(os.lstat(os.path.join(top, "refs")).st_mode):
+            return None  # a symbolic link: a change behind it would not show in the stamp
+        out.append("refs")
+        if not _ref_tree(os.path.join(top, "refs"), "refs/", out):
+            return None
+    except OSError:
+        return None
+    return out
+
+
+def _ref_tree(folder: str, prefix: str, out: list[str]) -> bool:
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                out.append(prefix + entry.name)
+                if not _ref_tree(entry.path, f"{prefix}{entry.name}/", out):
+                    return False
+            elif entry.is_file(follow_symlinks=False):
+                if not entry.name.endswith(".lock"):
+                    out.append(prefix + entry.name)
+            else:
+                return False  # a symbolic link or anything else: not a layout git writes
+    return True
+
+
+def ref_stamp(path: str, files: list[str], dir_fd: int | None = None) -> str | None:
+    """The stamp of ``files`` (:func:`ref_files`) of the repository at ``path``: each one's
+    inode, size and ctime (``ino:size:ctime_ns``, space-separated); None when one is missing.
+
+    Git moves a ref by renaming a new file into place and packs by renaming a new
+    ``packed-refs``, which changes the file and its folder; a file written in place changes
+    its ctime, which no program can set back. So an equal stamp means equal refs, provided the
+    stamp was taken when its newest ctime (:func:`stamp_newest`) was already older than the
+    file system's timestamp granularity (a later write could otherwise land in the same tick):
+    the caller keeps a stamp only then. With ``dir_fd``, ``path`` is relative to that folder
+    (shorter lookups when many repositories of one folder are stamped).
+    """
+    lstat = os.lstat
+    try:
+        found = [lstat(f"{path}/{name}", dir_fd=dir_fd) for name in files]
+    except OSError:
+        return None
+    return " ".join([f"{st.st_ino}:{st.st_size}:{st.st_ctime_ns}" for st in found])
+
+
+def stamp_newest(stamp: str) -> int:
+    """The newest ctime (ns) in a :func:`ref_stamp`."""
+    return max(int(part.rpartition(":")[2]) for part in stamp.split(" "))

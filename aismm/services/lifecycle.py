@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from aismm.core.clock import iso
 from aismm.core.errors import MissionError
 from aismm.core.model import load_yaml
-from aismm.core.refs import REFUNDED, SETTLED
+from aismm.core.refs import MAIN, REFUNDED, SETTLED
 from aismm.core.safepath import printable
-from aismm.infra.git import Repo, read_refs
+from aismm.infra.git import ZERO, Repo, read_refs, ref_files, ref_stamp, stamp_newest
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
-from aismm.infra.store import Store
+from aismm.infra.store import CachedSummary, Store, SummaryRow
 from aismm.services import judged
 from aismm.services.mission import ACCEPTED, ATTEMPT, open_mission
 from aismm.state import registry
@@ -117,7 +120,8 @@ class MissionStatus(TypedDict):
     parent: str | None  # the workflow mission whose orchestrator opened this one
 
 
-class MissionRow(TypedDict):
+@dataclass(frozen=True, slots=True)
+class MissionRow:
     """One row of :func:`list_missions`."""
 
     id: str
@@ -125,9 +129,15 @@ class MissionRow(TypedDict):
     contract: str
     tier: str
     client: str
-    agents: list[str]
+    agents: tuple[str, ...]
     price: int
     fee: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON data (``aismm mission list --json``, the API)."""
+        return {"id": self.id, "state": self.state, "contract": self.contract,
+                "tier": self.tier, "client": self.client, "agents": list(self.agents),
+                "price": self.price, "fee": self.fee}
 
 
 def failed_runs(hub: Hub, mission_id: str | None = None) -> Runs:
@@ -330,93 +340,165 @@ def _next(state: str, client: str, attempts: list[AttemptStatus]) -> str:
 
 
 # -- the mission list ------------------------------------------------------------------------
-# One pass over the hub: the ref-state log is read once and each mission's refs are read from
-# its files (infra.git.read_refs) and compared with it; only a mission whose refs moved without
-# the log is judged (judged.ensure), so what is listed is judged state. Each mission's summary
-# is cached in hub.db (table ``summaries``) under a key naming everything it is derived from:
-# the judged refs, the id of the repository's last logged move (when a delivery arrived), the
-# registry commit (whose keys count toward a quorum) and the mission's failed runs. What
-# depends on the time (expired or not) is decided when listing, from the cached deadline. The
-# table is as trusted as the rest of hub.db; a row that does not parse is derived again.
+# Each mission's summary is cached in hub.db (table ``mission_summaries``) with everything it
+# is derived from: its judged refs, the id of its repository's last logged move (when a
+# delivery arrived), the registry commit (whose keys count toward a quorum) and its failed
+# runs. What depends on the time (expired or not) is decided when listing, from the cached
+# deadline. A summary also keeps the stamp of the files that hold its refs (git.ref_stamp):
+# while the stamp, the last logged move, the registry commit and the failed runs are what they
+# were, the refs are too, and nothing is read. Any other mission's refs are read from its
+# files and compared with the ref-state log; one whose refs moved without the log is judged
+# (judged.ensure) before it is listed, so what is listed is judged state. The table is as
+# trusted as the rest of hub.db; a row without the right column types is derived again.
 
-_SUMMARY_KEYS = {"row", "closed", "open", "deadline", "met_in_time"}
-_ROW_KEYS = ("id", "contract", "tier", "client", "agents", "price", "fee")
+_SETTLE_NS = 2_000_000_000  # a stamp is kept once its newest file is this old (coarse clocks)
+_BULK = 64  # more summaries to derive than this: read the whole ref-state log once
 
 
-def _summary(hub: Hub, mission_id: str, snap: registry.Snapshot, runs: Runs) -> dict[str, Any]:
-    """What the list needs of one mission, derived from its judged refs (not the time)."""
+def _derive_summary(hub: Hub, mission_id: str, snap: registry.Snapshot, runs: Runs
+                    ) -> tuple[str, str, str, str, int, int, str | None, str, float, int]:
+    """What the list needs of one mission, derived from its judged refs (not the time):
+    contract, tier, client, agents (JSON), price, fee, the closed state, the open state, the
+    deadline and whether a delivery was met in time."""
     repo = Repo(hub.mission_path(mission_id))
     policy = load_policy(repo)
     if policy is None:
         raise MissionError(f"{mission_id}: repository has no main; it is not a mission")
     doc = policy.doc
     attempts, _agent, closed, open_state = _derive(hub, mission_id, repo, policy, snap, runs)
-    return {"row": {"id": mission_id, "contract": doc.contract.ref, "tier": doc.tier,
-                    "client": doc.client, "agents": list(doc.assignment.agents),
-                    "price": doc.price, "fee": doc.fee},
-            "closed": closed, "open": open_state, "deadline": doc.deadline.timestamp(),
-            "met_in_time": closed is None and _met_in_time(hub, repo, mission_id, attempts,
-                                                            doc.deadline)}
+    met = closed is None and _met_in_time(hub, repo, mission_id, attempts, doc.deadline)
+    return (doc.contract.ref, doc.tier, doc.client, json.dumps(list(doc.assignment.agents)),
+            doc.price, doc.fee, closed, open_state, doc.deadline.timestamp(), int(met))
 
 
-def _decode_summary(body: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.keys() != _SUMMARY_KEYS or \
-            not isinstance(data["row"], dict) or set(data["row"]) != set(_ROW_KEYS):
-        return None
-    return data
+def _agents(text: str, seen: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """A summary's agents (a JSON list of ids), decoded once per distinct text; None when
+    damaged."""
+    found = seen.get(text)
+    if found is None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
+            return None
+        found = seen[text] = tuple(data)
+    return found
 
 
 def list_missions(hub: Hub, state: str | None = None, agent: str | None = None
                   ) -> list[MissionRow]:
     """Every mission (benchmark missions aside) with its state, in id order."""
-    judged.ensure_registry(hub)
-    snap = registry.snapshot(Repo(hub.registry_path))
+    start = time.time_ns()
+    reg = judged.ensure(hub, judged.REGISTRY)[0].get(MAIN) or ""
     with Store(hub.db_path) as store:
-        logged, last = store.latest()
         cached = store.summaries()
-        failed = store.executions(outcome="failed")
+        failing = store.executions(outcome="failed")
     runs: Runs = {}
-    for run in failed:
-        runs.setdefault((run["mission"], run["agent"]), []).append(run)
     failed_ids: dict[str, list[str]] = {}
-    for run in failed:
+    for run in failing:
+        runs.setdefault((run["mission"], run["agent"]), []).append(run)
         failed_ids.setdefault(run["mission"], []).append(run["id"])
+    failed = {m: " ".join(sorted(ids)) for m, ids in failed_ids.items()}
     now = hub.clock.now().timestamp()
-    fresh: dict[str, tuple[str, str]] = {}
-    rows: list[MissionRow] = []
     folder = str(hub.missions_dir)
-    for mission_id in hub.mission_ids():
-        name = f"missions/{mission_id}.git"
-        path = f"{folder}/{mission_id}.git"
-        refs = read_refs(path)
-        if refs is None:
-            refs = Repo(path).refs()
-        if name in logged and refs != logged[name]:  # moved without the log: judge it now
-            refs = judged.ensure(hub, name)[0]
+    seen: dict[str, tuple[str, ...]] = {}
+    layouts: dict[str, list[str]] = {}
+    picked: dict[str, MissionRow | None] = {}
+    misses: list[str] = []
+
+    def pick(mission_id: str, summary: SummaryRow | CachedSummary,
+             agents: tuple[str, ...]) -> None:
+        closed, deadline = summary[13], summary[15]
+        st = closed or ("expired" if now >= deadline and not summary[16] else summary[14])
+        picked[mission_id] = None if (state and st != state) or \
+            (agent and agent not in agents) else \
+            MissionRow(mission_id, st, summary[7], summary[8], summary[9], agents, summary[11],
+                       summary[12])
+
+    ids = hub.mission_ids()
+    top = os.open(folder, os.O_RDONLY | os.O_DIRECTORY) if ids else -1
+    try:
+        for mission_id in ids:  # the stamped summaries: one lstat per file that holds a ref
+            hit = cached.get(mission_id)
+            if hit is not None and hit[5] is not None and hit[6] is not None and \
+                    hit[1] == hit[17] and hit[2] == reg and hit[3] == failed.get(mission_id, ""):
+                files = layouts.get(hit[5])
+                if files is None:
+                    files = layouts[hit[5]] = hit[5].split("\n")
+                agents = _agents(hit[10], seen)
+                if agents is not None and \
+                        ref_stamp(f"{mission_id}.git", files, top) == hit[6]:
+                    pick(mission_id, hit, agents)
+                    continue
+            misses.append(mission_id)
+    finally:
+        if top >= 0:
+            os.close(top)
+    if misses:
+        fresh = _refresh(hub, misses, cached, reg, failed, runs, start, seen)
+        for mission_id, summary, agents, _keep in fresh:
+            pick(mission_id, summary, agents)
+        stored = [summary for _m, summary, _a, keep in fresh if keep]
+        if stored:
             with Store(hub.db_path) as store:
-                last[name] = store.last_event_id(name)
-        key = " ".join([str(last.get(name, 0)), str(snap.commit),
-                        *sorted(failed_ids.get(mission_id, [])),
-                        *(f"{ref}={oid}" for ref, oid in sorted(refs.items()))])
-        hit = cached.get(mission_id)
-        summary = _decode_summary(hit[1]) if hit is not None and hit[0] == key else None
-        if summary is None:
-            summary = _summary(hub, mission_id, snap, runs)
-            if (read_refs(path) or Repo(path).refs()) == refs:  # kept only if nothing moved
-                fresh[mission_id] = (key, json.dumps(summary, sort_keys=True))
-        st = summary["closed"] or ("expired" if now >= summary["deadline"] and
-                                   not summary["met_in_time"] else summary["open"])
-        row = summary["row"]
-        if (state and st != state) or (agent and agent not in row["agents"]):
-            continue
-        rows.append({"id": row["id"], "state": st, "contract": row["contract"],
-                     "tier": row["tier"], "client": row["client"], "agents": row["agents"],
-                     "price": row["price"], "fee": row["fee"]})
-    if fresh:
-        with Store(hub.db_path) as store:
-            store.put_summaries(fresh)
-    return rows
+                store.put_summaries(stored)
+    return [row for m in ids if (row := picked[m]) is not None]
+
+
+def _refresh(hub: Hub, misses: list[str], cached: dict[str, CachedSummary], reg: str,
+             failed: dict[str, str], runs: Runs, start: int, seen: dict[str, tuple[str, ...]]
+             ) -> list[tuple[str, SummaryRow, tuple[str, ...], bool]]:
+    """The summaries of missions without a current stamp: their refs read (judged first when
+    they moved without the log), the summary derived unless cached for the same refs, and
+    whether to store it (nothing moved meanwhile; its stamp kept when settled)."""
+    folder = str(hub.missions_dir)
+    snap: registry.Snapshot | None = None
+    out: list[tuple[str, SummaryRow, tuple[str, ...], bool]] = []
+    with Store(hub.db_path) as store:
+        bulk = store.latest() if len(misses) > _BULK else None
+        for mission_id in misses:
+            name, path = f"missions/{mission_id}.git", f"{folder}/{mission_id}.git"
+            files = ref_files(path)
+            before = ref_stamp(path, files) if files is not None else None
+            refs = read_refs(path)
+            if refs is None:
+                refs = Repo(path).refs()
+            if bulk is not None:
+                logged, last = bulk[0].get(name), bulk[1].get(name, 0)
+            else:
+                values = store.last_values(name)
+                logged = {r: n for r, n in values.items() if n != ZERO} if values else None
+                last = store.last_event_id(name)
+            if logged is not None and refs != logged:  # moved without the log: judge it now
+                refs = judged.ensure(hub, name)[0]
+                last, before = store.last_event_id(name), None
+            listed = "\n".join(f"{ref}={oid}" for ref, oid in sorted(refs.items()))
+            known = failed.get(mission_id, "")
+            hit = cached.get(mission_id)
+            agents = _agents(hit[10], seen) if hit is not None else None
+            if hit is not None and agents is not None and \
+                    hit[1:5] == (last, reg, known, listed):
+                values_ = hit[7:17]
+                derived = False
+            else:
+                if snap is None:
+                    snap = registry.snapshot(Repo(hub.registry_path), reg or None)
+                values_ = _derive_summary(hub, mission_id, snap, runs)
+                agents = _agents(values_[3], seen) or ()  # a JSON list of ids, made just now
+                derived = True
+            # A stamp taken when its newest file was already _SETTLE_NS old was taken before
+            # anything moved since `start` (a move then would show a newer ctime), with the
+            # same files as were listed (a new file changes its folder's ctime); refs read
+            # after it are at least as new, and anything newer breaks the stamp next time.
+            settled = before is not None and stamp_newest(before) < start - _SETTLE_NS
+            moved = False
+            if derived:  # derived from the repository as it is now: kept only if it was so
+                now_refs = read_refs(path)  # all along (the same refs, the same stamp)
+                moved = (now_refs if now_refs is not None else Repo(path).refs()) != refs
+                settled = settled and files is not None and ref_stamp(path, files) == before
+            summary: SummaryRow = (mission_id, last, reg, known, listed,
+                                   "\n".join(files) if settled and files else None,
+                                   before if settled else None, *values_)
+            out.append((mission_id, summary, agents, not moved and (derived or settled)))
+    return out

@@ -483,8 +483,8 @@ def _reputations(hub: Hub, contract: str | None) -> dict[str, Reputation]:
 def _open_attempts(hub: Hub) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in lifecycle.list_missions(hub):
-        if row["state"] not in ("settled", "refunded", "accepted", "expired"):
-            for agent in row["agents"]:
+        if row.state not in ("settled", "refunded", "accepted", "expired"):
+            for agent in row.agents:
                 counts[agent] = counts.get(agent, 0) + 1
     return counts
 

@@ -231,7 +231,8 @@ class Api:
 
         def work() -> Any:
             rows = lifecycle.list_missions(self.hub, state=state, agent=agent)
-            return [r for r in rows if access.mission_access(self.hub, r["id"], actor).read]
+            return [r.to_dict() for r in rows
+                    if access.mission_access(self.hub, r.id, actor).read]
         return await run_in_threadpool(work)
 
     async def status(self, request: Request) -> Any:

@@ -220,7 +220,7 @@ class Pages:
                 balances = {a: ledger.balance(a) for a in accounts}
                 history = {t.id: asdict(t) for a in accounts for t in ledger.history(a)}
             missions = [m for m in lifecycle.list_missions(self.hub)
-                        if access.mission_access(self.hub, m["id"], actor).read]
+                        if access.mission_access(self.hub, m.id, actor).read]
             me = {"actor": actor, "roles": list(found.roles), "owner": found.owner,
                   "accounts": balances,
                   "tokens": [t.to_dict() for t in tokens.listing(self.hub, actor)]}
