@@ -23,6 +23,7 @@ import pytest
 from aismm.core.clock import FixedClock
 from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
+from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.services import events, judged, market, mission, registrar
@@ -69,7 +70,8 @@ def build_reference_hub(root: Path) -> Path:
     (``sloppy-coder`` rejected, the others listed with a gold badge); built once per session
     by the ``reference_hub`` fixture and copied by :func:`copy_hub`."""
     hub = init_hub(root, clock=FixedClock(START))
-    market.register_reference_agents(hub)
+    with warm.pool(size=4):  # as `hub init --with-reference-agents` assesses them (aismm.cli.hub)
+        market.register_reference_agents(hub)
     _assert_relocatable(root)
     return root
 
