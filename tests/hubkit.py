@@ -10,10 +10,12 @@ by alice, the client), and two external actors whose keys come from ``ssh-keygen
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 from aismm.core.clock import FixedClock
 from aismm.core.model import dump_yaml
 from aismm.infra.git import Repo
+from aismm.infra import warm
 from aismm.infra.hub import Hub
 from aismm.infra.ledger import Ledger
 from aismm.services import events, judged, market, mission, registrar
@@ -44,6 +47,7 @@ __all__ = [
     "copy_hub",
     "copy_tree",
     "findings",
+    "build_kit",
     "kit_fixture",
     "make_kit",
     "repo_state",
@@ -69,7 +73,8 @@ def build_reference_hub(root: Path) -> Path:
     (``sloppy-coder`` rejected, the others listed with a gold badge); built once per session
     by the ``reference_hub`` fixture and copied by :func:`copy_hub`."""
     hub = init_hub(root, clock=FixedClock(START))
-    market.register_reference_agents(hub)
+    with warm.pool(size=4):  # as `hub init --with-reference-agents` assesses them (aismm.cli.hub)
+        market.register_reference_agents(hub)
     _assert_relocatable(root)
     return root
 
@@ -455,8 +460,30 @@ class Kit:
         return {"pre-receive": only_pre, "none": none}
 
 
+#: The external actors' key files, under ``<kit root>/keys/<actor>/``.
+EXTERNAL = ("ext", "vera", "stranger")
+_kit_template: list[Path] = []  # built once per process (each xdist worker), then copied
+
+
 def make_kit(root: Path) -> Kit:
-    """A hub at ``root/hub`` with the cast of actors and a funded client."""
+    """A hub at ``root/hub`` with the cast of actors and a funded client: a copy
+    (:func:`copy_tree`, keys and all) of a kit built once per process by :func:`build_kit`."""
+    if not _kit_template:
+        top = Path(tempfile.mkdtemp(prefix="aismm-kit-"))
+        atexit.register(shutil.rmtree, top, True)
+        build_kit(top / "kit")
+        _assert_relocatable(top / "kit" / "hub")
+        _kit_template.append(top / "kit")
+    template = _kit_template[0]
+    copy_tree(template / "hub", root / "hub")
+    shutil.copytree(template / "keys", root / "keys", symlinks=True)
+    kit = Kit(Hub(root / "hub", clock=FixedClock(START)), root)
+    kit.external = {actor: root / "keys" / actor / "id_ed25519" for actor in EXTERNAL}
+    return kit
+
+
+def build_kit(root: Path) -> Kit:
+    """The kit itself: a new hub at ``root/hub`` with the cast (see the module's docstring)."""
     hub = init_hub(root / "hub", clock=FixedClock(START))
     kit = Kit(hub, root)
     kit.add_actor("alice", ["client"])

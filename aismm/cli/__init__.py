@@ -6,6 +6,7 @@ Exit codes (mapped here and nowhere else): 0 ok, 1 rejected / check failed, 2 ba
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -13,26 +14,39 @@ import traceback
 
 import click
 
-from aismm.cli import (
-    actor,
-    agent,
-    contract,
-    demo,
-    hub,
-    ledger,
-    mission,
-    ownership,
-    process,
-    schema,
-    token,
-)
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
+
+#: Each top-level command and the module under ``aismm.cli`` whose ``register(cli)`` adds it.
+#: A command's module (and what it imports) is loaded only when that command is looked up, so
+#: ``aismm wallet deposit`` does not pay for importing the export, the server or the demo.
+COMMANDS = {
+    "actor": "actor", "agent": "agent", "contract": "contract", "demo": "demo",
+    "export": "ownership", "hub": "hub", "import": "ownership", "ledger": "ledger",
+    "mission": "mission", "process": "process", "reconcile": "process", "schema": "schema",
+    "serve": "process", "tick": "process", "token": "token", "verify": "ownership",
+    "wallet": "ledger",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """The ``aismm`` group: its commands are those of :data:`COMMANDS`, each module imported on
+    first use (``--help`` and the README's CLI table load them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(f"aismm.cli.{module}").register(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--hub", "hub", envvar="AISMM_HUB", metavar="DIR",
               help="The hub folder (default: $AISMM_HUB).")
 @click.version_option(package_name="aismm")
@@ -40,15 +54,6 @@ __all__ = ["cli", "main"]
 def cli(ctx: click.Context, hub: str | None) -> None:
     """AISMM: agents working for each other under contracts, in signed git repositories."""
     ctx.obj = Context(hub)
-
-
-def _register() -> None:
-    for module in (hub, actor, contract, mission, ledger, schema, agent, demo, process,
-                   ownership, token):
-        module.register(cli)
-
-
-_register()
 
 
 _QUOTED = re.compile(r"'(-{1,2}[A-Za-z0-9][\w-]*|[A-Z][A-Z0-9_]*)'")
@@ -67,7 +72,7 @@ def _command_path(argv: list[str]) -> str:
             if option is not None and not option.is_flag and "=" not in word:
                 next(words, None)
             continue
-        sub = command.commands.get(word)
+        sub = command.get_command(click.Context(command), word)
         if sub is None:
             break
         path.append(word)

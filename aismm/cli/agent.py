@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aismm.cli.common import emit, hub_from
+from aismm.cli.common import assessment_workers, emit, hub_from
 from aismm.infra.hub import Hub
 
 
@@ -70,14 +70,19 @@ def assess(ctx: click.Context, agent_id: str, timeout: float | None, as_json: bo
     from aismm.core.assessment import AssessmentRecord
     from aismm.core.errors import Rejection
     from aismm.services import market, reviewbench, worker, workflowbench
+    from aismm.state import registry
 
     hub = hub_from(ctx)
     progress = None if as_json else lambda line: click.echo(f"  {line}", err=True)
-    if workflowbench.is_orchestrator(hub, agent_id):  # assessed on real workflow runs
-        record = AssessmentRecord.model_validate(
-            workflowbench.assess(hub, agent_id, worker.process, progress=progress))
-    else:
-        record = market.assess(hub, agent_id, progress=progress, timeout=timeout)
+    man = registry.manifests(hub).get(agent_id)
+    # a hosted agent's benchmark is many sandboxed runs here (warm workers); an external one
+    # delivers by git, judged by the hooks' processes, so none would run in this one
+    with assessment_workers(man is not None and man.runtime.kind != "git"):
+        if workflowbench.is_orchestrator(hub, agent_id):  # assessed on real workflow runs
+            record = AssessmentRecord.model_validate(
+                workflowbench.assess(hub, agent_id, worker.process, progress=progress))
+        else:
+            record = market.assess(hub, agent_id, progress=progress, timeout=timeout)
     lines = [f"{agent_id}: {record.status.upper()}" + (f" ({record.badge} badge)"
                                                         if record.badge else ""),
              f"  quality {record.quality}  p50 {record.p50_seconds}s  cost {record.cost}"]

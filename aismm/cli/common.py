@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from aismm.core.errors import UsageError
-from aismm.infra.hub import Hub, find_hub
 
-__all__ = ["Context", "context_of", "emit", "hub_from", "read_text"]
+if TYPE_CHECKING:
+    from aismm.infra.hub import Hub
+
+__all__ = ["ASSESS_WORKERS", "Context", "assessment_workers", "context_of", "emit", "hub_from",
+           "read_text"]
 
 
 class Context:
@@ -20,6 +27,9 @@ class Context:
         self.hub_arg = hub
 
     def hub(self) -> Hub:
+        # imported here: the hub's models are not needed to parse the command line or print help
+        from aismm.infra.hub import Hub, find_hub
+
         return Hub(find_hub(self.hub_arg))
 
 
@@ -57,3 +67,23 @@ def read_text(path: Path, option: str, limit: int = 1 << 20) -> str:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{option} {path}: not UTF-8 text (byte {exc.start}); pass a text "
                          "file") from exc
+
+
+#: Warm sandbox workers while agents are assessed: one per parallel benchmark task
+#: (aismm.services.market runs up to four at once); AISMM_WARM_WORKERS sets another number
+#: (0: every run one-shot).
+ASSESS_WORKERS = 4
+
+
+@contextmanager
+def assessment_workers(wanted: bool = True) -> Iterator[None]:
+    """Warm sandbox workers for the block (when ``wanted``): an assessment is many sandboxed
+    runs, and a warm worker imports the programs once and forks each run into the same
+    isolation (about a third less CPU); a worker that cannot start means one-shot runs."""
+    if not wanted:
+        yield
+        return
+    from aismm.infra import warm
+
+    with warm.pool(size=None if os.environ.get("AISMM_WARM_WORKERS") else ASSESS_WORKERS):
+        yield

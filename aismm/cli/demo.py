@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from aismm.cli.common import assessment_workers
+
 
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
@@ -19,7 +21,8 @@ def demo(directory: Path | None) -> None:
     target = directory or Path(tempfile.mkdtemp(prefix="aismm-demo-"))
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--dir {target}: folder is not empty; pick a new folder")
-    run(target, click.echo)
+    with assessment_workers():  # the demo assesses four agents: warm sandbox workers
+        run(target, click.echo)
 
 
 def register(cli: click.Group) -> None:

@@ -15,11 +15,13 @@ START, END = "<!-- cli:start -->", "<!-- cli:end -->"
 
 
 def _walk(command: click.Command, path: list[str], out: list[str]) -> None:
-    if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            _walk(command.commands[name], [*path, name], out)
-        return
     ctx = click.Context(command, info_name=" ".join(path))
+    if isinstance(command, click.Group):  # the aismm group loads its commands on demand
+        for name in sorted(command.list_commands(ctx)):
+            sub = command.get_command(ctx, name)
+            if sub is not None:
+                _walk(sub, [*path, name], out)
+        return
     pieces = command.collect_usage_pieces(ctx)
     summary = (command.help or "").strip().splitlines()[0] if command.help else ""
     out.append(f"| `{' '.join(path)} {' '.join(pieces)}` | {summary} |")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aismm.cli.common import context_of, emit, hub_from
+from aismm.cli.common import assessment_workers, context_of, emit, hub_from
 from aismm.services.hubs import init_hub
 
 
@@ -38,10 +38,13 @@ def init(ctx: click.Context, directory: Path | None, with_reference_agents: bool
         from aismm.services import market, worker, workflowbench
 
         progress = None if as_json else lambda line: click.echo(f"  assessing {line}", err=True)
-        agents = market.register_reference_agents(hub, progress=progress)
-        for agent in agents:  # orchestrators are assessed on workflow runs of the others
-            if workflowbench.is_orchestrator(hub, agent):
-                workflowbench.assess(hub, agent, worker.process, progress=progress)
+        # ~130 sandboxed runs: warm workers import the programs once and fork each run into
+        # the same isolation (a third less CPU); a worker that cannot start means one-shot runs
+        with assessment_workers():
+            agents = market.register_reference_agents(hub, progress=progress)
+            for agent in agents:  # orchestrators are assessed on workflow runs of the others
+                if workflowbench.is_orchestrator(hub, agent):
+                    workflowbench.assess(hub, agent, worker.process, progress=progress)
     from aismm.state import registry
 
     contracts = sorted(registry.contracts(hub))
