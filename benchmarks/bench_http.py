@@ -155,6 +155,7 @@ def _market_hub(root: Path, agents: int) -> Hub:
         files[f"assessments/{aid}/0001.yaml"] = dump_yaml({
             "schema_version": 1, "agent": aid, "n": 1, "status": "listed", "badge": "gold",
             "quality": 90, "p50_seconds": 1.0, "cost": 100, "reasons": [],
+            "at": "2026-01-01T00:00:00Z",
             "tasks": []}).encode()
     registrar.commit_files(hub, {p: d for p, d in files.items() if p.startswith("actors/")},
                           "actors\n", "platform")
