@@ -20,7 +20,7 @@ from pygit2.enums import FileMode, ObjectType, RepositoryOpenFlag, SortMode
 
 from aismm.core.errors import ConflictError, RepositoryError
 from aismm.core.signing import PrivateKey, sign, split_armored
-from aismm.infra.loose import read_refs  # the files backend read without libgit2 (re-exported)
+from aismm.infra.loose import count_paths, read_refs  # read_refs: re-exported
 
 __all__ = ["MODE_EXEC", "MODE_FILE", "ZERO", "CommitInfo", "Entry", "Identity", "Repo", "TagInfo",
            "read_refs", "ref_files", "ref_stamp", "stamp_newest"]
@@ -350,33 +350,16 @@ class Repo:
         ``-1`` when some path is deeper than ``max_depth`` components. ``memo`` may be shared
         across calls with the same ``cap``.
         """
-        tree = self._root(tree_or_commit)
-        return self._count(tree, cap, max_depth, {} if memo is None else memo)
+        return count_paths(str(self._root(tree_or_commit).id), self._subtrees, cap, max_depth,
+                           {} if memo is None else memo)
 
-    def _count(self, tree: pygit2.Tree, cap: int, depth: int,
-               memo: dict[tuple[str, int], int]) -> int:
-        key = (str(tree.id), depth)
-        if key in memo:
-            return memo[key]
-        total = 0
-        for entry in tree:
-            if depth < 1:
-                total = -1  # a path would be deeper than allowed
-                break
+    def _subtrees(self, tree: str) -> Iterator[str | None]:
+        """Per entry of ``tree``, the tree it names, or None (a file, link, gitlink, or a
+        missing tree: :meth:`flatten` lists it)."""
+        found = self._r.get(tree)
+        for entry in found if isinstance(found, pygit2.Tree) else ():
             sub = self._r.get(entry.id) if entry.filemode == FileMode.TREE else None
-            if not isinstance(sub, pygit2.Tree):
-                total += 1  # a file, link, gitlink, or a missing tree (flatten lists it)
-            else:
-                inner = self._count(sub, cap, depth - 1, memo)
-                if inner < 0:
-                    total = -1
-                    break
-                total += inner
-            if total > cap:
-                total = cap + 1
-                break
-        memo[key] = total
-        return total
+            yield str(sub.id) if isinstance(sub, pygit2.Tree) else None
 
     def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
         for entry in tree:

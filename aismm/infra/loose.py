@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,28 +317,8 @@ class Loose:
     def count_paths(self, tree: str, cap: int, depth: int, memo: dict[tuple[str, int], int]
                     ) -> int:
         """As :meth:`Repo.count_paths` (``cap + 1`` past ``cap``, -1 past ``depth``)."""
-        key = (tree, depth)
-        if key in memo:
-            return memo[key]
-        total = 0
-        for entry in self.tree(tree):
-            if depth < 1:
-                total = -1
-                break
-            sub = self._subtree(entry)
-            if sub is None:
-                total += 1
-            else:
-                inner = self.count_paths(sub, cap, depth - 1, memo)
-                if inner < 0:
-                    total = -1
-                    break
-                total += inner
-            if total > cap:
-                total = cap + 1
-                break
-        memo[key] = total
-        return total
+        return count_paths(tree, lambda t: (self._subtree(e) for e in self.tree(t)), cap, depth,
+                           memo)
 
     def diff_trees(self, old: str | None, new: str | None, prefix: str = ""
                    ) -> dict[str, tuple[Entry | None, Entry | None]]:
@@ -373,3 +354,34 @@ class Loose:
             at = self.commit(at).parent
         out.reverse()
         return out
+
+
+
+def count_paths(tree: str, subtrees: Callable[[str], Iterable[str | None]], cap: int, depth: int,
+                memo: dict[tuple[str, int], int]) -> int:
+    """How many paths the tree ``tree`` names, for both readers (:meth:`Loose.count_paths` and
+    :meth:`aismm.infra.git.Repo.count_paths`): ``subtrees(t)`` gives, per entry of tree ``t``,
+    the id of the tree it names or None for any other entry. Each distinct subtree is counted
+    once per depth (``memo``); the count stops at ``cap + 1`` past ``cap``, and is -1 when a
+    path would be deeper than ``depth`` components."""
+    key = (tree, depth)
+    if key in memo:
+        return memo[key]
+    total = 0
+    for sub in subtrees(tree):
+        if depth < 1:
+            total = -1  # a path would be deeper than allowed
+            break
+        if sub is None:
+            total += 1  # a file, link or gitlink
+        else:
+            inner = count_paths(sub, subtrees, cap, depth - 1, memo)
+            if inner < 0:
+                total = -1
+                break
+            total += inner
+        if total > cap:
+            total = cap + 1
+            break
+    memo[key] = total
+    return total
