@@ -254,8 +254,9 @@ def accepts(root: Path, git_dir: Path, updates: list[tuple[str, str, str]],
     False whenever that is not certain (see the module doc). A cache entry that does not fit
     counts as absent; a caller still treats any exception as False."""
     name = git_dir.relative_to(root).as_posix()
-    if not name.startswith("missions/") or not updates:
-        return False
+    if not name.startswith("missions/") or not updates or \
+            not all(ref.startswith(ATTEMPT) for _old, _new, ref in updates):
+        return False  # only an agent's own delivery is covered (_attempt): no read spent
     try:
         limits = _hub_limits(root)
     except _DAMAGE:
