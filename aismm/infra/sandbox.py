@@ -98,6 +98,16 @@ class Result:
         return self.returncode == 0 and not self.timed_out
 
 
+
+def _tool(name: str) -> str | None:
+    """A system tool's real path: a PATH entry may be a link into a folder the sandbox's
+    private root does not show (e.g. a PATH folder of links); the file it names is there."""
+    found = shutil.which(name)
+    if not found:
+        return None
+    real = os.path.realpath(found)  # kept only when it is the same tool (not busybox, dash)
+    return real if os.path.basename(real) == name else found
+
 def run(
     argv: Sequence[str],
     workdir: Path,
@@ -202,7 +212,7 @@ def _probe_errors() -> dict[str, str]:
 
 
 def _probe_key() -> str:
-    tools = [shutil.which(t) or "" for t in ("unshare", "setpriv", "prlimit", "mount", "sh")]
+    tools = [_tool(t) or "" for t in ("unshare", "setpriv", "prlimit", "mount", "sh")]
     stamps = [f"{t}:{os.stat(t).st_mtime_ns}" if t else "-" for t in tools]
     real = os.stat(os.path.realpath(PYTHON))
     return "|".join([PYTHON, f"{real.st_mode:o}:{real.st_mtime_ns}", str(PACKAGE),
@@ -213,7 +223,7 @@ def _probe_key() -> str:
 def _probe() -> dict[str, str]:
     """Run the real interpreter under each isolation; why each one that fails does."""
     errors: dict[str, str] = {}
-    tools = {t: shutil.which(t) for t in ("unshare", "setpriv", "prlimit", "mount", "sh")}
+    tools = {t: _tool(t) for t in ("unshare", "setpriv", "prlimit", "mount", "sh")}
     missing = [t for t, where in tools.items() if where is None]
     with tempfile.TemporaryDirectory(prefix="aismm-probe-") as probe:
         for name in ISOLATIONS:
@@ -326,7 +336,7 @@ def _prune_deep(top: Path) -> list[str]:
     """
     if not _deeper_than(top, MAX_DEPTH - 1):
         return []
-    find = shutil.which("find") or "find"
+    find = _tool("find") or "find"
     deep = subprocess.run([find, str(top), "-mindepth", str(MAX_DEPTH), "-maxdepth",
                            str(MAX_DEPTH), "-print", "-quit"], capture_output=True, check=False)
     if not deep.stdout.strip():
@@ -405,16 +415,16 @@ exit $code
 
 def _command(job: Job, root: Path, env: Mapping[str, str], uid: int | None) -> list[str]:
     """unshare → prelude (builds the view) → chroot → setpriv → prlimit → argv."""
-    unshare = [str(shutil.which("unshare")), "--mount", "--propagation", "private", "--pid",
+    unshare = [str(_tool("unshare")), "--mount", "--propagation", "private", "--pid",
                "--fork", "--kill-child", "--net", "--ipc", "--uts"]
     if uid is None:
         unshare[1:1] = ["--user", "--map-root-user"]
-    drop = [str(shutil.which("setpriv"))]
+    drop = [str(_tool("setpriv"))]
     if uid is not None:
         drop += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     drop += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
-    parent_death = [str(shutil.which("setpriv")), "--pdeathsig", "KILL", "--"]
-    return [*parent_death, *unshare, "--", str(shutil.which("sh")), "-c", _PRELUDE, "aismm-init",
+    parent_death = [str(_tool("setpriv")), "--pdeathsig", "KILL", "--"]
+    return [*parent_death, *unshare, "--", str(_tool("sh")), "-c", _PRELUDE, "aismm-init",
             str(root), str(job.workdir), *view(job, env), "--", *drop,
             *_prlimit(job, own_uid=True), *job.argv]
 
@@ -489,7 +499,7 @@ _PRLIMIT_NAMES = {resource.RLIMIT_CPU: "cpu", resource.RLIMIT_AS: "as",
 
 
 def _prlimit(job: Job, *, own_uid: bool) -> list[str]:
-    prefix = [str(shutil.which("prlimit") or "prlimit")]
+    prefix = [str(_tool("prlimit") or "prlimit")]
     prefix += [f"--{_PRLIMIT_NAMES[which]}={soft}:{hard}"
                for which, soft, hard in rlimits(job, own_uid=own_uid)]
     return [*prefix, "--"]
