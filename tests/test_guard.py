@@ -22,11 +22,9 @@ OS_CALLS = {"system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp",
 ASYNCIO = {"create_subprocess_exec", "create_subprocess_shell"}
 
 ALLOWED = {
-    # the sandbox's own wrappers (unshare, setpriv, prlimit) around the untrusted command
+    # the sandbox starts zygotes (one cold one per one-shot run; prlimit for rlimits-only); a
+    # zygote forks each run's child, which enters the isolation (docs/sandbox.md)
     "aismm/infra/sandbox.py": "wrappers",
-    # warm sandbox workers: the pool starts zygotes; a zygote forks each run's child, which
-    # enters the same isolation as the wrappers' (docs/sandbox.md, "Warm workers")
-    "aismm/infra/warm.py": "wrappers",
     "aismm/infra/zygote.py": "wrappers",
     # runs inside the sandbox only (refuses without AISMM_SANDBOX): the unit-test child
     "aismm/checks/testrun.py": "inside the sandbox",

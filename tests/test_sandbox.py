@@ -49,7 +49,7 @@ def unprivileged() -> Iterator[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="aismm-unpriv-") as tmp:
         top = Path(tmp)
         for name in ("__init__.py", "core/__init__.py", "core/errors.py", "infra/__init__.py",
-                     "infra/sandbox.py"):
+                     "infra/sandbox.py", "infra/zygote.py"):
             (top / "aismm" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "aismm" / name, top / "aismm" / name)
         shutil.copy(ROOT / "tests" / "sandbox_claims.py", top / "sandbox_claims.py")

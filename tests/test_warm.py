@@ -103,9 +103,17 @@ def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
 
 def test_without_a_worker_runs_start_one_shot(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "PYTHON", "/nonexistent/python3")
+    class WarmFails(sandbox.Zygote):
+        """A zygote that cannot start warm (a cold one, the one-shot path's, still starts)."""
+
+        def __init__(self, stamp: str = "", *, cold: bool = False) -> None:
+            if not cold:
+                raise OSError("the warm worker did not start (no warm zygote in this test)")
+            super().__init__(stamp, cold=cold)
+
+    monkeypatch.setattr(sandbox, "Zygote", WarmFails)
     with warm.pool(size=1) as workers:
-        assert workers.started == 0 and "/nonexistent/python3" in workers.failures[0]
+        assert workers.started == 0 and "no warm zygote" in workers.failures[0]
         result = sandbox.run(["/bin/sh", "-c", "echo one-shot"], tmp_path)
         assert (result.ok, result.stdout, workers.warm_runs) == (True, "one-shot\n", 0)
 

@@ -1,6 +1,6 @@
 """Run untrusted commands in a private view of the machine, under limits, as nobody in particular.
 
-Every run gets new mount, pid, network, ipc and uts namespaces (util-linux ``unshare``) and a root
+Every run gets new mount, pid, network, ipc and uts namespaces and a root
 built from scratch on a tmpfs: ``/usr`` and ``/etc`` read-only, the interpreter and the ``aismm``
 package read-only, the run's workdir (and ``writable_paths``) read-write, a private ``/tmp``,
 ``/proc`` and a minimal ``/dev`` — nothing else of the host, so never the hub, its keys or another
@@ -12,10 +12,15 @@ run. Isolations, strongest first; ``run`` takes the first that :func:`capabiliti
                     the caller to root without any capability
 ``rlimits-only``    no isolation at all; used only when asked for (``AISMM_SANDBOX=rlimits-only``)
 
-A shell prelude (not Python) builds the view between ``unshare`` and the command, and stays as the
-namespace's first process: when the command ends, every process left in the run dies with it.
-The wrappers are util-linux's ``setpriv``, ``unshare`` and ``prlimit``. When the view cannot be
-set up, or no isolation works, the fault is the hub's: :class:`SandboxError`, never a result.
+Every namespace run goes through a *zygote* (:mod:`aismm.infra.zygote`, driven by
+:class:`Zygote`): a fresh interpreter of the hub's user that forks the run's child, which makes the
+system calls (unshare, mounts, chroot, uid, capabilities, rlimits) and whose own child, pid 1 of
+the run, stays as the namespace's first process: when the command ends, every process left in the
+run dies with it. A one-shot run starts a cold zygote for itself (:func:`_cold`); ``aismm serve``
+keeps warm ones that have imported the check and agent programs (:mod:`aismm.infra.warm`). Both
+build the same view by the same calls. ``rlimits-only`` runs the command under util-linux's
+``prlimit``. When the view cannot be set up, or no isolation works, the fault is the hub's:
+:class:`SandboxError`, never a result.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import resource
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -41,6 +47,7 @@ from pathlib import Path
 
 import aismm
 from aismm.core.errors import SandboxError, UsageError
+from aismm.infra.zygote import PYTHON, READY
 
 __all__ = [
     "ISOLATIONS",
@@ -58,11 +65,11 @@ UID_BASE = 2_100_000_000  # run uids: UID_BASE + slot, each held by one run at a
 UID_SLOTS = 4096
 _DRAIN_SECONDS = 0.5  # how long output is still read after the command has exited
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
-READY = b"\x1eaismm-sandbox-ready\n"  # printed by the prelude just before the command starts
 _SYSTEM = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 PACKAGE = Path(aismm.__file__).resolve().parent
-PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
+_START_SECONDS = 20.0  # a zygote that is not ready by then is given up
+_CONTROL_SECONDS = 10.0  # a zygote that does not answer a request by then is given up
 _RUNS = "aismm-runs"  # $TMPDIR/aismm-runs-<uid>/<pid>-<random>: one folder per workspace
 
 
@@ -212,8 +219,8 @@ def _probe_errors() -> dict[str, str]:
 
 
 def _probe_key() -> str:
-    tools = [_tool(t) or "" for t in ("unshare", "setpriv", "prlimit", "mount", "sh")]
-    stamps = [f"{t}:{os.stat(t).st_mtime_ns}" if t else "-" for t in tools]
+    prlimit = _tool("prlimit")
+    stamps = [f"{prlimit}:{os.stat(prlimit).st_mtime_ns}" if prlimit else "-"]
     real = os.stat(os.path.realpath(PYTHON))
     return "|".join([PYTHON, f"{real.st_mode:o}:{real.st_mtime_ns}", str(PACKAGE),
                      str(os.geteuid()), os.uname().release, os.environ.get("AISMM_SANDBOX", ""),
@@ -223,12 +230,10 @@ def _probe_key() -> str:
 def _probe() -> dict[str, str]:
     """Run the real interpreter under each isolation; why each one that fails does."""
     errors: dict[str, str] = {}
-    tools = {t: _tool(t) for t in ("unshare", "setpriv", "prlimit", "mount", "sh")}
-    missing = [t for t, where in tools.items() if where is None]
     with tempfile.TemporaryDirectory(prefix="aismm-probe-") as probe:
         for name in ISOLATIONS:
-            if missing:
-                errors[name] = f"missing {', '.join(missing)} (install util-linux)"
+            if name == "rlimits-only" and _tool("prlimit") is None:
+                errors[name] = "missing prlimit (install util-linux)"
                 continue
             if name == "namespaces+uid" and os.geteuid() != 0:
                 errors[name] = "needs root"
@@ -239,7 +244,7 @@ def _probe() -> dict[str, str]:
             job = Job([PYTHON, "-c", "import aismm"], Path(probe).resolve(), Limits(20),
                        {}, (), (), (), name)
             try:
-                result = _run(job, one_shot=True)  # the wrappers' path is what is probed
+                result = _run(job, one_shot=True)  # a cold zygote, as every one-shot run
             except SandboxError as exc:
                 errors[name] = str(exc)
                 continue
@@ -296,7 +301,7 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
     if job.isolation == "rlimits-only":
         with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
             env = {**env, "HOME": home, "TMPDIR": home}
-            return _execute(job, [*_prlimit(job, own_uid=False), *job.argv], env, prelude=False)
+            return _unconfined(job, [*_prlimit(job, own_uid=False), *job.argv], env)
     with _run_uid(job.isolation == "namespaces+uid") as uid:
         root = Path(tempfile.mkdtemp(prefix="aismm-root-"))
         owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
@@ -306,7 +311,7 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
                 for path, st in owners:
                     _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
             warm = _warm(job, root, env, uid) if _warm is not None and not one_shot else None
-            result = warm or _execute(job, _command(job, root, env, uid), env, prelude=True)
+            result = warm or _cold(job, root, env, uid)
         finally:
             if uid is not None:
                 _kill_uid(uid)
@@ -326,6 +331,25 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
 
 
 MAX_DEPTH = 64  # folder levels a run may leave behind; deeper trees are the agent's fault
+
+
+def _cold(job: Job, root: Path, env: dict[str, str], uid: int | None) -> Result:
+    """The one-shot path: a fresh zygote that imports nothing of ours but itself serves this
+    one run, by the same system calls as a warm one (so both paths share one isolation)."""
+    try:
+        zygote = Zygote(cold=True)
+        zygote.wait_ready()
+    except OSError as exc:
+        raise SandboxError(f"sandbox: cannot start the sandbox's first process ({exc});"
+                           " check the interpreter and namespace support") from exc
+    try:
+        done = zygote.execute(job, root, env, uid)
+    finally:
+        zygote.close()
+    if done is None:
+        raise SandboxError(f"sandbox: cannot set up {job.isolation} isolation (the zygote did"
+                           " not take the run); check namespace support")
+    return done
 
 
 def _prune_deep(top: Path) -> list[str]:
@@ -377,56 +401,6 @@ def _deeper_than(top: Path, levels: int) -> bool:
         for fd, _ in stack:
             os.close(fd)
     return False
-
-
-# The prelude: pid 1 of the run's namespaces. It builds the root at $1 from the ops that follow
-# (KIND PATH [TARGET]) up to "--", signals readiness on stderr, then runs the rest as its child
-# and exits with the child's status, which takes every other process of the run down with it.
-_PRELUDE = r"""
-set -e
-R=$1; W=$2; shift 2
-mount -t tmpfs -o mode=0755,nosuid,nodev,size=1m aismm-root "$R"  # folders and links only
-while [ "$1" != -- ]; do
-  case $1 in
-    dir)   mkdir -p "$R$2"; shift 2 ;;
-    link)  ln -s "$3" "$R$2"; shift 3 ;;
-    tmpfs) mkdir -p "$R$2"; mount -t tmpfs -o "$3" aismm-tmp "$R$2"; shift 3 ;;
-    proc)  mkdir -p "$R$2"; mount -t proc -o nosuid,nodev,noexec proc "$R$2"; shift 2 ;;
-    ro|rw|dev)
-      if [ -d "$2" ]; then mkdir -p "$R$2"; else mkdir -p "$(dirname "$R$2")"; : > "$R$2"; fi
-      case $1 in
-        ro)  mount --bind -o ro,nosuid,nodev "$2" "$R$2" ;;
-        rw)  mount --bind -o nosuid,nodev "$2" "$R$2" ;;
-        dev) mount --bind -o nosuid "$2" "$R$2" ;;
-      esac
-      shift 2 ;;
-    *) echo "aismm sandbox: unknown op $1" >&2; exit 125 ;;
-  esac
-done
-shift
-unset PWD OLDPWD
-printf '\036aismm-sandbox-ready\n' >&2
-set +e
-unshare --root="$R" --wd="$W" -- "$@"
-code=$?
-exit $code
-"""
-
-
-def _command(job: Job, root: Path, env: Mapping[str, str], uid: int | None) -> list[str]:
-    """unshare → prelude (builds the view) → chroot → setpriv → prlimit → argv."""
-    unshare = [str(_tool("unshare")), "--mount", "--propagation", "private", "--pid",
-               "--fork", "--kill-child", "--net", "--ipc", "--uts"]
-    if uid is None:
-        unshare[1:1] = ["--user", "--map-root-user"]
-    drop = [str(_tool("setpriv"))]
-    if uid is not None:
-        drop += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    drop += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
-    parent_death = [str(_tool("setpriv")), "--pdeathsig", "KILL", "--"]
-    return [*parent_death, *unshare, "--", str(_tool("sh")), "-c", _PRELUDE, "aismm-init",
-            str(root), str(job.workdir), *view(job, env), "--", *drop,
-            *_prlimit(job, own_uid=True), *job.argv]
 
 
 def view(job: Job, env: Mapping[str, str]) -> list[str]:
@@ -583,7 +557,8 @@ def _chown_tree(
             move(name, fd)
 
 
-def _execute(job: Job, command: list[str], env: dict[str, str], *, prelude: bool) -> Result:
+def _unconfined(job: Job, command: list[str], env: dict[str, str]) -> Result:
+    """``rlimits-only``: the command under ``prlimit``, as the hub's user, in its own session."""
     start, limits = time.monotonic(), job.limits
     try:
         proc = subprocess.Popen(
@@ -596,10 +571,6 @@ def _execute(job: Job, command: list[str], env: dict[str, str], *, prelude: bool
             start_new_session=True,
         )
     except OSError as exc:
-        if prelude:
-            raise SandboxError(
-                f"sandbox: cannot start {command[0]}: {exc}; install util-linux"
-            ) from exc
         why = f"sandbox: cannot start {job.argv[0]}: {exc}\n"
         return Result(tuple(job.argv), None, "", why, False, None, 0.0, False, job.isolation)
     with proc:
@@ -615,14 +586,13 @@ def _execute(job: Job, command: list[str], env: dict[str, str], *, prelude: bool
         kill_group(proc.pid)
         proc.wait()
     code: int | None = None if timed_out else proc.returncode
-    return result(job, start, streams, timed_out, code, prelude=prelude)
+    return result(job, start, streams, timed_out, code, prelude=False)
 
 
 def result(job: Job, start: float, streams: list[tuple[bytes, bool]], timed_out: bool,
            code: int | None, *, prelude: bool) -> Result:
     """The run's Result from its output and exit status (``prelude``: the status and stderr
-    come through the view's first process, which signals readiness and reports signals as
-    128+N)."""
+    come through the run's pid 1, which signals readiness and reports signals as 128+N)."""
     limits = job.limits
     (out, out_over), (err, err_over) = streams
     if prelude:
@@ -632,10 +602,10 @@ def result(job: Job, start: float, streams: list[tuple[bytes, bool]], timed_out:
             said = err.decode(errors="replace").strip().splitlines()
             raise SandboxError(f"sandbox: cannot set up {job.isolation} isolation"
                                f" ({said[-1] if said else f'exit {code}'});"
-                               " check util-linux and namespace support")
+                               " check namespace support")
         err = err[len(READY):]
     if code is not None and prelude and 128 < code <= 128 + 64:
-        code = 128 - code  # the prelude reports death by signal N as exit status 128+N
+        code = 128 - code  # pid 1 reports death by signal N as exit status 128+N
     stdout = _text(out, out_over, limits.output_bytes)
     stderr = _text(err, err_over, limits.output_bytes)
     return Result(
@@ -744,3 +714,115 @@ def sweep_workspaces(runs: Path | None = None) -> list[Path]:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
+
+
+class Zygote:
+    """A zygote (:mod:`aismm.infra.zygote`) seen from the caller: its process and its control
+    socket. Warm (the default) it imports the programs first and serves many runs
+    (:mod:`aismm.infra.warm`); cold it serves the one run of the one-shot path."""
+
+    def __init__(self, stamp: str = "", *, cold: bool = False) -> None:
+        self.stamp, self.jobs, self.broken = stamp, 0, False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # the zygote's own stderr (why it did not start); closed in close() or wait_ready()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
+        try:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-B", "-S", "-s", "-m", "aismm.infra.zygote", str(theirs.fileno()),
+                 *(["cold"] if cold else [])],
+                cwd="/", env=base_env(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
+                start_new_session=True)
+        except OSError:
+            self.log.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+
+    def wait_ready(self) -> None:
+        """Wait until the zygote has imported the programs (OSError: it did not start)."""
+        self.sock.settimeout(_START_SECONDS)
+        try:
+            ready = self.sock.recv(64)
+        except OSError:
+            ready = b""
+        if not ready.startswith(b"ready"):
+            self.sock.close()
+            self.proc.kill()
+            self.proc.wait()
+            self.log.seek(0)
+            why = self.log.read(1 << 16).decode(errors="replace").strip().splitlines()
+            self.log.close()
+            raise OSError(f"the warm worker did not start ({why[-1] if why else 'no answer'})")
+        self.sock.settimeout(_CONTROL_SECONDS)
+
+    def close(self) -> None:
+        self.sock.close()  # the zygote exits when its control socket closes
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def execute(self, job: Job, root: Path, env: dict[str, str],
+                uid: int | None) -> Result | None:
+        """Run one job in a forked child; None when it could not be started (nothing ran)."""
+        limits = job.limits
+        request = json.dumps({
+            "argv": job.argv, "workdir": str(job.workdir), "root": str(root),
+            "view": view(job, env), "env": env, "uid": uid,
+            "rlimits": rlimits(job, own_uid=True),
+        }).encode()
+        start = time.monotonic()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            try:
+                socket.send_fds(self.sock, [request], [out_w, err_w])
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            answer = self.sock.recv(64).split()
+            if answer[:1] != [b"pid"]:
+                raise OSError(f"unexpected answer {answer!r}")
+            pid = int(answer[1])
+        except (OSError, ValueError, IndexError):
+            self.broken = True
+            os.close(out_r)
+            os.close(err_r)
+            return None
+        self.jobs += 1
+        status: list[int] = []
+
+        def exited() -> None:
+            status.extend(self._status())
+            kill_group(pid)  # leftovers; the unreaped child keeps the id ours
+
+        try:
+            streams, timed_out = gather((out_r, err_r), self.sock.fileno(), exited,
+                                                start + limits.timeout_seconds,
+                                                limits.output_bytes)
+        finally:
+            os.close(out_r)
+            os.close(err_r)
+        kill_group(pid)
+        if not status:
+            status.extend(self._status())
+        with suppress(OSError):
+            self.sock.send(b"reap")
+        if not status:  # the zygote died under the run: the hub's fault, nothing is judged
+            self.broken = True
+            raise SandboxError("sandbox: the zygote died during a run; check the host")
+        code = None if timed_out else status[0]
+        return result(job, start, streams, timed_out, code, prelude=True)
+
+    def _status(self) -> list[int]:
+        try:
+            answer = self.sock.recv(64).split()
+        except OSError:
+            return []
+        if answer[:1] != [b"exit"]:
+            return []
+        return [int(answer[1])]

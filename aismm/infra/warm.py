@@ -1,12 +1,12 @@
 """Warm sandbox workers: the check and agent programs imported once, one forked child per run.
 
-A one-shot run (:func:`aismm.infra.sandbox.run`) starts util-linux's wrappers, a shell that
-builds the view, then a fresh interpreter that imports the program: ~70 ms before the program
-starts, ~300 ms for the reviewer. A resident ``aismm serve`` keeps a few *zygotes* instead
-(:mod:`aismm.infra.zygote`): processes that have imported the programs and fork, for each run,
-a child that enters exactly the isolation of the one-shot path. The caller's process keeps
-every other duty of a run (the uid slot, ownership of the workdir, output caps, the timeout, the
-leftovers sweep), so a warm run and a one-shot run differ only in how fast the program starts.
+Every namespace run goes through a zygote (:mod:`aismm.infra.zygote`). A one-shot run starts a
+cold one for itself, which then imports the program in the run's own process: ~35 ms before the
+program starts, ~250 ms more for the reviewer's imports. A resident ``aismm serve`` keeps a few
+*warm* zygotes instead: processes that have imported the programs and fork, for each run, a child
+that enters exactly the same isolation. The caller's process keeps every other duty of a run (the
+uid slot, ownership of the workdir, output caps, the timeout, the leftovers sweep), so a warm run
+and a one-shot run differ only in how fast the program starts.
 
 A zygote is recycled after :data:`JOBS_PER_WORKER` runs and replaced when the package's code
 changes or it dies; when no zygote is free or none can start, the run takes the one-shot path.
@@ -15,25 +15,18 @@ changes or it dies; when no zygote is free or none can start, the run takes the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
-from aismm.core.errors import SandboxError
 from aismm.infra import sandbox
 
 __all__ = ["JOBS_PER_WORKER", "Pool", "code_stamp", "default_size", "pool"]
 
 JOBS_PER_WORKER = 200  # runs per zygote before it is replaced (bounded drift, bounded leaks)
-_START_SECONDS = 20.0  # a zygote that is not ready by then is given up
-_CONTROL_SECONDS = 10.0  # a zygote that does not answer a request by then is given up
 
 _STAMP_SECONDS = 1.0  # how long a code stamp is trusted before the files are looked at again
 _stamp: tuple[float, str] = (-_STAMP_SECONDS, "")
@@ -60,119 +53,6 @@ def default_size() -> int:
     return max(0, int(wanted)) if wanted.isdigit() else 2
 
 
-# ---------------------------------------------------------------- the caller's side (serve)
-
-
-class _Worker:
-    """One zygote, seen from the caller: its process and its control socket."""
-
-    def __init__(self, stamp: str) -> None:
-        self.stamp, self.jobs, self.broken = stamp, 0, False
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # the zygote's own stderr (why it did not start); closed in close() or wait_ready()
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
-        try:
-            self.proc = subprocess.Popen(
-                [sandbox.PYTHON, "-B", "-s", "-m", "aismm.infra.zygote", str(theirs.fileno())],
-                cwd="/", env=sandbox.base_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
-                start_new_session=True)
-        except OSError:
-            self.log.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = ours
-
-    def wait_ready(self) -> None:
-        """Wait until the zygote has imported the programs (OSError: it did not start)."""
-        self.sock.settimeout(_START_SECONDS)
-        try:
-            ready = self.sock.recv(64)
-        except OSError:
-            ready = b""
-        if not ready.startswith(b"ready"):
-            self.sock.close()
-            self.proc.kill()
-            self.proc.wait()
-            self.log.seek(0)
-            why = self.log.read(1 << 16).decode(errors="replace").strip().splitlines()
-            self.log.close()
-            raise OSError(f"the warm worker did not start ({why[-1] if why else 'no answer'})")
-        self.sock.settimeout(_CONTROL_SECONDS)
-
-    def close(self) -> None:
-        self.sock.close()  # the zygote exits when its control socket closes
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-    def execute(self, job: sandbox.Job, root: Path, env: dict[str, str],
-                uid: int | None) -> sandbox.Result | None:
-        """Run one job in a forked child; None when it could not be started (nothing ran)."""
-        limits = job.limits
-        request = json.dumps({
-            "argv": job.argv, "workdir": str(job.workdir), "root": str(root),
-            "view": sandbox.view(job, env), "env": env, "uid": uid,
-            "rlimits": sandbox.rlimits(job, own_uid=True),
-        }).encode()
-        start = time.monotonic()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            try:
-                socket.send_fds(self.sock, [request], [out_w, err_w])
-            finally:
-                os.close(out_w)
-                os.close(err_w)
-            answer = self.sock.recv(64).split()
-            if answer[:1] != [b"pid"]:
-                raise OSError(f"unexpected answer {answer!r}")
-            pid = int(answer[1])
-        except (OSError, ValueError, IndexError):
-            self.broken = True
-            os.close(out_r)
-            os.close(err_r)
-            return None
-        self.jobs += 1
-        status: list[int] = []
-
-        def exited() -> None:
-            status.extend(self._status())
-            sandbox.kill_group(pid)  # leftovers; the unreaped child keeps the id ours
-
-        try:
-            streams, timed_out = sandbox.gather((out_r, err_r), self.sock.fileno(), exited,
-                                                start + limits.timeout_seconds,
-                                                limits.output_bytes)
-        finally:
-            os.close(out_r)
-            os.close(err_r)
-        sandbox.kill_group(pid)
-        if not status:
-            status.extend(self._status())
-        with suppress(OSError):
-            self.sock.send(b"reap")
-        if not status:  # the zygote died under the run: the hub's fault, nothing is judged
-            self.broken = True
-            raise SandboxError("sandbox: the warm worker died during a run; "
-                                       "check the host (serve falls back to one-shot runs)")
-        code = None if timed_out else status[0]
-        return sandbox.result(job, start, streams, timed_out, code, prelude=True)
-
-    def _status(self) -> list[int]:
-        try:
-            answer = self.sock.recv(64).split()
-        except OSError:
-            return []
-        if answer[:1] != [b"exit"]:
-            return []
-        return [int(answer[1])]
-
-
 class Pool:
     """Warm workers for the sandbox of this process; install with :func:`pool`."""
 
@@ -180,7 +60,7 @@ class Pool:
         self.size = default_size() if size is None else size
         self.jobs_per_worker = jobs_per_worker
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
+        self._idle: list[sandbox.Zygote] = []
         self._count = 0
         self._closed = False
         self.started = 0  # zygotes started so far (figures and tests)
@@ -198,7 +78,7 @@ class Pool:
         made = []
         for _ in range(wanted):
             try:
-                made.append(_Worker(stamp))
+                made.append(sandbox.Zygote(stamp))
             except OSError as exc:
                 self.failures.append(str(exc))
         ready = []
@@ -247,9 +127,9 @@ class Pool:
         for worker in idle:
             worker.close()
 
-    def _acquire(self) -> _Worker | None:
+    def _acquire(self) -> sandbox.Zygote | None:
         stamp = code_stamp()
-        stale: list[_Worker] = []
+        stale: list[sandbox.Zygote] = []
         try:
             with self._lock:
                 if self._closed:
@@ -269,10 +149,10 @@ class Pool:
                 worker.close()
         return self._spawn(stamp)
 
-    def _spawn(self, stamp: str) -> _Worker | None:
+    def _spawn(self, stamp: str) -> sandbox.Zygote | None:
         """A new ready worker, already counted in ``_count`` (uncounted again if it fails)."""
         try:
-            worker = _Worker(stamp)
+            worker = sandbox.Zygote(stamp)
             worker.wait_ready()
         except OSError as exc:
             with self._lock:
@@ -283,7 +163,7 @@ class Pool:
             self.started += 1
         return worker
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: sandbox.Zygote) -> None:
         retire = worker.broken or worker.jobs >= self.jobs_per_worker
         with self._lock:
             if not retire and not self._closed:

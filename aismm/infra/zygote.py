@@ -1,10 +1,12 @@
-"""The zygote of a warm sandbox worker: ``python -m aismm.infra.zygote FD``.
+"""A zygote: ``python -S -m aismm.infra.zygote FD [cold]``, the one way a namespace run starts.
 
-Started by :mod:`aismm.infra.warm` as a plain process of the hub's user, it imports every module
-of ``aismm.checks`` and ``aismm.agents`` (the hub's own code: nothing an agent supplied), says
-``ready`` on the control socket FD, then serves one run at a time. For each run it forks a child
-that establishes, by the same system calls util-linux's wrappers make, exactly the isolation of
-a one-shot run (:func:`aismm.infra.sandbox.run`)::
+Started by :class:`aismm.infra.sandbox.Zygote` as a plain process of the hub's user, with the
+scrubbed environment and nothing of the hub in it. A *warm* zygote (kept by
+:mod:`aismm.infra.warm` for ``aismm serve``) first imports every module of ``aismm.checks`` and
+``aismm.agents`` (the hub's own code: nothing an agent supplied); a *cold* one (``cold``: the
+one-shot path, one run) imports only the standard library it needs. Either says ``ready`` on the
+control socket FD, then serves one run at a time. For each run it forks a child that
+establishes the isolation by system calls::
 
     zygote ── fork ─ C: setsid; unshare(mount, pid, net, ipc, uts [, user: map root to the hub
                      │  user]); private mounts; every inherited descriptor closed but the run's
@@ -15,10 +17,10 @@ a one-shot run (:func:`aismm.infra.sandbox.run`)::
                               └ fork ─ J: chroot, chdir to the workdir, bounding set emptied, the
                                        run's uid (as root), capabilities cleared, no-new-privs,
                                        rlimits, scrubbed environment; then ``python -m
-                                       aismm.{checks,agents}.<name>`` runs in-process (already
-                                       imported), any other command is exec'd.
+                                       aismm.{checks,agents}.<name>`` runs in-process (imported
+                                       already by a warm zygote), any other command is exec'd.
 
-When J exits P1 exits with its status (128+N for a signal, as the shell prelude does), which
+When J exits P1 exits with its status (128+N for a signal, as a shell reports it), which
 kills everything else in the run's pid namespace. The zygote reports C's pid, then its exit
 status, and reaps C only when the caller says so (so the caller may kill C's process group
 without racing a reused pid). It exits when the control socket closes.
@@ -32,26 +34,27 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import importlib
 import json
 import os
-import pkgutil
 import resource
-import runpy
 import selectors
 import signal
 import socket
 import sys
-import traceback
 from contextlib import suppress
-from pathlib import Path
-from typing import Any
 
-from aismm.infra import sandbox
+# Standard library only, and as little of it as a run needs: a cold zygote's start-up is part
+# of every one-shot run. What only the in-process programs or the warm preload need is imported
+# where it is used; site-packages too (the zygote starts with ``-S``; see :func:`_site`).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-__all__ = ["PROGRAMS", "main"]
+__all__ = ["PROGRAMS", "PYTHON", "READY", "main"]
 
 PROGRAMS = ("aismm.checks", "aismm.agents")  # packages whose modules run in-process
+PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
+READY = b"\x1eaismm-sandbox-ready\n"  # said by the run's pid 1 just before the command starts
 
 # Linux constants (linux/sched.h, linux/mount.h, linux/prctl.h, linux/capability.h)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -68,7 +71,31 @@ _LOCKED = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS
 _MOUNT_WORDS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc: ctypes.CDLL | None = None
+
+
+def _c() -> ctypes.CDLL:
+    """The C library (loaded once, when a run first needs it: importing this module is free)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode()
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _check(ret: int, what: str) -> None:
@@ -79,13 +106,13 @@ def _check(ret: int, what: str) -> None:
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
-    _check(_libc.mount(source.encode() if source else None, target.encode(),
+    _check(_c().mount(source.encode() if source else None, target.encode(),
                        fstype.encode() if fstype else None, ctypes.c_ulong(flags),
                        data.encode() if data else None), f"mount {target}")
 
 
 def _prctl(option: int, arg: int, arg3: int = 0) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+    _check(_c().prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
                        ctypes.c_ulong(0)), f"prctl {option}")
 
 
@@ -105,7 +132,7 @@ def _tmpfs(target: str, options: str) -> None:
 
 
 def _build_view(root: str, ops: list[str]) -> None:
-    """What the shell prelude does between ``unshare`` and the command (same ops, same order)."""
+    """Build the run's root at ``root`` from the ops of ``sandbox.view``, in their order."""
     _mount("aismm-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
     i = 0
     while i < len(ops):
@@ -139,7 +166,7 @@ def _build_view(root: str, ops: list[str]) -> None:
 def _drop(uid: int | None) -> None:
     """What ``setpriv [--reuid --regid --clear-groups] --no-new-privs --inh-caps=-all
     --bounding-set=-all`` does, and what the exec after it does to the capability sets."""
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    last = int(_read("/proc/sys/kernel/cap_last_cap"))
     for cap in range(last + 1):
         _prctl(PR_CAPBSET_DROP, cap)
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
@@ -149,17 +176,38 @@ def _drop(uid: int | None) -> None:
         os.setresuid(uid, uid, uid)
     header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable (two words each): none
-    _check(_libc.capset(header, data), "capset")
+    _check(_c().capset(header, data), "capset")
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_DUMPABLE, 1)  # as after an exec: the run may read its own /proc/self
 
 
-def _program(argv: list[str]) -> str | None:
-    """The module to run in-process: ``{python} -m aismm.checks.X`` / ``aismm.agents.X``."""
-    if len(argv) >= 3 and argv[0] == sandbox.PYTHON and argv[1] == "-m" \
-            and argv[2].rpartition(".")[0] in PROGRAMS and argv[2] in sys.modules:
+def _program(argv: list[str], env: dict[str, str]) -> str | None:
+    """The module to run in-process: ``{python} -m aismm.checks.X`` / ``aismm.agents.X`` (a
+    module of ours, imported already by a warm zygote, found on this process's own path by a
+    cold one), when the run's module path is this process's own."""
+    if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
+            and argv[2].rpartition(".")[0] in PROGRAMS \
+            and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH") \
+            and (argv[2] in sys.modules or _found(argv[2])):
         return argv[2]
     return None
+
+
+def _found(module: str) -> bool:
+    import importlib.util  # noqa: PLC0415 - only a cold zygote looks a program up
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _site() -> None:
+    """Add site-packages, as a normal interpreter start does (the zygote starts with ``-S``,
+    so a run that executes a command never pays for it)."""
+    import site  # noqa: PLC0415 - see the docstring
+
+    if not sys.flags.no_site or getattr(_site, "done", False):
+        return
+    site.main()
+    _site.done = True  # type: ignore[attr-defined]  # once per process
 
 
 def _job(request: dict[str, Any]) -> int:
@@ -170,9 +218,9 @@ def _job(request: dict[str, Any]) -> int:
     _drop(request["uid"])
     for which, soft, hard in request["rlimits"]:
         resource.setrlimit(which, (soft, hard))
+    module = _program(argv, request["env"])
     os.environ.clear()
     os.environ.update(request["env"])
-    module = _program(argv)
     if module is None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
             signal.signal(sig, signal.SIG_DFL)
@@ -181,9 +229,13 @@ def _job(request: dict[str, Any]) -> int:
         except OSError as exc:
             os.write(2, f"aismm sandbox: cannot run {argv[0]}: {exc.strerror}\n".encode())
             return 127
+    import runpy  # noqa: PLC0415 - only a run of a program of ours needs it
+    import traceback  # noqa: PLC0415 - idem
+
+    _site()
     sys.argv = [argv[2], *argv[3:]]
     sys.path[0] = os.getcwd()  # as `python -m` has it
-    del sys.modules[module]  # run afresh as __main__ (what it imports stays imported)
+    sys.modules.pop(module, None)  # run afresh as __main__ (what it imports stays imported)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
@@ -200,7 +252,7 @@ def _job(request: dict[str, Any]) -> int:
 
 
 def _wait_status(pid: int) -> int:
-    """The exit status the shell prelude reports: the code, or 128+N for signal N."""
+    """The exit status as a shell reports it: the code, or 128+N for signal N."""
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -219,11 +271,11 @@ def _child(request: dict[str, Any], out: int, err: int) -> int:
     userns = request["uid"] is None
     host_uid, host_gid = os.getuid(), os.getgid()
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-    _check(_libc.unshare(flags | (CLONE_NEWUSER if userns else 0)), "unshare")
+    _check(_c().unshare(flags | (CLONE_NEWUSER if userns else 0)), "unshare")
     if userns:  # unshare --map-root-user
-        Path("/proc/self/setgroups").write_text("deny")
-        Path("/proc/self/uid_map").write_text(f"0 {host_uid} 1")
-        Path("/proc/self/gid_map").write_text(f"0 {host_gid} 1")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {host_uid} 1")
+        _write("/proc/self/gid_map", f"0 {host_gid} 1")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     first = os.fork()
     if first:
@@ -234,7 +286,7 @@ def _child(request: dict[str, Any], out: int, err: int) -> int:
     except OSError as exc:
         os.write(2, f"aismm sandbox: {exc}\n".encode())
         return 125
-    os.write(2, sandbox.READY)
+    os.write(2, READY)
     job = os.fork()
     if job == 0:
         try:
@@ -255,12 +307,18 @@ def _exit(code: int) -> None:
 
 def _preload() -> None:
     """Import every program module (ours only: nothing an agent supplied)."""
+    import importlib  # noqa: PLC0415 - a cold zygote preloads nothing
+    import pkgutil  # noqa: PLC0415 - idem
+
+    _site()
     for package in PROGRAMS:
-        with suppress(ImportError):
+        try:
             base = importlib.import_module(package)
-            for info in pkgutil.iter_modules(base.__path__):
-                with suppress(Exception):
-                    importlib.import_module(f"{package}.{info.name}")
+        except ImportError:
+            continue
+        for info in pkgutil.iter_modules(base.__path__):
+            with suppress(Exception):  # a module that fails to import runs as a command
+                importlib.import_module(f"{package}.{info.name}")
 
 
 def _serve_jobs(sock: socket.socket) -> None:
@@ -327,17 +385,20 @@ def _await(sock: socket.socket, pid: int) -> bool:
         os.close(pidfd)
 
 
-def main(fd: int) -> None:
+def main(fd: int, *, preload: bool = True) -> None:
+    """Serve runs on the control socket ``fd``; a cold zygote (``preload=False``, one run of
+    the one-shot path) imports a program only in the run's own process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] in ("", "/", os.getcwd()):
         del sys.path[0]  # the zygote's folder ("/") is no module folder
     sock = socket.socket(fileno=fd)
-    _preload()
+    if preload:
+        _preload()
     sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
     sock.send(f"ready {os.getpid()}".encode())
     _serve_jobs(sock)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), preload=sys.argv[2:] != ["cold"])
