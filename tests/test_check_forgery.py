@@ -426,3 +426,42 @@ def test_benchmark_scoring_runs_in_the_sandbox_and_scores_a_failed_run_zero(
         "tests do not pass against the unmodified module: test_module.py: the test run ended"
         " before reporting every test (exit 0 at import?)"
     ]
+
+
+def test_the_tests_run_in_a_fresh_folder_seeing_neither_the_checkout_nor_the_checker(
+        tmp_path: Path) -> None:
+    """The child is a fork of the checker, yet sees what a new ``python -P`` would: its own copy,
+    the scrubbed environment, no checkout on the module path, no module of the checker's run."""
+    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
+        import os
+        import sys
+
+
+        def test_where():
+            assert os.path.basename(os.getcwd()).startswith("aismm-testrun-")
+            assert parse_amount('1') == 100
+
+
+        def test_environment():
+            assert "CHECKER_ONLY" not in os.environ
+            assert os.environ["HOME"].endswith("/home") and os.environ["PATH"] == os.defpath
+
+
+        def test_module_path():
+            assert not any("checkout" in p for p in sys.path if p), sys.path
+            try:
+                import deliverable  # the checkout's folders are not importable
+            except ImportError:
+                pass
+            else:
+                raise AssertionError("the checkout is on the module path")
+        """))
+    report = root / "deliverable" / "report.json"
+    if report.exists():
+        report.write_text(json.dumps({**json.loads(report.read_text()), "tests": 3}))
+    env = {**scrubbed_env(root), "AISMM_SANDBOX": "rlimits-only", "CHECKER_ONLY": "secret"}
+    done = subprocess.run([sys.executable, "-m", "aismm.checks.run_tests", "--min-tests", "3"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert (done.returncode, done.stdout.splitlines()[0]) == (
+        0, "ok: 3 tests pass against inputs/module.py"), done.stdout + done.stderr

@@ -2,11 +2,13 @@
 
 Checks run inside the sandbox; they may start their own child processes, which stay inside it.
 Agent code (the client's ``inputs/module.py`` and the agent's test file) is never imported by a
-checker: :func:`run_suite` copies both into a fresh temporary folder and starts
-``python -P -m aismm.checks.testrun`` there with ``close_fds``, a scrubbed environment, its own
-pipes and a wall-clock limit. The launcher refuses to start unless ``AISMM_SANDBOX`` is set (the
-sandbox sets it to its isolation level; ``AISMM_SANDBOX=rlimits-only`` opts in to running agent
-code unconfined on purpose) or it runs inside the test suite (``PYTEST_CURRENT_TEST``).
+checker: :func:`run_suite` copies both into a fresh temporary folder and starts the child there
+as ``python -P -m aismm.checks.testrun`` would (a fork of the checker, which has run no agent
+code: no new interpreter per run), in a session of its own, with no descriptor but its own
+pipes, a scrubbed environment, the interpreter's own module path and a wall-clock limit. The
+launcher refuses to start unless ``AISMM_SANDBOX`` is set (the sandbox sets it to its isolation
+level; ``AISMM_SANDBOX=rlimits-only`` opts in to running agent code unconfined on purpose) or it
+runs inside the test suite (``PYTEST_CURRENT_TEST``).
 
 How a verdict is derived, outside the child:
 
@@ -37,7 +39,6 @@ import secrets
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aismm.core.errors import AismmError, UsageError
+from aismm.core.errors import UsageError
 
 __all__ = [
     "MODULE_NAME",
@@ -209,30 +210,58 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _spawn(argv: list[str], cwd: Path, env: dict[str, str], nonce: str,
+def _fork(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, int, int, int]:
+    """Start the child as ``python -P -m aismm.checks.testrun ARGS`` would, without starting
+    an interpreter: a fork of this checker (which has run no agent code) that takes a session,
+    pipes for fds 0-2 and nothing else, the run's folder, environment and module path, then
+    runs :func:`main`. (pid, stdin write end, stdout read end, stderr read end)."""
+    ends = [os.pipe() for _ in range(3)]
+    here = os.path.realpath(os.getcwd())  # the checkout: `python -P` never puts it on the path
+    path = [str(_package_root()), *(p for p in sys.path if p and os.path.realpath(p) != here
+                                    and p != str(_package_root()))]
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 125
+        try:
+            os.setsid()
+            for fd, (read, write) in enumerate(ends):
+                os.dup2(read if fd == 0 else write, fd)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            tempfile.tempdir = None  # found again from TMPDIR, as a new process would
+            sys.path[:] = path
+            sys.argv = [__file__, *args]
+            # the child's own fd 0, read once by main(); the process ends with main()
+            sys.stdin = open(0, encoding="ascii", errors="replace", closefd=False)  # noqa: SIM115
+            main()
+        except BaseException:  # nothing of the child may reach the checker
+            code = 125
+        os._exit(code)
+    for fd, (read, write) in enumerate(ends):
+        os.close(read if fd == 0 else write)
+    return pid, ends[0][1], ends[1][0], ends[2][0]
+
+
+def _spawn(args: list[str], cwd: Path, env: dict[str, str], nonce: str,
            seconds: float) -> tuple[int | None, bytes, bytes, bool]:
     """Run the child; (exit status or None on timeout, stdout, stderr, stdout overflowed)."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                            start_new_session=True)
-    if proc.stdin is None or proc.stdout is None or proc.stderr is None:  # PIPE makes all three
-        _kill_group(proc.pid)
-        proc.wait()
-        raise AismmError("testrun: the child process has no pipes; this is a bug in the hub")
+    pid, stdin, stdout, stderr = _fork(args, cwd, env)
     deadline = time.monotonic() + seconds
-    try:
-        proc.stdin.write(f"{nonce}\n".encode())
-        proc.stdin.close()
-    except OSError:  # the child is already gone; what it printed still tells
-        pass
+    with contextlib.suppress(OSError):  # the child is already gone; what it printed still tells
+        os.write(stdin, f"{nonce}\n".encode())
+    os.close(stdin)
     out, err = bytearray(), bytearray()
     overflow, exited = False, False
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = os.pidfd_open(pid)
     until = deadline
     try:
         with selectors.DefaultSelector() as selector:
-            selector.register(proc.stdout, selectors.EVENT_READ, out)
-            selector.register(proc.stderr, selectors.EVENT_READ, err)
+            selector.register(stdout, selectors.EVENT_READ, out)
+            selector.register(stderr, selectors.EVENT_READ, err)
             selector.register(pidfd, selectors.EVENT_READ, None)
             while selector.get_map() and time.monotonic() < until:
                 for key, _ in selector.select(max(0.0, until - time.monotonic())):
@@ -251,11 +280,12 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str], nonce: str,
                     key.data.extend(chunk[:room])
     finally:
         os.close(pidfd)
-        _kill_group(proc.pid)  # whatever the tests left behind
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-    return (proc.returncode if exited else None), bytes(out), bytes(err), overflow
+        _kill_group(pid)  # whatever the tests left behind
+        _, status = os.waitpid(pid, 0)
+        os.close(stdout)
+        os.close(stderr)
+    code = os.waitstatus_to_exitcode(status)
+    return (code if exited else None), bytes(out), bytes(err), overflow
 
 
 def _incomplete(why: str) -> SuiteResult:
@@ -356,9 +386,8 @@ def run_suite(tests: Path, module_source: str, inputs: Path, *, per_test_seconds
         (root / "deliverable" / tests.name).write_bytes(source)
         (root / "home").mkdir()
         nonce = secrets.token_hex(16)
-        argv = [sys.executable, "-P", "-m", "aismm.checks.testrun",
-                f"deliverable/{tests.name}", "inputs", f"{per_test_seconds:g}"]
-        code, out, err, overflow = _spawn(argv, root, _child_env(root / "home"), nonce, seconds)
+        args = [f"deliverable/{tests.name}", "inputs", f"{per_test_seconds:g}"]
+        code, out, err, overflow = _spawn(args, root, _child_env(root / "home"), nonce, seconds)
     return _verdict(tests.name, specs, nonce, code, out, err, overflow, seconds)
 
 
