@@ -32,11 +32,11 @@ def _settle(db: Path, mission: str) -> None:
         ledger.settle(mission, "alice", "bob", PRICE, FEE, f"merge-{mission}")
 
 
-@pytest.mark.parametrize("tuning", [{}, {"gather": 0, "checkpoint_pages": 1000},
-                                    {"gather": 8, "checkpoint_pages": 2}],
+@pytest.mark.parametrize("tuning", [{}, {"linger": 0, "checkpoint_pages": 1000},
+                                    {"linger": 0.002, "checkpoint_pages": 2}],
                          ids=["default", "untuned", "checkpoint-every-commit"])
 def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path,
-                                                    tuning: dict[str, int]) -> None:
+                                                    tuning: dict[str, float]) -> None:
     db = tmp_path / "hub.db"
     missions = [f"m{i}" for i in range(96)]
     with Ledger(db, FixedClock(START)) as ledger:
@@ -95,7 +95,7 @@ def test_a_failing_job_is_undone_alone_and_the_rest_of_its_group_commits(
                    for args in (("a", PRICE), ("b", 10**6), ("c", PRICE))]
         for t in callers:
             t.start()
-        while writer._jobs.qsize() < len(callers):  # all three wait for the next group
+        while writer.queued() < len(callers):  # all three wait for the next group
             threading.Event().wait(0.001)
         before = writer.groups
         hold.set()
