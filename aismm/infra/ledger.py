@@ -390,9 +390,11 @@ class Ledger:
     def _post(self, specs: list[TransferSpec], guard: str | None = None) -> list[Transfer] | None:
         """Insert the chain, move the balances; with ``guard`` (a mission), nothing at all once
         that mission has a closure: then None."""
-        unique: dict[str, TransferSpec] = {}
-        for spec in specs:
-            _same(unique.setdefault(spec.id, spec), spec)
+        unique = {spec.id: spec for spec in specs}
+        if len(unique) < len(specs):  # an id twice in the chain: both must say the same
+            unique = {}
+            for spec in specs:
+                _same(unique.setdefault(spec.id, spec), spec)
         if not unique:
             return []
         now, conn = self._now(), self._conn
