@@ -676,7 +676,7 @@ def test_fund_returns_the_stored_transfers_and_a_closed_mission_takes_no_new_leg
     funded = ledger.fund("m1", "alice", 100, 10, "open-1")
     assert funded == ledger.history()[1:]  # seqs as SQLite gave them
     ledger.settle("m1", "alice", "bob", 100, 10, "merge-1")
-    with pytest.raises(LedgerError, match="^escrow:m1: mission is already closed;"):
+    with pytest.raises(LedgerError, match=r"^escrow:m1: mission is already closed;"):
         ledger.fund("m1", "alice", 90, 10, "open-1")  # a leg of the same cause, changed
     assert ledger.fund("m1", "alice", 100, 10, "open-1") == funded  # the replay
     assert len(ledger.history()) == 5
