@@ -387,9 +387,11 @@ class Ledger:
                     results.append(exc)
         return results
 
-    def _post(self, specs: list[TransferSpec], guard: str | None = None) -> list[Transfer] | None:
+    def _post(self, specs: list[TransferSpec], guard: str | None = None,
+              keep: bool = True) -> list[Transfer] | None:
         """Insert the chain, move the balances; with ``guard`` (a mission), nothing at all once
-        that mission has a closure: then None."""
+        that mission has a closure: then None. ``keep=False``: return [] instead of the
+        transfers (a caller that only needs them posted)."""
         unique = {spec.id: spec for spec in specs}
         if len(unique) < len(specs):  # an id twice in the chain: both must say the same
             unique = {}
@@ -416,7 +418,8 @@ class Ledger:
         deltas: dict[str, int] = {}
         for tid, spec in unique.items():
             if tid in seqs:
-                done[tid] = Transfer(tid, *spec.body(), seq=seqs[tid], at=now)
+                if keep:
+                    done[tid] = Transfer(tid, *spec.body(), seq=seqs[tid], at=now)
                 deltas[spec.debit] = deltas.get(spec.debit, 0) - spec.amount
                 deltas[spec.credit] = deltas.get(spec.credit, 0) + spec.amount
             else:
@@ -444,7 +447,7 @@ class Ledger:
                         f"{account}: insufficient funds: balance {after[account] - delta}, the "
                         f"chain takes {-delta}, short by {short}; deposit at least {short} more "
                         "or lower the amount")
-        return [done[s.id] for s in specs]
+        return [done[s.id] for s in specs] if keep else []
 
     def _chain(self, specs: list[TransferSpec]) -> list[Transfer]:
         posted = self._post(specs)
@@ -598,7 +601,7 @@ class Ledger:
                 left = int(row[0])
                 legs = [*plan, (rest, payee, left)] if left else plan
                 led._post([TransferSpec(ids[leg], escrow, credit, amount, mission, action, cause)
-                           for leg, credit, amount in legs])
+                           for leg, credit, amount in legs], keep=False)
                 return Closure(mission, kind, cause, client, owner, price, fee, left,
                                tuple(ids[leg] for leg, _credit, _amount in legs), now)
             old, held = led._closure_and_balance(mission, escrow)
