@@ -650,3 +650,34 @@ def test_closure_type_is_the_settlement_type() -> None:
     assert isinstance(Closure("m1", "settled", "c", "alice", "bob", 1, 0, 0, ("x",), START),
                       Closure)
     assert Transfer.__mro__[1] is TransferSpec
+
+
+def test_a_chain_replayed_in_part_posts_only_its_new_transfers(ledger: Ledger,
+                                                                clock: FixedClock) -> None:
+    ledger.deposit("alice", 100, "d1")
+    to_bob = spec(tid(1), "client:alice", "provider:bob", 30)
+    to_carol = spec(tid(2), "client:alice", "provider:carol", 20)
+    to_dave = spec(tid(3), "client:alice", "provider:dave", 10)
+    [first] = ledger.post([to_bob])
+    clock.advance("PT1M")
+    carol, again, dave = ledger.post([to_carol, to_bob, to_dave])
+    assert again == first  # the original, its seq and time kept
+    assert (carol.seq, dave.seq) == (first.seq + 1, first.seq + 2)
+    assert carol.at == dave.at == iso(clock.now())
+    assert ledger.history() == [ledger.history()[0], first, carol, dave]  # as stored
+    assert ledger.balances() == {"world": -100, "client:alice": 40, "provider:bob": 30,
+                                 "provider:carol": 20, "provider:dave": 10}
+    assert ledger.check() == []
+
+
+def test_fund_returns_the_stored_transfers_and_a_closed_mission_takes_no_new_leg(
+        ledger: Ledger) -> None:
+    ledger.deposit("alice", 500, "d1")
+    funded = ledger.fund("m1", "alice", 100, 10, "open-1")
+    assert funded == ledger.history()[1:]  # seqs as SQLite gave them
+    ledger.settle("m1", "alice", "bob", 100, 10, "merge-1")
+    with pytest.raises(LedgerError, match=r"^escrow:m1: mission is already closed;"):
+        ledger.fund("m1", "alice", 90, 10, "open-1")  # a leg of the same cause, changed
+    assert ledger.fund("m1", "alice", 100, 10, "open-1") == funded  # the replay
+    assert len(ledger.history()) == 5
+    assert ledger.check() == []

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,11 +33,11 @@ def _settle(db: Path, mission: str) -> None:
         ledger.settle(mission, "alice", "bob", PRICE, FEE, f"merge-{mission}")
 
 
-@pytest.mark.parametrize("tuning", [{}, {"gather": 0, "checkpoint_pages": 1000},
-                                    {"gather": 8, "checkpoint_pages": 2}],
+@pytest.mark.parametrize("tuning", [{}, {"linger": 0, "checkpoint_pages": 1000},
+                                    {"linger": 0.002, "checkpoint_pages": 2}],
                          ids=["default", "untuned", "checkpoint-every-commit"])
 def test_concurrent_callers_all_settle_exactly_once(tmp_path: Path,
-                                                    tuning: dict[str, int]) -> None:
+                                                    tuning: dict[str, float]) -> None:
     db = tmp_path / "hub.db"
     missions = [f"m{i}" for i in range(96)]
     with Ledger(db, FixedClock(START)) as ledger:
@@ -95,7 +96,7 @@ def test_a_failing_job_is_undone_alone_and_the_rest_of_its_group_commits(
                    for args in (("a", PRICE), ("b", 10**6), ("c", PRICE))]
         for t in callers:
             t.start()
-        while writer._jobs.qsize() < len(callers):  # all three wait for the next group
+        while writer.queued() < len(callers):  # all three wait for the next group
             threading.Event().wait(0.001)
         before = writer.groups
         hold.set()
@@ -211,3 +212,79 @@ def test_a_ledger_outliving_the_writer_is_refused_not_left_waiting(tmp_path: Pat
     with Ledger(db) as fresh:  # a ledger opened afterwards writes on its own connection
         fresh.deposit("alice", 5, "late")
         assert fresh.balance("client:alice") == 5
+
+
+def test_a_replayed_settle_in_a_group_returns_the_original_closure(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    with Ledger(db, FixedClock(START)) as ledger:
+        ledger.deposit("alice", 200, "top-up")
+        ledger.fund("m1", "alice", PRICE, FEE + 50, "open-m1")  # 50 more than the fee
+    clock = FixedClock(START)
+    results: list[Any] = []
+
+    def settle() -> None:
+        with Ledger(db, clock) as ledger:
+            try:
+                results.append(ledger.settle("m1", "alice", "bob", PRICE, FEE, "merge-m1"))
+            except LedgerError as exc:  # pragma: no cover - reported below
+                results.append(exc)
+
+    with group_commit(db) as writer:
+        threads = [threading.Thread(target=settle) for _ in range(8)]  # all at once
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        clock.advance("PT1H")
+        settle()  # a replay in a later group, an hour on
+        with Ledger(db, clock) as ledger, pytest.raises(LedgerError, match="different body"):
+            ledger.settle("m1", "alice", "bob", PRICE + 1, FEE, "merge-m1")
+        assert writer.groups >= 2
+    first = results[0]
+    assert (first.provider, first.fee, first.client_refund, first.at) == (PRICE, FEE, 50, START)
+    assert all(r == first for r in results)  # the original closure, its time included
+    with Ledger(db) as ledger:
+        assert ledger.closure("m1") == first
+        assert ledger.balances() == {"world": -200, "client:alice": 90, "escrow:m1": 0,
+                                     "provider:bob": PRICE, "platform:fees": FEE}
+        assert ledger.check() == []
+
+
+def test_the_writer_takes_a_group_as_large_as_its_last_and_close_ends_a_linger(
+        tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    Ledger(db).close()
+    hold, started = threading.Event(), threading.Event()
+    done: list[int] = []
+
+    def job(n: int) -> Any:
+        return lambda conn: done.append(n)
+
+    with group_commit(db, linger=60.0) as writer:  # a broken rule would wait out the minute
+        writer.run(job(0))  # a lone caller is served at once
+        blocker = threading.Thread(target=writer.run,
+                                   args=(lambda _conn: (started.set(), hold.wait()),))
+        blocker.start()
+        started.wait()
+        three = [threading.Thread(target=writer.run, args=(job(n),)) for n in (1, 2, 3)]
+        for t in three:
+            t.start()
+        while writer.queued() < 3:
+            threading.Event().wait(0.001)
+        hold.set()
+        for t in [blocker, *three]:
+            t.join()
+        groups = writer.groups  # ..., the group of three: the writer now waits for three
+        again = [threading.Thread(target=writer.run, args=(job(n),)) for n in (4, 5, 6)]
+        for t in again:
+            t.start()
+        for t in again:
+            t.join()  # the third one completes the group: no lingering
+        assert writer.groups == groups + 1
+        late = threading.Thread(target=writer.run, args=(job(7),))
+        late.start()
+        while writer.queued() < 1:
+            threading.Event().wait(0.001)
+    late.join()  # close() committed the job the writer lingered for
+    assert sorted(done) == list(range(8))
+    assert writer.groups == groups + 2

@@ -212,6 +212,38 @@ def _rows(n: int, width: int) -> str:
     return ", ".join(["(" + ", ".join(["?"] * width) + ")"] * n)
 
 
+@lru_cache(maxsize=64)
+def _insert_sql(n: int, guarded: bool) -> str:
+    """INSERT of ``n`` transfers, those whose id is new (in order: new rows take consecutive
+    seqs); ``guarded``: none of them once the mission given as the last parameter has a
+    closure (one statement, no separate read). No RETURNING: the cursor's row count and last
+    row id tell what was added (RETURNING doubles the statement's cost)."""
+    cols = "INSERT INTO ledger_transfers (id, debit, credit, amount, mission, action, cause, at)"
+    if guarded:
+        return (f"{cols} SELECT * FROM (VALUES {_rows(n, 8)}) WHERE NOT EXISTS "
+                "(SELECT 1 FROM ledger_closures WHERE mission = ?) ON CONFLICT (id) DO NOTHING")
+    return f"{cols} VALUES {_rows(n, 8)} ON CONFLICT (id) DO NOTHING"
+
+
+@lru_cache(maxsize=64)
+def _balances_sql(n: int) -> str:
+    return (f"INSERT INTO ledger_balances (account, balance) VALUES {_rows(n, 2)} "
+            "ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance "
+            "RETURNING account, balance")
+
+
+# A mission's closure row, written only while it has none and its escrow holds at least what
+# the closure pays out (and more than 0); returns the remainder. ?1..?7: mission, kind, cause,
+# client, provider owner, provider, fee; ?8: provider + fee; ?9 / ?10: the transfer ids with /
+# without the remainder leg; ?11: at; ?12: the escrow account.
+_CLOSE_SQL = (
+    "INSERT INTO ledger_closures (mission, kind, cause, client, provider_owner, provider, fee, "
+    "client_refund, transfers, at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, held - ?8, "
+    "CASE WHEN held > ?8 THEN ?9 ELSE ?10 END, ?11 "
+    "FROM (SELECT balance AS held FROM ledger_balances WHERE account = ?12) "
+    "WHERE held > 0 AND held >= ?8 ON CONFLICT (mission) DO NOTHING RETURNING client_refund")
+
+
 class Ledger:
     """The ledger tables of one SQLite file, through one connection.
 
@@ -227,6 +259,7 @@ class Ledger:
         self._batch = False
         self._stamp: tuple[dt.datetime | None, str] = (None, "")
         self._group: GroupCommit | None = group_for(self._path)
+        self._on: Ledger | None = None  # the view on the group writer's connection
         try:
             self._conn = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 10000")
@@ -246,7 +279,7 @@ class Ledger:
         """A view of the ledger on the group writer's connection, inside its transaction."""
         view = cls.__new__(cls)
         view._path, view._clock, view._conn = path, clock, conn
-        view._batch, view._group, view._stamp = True, None, (None, "")
+        view._batch, view._group, view._stamp, view._on = True, None, (None, ""), None
         return view
 
     def close(self) -> None:
@@ -289,9 +322,15 @@ class Ledger:
             return self._own_tx(lambda: fn(self))
         group = self._group
         if group is not None:
-            path, clock = self._path, self._clock
-            return group.run(lambda conn: fn(Ledger._over(conn, path, clock)))
+            return group.run(lambda conn: fn(self._view(conn)))
         return self._retry(lambda: self._own_tx(lambda: fn(self)))
+
+    def _view(self, conn: sqlite3.Connection) -> Ledger:
+        """This ledger's view on the group writer's connection (made once, then reused)."""
+        view = self._on
+        if view is None or view._conn is not conn:
+            view = self._on = Ledger._over(conn, self._path, self._clock)
+        return view
 
     def _own_tx(self, fn: Callable[[], _T]) -> _T:
         conn = self._conn
@@ -335,7 +374,7 @@ class Ledger:
         """Post one chain of transfers atomically; replaying identical transfers is a no-op."""
         for spec in specs:
             _validate(spec)
-        return self._write(lambda led: led._post(specs))
+        return self._write(lambda led: led._chain(specs))
 
     def post_many(self, chains: list[list[TransferSpec]]) -> list[list[Transfer] | LedgerError]:
         """Post many chains in one transaction; each result is a chain's transfers or its error."""
@@ -348,23 +387,39 @@ class Ledger:
                     results.append(exc)
         return results
 
-    def _post(self, specs: list[TransferSpec]) -> list[Transfer]:
-        unique: dict[str, TransferSpec] = {}
-        for spec in specs:
-            _same(unique.setdefault(spec.id, spec), spec)
+    def _post(self, specs: list[TransferSpec], guard: str | None = None,
+              keep: bool = True) -> list[Transfer] | None:
+        """Insert the chain, move the balances; with ``guard`` (a mission), nothing at all once
+        that mission has a closure: then None. ``keep=False``: return [] instead of the
+        transfers (a caller that only needs them posted)."""
+        unique = {spec.id: spec for spec in specs}
+        if len(unique) < len(specs):  # an id twice in the chain: both must say the same
+            unique = {}
+            for spec in specs:
+                _same(unique.setdefault(spec.id, spec), spec)
         if not unique:
             return []
         now, conn = self._now(), self._conn
-        values = [v for s in unique.values() for v in (s.id, *s.body(), now)]
-        seqs = dict(conn.execute(
-            "INSERT INTO ledger_transfers (id, debit, credit, amount, mission, action, cause, at)"
-            f" VALUES {_rows(len(unique), 8)} ON CONFLICT (id) DO NOTHING RETURNING id, seq",
-            values).fetchall())
-        done = {t.id: t for t in self._transfers([i for i in unique if i not in seqs])}
+        values: list[Any] = [v for s in unique.values() for v in (s.id, *s.body(), now)]
+        if guard is not None:
+            values.append(guard)
+        n = len(unique)
+        cur = conn.execute(_insert_sql(n, guard is not None), values)
+        added, last = cur.rowcount, cur.lastrowid
+        done: dict[str, Transfer] = {}
+        if added == n and last is not None:  # all new: their seqs follow one another, in order
+            seqs = dict(zip(unique, range(last - n + 1, last + 1), strict=True))
+        else:  # a replay (of part) of the chain, or refused by the guard
+            if guard is not None and added == 0 and self._closure(guard) is not None:
+                return None
+            first = (last or 0) - added + 1  # the rows added now: seqs first..last
+            done = {t.id: t for t in self._transfers(list(unique))}
+            seqs = {tid: t.seq for tid, t in done.items() if added > 0 and t.seq >= first}
         deltas: dict[str, int] = {}
         for tid, spec in unique.items():
             if tid in seqs:
-                done[tid] = Transfer(tid, *spec.body(), seq=seqs[tid], at=now)
+                if keep:
+                    done[tid] = Transfer(tid, *spec.body(), seq=seqs[tid], at=now)
                 deltas[spec.debit] = deltas.get(spec.debit, 0) - spec.amount
                 deltas[spec.credit] = deltas.get(spec.credit, 0) + spec.amount
             else:
@@ -375,11 +430,8 @@ class Ledger:
                 if abs(delta) > MAX_BALANCE:  # too large to add in 64 bits safely
                     raise _beyond(account, self.balance(account) + delta)
             try:
-                after = dict(conn.execute(
-                    f"INSERT INTO ledger_balances (account, balance) VALUES "
-                    f"{_rows(len(moved), 2)} ON CONFLICT (account) DO UPDATE SET balance = "
-                    "balance + excluded.balance RETURNING account, balance",
-                    [v for pair in moved for v in pair]).fetchall())
+                after = dict(conn.execute(_balances_sql(len(moved)),
+                                          [v for pair in moved for v in pair]).fetchall())
             except sqlite3.IntegrityError:  # a CHECK: some balance would pass MAX_BALANCE
                 beyond = next((_beyond(a, self.balance(a) + d) for a, d in moved
                                if abs(self.balance(a) + d) > MAX_BALANCE), None)
@@ -395,7 +447,13 @@ class Ledger:
                         f"{account}: insufficient funds: balance {after[account] - delta}, the "
                         f"chain takes {-delta}, short by {short}; deposit at least {short} more "
                         "or lower the amount")
-        return [done[s.id] for s in specs]
+        return [done[s.id] for s in specs] if keep else []
+
+    def _chain(self, specs: list[TransferSpec]) -> list[Transfer]:
+        posted = self._post(specs)
+        if posted is None:  # pragma: no cover - only a guard refuses
+            raise AssertionError("unreachable")
+        return posted
 
     def _transfers(self, ids: list[str]) -> list[Transfer]:
         if not ids:
@@ -460,11 +518,13 @@ class Ledger:
                               mission, "fund", cause) for leg, credit, amount in legs]
 
         def run(led: Ledger) -> list[Transfer]:
-            if led._closure(closing) is not None:
-                old = {t.id: t.body() for t in led._transfers([s.id for s in specs])}
-                if any(old.get(s.id) != s.body() for s in specs):
-                    raise LedgerError(f"{escrow if closing == mission else payer}: {closed}")
-            return led._post(specs)
+            posted = led._post(specs, guard=closing)  # refused at once if closing is closed
+            if posted is not None:
+                return posted
+            old = {t.id: t.body() for t in led._transfers([s.id for s in specs])}
+            if any(old.get(s.id) != s.body() for s in specs):
+                raise LedgerError(f"{escrow if closing == mission else payer}: {closed}")
+            return led._chain(specs)  # a replay of the funding: the original transfers
 
         return self._write(run)
 
@@ -528,8 +588,22 @@ class Ledger:
         payee = payee or f"client:{_name('actor', client)}"
         action, rest = ("settle", "remainder") if kind == "settled" else ("refund", "refund")
         plan = _legs(escrow, cause, [("price", f"provider:{owner}", price), ("fee", FEES, fee)])
+        ids = {leg: transfer_id(mission, action, cause, leg) for leg in (*(p[0] for p in plan),
+                                                                          rest)}
+        without = " ".join(ids[leg] for leg, _acct, _amount in plan)
+        fast = (mission, kind, cause, client, owner, price, fee, price + fee,
+                f"{without} {ids[rest]}".lstrip(), without)
 
         def run(led: Ledger) -> Settlement:
+            now = led._now()
+            row = led._conn.execute(_CLOSE_SQL, (*fast, now, escrow)).fetchone()
+            if row is not None:  # closed now (one statement): post what it pays out
+                left = int(row[0])
+                legs = [*plan, (rest, payee, left)] if left else plan
+                led._post([TransferSpec(ids[leg], escrow, credit, amount, mission, action, cause)
+                           for leg, credit, amount in legs], keep=False)
+                return Closure(mission, kind, cause, client, owner, price, fee, left,
+                               tuple(ids[leg] for leg, _credit, _amount in legs), now)
             old, held = led._closure_and_balance(mission, escrow)
             if old is not None:
                 if (old.kind, old.cause) != (kind, cause):
@@ -548,9 +622,8 @@ class Ledger:
                                   f"{price + fee}, short by {price + fee - held}; "
                                   "lower the amounts")
             legs = [*plan, (rest, payee, held - price - fee)] if held > price + fee else plan
-            posted = led._post([TransferSpec(transfer_id(mission, action, cause, leg), escrow,
-                                              credit, amount, mission, action, cause)
-                                 for leg, credit, amount in legs])
+            posted = led._chain([TransferSpec(ids[leg], escrow, credit, amount, mission, action,
+                                              cause) for leg, credit, amount in legs])
             done = Closure(mission, kind, cause, client, owner, price, fee, held - price - fee,
                            tuple(t.id for t in posted), led._now())
             led._conn.execute("INSERT INTO ledger_closures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

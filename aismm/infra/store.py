@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import socket
 import sqlite3
@@ -99,7 +98,7 @@ class _Job:
         self.error: BaseException | None = None
 
 
-_GATHER = 8  # yields at most before a group is taken
+_LINGER = 0.002  # seconds the writer waits for the rest of an expected group
 _CHECKPOINT_PAGES = 10_000  # the group writer's WAL autocheckpoint (SQLite's default: 1,000)
 
 
@@ -113,26 +112,32 @@ class GroupCommit:
     transaction's commit is durable, and one fdatasync serves the whole group. A failed
     COMMIT fails every job of the group (none of them returns as done).
 
-    Before it takes a group the writer yields while more jobs keep arriving (at most
-    ``gather`` times): the callers the last commit woke hand in their next job and share the
-    next fdatasync, instead of waiting for the one after (with 32 callers a group holds ~31
-    jobs instead of ~16). A lone caller costs one yield. The writer's connection checkpoints
-    the WAL every ``checkpoint_pages`` pages rather than SQLite's 1,000: fewer, larger
-    checkpoints, each page written back once however often the groups changed it.
+    The writer takes a group once as many jobs wait as its last group held (the callers it
+    just woke hand in their next ones), or ``linger`` seconds after the first one arrived,
+    whichever comes first; a lone caller is served at once. Taking the whole group in one go,
+    rather than a job at a time while the woken callers still run, keeps the writer and the
+    callers from handing the interpreter lock back and forth at every statement. The
+    writer's connection checkpoints the WAL every ``checkpoint_pages`` pages rather than
+    SQLite's 1,000: fewer, larger checkpoints.
     """
 
-    def __init__(self, path: Path, max_group: int = 512, gather: int = _GATHER,
+    def __init__(self, path: Path, max_group: int = 512, linger: float = _LINGER,
                  checkpoint_pages: int = _CHECKPOINT_PAGES) -> None:
         self.path = Path(path)
         self.max_group = max_group
-        self.gather = gather
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.linger = linger
+        self._lock = threading.Lock()  # guards the fields below
+        self._pending: list[_Job] = []
+        self._want = 1  # jobs the writer waits for: its last group's size
+        self._waiting = False  # the writer sleeps on _wake and nobody woke it yet
+        self._closed = False
+        self._wake = threading.Lock()  # released once to wake the writer
+        self._wake.acquire()
         self._conn = connect(self.path, thread_bound=False)  # the writer thread's alone
         self._conn.execute("PRAGMA cache_size = -65536")
         self._conn.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint_pages)}")
         self._thread = threading.Thread(target=self._loop, name=f"group-commit {path}",
                                         daemon=True)
-        self._closed = False
         self.groups = 0  # commits made (for tests and benchmarks)
         self.pid = os.getpid()
         self._thread.start()
@@ -149,61 +154,62 @@ class GroupCommit:
                 raise
             self._conn.execute("RELEASE nested")
             return out
-        if self._closed:
-            raise sqlite3.OperationalError(f"{self.path}: the group writer is closed")
         job = _Job(fn)
-        self._jobs.put(job)
+        with self._lock:
+            if self._closed:
+                raise sqlite3.OperationalError(f"{self.path}: the group writer is closed")
+            pending = self._pending
+            pending.append(job)
+            if self._waiting and (len(pending) == 1 or len(pending) >= self._want):
+                self._waiting = False
+                self._wake.release()
         job.done.acquire()
         if job.error is not None:
             raise job.error
         result: _T = job.result
         return result
 
+    def queued(self) -> int:
+        """Jobs handed in and not yet taken by the writer."""
+        with self._lock:
+            return len(self._pending)
+
     def close(self) -> None:
         """Finish the jobs already handed in, then stop the writer and close its connection."""
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._jobs.put(None)
-            self._thread.join()
-            self._conn.close()
-            while True:  # a job handed in as the writer stopped: refused, never left waiting
-                try:
-                    late = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if late is not None:
-                    late.error = sqlite3.OperationalError(f"{self.path}: the group writer is "
-                                                          "closed")
-                    late.done.release()
+            if self._waiting:
+                self._waiting = False
+                self._wake.release()
+        self._thread.join()
+        self._conn.close()
 
     def _loop(self) -> None:
-        stop = False
-        while not stop:
-            first = self._jobs.get()
-            if first is None:
-                break
-            self._gather()
-            group = [first]
-            while len(group) < self.max_group:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
-            self._commit(group)
-
-    def _gather(self) -> None:
-        """Yield to the callers while their jobs keep arriving (see the class docstring)."""
-        seen = -1
-        for _ in range(self.gather):
-            waiting = self._jobs.qsize()
-            if waiting == seen or waiting + 1 >= self.max_group:
-                return
-            seen = waiting
-            time.sleep(0)  # lets a woken caller take the GIL and hand in its job
+        lingered = False  # the writer already waited ``linger`` for the group in hand
+        while True:
+            with self._lock:
+                pending, closed = self._pending, self._closed
+                if pending and (closed or lingered or len(pending) >= self._want):
+                    group, self._pending = pending[:self.max_group], pending[self.max_group:]
+                elif closed:
+                    return
+                else:
+                    group, self._waiting = [], True
+            if group:
+                lingered = False
+                self._want = len(group)
+                self._commit(group)
+                continue
+            if self._wake.acquire(timeout=self.linger if pending else -1):
+                continue
+            with self._lock:  # timed out: take what came; clear a wake-up sent meanwhile
+                if self._waiting:
+                    self._waiting = False
+                else:
+                    self._wake.acquire()
+            lingered = True
 
     def _commit(self, group: list[_Job]) -> None:
         conn = self._conn
@@ -275,10 +281,10 @@ def group_for(path: Path) -> GroupCommit | None:
 
 
 @contextmanager
-def group_commit(path: Path, **tuning: int) -> Iterator[GroupCommit]:
+def group_commit(path: Path, **tuning: Any) -> Iterator[GroupCommit]:
     """Route this process' writes to the database at ``path`` (outbox, executions, ledger)
     through one group writer while the block runs (``aismm serve`` does). ``tuning`` passes
-    :class:`GroupCommit`'s ``max_group``, ``gather`` and ``checkpoint_pages`` (benchmarks)."""
+    :class:`GroupCommit`'s ``max_group``, ``linger`` and ``checkpoint_pages`` (benchmarks)."""
     key = _key(path)
     with _GROUPS_LOCK:
         if key in _GROUPS:
