@@ -385,12 +385,12 @@ DIE_IN_LEDGER = textwrap.dedent("""
 
     post = Ledger._post
 
-    def post_then_die(self, specs):
-        posted = post(self, specs)
+    def post_then_die(self, specs, *args, **kwargs):
+        posted = post(self, specs, *args, **kwargs)
         if any(s.action in ("settle", "refund") for s in specs):
-            print(f"in transaction: {self._conn.in_transaction}, posted {len(posted)}",
+            print(f"in transaction: {self._conn.in_transaction}, posted {len(specs)}",
                   flush=True)
-            os.kill(os.getpid(), 9)  # before the closure row and the COMMIT
+            os.kill(os.getpid(), 9)  # inside the closing transaction, before its COMMIT
         return posted
 
     Ledger._post = post_then_die
