@@ -155,6 +155,9 @@ def script(name: str) -> None:
             import site  # noqa: PLC0415 - site-packages only when the work is done here
 
             site.main()
+        from aismm.core.startup import skip_plugin_scan  # noqa: PLC0415 - lean hook path
+
+        skip_plugin_scan()  # this process's own models only (aismm.core.startup)
         answered = handle(request)
     _finish(*answered)
 
@@ -328,4 +331,7 @@ def parse_raw(head: bytes, body: bytes) -> Request:
 
 
 if __name__ == "__main__":  # the native client's fallback: `python -m aismm.hook HOOK` < stdin
+    from aismm.core.startup import skip_plugin_scan
+
+    skip_plugin_scan()
     _finish(*handle(request_from_env(sys.argv[1], sys.stdin.buffer.read())))

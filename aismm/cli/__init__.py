@@ -16,6 +16,7 @@ import click
 
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
+from aismm.core.startup import skip_plugin_scan
 
 __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
@@ -104,6 +105,7 @@ def usage_line(exc: click.ClickException, argv: list[str] | None = None) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code, in this one place."""
     debug = os.environ.get("AISMM_DEBUG") == "1"
+    skip_plugin_scan()  # before any model is built (aismm.core.startup)
     try:
         cli.main(args=argv, prog_name="aismm", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -117,11 +117,9 @@ def match_glob(path: str, pattern: str) -> bool:
 def schema_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
     """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
     (``(document)`` for the whole document)."""
-    import jsonschema  # noqa: PLC0415 - lean hook path: loaded when a document is validated
+    from aismm.core import jsonschemas  # noqa: PLC0415 - jsonschema only where a document is validated
 
-    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
-    return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
+    return jsonschemas.document_errors(schema_text, data)
 
 
 def _rules(contract: FileRules, part: Part
