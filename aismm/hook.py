@@ -275,7 +275,7 @@ def _remember(hub: Hub, repo: Repo) -> None:
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
     from aismm.infra.git import Repo  # noqa: PLC0415 - lean hook path (module doc)
     from aismm.infra.hub import Hub  # noqa: PLC0415
-    from aismm.services import judged, worker  # noqa: PLC0415
+    from aismm.services import judged  # noqa: PLC0415
 
     git_dir = Path(request["git_dir"])
     root = hub_of(git_dir)
@@ -295,6 +295,9 @@ def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
             repo.add_objects(request["object_dir"])
         judged.judge(hub, repo, updates, pusher=request.get("pusher"))
         return []
+
+    # post-receive: the event dispatch (every service), which a pre-receive never loads
+    from aismm.services import worker  # noqa: PLC0415
 
     return worker.record_and_process(hub, git_dir, updates, request.get("pusher"))
 

@@ -8,7 +8,6 @@ never loads it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jsonschema
@@ -16,10 +15,10 @@ import jsonschema
 __all__ = ["document_errors", "schema_problem"]
 
 
-def document_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
-    """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
-    (``(document)`` for the whole document)."""
-    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
+def document_errors(schema: Any, data: Any) -> list[tuple[str, str]]:
+    """Validate data against a JSON Schema (parsed): ``(field, message)`` per error, by field
+    path (``(document)`` for the whole document)."""
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
     return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
 
