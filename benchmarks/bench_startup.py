@@ -75,23 +75,15 @@ def _deliver(hub: Hub, mission_id: str, main: str) -> tuple[str, str]:
 
 def run(quick: bool) -> dict[str, float]:
     n = 5 if quick else 10
-    env = {k: v for k, v in ENV.items() if not k.startswith("AISMM_")}
+    # every process runs this tree's package (hooks start in the repository, not here)
+    env = {**{k: v for k, v in ENV.items() if not k.startswith("AISMM_")},
+           "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "aismm"]
     with tempfile.TemporaryDirectory(prefix="aismm-startup-") as tmp:
         root = Path(tmp)
         hub = _hub(root)  # processing: daemon; alice funded, bob a hosted specialist
         out: dict[str, float] = {}
-        # the accepted missions first: each run accepts its own delivered, assessed attempt
-        ready = []
-        for _ in range(n):
-            created = _mission(hub)
-            new, ref = _deliver(hub, created.doc.id, created.main)
-            subprocess.run(["git", "push", "-q", ".", f"{new}:{ref}"], cwd=created.path,
-                           env={**env, "AISMM_PUSHER": "bob"}, check=True, capture_output=True)
-            ready.append(created.doc.id)
-        # pushed through the hooks (processing: daemon): the DoD runs here, for all of them
-        worker.process(hub)
-        pending = _mission(hub)  # one open mission for tick, one delivery for pre-receive
+        pending = _mission(hub)  # the one open mission for tick, a delivery for pre-receive
         new, ref = _deliver(hub, pending.doc.id, pending.main)
         hook = pending.path / "hooks" / "pre-receive"
         old = subprocess.run(["git", "rev-parse", ref], cwd=pending.path, env=env, check=True,
@@ -106,6 +98,17 @@ def run(quick: bool) -> dict[str, float]:
         out["import_worker_cpu_s"] = best(n, lambda _i: cpu_of(
             [sys.executable, "-c", "import aismm.services.worker"], env))
         out["tick_cpu_s"] = best(n, lambda _i: cpu_of([*hub_args, "tick"], env))
+        # then the missions to accept (tick ran with one open mission): each run accepts its
+        # own delivered, assessed attempt
+        ready = []
+        for _ in range(n):
+            created = _mission(hub)
+            new, ref = _deliver(hub, created.doc.id, created.main)
+            subprocess.run(["git", "push", "-q", ".", f"{new}:{ref}"], cwd=created.path,
+                           env={**env, "AISMM_PUSHER": "bob"}, check=True, capture_output=True)
+            ready.append(created.doc.id)
+        # pushed through the hooks (processing: daemon): the DoD runs here, for all of them
+        worker.process(hub)
         out["pre_receive_cpu_s"] = best(n, lambda _i: cpu_of([str(hook)], hook_env, line,
                                                              cwd=pending.path))
         out["accept_cpu_s"] = best(n, lambda i: cpu_of(
