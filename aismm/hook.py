@@ -155,6 +155,9 @@ def script(name: str) -> None:
             import site  # noqa: PLC0415 - site-packages only when the work is done here
 
             site.main()
+        from aismm.core.startup import skip_plugin_scan  # noqa: PLC0415 - lean hook path
+
+        skip_plugin_scan()  # this process's own models only (aismm.core.startup)
         answered = handle(request)
     _finish(*answered)
 
@@ -272,7 +275,7 @@ def _remember(hub: Hub, repo: Repo) -> None:
 def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
     from aismm.infra.git import Repo  # noqa: PLC0415 - lean hook path (module doc)
     from aismm.infra.hub import Hub  # noqa: PLC0415
-    from aismm.services import judged, worker  # noqa: PLC0415
+    from aismm.services import judged  # noqa: PLC0415
 
     git_dir = Path(request["git_dir"])
     root = hub_of(git_dir)
@@ -292,6 +295,9 @@ def _run(request: Request, hubs: dict[Path, Hub] | None) -> list[str]:
             repo.add_objects(request["object_dir"])
         judged.judge(hub, repo, updates, pusher=request.get("pusher"))
         return []
+
+    # post-receive: the event dispatch (every service), which a pre-receive never loads
+    from aismm.services import worker  # noqa: PLC0415
 
     return worker.record_and_process(hub, git_dir, updates, request.get("pusher"))
 
@@ -328,4 +334,7 @@ def parse_raw(head: bytes, body: bytes) -> Request:
 
 
 if __name__ == "__main__":  # the native client's fallback: `python -m aismm.hook HOOK` < stdin
+    from aismm.core.startup import skip_plugin_scan
+
+    skip_plugin_scan()
     _finish(*handle(request_from_env(sys.argv[1], sys.stdin.buffer.read())))

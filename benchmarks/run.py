@@ -83,6 +83,9 @@ def main() -> None:
     import bench_workflow
 
     sections["workflow"] = _section("workflow", bench_workflow.run, quick)
+    import bench_startup
+
+    sections["startup"] = _section("startup", bench_startup.run, quick)
 
     g, f, l, r = (sections[k] for k in ("gate", "flow", "ledger", "reputation"))
 
@@ -175,6 +178,14 @@ def main() -> None:
     rows.append(("three-step workflow end to end / the three missions by hand (CLI)",
                  f"{v(wf, 'workflow_s', '{:.2f}')} s / {v(wf, 'by_hand_s', '{:.2f}')} s",
                  f"ratio {v(wf, 'workflow_vs_hand', '{:.2f}')}; goal <= 1.5"))
+    st = sections["startup"]
+    rows.append(("process CPU: `aismm tick` / `mission accept` / full-gate pre-receive (min)",
+                 f"{v(st, 'tick_cpu_s')} / {v(st, 'accept_cpu_s')} / "
+                 f"{v(st, 'pre_receive_cpu_s')} s",
+                 f"x `python -c pass` ({v(st, 'python_pass_cpu_s')} s): "
+                 f"{v(st, 'tick_vs_python', '{:.1f}')} / {v(st, 'accept_vs_python', '{:.1f}')} / "
+                 f"{v(st, 'pre_receive_vs_python', '{:.1f}')}; import of the services "
+                 f"{v(st, 'import_worker_cpu_s')} s"))
     rows.append(("mission status, hubs of " + " / ".join(map(str, sizes)),
                  " / ".join(v(f, f"status_{n}_s", "{:.3f}") for n in sizes) + " s", ""))
     ow = sections["ownership"]

@@ -6,16 +6,19 @@ Exit codes (mapped here and nowhere else): 0 ok, 1 rejected / check failed, 2 ba
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import re
 import sys
+import threading
 import traceback
 
 import click
 
 from aismm.cli.common import Context
 from aismm.core.errors import AismmError
+from aismm.core.startup import skip_plugin_scan
 
 __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
 
@@ -102,8 +105,38 @@ def usage_line(exc: click.ClickException, argv: list[str] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and map every outcome to an exit code, in this one place."""
+    """Run the CLI and map every outcome to an exit code, in this one place.
+
+    Called as the program (no ``argv``: the ``aismm`` script, ``python -m aismm``), it ends
+    the process as soon as the exit code is known (:func:`_end`); given ``argv`` (tests, an
+    embedding program) it raises :class:`SystemExit` as usual.
+    """
+    try:
+        _main(argv)
+    except SystemExit as exc:
+        if argv is None and isinstance(exc.code, int):
+            _end(exc.code)
+        raise
+
+
+def _end(code: int) -> None:
+    """Exit with ``code`` without the interpreter's teardown (freeing every module and object
+    one by one: ~50 ms of CPU, more than most commands' own work), when it has nothing else
+    to do: the output is flushed, no other thread runs (a notice still being sent) and no
+    exit handler is registered (e.g. a temporary folder's cleanup). Otherwise returns, and
+    the caller exits as usual."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: the usual exit reports it
+        return
+    if threading.active_count() == 1 and atexit._ncallbacks() == 0:
+        os._exit(code)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("AISMM_DEBUG") == "1"
+    skip_plugin_scan()  # before any model is built (aismm.core.startup)
     try:
         cli.main(args=argv, prog_name="aismm", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -18,7 +18,7 @@ class AssessmentRecord(BaseModel):
     document's own keys in its own order.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # as core.model
 
     schema_version: Literal[1]
     agent: str

@@ -9,13 +9,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import jsonschema
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from aismm.core.clock import Duration
 from aismm.core.errors import ContractError
 from aismm.core.files import match_glob, schema_errors
-from aismm.core.model import Strict, describe_validation, load_yaml
+from aismm.core.model import Strict, defaults, describe_validation, load_yaml
 from aismm.core.money import MAX_AMOUNT
 
 __all__ = [
@@ -74,7 +73,7 @@ class Inputs(Strict):
     """What the client must provide under ``inputs/``."""
 
     files: list[FileSpec]
-    limits: Limits = Limits()
+    limits: Limits = defaults(Limits)
 
 
 class Deliverable(Strict):
@@ -82,7 +81,7 @@ class Deliverable(Strict):
 
     files: list[FileSpec]
     allowed: list[RelPath] = Field(default_factory=lambda: ["deliverable/**"])
-    limits: Limits = Limits()
+    limits: Limits = defaults(Limits)
 
 
 class Check(Strict):
@@ -176,7 +175,7 @@ class Retry(Strict):
 
     max_attempts: int = Field(default=2, ge=1, le=10)
     fallback: bool = True
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = defaults(Timeouts)
 
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,31}$"
@@ -193,7 +192,7 @@ class Step(Strict):
     needs: list[Annotated[str, Field(pattern=STEP_ID)]] = Field(default_factory=list)
     inputs: dict[RelPath, Annotated[str, Field(pattern=STEP_SOURCE)]] = Field(
         default_factory=dict)
-    retry: Retry = Retry()
+    retry: Retry = defaults(Retry)
     budget_share_bp: int = Field(gt=0, le=10000)
     max_price: int = Field(gt=0, le=MAX_AMOUNT)
     on_failure: Literal["fail", "continue"] = "fail"
@@ -235,12 +234,12 @@ class Contract(Strict):
     inputs: Inputs
     deliverable: Deliverable
     dod: Dod
-    sla: Sla = Sla()
+    sla: Sla = defaults(Sla)
     pricing: Pricing
     tiers: dict[Tier, TierTerms] = Field(min_length=1)
-    disputes: Disputes = Disputes()
+    disputes: Disputes = defaults(Disputes)
     steps: list[Step] = Field(default_factory=list)
-    benchmark: Benchmark = Benchmark()
+    benchmark: Benchmark = defaults(Benchmark)
 
     @model_validator(mode="after")
     def _steps_form_a_dag(self) -> Contract:
@@ -338,15 +337,19 @@ def load_contract_dir(folder: Path) -> Contract:
         raise ContractError(f"{folder}: no contract.yaml; a contract is a folder with "
                             "contract.yaml")
     contract = parse_contract(path.read_bytes(), str(path))
+    from aismm.core import jsonschemas  # noqa: PLC0415 - jsonschema only where a schema is checked
+
     problems = []
     for rel in contract.schema_paths():
         try:
-            schema = json.loads((folder / rel).read_text(encoding="utf-8"))
-            jsonschema.Draft202012Validator.check_schema(schema)
+            first = jsonschemas.schema_problem(
+                json.loads((folder / rel).read_text(encoding="utf-8")))
         except FileNotFoundError:
             problems.append(f"{folder / rel}: schema file missing; add it or fix the reference")
-        except (ValueError, jsonschema.SchemaError) as exc:
+            continue
+        except ValueError as exc:
             first = str(exc).splitlines()[0]
+        if first is not None:
             problems.append(f"{folder / rel}: not a valid JSON Schema ({first}); fix the schema")
     if problems:
         raise ContractError("\n".join(problems))

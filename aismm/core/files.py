@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aismm.core.safepath import case_collisions
+from aismm.core.schema_subset import surely_valid
 
 __all__ = [
     "FileProblem",
@@ -116,12 +117,17 @@ def match_glob(path: str, pattern: str) -> bool:
 
 def schema_errors(schema_text: bytes, data: Any) -> list[tuple[str, str]]:
     """Validate data against a JSON Schema: ``(field, message)`` per error, by field path
-    (``(document)`` for the whole document)."""
-    import jsonschema  # noqa: PLC0415 - lean hook path: loaded when a document is validated
+    (``(document)`` for the whole document).
 
-    validator = jsonschema.Draft202012Validator(json.loads(schema_text))
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
-    return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
+    A document :func:`~aismm.core.schema_subset.surely_valid` accepts has none (jsonschema
+    would find none): answered without importing jsonschema, which is asked otherwise (and
+    words the errors)."""
+    schema = json.loads(schema_text)
+    if surely_valid(schema, data):
+        return []
+    from aismm.core import jsonschemas  # noqa: PLC0415 - jsonschema only where it must judge
+
+    return jsonschemas.document_errors(schema, data)
 
 
 def _rules(contract: FileRules, part: Part

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Strict", "describe_validation", "dump_yaml", "load_yaml"]
+__all__ = ["CONFIG", "Strict", "defaults", "describe_validation", "dump_yaml", "load_yaml"]
+
+
+#: The shared model configuration. ``defer_build``: a model's validator is built when it first
+#: validates (or dumps), not when its class is created, so a process pays only for the models
+#: it uses (a start-up cost; validation is the same).
+CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Strict(BaseModel):
     """A frozen model that refuses unknown fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = CONFIG
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def defaults(model: type[_M]) -> _M:
+    """``model()``, every field at its default, made without building the model's validator:
+    the default of a field whose type is a model (``limits: Limits = defaults(Limits)``), so
+    that creating the class that holds it builds nothing (see :data:`CONFIG`). The same value
+    as ``model()``: the defaults are the class's own constants, valid by construction."""
+    return model.model_construct()
 
 
 def describe_validation(exc: ValidationError) -> list[str]:

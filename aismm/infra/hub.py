@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError
 
 from aismm.core.clock import Clock, default_clock
 from aismm.core.errors import UsageError
-from aismm.core.model import Strict, describe_validation, load_yaml
+from aismm.core.model import Strict, defaults, describe_validation, load_yaml
 from aismm.core.signing import PrivateKey, generate_key, read_private_key_file
 
 __all__ = ["FeeBand", "Hub", "HubConfig", "bundled", "find_hub"]
@@ -50,7 +50,7 @@ class HubConfig(Strict):
     platform: str = "platform"
     arbiter: str = "arbiter"
     fees: dict[Literal["T0", "T1", "T2"], FeeBand] = Field(default_factory=_default_fees)
-    limits: HubLimits = HubLimits()
+    limits: HubLimits = defaults(HubLimits)
     processing: Literal["inline", "daemon"] = "inline"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -58,6 +57,8 @@ def run_agent(hub: Hub, man: Manifest, checkout: Path, env: dict[str, str],
               writable: tuple[Path, ...] = ()) -> tuple[bool, str]:
     """Invoke a hosted agent's runtime on a checkout; (ok, detail)."""
     if man.runtime.kind == "http":
+        import urllib.request  # noqa: PLC0415 - http, ssl and email only for an http runtime
+
         files = {p.relative_to(checkout).as_posix(): p.read_text(errors="replace")
                  for p in checkout.rglob("*") if p.is_file()}
         body = json.dumps({"env": env, "files": files}).encode()

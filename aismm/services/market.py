@@ -8,7 +8,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
@@ -306,6 +305,8 @@ def assess(hub: Hub, agent: str, progress: Progress | None = None,
 def _assess_hosted(hub: Hub, man: Manifest, jobs: list[Job],
                    progress: Progress | None) -> list[TaskResult]:
     """Run every benchmark task of a hosted agent, in parallel sandboxes."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - and logging: only here
+
     workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
     results: list[TaskResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

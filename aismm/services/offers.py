@@ -12,12 +12,11 @@ announces it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit
 
 from aismm.core.refs import ATTEMPT, MAIN
@@ -26,6 +25,9 @@ from aismm.infra.hub import Hub
 from aismm.infra.store import Store
 from aismm.state import registry
 from aismm.state.policy import load_policy
+
+if TYPE_CHECKING:
+    import http.client
 
 __all__ = ["TIMEOUT_SECONDS", "Notice", "Offer", "announce", "notify", "offer_time",
            "offered_agents"]
@@ -109,6 +111,8 @@ def announce(hub: Hub, repo_path: Path, updates: list[tuple[str, str, str]],
 
 def notify(url: str, offer: Offer, timeout: float | None = None) -> Notice:
     """POST one offer as JSON to ``url``: no redirects followed, no proxy, never raises."""
+    import http.client  # noqa: PLC0415 - http, ssl and email only when an offer is sent
+
     wait = TIMEOUT_SECONDS if timeout is None else timeout
     body = json.dumps(offer, sort_keys=True).encode()
     try:

@@ -31,7 +31,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict, TypeGuard
@@ -156,6 +155,8 @@ def assess(hub: Hub, man: Manifest, progress: Progress | None = None) -> Outcome
         contract, files, _sha = registry.resolve_contract(hub, ref)
         benches[contract.ref] = contract.benchmark
         jobs += cases(contract, files)
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - and logging: only here
+
     workers = max(1, min(4, 2 * (os.cpu_count() or 1)))
     results: list[ReviewResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -7,7 +7,6 @@ scripts that exec it; elsewhere they are the stdlib-only Python client (``hooks/
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import os
 import shutil
@@ -35,6 +34,8 @@ def compile_package(hub_root: Path) -> Path | None:
     ``__pycache__`` folders where they are writable, else into ``<hub>/run/pycache``, which the
     hook scripts then name as the interpreter's ``pycache_prefix``. Where it went (None: not
     compiled, the hooks compile as they import)."""
+    import compileall  # noqa: PLC0415 - and py_compile, traceback: only when a hub is set up
+
     writable = all(os.access(folder, os.W_OK) for folder in
                    [PACKAGE, *(p for p in PACKAGE.rglob("__pycache__") if p.is_dir())])
     target = PACKAGE if writable else hub_root / PYCACHE

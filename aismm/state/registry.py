@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from aismm.core.actor import Actor, Manifest
 from aismm.core.assessment import AssessmentRecord
@@ -82,12 +82,13 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
 # models as the YAML), and an entry that is damaged or does not validate is derived again.
 
 _T = TypeVar("_T")
+_DEFERRED = ConfigDict(defer_build=True)  # built on first use (a start-up cost)
 _SNAPSHOTS: dict[tuple[str, str], Snapshot] = {}
 _ASSESSED: dict[tuple[str, str], dict[str, list[AssessmentRecord]]] = {}
 _CATALOGS: dict[tuple[str, str], list[CatalogEntry]] = {}
-_ACTORS = TypeAdapter(list[Actor])
-_MANIFESTS = TypeAdapter(list[Manifest])
-_ASSESSMENTS = TypeAdapter(dict[str, list[AssessmentRecord]])
+_ACTORS = TypeAdapter(list[Actor], config=_DEFERRED)
+_MANIFESTS = TypeAdapter(list[Manifest], config=_DEFERRED)
+_ASSESSMENTS = TypeAdapter(dict[str, list[AssessmentRecord]], config=_DEFERRED)
 
 
 def forget() -> None:
@@ -288,7 +289,7 @@ class CatalogEntry(Strict):
         return self.model_dump(mode="json")
 
 
-_CATALOG = TypeAdapter(list[CatalogEntry])
+_CATALOG = TypeAdapter(list[CatalogEntry], config=_DEFERRED)
 
 
 def catalog(hub: Hub) -> list[CatalogEntry]:
