@@ -273,7 +273,7 @@ class Server:
         observer.start()
         with Store(self.hub.db_path) as store:
             known = store.incidents()
-        self.incident = int(known[-1]["id"]) if known else 0
+        self.incident = known[-1].id if known else 0
         workers = warm.Pool()  # sandboxed runs start in warm workers (one-shot as a fallback)
         for why in [] if once else workers.install():
             self.log(f"warm sandbox workers: {why}; runs start one-shot")
@@ -332,10 +332,10 @@ class Server:
         """Log every incident recorded since the last pass (by this loop or any command)."""
         with Store(self.hub.db_path) as store:
             for row in store.incidents(after=self.incident):
-                self.incident = int(row["id"])
-                put = str(row["restored"] or "")[:12] or "nothing (deleted)"
-                self.log(f"{row['repo']} {row['ref']}: incident: a write that skipped the gate "
-                         f"was refused ({row['reason']}); put back to {put}")
+                self.incident = row.id
+                put = (row.restored or "")[:12] or "nothing (deleted)"
+                self.log(f"{row.repo} {row.ref}: incident: a write that skipped the gate "
+                         f"was refused ({row.reason}); put back to {put}")
 
     def _pass(self, full: bool = True, sweep: bool = True) -> None:
         """One pass of the loop (only the loop runs it: the socket threads take no part)."""

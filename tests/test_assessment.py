@@ -290,7 +290,7 @@ def test_misbehaving_agent_is_a_failed_attempt(hub: Hub, behaviour: str) -> None
     with Store(hub.db_path) as store:
         records = [r for r in store.executions(agent) if r["mission"] == mission_id]
         moves = [r for r in store.events(f"missions/{mission_id}.git")
-                 if r["new"] != policy.main]
+                 if r.new != policy.main]
     assert moves == []  # nothing was delivered, so nothing waits to be assessed
     assert [(r["outcome"], r["quality"], r["cost"]) for r in records] == [("failed", 0.0, 0)]
     assert records[0]["commits"]["head"] == policy.main
@@ -391,13 +391,13 @@ def test_process_is_idempotent_and_concurrency_safe(hub: Hub, cli: Callable[...,
     assert cli("process").out == "nothing to do\n"
 
     with Store(hub.db_path) as store:
-        rows = [r for r in store.events() if r["repo"].removeprefix("missions/")
+        rows = [r for r in store.events() if r.repo.removeprefix("missions/")
                 .removesuffix(".git") in missions]
         assert store.pending() == 0
-    assert {r["status"] for r in rows} == {"done"}
-    deliveries = [r for r in rows if r["pusher"] in missions.values()]
+    assert {r.status for r in rows} == {"done"}
+    deliveries = [r for r in rows if r.pusher in missions.values()]
     assert len(deliveries) == len(missions)
-    assert all(" DoD on " in json.loads(r["result"])["lines"][0] for r in deliveries)
+    assert all(" DoD on " in json.loads(r.result or "{}")["lines"][0] for r in deliveries)
     for mission_id, agent in missions.items():
         repo, _ = mission.open_mission(hub, mission_id)
         tip = repo.ref(f"{ATTEMPT}{agent}")
@@ -463,6 +463,6 @@ def test_push_by_external_agent_returns_with_verdicts(hub: Hub, cli: Callable[..
     assert (st["state"], st["dod"]) == ("awaiting_acceptance", "pass")
     with Store(hub.db_path) as store:
         rows = store.events(f"missions/{mission_id}.git")
-    assert {r["status"] for r in rows} == {"done"}
-    assert [(r["old"], r["result"]) for r in rows if r["new"] == pushed] == \
+    assert {r.status for r in rows} == {"done"}
+    assert [(r.old, r.result) for r in rows if r.new == pushed] == \
         [(created.json["main"], json.dumps({"lines": remote}, sort_keys=True))]

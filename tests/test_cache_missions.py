@@ -104,7 +104,7 @@ def test_a_ref_moved_without_the_gate_is_judged_before_it_is_listed(site: Site) 
     assert rows == before and rows[0].state != "accepted"
     assert repo.ref("refs/heads/accepted") == logged  # put back before it was read
     with Store(site.hub.db_path) as store:
-        assert [(i["ref"], i["found"], i["restored"]) for i in store.incidents()] == [
+        assert [(i.ref, i.found, i.restored) for i in store.incidents()] == [
             ("refs/heads/accepted", forged, logged)]
 
 

@@ -133,7 +133,7 @@ def test_a_broken_sandbox_is_a_hub_fault_never_the_agents(kit: Kit, monkeypatch:
     assert repo.read(tip, "verdicts/platform.yaml") is None  # no verdict for a hub fault
     with Store(hub.db_path) as store:
         name = f"missions/{created.doc.id}.git"
-        assert [e["status"] for e in store.events(name) if e["new"] == tip] == ["pending"]
+        assert [e.status for e in store.events(name) if e.new == tip] == ["pending"]
         assert not [r for r in store.executions() if r["mission"] == created.doc.id]
 
     cli = subprocess.run([sys.executable, "-m", "aismm", "--hub", str(hub.root), "process"],

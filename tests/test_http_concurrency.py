@@ -58,8 +58,8 @@ def test_twenty_concurrent_pushes_are_all_judged_each_to_its_own_pusher(
                        cwd=bare, check=False).returncode == 0
     with Store(web.kit.hub.db_path) as store:
         assert store.pending() == 0
-        done = [e for e in store.events() if e["ref"].startswith("refs/heads/attempts/agent-")]
-    assert {e["repo"] for e in done} >= {f"missions/{m}.git" for m in missions.values()}
+        done = [e for e in store.events() if e.ref.startswith("refs/heads/attempts/agent-")]
+    assert {e.repo for e in done} >= {f"missions/{m}.git" for m in missions.values()}
     with Ledger(web.kit.hub.db_path, web.kit.hub.clock) as ledger:
         assert ledger.check() == []
         for mid in missions.values():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aismm.infra.store import Incident, Store
 from aismm.services import disputes, registrar, worker
 from tests.settlekit import AGENT, CLIENT, GOLDEN, ROOT, Result, Site, make_site, run_git
 
@@ -160,9 +161,7 @@ def _forge(site: Site, bare: Path, ref: str, clone: Path, rev: str = "HEAD") -> 
     return forged
 
 
-def _incidents(site: Site) -> list[dict[str, object]]:
-    from aismm.infra.store import Store
-
+def _incidents(site: Site) -> list[Incident]:
     with Store(site.hub.db_path) as store:
         return store.incidents()
 
@@ -187,8 +186,8 @@ def test_an_unsigned_merge_written_by_the_agent_is_never_paid(site: Site, tmp_pa
     assert site.refs(mid)["refs/heads/accepted"] == main  # put back
     assert "refs/tags/settled" not in site.refs(mid)
     assert site.balances() == funded and site.closure(mid) is None
-    [incident] = [i for i in _incidents(site) if i["found"] == forged]
-    assert (incident["repo"], incident["ref"], incident["restored"]) == (
+    [incident] = [i for i in _incidents(site) if i.found == forged]
+    assert (incident.repo, incident.ref, incident.restored) == (
         f"missions/{mid}.git", "refs/heads/accepted", main)
     assert "escrow settled" not in result.out
 
@@ -242,7 +241,7 @@ def test_a_registry_key_swap_that_skipped_the_gate_never_signs(site: Site, tmp_p
     assert Actor.model_validate(yaml.safe_load(run_git(
         "-C", str(reg), "show", f"main:actors/{CLIENT}.yaml").stdout)).key != agent_key
     assert site.closure(mid) is None
-    assert any(i["repo"] == "registry.git" for i in _incidents(site))
+    assert any(i.repo == "registry.git" for i in _incidents(site))
 
 
 def test_a_rewind_to_an_earlier_approved_value_is_judged(queued: Site, tmp_path: Path) -> None:
@@ -267,7 +266,7 @@ def test_a_rewind_to_an_earlier_approved_value_is_judged(queued: Site, tmp_path:
     tip = site.refs(mid)[f"refs/heads/attempts/{AGENT}"]
     assert run_git("merge-base", "--is-ancestor", logged, tip, cwd=bare, check=False
                    ).returncode == 0  # put back: the rework request and verdicts stay
-    assert any(i["found"] == delivered and i["restored"] == logged for i in _incidents(site))
+    assert any(i.found == delivered and i.restored == logged for i in _incidents(site))
 
 
 @pytest.mark.parametrize("command", [("process",), ("tick",), ("reconcile",),
@@ -308,4 +307,4 @@ def test_a_forged_ref_is_not_laundered_by_a_push_on_top(site: Site, tmp_path: Pa
 
     assert pushed.returncode != 0
     assert site.refs(mid)[f"refs/heads/attempts/{AGENT}"] == logged
-    assert any(i["found"] == forged and i["restored"] == logged for i in _incidents(site))
+    assert any(i.found == forged and i.restored == logged for i in _incidents(site))

@@ -190,7 +190,7 @@ def test_the_outbox_goes_through_the_writer_and_records_each_update_once(
     assert group_for(db) is None
     with Store(db) as store:
         rows = store.events("registry.git")
-    assert sorted(r["ref"] for r in rows) == sorted(ref for _o, _n, ref in updates)
+    assert sorted(r.ref for r in rows) == sorted(ref for _o, _n, ref in updates)
 
 
 def test_a_second_writer_for_the_same_file_is_refused(tmp_path: Path) -> None:

@@ -184,7 +184,7 @@ def _forged_accept(site: Site, mid: str) -> tuple[Repo, str, str]:
 
 def _incidents(site: Site) -> list[tuple[str, str, str]]:
     with Store(site.hub.db_path) as store:
-        return [(i["ref"], i["found"], i["restored"]) for i in store.incidents()]
+        return [(i.ref, i.found, i.restored) for i in store.incidents()]
 
 
 @pytest.mark.parametrize("bulk", [0, 64], ids=["log-read-whole", "log-read-per-mission"])

@@ -67,7 +67,7 @@ def test_a_decision_whose_event_failed_is_finished_by_aismm_process(site: Site) 
     flow = Flow(site, created.doc.id, [])
     assert site.cli("process", AISMM_CRASH_AT="orch-after-child").code == -9
     with Store(site.hub.db_path) as store:
-        pending = [e["id"] for e in store.events() if e["status"] == "pending"]
+        pending = [e.id for e in store.events() if e.status == "pending"]
         for event_id in pending:
             store.finish(event_id, {"error": "simulated"}, site.now(), "failed")
         assert store.pending() == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aismm.infra.store import Store
+from aismm.infra.store import EventRow, Store
 from aismm.services import events, worker
 from tests import clikit, hubkit
 from tests.hubkit import Kit, findings
@@ -53,9 +53,9 @@ def _delivery(kit: Kit) -> tuple[str, str, str]:
     return f"missions/{created.doc.id}.git", old, clone.rev("HEAD")
 
 
-def _status(kit: Kit, event_id: int) -> dict[str, object]:
+def _status(kit: Kit, event_id: int) -> EventRow:
     with Store(kit.hub.db_path) as store:
-        return next(e for e in store.events() if e["id"] == event_id)
+        return next(e for e in store.events() if e.id == event_id)
 
 
 def test_an_event_claimed_by_a_killed_worker_is_reclaimed_at_once(
@@ -68,14 +68,14 @@ def test_an_event_claimed_by_a_killed_worker_is_reclaimed_at_once(
     try:
         assert child.stdout is not None
         claimed = int(child.stdout.readline())
-        assert _status(kit, claimed)["new"] == new
+        assert _status(kit, claimed).new == new
 
         # The worker is alive: its claim holds, and `aismm process` says so instead of
         # "nothing to do".
         busy = clikit.run(kit.hub.root, capsys, "process")
         assert busy.code == 0, busy.err
         assert f"1 event is being processed by pid {child.pid}; run again later" in busy.out
-        assert _status(kit, claimed)["status"] == "pending"
+        assert _status(kit, claimed).status == "pending"
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -87,7 +87,7 @@ def test_an_event_claimed_by_a_killed_worker_is_reclaimed_at_once(
     assert done.code == 0, done.err
     assert "platform DoD on bob: " in done.out, done.out  # handled (PASS or FAIL alike)
     assert "being processed" not in done.out
-    assert _status(kit, claimed)["status"] == "done"
+    assert _status(kit, claimed).status == "done"
 
 
 def test_a_poison_event_is_marked_failed_and_the_next_one_is_handled(
@@ -105,10 +105,10 @@ def test_a_poison_event_is_marked_failed_and_the_next_one_is_handled(
     assert failed == [f"{name} {R}: processing failed (KeyError: '{unknown}'); event {poison} "
                       "marked failed"], result.out
     assert "platform DoD on bob: " in result.out, result.out
-    assert _status(kit, poison)["status"] == "failed"
-    assert json.loads(str(_status(kit, poison)["result"]))["error"] == f"KeyError: '{unknown}'"
+    assert _status(kit, poison).status == "failed"
+    assert json.loads(str(_status(kit, poison).result))["error"] == f"KeyError: '{unknown}'"
     with Store(kit.hub.db_path) as store:  # the landed delivery (logged when it landed)
         [good] = store.event_ids(name, [(old, new, R)])
-    assert _status(kit, good)["status"] == "done"
+    assert _status(kit, good).status == "done"
     again = clikit.run(kit.hub.root, capsys, "process")  # failed stays failed: no retry loop
     assert again.out.strip() == "nothing to do"

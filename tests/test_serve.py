@@ -171,7 +171,7 @@ def test_a_poison_event_does_not_stop_the_server(served_often) -> None:  # type:
 
     def status(event_id: int) -> str | None:
         with Store(hub.db_path) as store:
-            return next((e["status"] for e in store.events() if e["id"] == event_id), None)
+            return next((e.status for e in store.events() if e.id == event_id), None)
 
     # Before the fix the server died here (KeyError) on every restart.
     assert _wait(lambda: status(poison) == "failed"), log.read_text()

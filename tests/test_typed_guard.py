@@ -25,26 +25,22 @@ ALLOWED: dict[str, str] = {
     # JSON documents free-form by nature
     "aismm.services.export:reputation_json": "roster/reputation.json as written: the "
     "serialiser of a map of typed Reputation (Reputation.to_dict() per agent)",
-    "aismm.services.mission:show": "services/mission.py belongs to another branch "
-    "(mission show is typed there)",
+    "aismm.services.mission:show": "the document `mission show --json` prints (refs, their "
+    "signers, the files on main), built for that one output",
     "aismm.services.orchestration:tree": "the mission tree, a recursive JSON document "
     "(mission tree --json)",
     "aismm.services.audit:ndjson_rows": "rows of an export's NDJSON files, read back to be "
     "checked against the manifest",
-    "aismm.services.worker:handle_event": "an outbox event's result, stored as JSON in hub.db "
-    "(worker.py and infra/store.py are another branch's files)",
-    # rows that infra/store.py (another branch's file) returns as dicts
-    "aismm.infra.store:Store.events_by_id": "infra/store.py is another branch's file",
-    "aismm.infra.store:Store.events": "infra/store.py is another branch's file",
-    "aismm.infra.store:Store.log_rows": "infra/store.py is another branch's file",
-    "aismm.infra.store:Store.incidents": "infra/store.py is another branch's file",
-    "aismm.infra.store:Store.executions": "infra/store.py is another branch's file; scored "
-    "through core.reputation.Execution",
-    "aismm.services.lifecycle:failed_runs": "execution rows as infra/store.py returns them; "
-    "list_missions (another branch) shares the Runs type",
-    # ledger rows: infra/ledger.py's write path is another branch's; dump() feeds the export
-    "aismm.infra.ledger:Ledger.dump": "the export's ledger NDJSON rows (infra/ledger.py is "
-    "another branch's file)",
+    "aismm.services.worker:handle_event": "an outbox event's result, stored as JSON text in "
+    "hub.db (EventRow.result) and printed back as it was stored",
+    # rows that go out as the export's NDJSON documents, as stored
+    "aismm.infra.store:Store.log_rows": "the export's state/log.ndjson rows, as stored",
+    "aismm.infra.store:Store.executions": "the execution log's records (also the export's "
+    "NDJSON rows); scored through core.reputation.Execution.of",
+    "aismm.services.lifecycle:failed_runs": "execution records as Store.executions returns "
+    "them, grouped by (mission, agent)",
+    "aismm.infra.ledger:Ledger.dump": "the export's ledger NDJSON rows (transfers and "
+    "closures, each Transfer.to_dict()/Closure.to_dict())",
 }
 
 

@@ -149,9 +149,9 @@ def test_a_daemon_post_receive_only_queues_and_needs_only_sqlite(tmp_path: Path)
     tip = _tip(created)
     name = created.path.relative_to(hub.root).as_posix()
     with Store(hub.db_path) as store:
-        [row] = [r for r in store.events(name) if r["new"] == tip]
-        [(at,)] = store.conn.execute("SELECT created FROM events WHERE id = ?", (row["id"],))
-    assert (row["ref"], row["pusher"], row["status"]) == ("refs/heads/attempts/me", "me",
+        [row] = [r for r in store.events(name) if r.new == tip]
+        [(at,)] = store.conn.execute("SELECT created FROM events WHERE id = ?", (row.id,))
+    assert (row.ref, row.pusher, row.status) == ("refs/heads/attempts/me", "me",
                                                           "pending")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", at)
     lines = worker.process(Hub(hub.root))  # what `aismm serve` or `aismm process` does next
@@ -159,11 +159,11 @@ def test_a_daemon_post_receive_only_queues_and_needs_only_sqlite(tmp_path: Path)
     # the same post-receive again (a replay records nothing new), in a fresh interpreter
     code = ("import json, sys; from aismm.hook import handle; "
             f"print(json.dumps([handle({{'hook': 'post-receive', 'git_dir': {str(created.path)!r},"
-            f" 'stdin': '{row['old']} {tip} refs/heads/attempts/me\\n', 'object_dir': None,"
+            f" 'stdin': '{row.old} {tip} refs/heads/attempts/me\\n', 'object_dir': None,"
             " 'pusher': 'me'}), sorted({m.split('.')[0] for m in sys.modules} & "
             "{'pydantic', 'pygit2', 'yaml', 'jsonschema', 'cryptography'})]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert json.loads(done.stdout) == [[0, ["aismm: 1 update(s) queued for the hub"]], []]
     with Store(hub.db_path) as store:
-        assert len([r for r in store.events(name) if r["new"] == tip]) == 1
+        assert len([r for r in store.events(name) if r.new == tip]) == 1

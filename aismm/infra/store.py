@@ -372,6 +372,9 @@ def describe_worker(claimed_by: str | None) -> str:
         return f"worker {claimed_by}"
 
 
+_EVENT_COLUMNS = "id, repo, ref, old, new, pusher, status, result"  # EventRow's fields
+
+
 @dataclass(frozen=True)
 class Event:
     """One accepted ref update waiting to be processed."""
@@ -382,6 +385,29 @@ class Event:
     old: str
     new: str
     pusher: str | None
+
+
+@dataclass(frozen=True)
+class EventRow(Event):
+    """An event as the ref-state log holds it, with how its processing ended: ``status``
+    (pending, done or failed) and ``result`` (the JSON text the worker stored, or None)."""
+
+    status: str = "pending"
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A write that skipped the gate, refused and put back: the ref's value ``found`` and the
+    logged value ``restored`` (None: the ref did not exist, so it was deleted)."""
+
+    id: int
+    repo: str
+    ref: str
+    found: str | None
+    restored: str | None
+    reason: str
+    at: str
 
 
 class Store:
@@ -476,12 +502,11 @@ class Store:
                 out.append(int(row[0]))
         return out
 
-    def events_by_id(self, ids: list[int]) -> list[dict[str, Any]]:
-        keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
+    def events_by_id(self, ids: list[int]) -> list[EventRow]:
         rows = self.conn.execute(
-            f"SELECT {', '.join(keys)} FROM events WHERE id IN "
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN "
             f"({', '.join('?' for _ in ids)}) ORDER BY id", list(ids)).fetchall()
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [EventRow(*row) for row in rows]
 
     def max_event_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
@@ -490,12 +515,11 @@ class Store:
         return int(self.conn.execute(
             "SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
 
-    def events(self, repo: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, repo, ref, old, new, pusher, status, result FROM events"
+    def events(self, repo: str | None = None) -> list[EventRow]:
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
         rows = self.conn.execute(sql + (" WHERE repo = ?" if repo else "") + " ORDER BY id",
                                  (repo,) if repo else ()).fetchall()
-        keys = ("id", "repo", "ref", "old", "new", "pusher", "status", "result")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [EventRow(*row) for row in rows]
 
     def last_known(self) -> dict[str, dict[str, str]]:
         """The latest recorded value of every ref, per repository (the ref-state log)."""
@@ -584,13 +608,12 @@ class Store:
             "INSERT INTO incidents (repo, ref, found, restored, reason, at) "
             "VALUES (?, ?, ?, ?, ?, ?)", args))
 
-    def incidents(self, repo: str | None = None, after: int = 0) -> list[dict[str, Any]]:
+    def incidents(self, repo: str | None = None, after: int = 0) -> list[Incident]:
         """Recorded incidents (of one repository), those with an id above ``after``."""
         sql = "SELECT id, repo, ref, found, restored, reason, at FROM incidents WHERE id > ?"
         rows = self.conn.execute(sql + (" AND repo = ?" if repo else "") + " ORDER BY id",
                                  (after, repo) if repo else (after,)).fetchall()
-        keys = ("id", "repo", "ref", "found", "restored", "reason", "at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [Incident(*row) for row in rows]
 
     def ref_history(self, repo: str, ref: str) -> list[tuple[str, str]]:
         """Every value the log recorded for one ref, oldest first: (new, created) pairs."""

@@ -270,7 +270,7 @@ def _offer_again(hub: Hub, plan: View) -> list[str]:
                 not delivery.is_hosted(hub, out.agent):
             continue
         with Store(hub.db_path) as store:
-            if any(e["status"] == "pending" for e in store.events(f"missions/{out.child}.git")):
+            if any(e.status == "pending" for e in store.events(f"missions/{out.child}.git")):
                 continue
         attempt = next((a for a in lifecycle.status(hub, out.child)["attempts"]
                         if a["agent"] == out.agent), None)

@@ -141,8 +141,8 @@ def record_and_process(hub: Hub, repo_path: Path, updates: list[tuple[str, str, 
     deadline = time.monotonic() + wait_seconds
     with Store(hub.db_path) as store:
         while elsewhere:
-            rows = {row["id"]: row for row in store.events_by_id(elsewhere)}
-            if any(row["status"] == "pending" for row in rows.values()):
+            rows = {row.id: row for row in store.events_by_id(elsewhere)}
+            if any(row.status == "pending" for row in rows.values()):
                 if time.monotonic() >= deadline:
                     lines.append(f"aismm: {name}: still being processed by another worker; "
                                  "`aismm mission status` shows the outcome later")
@@ -155,7 +155,7 @@ def record_and_process(hub: Hub, repo_path: Path, updates: list[tuple[str, str, 
             for event_id in elsewhere:
                 row = rows.get(event_id)
                 try:
-                    result = json.loads(row["result"] or "{}") if row else {}
+                    result = json.loads(row.result or "{}") if row else {}
                 except ValueError:
                     result = {}
                 lines += [str(x) for x in result.get("lines", [])] if \
