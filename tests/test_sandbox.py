@@ -148,3 +148,20 @@ def test_the_probe_runs_the_real_interpreter() -> None:
         result = run([sandbox.PYTHON, "-c", "import aismm, yaml, jsonschema; print('ok')"],
                      Path(work))
     assert (result.ok, result.stdout) == (True, "ok\n"), result.stderr
+
+
+def test_a_program_of_ours_runs_in_the_run_with_site_packages_but_nothing_of_the_workdir(
+        tmp_path: Path) -> None:
+    """A one-shot run of ``python -m aismm.checks.<name>`` runs in the run's own process and
+    adds site-packages as a normal start does, without reading the workdir's
+    ``sitecustomize.py`` or ``.pth`` files (a normal start never has the workdir on its path)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sitecustomize.py").write_text("open('sitecustomize-ran', 'w').write('x')\n")
+    (work / "evil.pth").write_text("import os; open('pth-ran', 'w').write('x')\n")
+    (work / "findings.json").write_text("{}")  # what the check reads is beside the point
+    result = run([sandbox.PYTHON, "-m", "aismm.checks.findings"], work)
+    assert result.returncode in (0, 1, 2), result.stderr  # it ran and said something
+    assert "Traceback" not in result.stderr and "ModuleNotFoundError" not in result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["evil.pth", "findings.json",
+                                                      "sitecustomize.py"]

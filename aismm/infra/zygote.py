@@ -201,12 +201,20 @@ def _found(module: str) -> bool:
 
 def _site() -> None:
     """Add site-packages, as a normal interpreter start does (the zygote starts with ``-S``,
-    so a run that executes a command never pays for it)."""
+    so a run that executes a command never pays for it). As at a normal start, the current
+    folder (the run's workdir) is not on the path meanwhile: a ``sitecustomize.py`` or a
+    ``.pth`` there is never read."""
     import site  # noqa: PLC0415 - see the docstring
 
     if not sys.flags.no_site or getattr(_site, "done", False):
         return
-    site.main()
+    here = {"", os.getcwd()}
+    saved = sys.path[:]
+    sys.path[:] = [p for p in saved if p not in here]
+    try:
+        site.main()
+    finally:
+        sys.path[:] = [*(p for p in saved if p in here), *sys.path]
     _site.done = True  # type: ignore[attr-defined]  # once per process
 
 
