@@ -51,3 +51,16 @@ def test_a_workdir_module_never_runs_before_a_program_of_ours(name: str, tmp_pat
                                                    "PYTHONNOUSERSITE": "1"},
                           capture_output=True, text=True, check=False, timeout=60)
     assert MARK not in real.stderr and "usage:" in real.stdout  # the behaviour copied
+
+
+def _ignored(status: str) -> int:
+    return int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+
+
+def test_a_run_starts_with_the_signal_dispositions_of_a_fresh_process(tmp_path: Path) -> None:
+    """The zygote ignores SIGINT; an ignored signal stays ignored across exec, so every run
+    (and every process it starts) could not be interrupted, unlike under a fresh process."""
+    result = sandbox.run(["/bin/sh", "-c", "cat /proc/self/status"], tmp_path)
+    here = subprocess.run(["/bin/sh", "-c", "cat /proc/self/status"], capture_output=True,
+                          text=True, check=True).stdout
+    assert _ignored(result.stdout) & ~_ignored(here) == 0, result.stdout  # nothing more ignored

@@ -221,6 +221,9 @@ def _job(request: dict[str, Any]) -> int:
     module = _program(argv, request["env"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # the zygote ignores SIGINT (the hub's ^C is the caller's to handle); the run starts with it
+    # as a fresh process does: default, and KeyboardInterrupt in a program of ours
+    signal.signal(signal.SIGINT, signal.SIG_DFL if module is None else signal.default_int_handler)
     if module is None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
             signal.signal(sig, signal.SIG_DFL)
