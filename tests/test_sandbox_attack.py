@@ -6,13 +6,20 @@ and runs for real (one-shot, through a cold zygote).
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import sys
 import sysconfig
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from aismm.core.errors import SandboxError
 from aismm.infra import sandbox
 from aismm.infra.sandbox import PYTHON
 
@@ -64,3 +71,102 @@ def test_a_run_starts_with_the_signal_dispositions_of_a_fresh_process(tmp_path: 
     here = subprocess.run(["/bin/sh", "-c", "cat /proc/self/status"], capture_output=True,
                           text=True, check=True).stdout
     assert _ignored(result.stdout) & ~_ignored(here) == 0, result.stdout  # nothing more ignored
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process of this host."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found[int(entry.name)] = (int(stat.rpartition(")")[2].split()[1]), cmdline)
+    return found
+
+
+def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
+    """SIGKILL the hub while a run (with a setsid child) is under way: the cold zygote sees its
+    control socket close and kills the run; its pid 1 dies and the namespace with it."""
+    token = str(40_000 + os.getpid() % 10_000)  # a sleep length no other process uses
+    work = tmp_path / "work"
+    work.mkdir()
+    caller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        from pathlib import Path
+        from aismm.infra import sandbox
+        sandbox.run(["/bin/sh", "-c", "setsid sleep {token} & echo up > started; sleep {token}"],
+                    Path({str(work)!r}), limits=sandbox.Limits(timeout_seconds=600))
+        """)], env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2])})
+    try:
+        for _ in range(600):  # until the run has started (bounded: a broken start fails)
+            if (work / "started").exists():
+                break
+            time.sleep(0.05)
+        assert (work / "started").exists(), "the run never started"
+        zygotes = [pid for pid, (ppid, cmd) in _processes().items()
+                   if ppid == caller.pid and "aismm.infra.zygote" in cmd]
+        sleeps = [pid for pid, (_, cmd) in _processes().items() if f"sleep {token}" in cmd]
+        assert len(zygotes) == 1 and len(sleeps) >= 2
+    finally:
+        caller.kill()
+        caller.wait()
+    left: list[int] = []
+    for _ in range(200):  # the kernel kills the namespace at once; poll, do not wait it out
+        left = [pid for pid, (_, cmd) in _processes().items()
+                if f"sleep {token}" in cmd or pid in zygotes]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert left == []
+
+
+def test_a_zygote_killed_under_a_run_is_the_hubs_fault_not_a_verdict(tmp_path: Path) -> None:
+    """The run's status comes only from the zygote: when it dies mid-run, the caller raises
+    SandboxError (nothing is judged), never a Result with the dead run's exit status."""
+    work = tmp_path / "work"
+    work.mkdir()
+    killed: list[int] = []
+
+    def kill_the_zygote() -> None:
+        for _ in range(600):
+            if (work / "started").exists():
+                break
+            time.sleep(0.05)
+        for pid, (ppid, cmd) in _processes().items():
+            if ppid == os.getpid() and "aismm.infra.zygote" in cmd:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_zygote)
+    killer.start()
+    try:
+        with pytest.raises(SandboxError, match="zygote died"):
+            sandbox.run(["/bin/sh", "-c", "echo up > started; exec sleep 300"], work,
+                        limits=sandbox.Limits(timeout_seconds=120))
+    finally:
+        killer.join()
+    assert len(killed) == 1
+
+
+def test_a_zygote_that_cannot_start_fails_closed(tmp_path: Path) -> None:
+    """An interpreter that dies before ``ready`` (here: one that cannot even import the zygote,
+    its package path pointing nowhere) is SandboxError: the command never ran."""
+    code = textwrap.dedent(f"""\
+        import sys
+        from pathlib import Path
+        from aismm.core.errors import SandboxError
+        from aismm.infra import sandbox
+        sandbox.capabilities()  # probed with the real package first
+        sandbox.PACKAGE = Path({str(tmp_path)!r}) / "nowhere" / "aismm"
+        try:
+            sandbox.run(["/bin/sh", "-c", "echo ran > ran"], Path({str(tmp_path)!r}))
+        except SandboxError as exc:
+            print("SandboxError", exc)
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2])})
+    assert done.stdout.startswith("SandboxError sandbox: "), done.stdout + done.stderr
+    assert not (tmp_path / "ran").exists()
