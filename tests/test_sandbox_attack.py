@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from aismm.core.errors import SandboxError
-from aismm.infra import sandbox
+from aismm.infra import sandbox, warm
 from aismm.infra.sandbox import PYTHON
+from aismm.services import dod
+from tests.dodkit import benchmark_checkout
 
 MARK = "AISMM-SHADOW-RAN"
 
@@ -170,3 +172,46 @@ def test_a_zygote_that_cannot_start_fails_closed(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2])})
     assert done.stdout.startswith("SandboxError sandbox: "), done.stdout + done.stderr
     assert not (tmp_path / "ran").exists()
+
+
+SCAN = textwrap.dedent('''\
+    def test_scan():
+        head, tail = b"aismm-secret-", b"9876543210"[::-1]  # never the whole token in memory
+        found = []
+        with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+            for line in maps:
+                span, perms = line.split()[:2]
+                if perms.startswith("rw"):
+                    lo, hi = (int(x, 16) for x in span.split("-"))
+                    try:
+                        mem.seek(lo)
+                        data = mem.read(hi - lo)
+                    except OSError:
+                        continue
+                    at = data.find(head)
+                    while at >= 0:
+                        found += [span] if data[at + 13:at + 23] == tail else []
+                        at = data.find(head, at + 1)
+        assert not found, found
+    ''')
+
+
+def test_a_warm_run_finds_nothing_of_the_previous_run_in_its_memory(tmp_path: Path) -> None:
+    """Agent tests run in a fork of a check run in-process by a warm zygote that served other
+    runs before: they scan all their writable memory for the previous run's environment."""
+    contract = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
+    root = benchmark_checkout(contract, contract / "benchmark" / "money", tmp_path / "checkout",
+                              golden=True)
+    (root / "deliverable" / "test_module.py").write_text(SCAN)
+    (root / "deliverable" / "report.json").unlink(missing_ok=True)
+    token = "aismm-secret-" + "0123456789"
+    argv = [PYTHON, "-m", "aismm.checks.run_tests", "--min-tests", "1"]
+    with warm.pool(size=1) as pool:
+        other = tmp_path / "other"
+        other.mkdir()
+        assert sandbox.run(["/bin/true"], other, env={"X_TOKEN": token}).returncode == 0
+        clean = sandbox.run(argv, root, env=dod.python_env())
+        control = sandbox.run(argv, root, env=dod.python_env({"X_TOKEN": token}))
+        assert pool.warm_runs == 3
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "test_scan: fails: AssertionError" in control.stdout  # the scan does find it
