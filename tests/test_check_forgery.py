@@ -572,3 +572,33 @@ def test_the_test_run_hashes_as_its_environment_says(tmp_path: Path) -> None:
                           cwd=root, env=env, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_test_run_cannot_write_into_the_checkers_memory(tmp_path: Path) -> None:
+    """The test run has the checker's uid; were the checker dumpable, agent code could open
+    /proc/<checker>/mem (or ptrace it) and rewrite the verdict in the checker itself."""
+    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
+        import os
+
+
+        def test_checker_memory():
+            try:
+                with open(f"/proc/{os.getppid()}/mem", "r+b", 0):
+                    pass
+            except PermissionError:
+                pass
+            else:
+                raise AssertionError("the checker's memory is writable")
+            assert parse_amount('1') == 100
+
+
+        def test_format():
+            assert format_cents(100) != format_cents(1)
+
+
+        def test_split():
+            assert sum(split_evenly(10, 3)) == 10
+        """))
+    (root / "deliverable" / "report.json").unlink()
+    results = {r.name: r for r in run_dod(load_contract_dir(CONTRACT), root)}
+    assert results["tests-pass"].status == "pass", results["tests-pass"].detail
