@@ -215,3 +215,22 @@ def test_a_warm_run_finds_nothing_of_the_previous_run_in_its_memory(tmp_path: Pa
         assert pool.warm_runs == 3
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "test_scan: fails: AssertionError" in control.stdout  # the scan does find it
+
+
+def test_the_run_cannot_reach_the_host_through_its_pid_1(tmp_path: Path) -> None:
+    """The run's pid 1 is the sandbox's own process: not chrooted, its root and folder are the
+    host's. Through /proc/1 the run would see the whole host; it must be refused."""
+    code = textwrap.dedent("""\
+        import os
+        for path in ("/proc/1/root", "/proc/1/cwd", "/proc/1/mem", "/proc/1/environ",
+                     "/proc/1/map_files"):
+            try:
+                os.listdir(path) if path[-4:] in ("root", "/cwd", "iles") else open(path, "rb")
+            except OSError as exc:
+                print(path, "refused", exc.errno)
+            else:
+                print(path, "OPEN")
+        """)
+    result = sandbox.run([PYTHON, "-c", code], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "OPEN" not in result.stdout and result.stdout.count("refused") == 5, result.stdout
