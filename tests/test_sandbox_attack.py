@@ -234,3 +234,26 @@ def test_the_run_cannot_reach_the_host_through_its_pid_1(tmp_path: Path) -> None
     result = sandbox.run([PYTHON, "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "OPEN" not in result.stdout and result.stdout.count("refused") == 5, result.stdout
+
+
+def _hash_under_seed_zero(text: str) -> int:
+    done = subprocess.run([PYTHON, "-c", f"print(hash({text!r}))"], check=True,
+                          env={"PYTHONHASHSEED": "0"}, capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_program_of_ours_honours_the_interpreter_settings_of_its_environment(
+        tmp_path: Path) -> None:
+    """``python -m aismm.checks.X`` with PYTHONHASHSEED (or any PYTHON* setting read at start)
+    in its environment must start as such an interpreter would: run in the zygote's process, it
+    kept the zygote's hashing and ignored the setting. Seen from the agent's tests, which run in
+    a fork of the check."""
+    contract = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
+    root = benchmark_checkout(contract, contract / "benchmark" / "money", tmp_path / "checkout",
+                              golden=True)
+    (root / "deliverable" / "test_module.py").write_text(
+        f"def test_hash():\n    assert hash('aismm') == {_hash_under_seed_zero('aismm')}\n")
+    (root / "deliverable" / "report.json").unlink(missing_ok=True)
+    result = sandbox.run([PYTHON, "-m", "aismm.checks.run_tests", "--min-tests", "1"], root,
+                         env=dod.python_env({"PYTHONHASHSEED": "0"}))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -188,9 +188,17 @@ def _program(argv: list[str], env: dict[str, str]) -> str | None:
     if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
             and argv[2].rpartition(".")[0] in PROGRAMS \
             and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH") \
+            and not any(k.startswith("PYTHON") and k not in _SAME_START for k in env) \
             and (argv[2] in sys.modules or _found(argv[2])):
         return argv[2]
     return None
+
+
+# The interpreter settings a run's environment may hold and still run in-process: what this
+# process was started with (PYTHONPATH, compared above) or does as well (-B, -s). Any other
+# PYTHON* variable (PYTHONHASHSEED, PYTHONWARNINGS, PYTHONIOENCODING, ...) is read only when an
+# interpreter starts, so such a run gets a fresh one (exec), as the command says.
+_SAME_START = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE"})
 
 
 def _found(module: str) -> bool:
