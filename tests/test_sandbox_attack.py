@@ -89,18 +89,20 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
-def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
-    """SIGKILL the hub while a run (with a setsid child) is under way: the cold zygote sees its
-    control socket close and kills the run; its pid 1 dies and the namespace with it."""
+def _kill_the_caller_mid_run(tmp_path: Path) -> tuple[Path, Path, list[int], str]:
+    """SIGKILL a hub process while its run (with a setsid child) is under way; (workdir, the
+    hub's TMPDIR, the zygote's pid, the run's sleep token)."""
     token = str(40_000 + os.getpid() % 10_000)  # a sleep length no other process uses
-    work = tmp_path / "work"
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
+    tmp.mkdir()
     caller = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
         from pathlib import Path
         from aismm.infra import sandbox
         sandbox.run(["/bin/sh", "-c", "setsid sleep {token} & echo up > started; sleep {token}"],
                     Path({str(work)!r}), limits=sandbox.Limits(timeout_seconds=600))
-        """)], env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2])})
+        """)], env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2]),
+                    "TMPDIR": str(tmp)})
     try:
         for _ in range(600):  # until the run has started (bounded: a broken start fails)
             if (work / "started").exists():
@@ -114,6 +116,13 @@ def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
     finally:
         caller.kill()
         caller.wait()
+    return work, tmp, zygotes, token
+
+
+def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
+    """The cold zygote sees its control socket close and kills the run; its pid 1 dies and the
+    namespace with it, setsid children included."""
+    _, _, zygotes, token = _kill_the_caller_mid_run(tmp_path)
     left: list[int] = []
     for _ in range(200):  # the kernel kills the namespace at once; poll, do not wait it out
         left = [pid for pid, (_, cmd) in _processes().items()
@@ -122,6 +131,18 @@ def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert left == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the caller's clean-up (chown back, removing the view's root folder) runs in the killed"
+    " process: the workdir stays owned by the run's uid and an empty aismm-root-* folder stays"
+    " in TMPDIR. Fix: sweep both on the next run (as sandbox.workspace() sweeps workspaces of"
+    " dead pids), e.g. name the root aismm-root-<pid>-* and record the owners beside it"))
+@pytest.mark.skipif(os.geteuid() != 0, reason="the run's own uid exists only as root")
+def test_a_caller_killed_mid_run_leaves_no_file(tmp_path: Path) -> None:
+    work, tmp, _, _ = _kill_the_caller_mid_run(tmp_path)
+    assert work.stat().st_uid == os.geteuid()
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("aismm-root-")) == []
 
 
 def test_a_zygote_killed_under_a_run_is_the_hubs_fault_not_a_verdict(tmp_path: Path) -> None:
