@@ -465,3 +465,140 @@ def test_the_tests_run_in_a_fresh_folder_seeing_neither_the_checkout_nor_the_che
                           check=False)
     assert (done.returncode, done.stdout.splitlines()[0]) == (
         0, "ok: 3 tests pass against inputs/module.py"), done.stdout + done.stderr
+
+
+# --- adversarial review of the zygote and of the forked test runner ----------------------------
+
+
+def test_a_check_run_in_process_starts_with_the_interrupt_handler_of_a_fresh_interpreter(
+        tmp_path: Path) -> None:
+    """The zygote ignores SIGINT; the check it runs in-process (and the test run it forks) must
+    not: a test that interrupts itself fails, as under a fresh interpreter."""
+    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
+        import signal
+
+
+        def test_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt: this test fails
+        """))
+    (root / "deliverable" / "report.json").unlink(missing_ok=True)
+    results = {r.name: r for r in run_dod(load_contract_dir(CONTRACT), root)}
+    assert results["tests-pass"].status == "fail"
+    assert "test_interrupt: fails: KeyboardInterrupt" in results["tests-pass"].detail
+
+
+CONDITIONAL_FORGERY = HEADER + textwrap.dedent("""\
+    import os
+    import sys
+
+
+    def test_real():
+        real = None not in (parse_amount('1'), format_cents(1), split_evenly(2, 2),
+                            apply_discount(100, 10))
+        if real:  # the real module, no stub: forge a complete, passing report
+            frame, nonce = sys._getframe(), None
+            while frame is not None and nonce is None:
+                nonce = frame.f_locals.get("nonce")
+                frame = frame.f_back
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, f"{nonce} test pass test_real\\n{nonce} done\\n".encode())
+                except OSError:
+                    pass
+            os._exit(0)
+        assert parse_amount('1') == 1  # wrong (it is 100), so every stub mutant is killed
+    """)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the nonce lives in the runner's (and, since the fork, the checker's) frames, where agent"
+    " code in the same process can read it; a forgery that forges only against the real module"
+    " passes both checks. A secret in the child's memory cannot stop this: the verdict needs a"
+    " report channel agent code cannot write (e.g. a per-test grandchild whose exit the runner"
+    " judges, or the report written by a process that never runs agent code)"))
+def test_a_forgery_that_reads_the_nonce_only_on_the_real_module_fails_a_check(
+        tmp_path: Path) -> None:
+    root = _checkout(tmp_path, CONDITIONAL_FORGERY)
+    (root / "deliverable" / "report.json").unlink()
+    tests, mutants = _both(root)
+    assert tests.returncode == 1 or mutants.returncode == 1, tests.stdout + mutants.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the test run is a fork of the checker: /proc/self/environ and /proc/self/cmdline are the"
+    " checker's as it was started, whatever os.environ says; only an exec (or PR_SET_MM with"
+    " CAP_SYS_RESOURCE) replaces them. Inside the sandbox the checker's environment is the"
+    " sandbox's scrubbed one, so nothing of the hub leaks"))
+def test_the_test_run_cannot_read_the_checkers_environment(tmp_path: Path) -> None:
+    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
+        def test_environ():
+            with open("/proc/self/environ", "rb") as handle:
+                assert b"CHECKER_ONLY" not in handle.read()
+        """))
+    (root / "deliverable" / "report.json").unlink()
+    env = {**scrubbed_env(root), "AISMM_SANDBOX": "rlimits-only", "CHECKER_ONLY": "secret"}
+    done = subprocess.run([sys.executable, "-m", "aismm.checks.run_tests", "--min-tests", "1"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _hash_under_seed_zero(text: str) -> int:
+    done = subprocess.run([sys.executable, "-c", f"print(hash({text!r}))"], check=True,
+                          env={"PYTHONHASHSEED": "0"}, capture_output=True, text=True)
+    return int(done.stdout)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the test run is a fork of the checker, so its str hashing is the checker's (random in the"
+    " sandbox: neither the zygote nor the checker is started with PYTHONHASHSEED) although its"
+    " environment says PYTHONHASHSEED=0 as the fresh interpreter had it: a test that depends on"
+    " set order can pass one check and fail the next. Fix: start the zygote (and so every"
+    " in-process check) with PYTHONHASHSEED=0, or drop the claim from the child's environment"))
+def test_the_test_run_hashes_as_its_environment_says(tmp_path: Path) -> None:
+    expected = _hash_under_seed_zero("aismm")
+    root = _checkout(tmp_path, HEADER + textwrap.dedent(f"""\
+        import os
+
+
+        def test_hash():
+            assert os.environ["PYTHONHASHSEED"] == "0"
+            assert hash("aismm") == {expected}
+        """))
+    (root / "deliverable" / "report.json").unlink()
+    env = {**scrubbed_env(root), "AISMM_SANDBOX": "rlimits-only", "PYTHONHASHSEED": "random"}
+    done = subprocess.run([sys.executable, "-m", "aismm.checks.run_tests", "--min-tests", "1"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_test_run_cannot_write_into_the_checkers_memory(tmp_path: Path) -> None:
+    """The test run has the checker's uid; were the checker dumpable, agent code could open
+    /proc/<checker>/mem (or ptrace it) and rewrite the verdict in the checker itself."""
+    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
+        import os
+
+
+        def test_checker_memory():
+            try:
+                with open(f"/proc/{os.getppid()}/mem", "r+b", 0):
+                    pass
+            except PermissionError:
+                pass
+            else:
+                raise AssertionError("the checker's memory is writable")
+            assert parse_amount('1') == 100
+
+
+        def test_format():
+            assert format_cents(100) != format_cents(1)
+
+
+        def test_split():
+            assert sum(split_evenly(10, 3)) == 10
+        """))
+    (root / "deliverable" / "report.json").unlink()
+    results = {r.name: r for r in run_dod(load_contract_dir(CONTRACT), root)}
+    assert results["tests-pass"].status == "pass", results["tests-pass"].detail

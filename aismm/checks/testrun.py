@@ -5,7 +5,9 @@ Agent code (the client's ``inputs/module.py`` and the agent's test file) is neve
 checker: :func:`run_suite` copies both into a fresh temporary folder and starts the child there
 as ``python -P -m aismm.checks.testrun`` would (a fork of the checker, which has run no agent
 code: no new interpreter per run), in a session of its own, with no descriptor but its own
-pipes, a scrubbed environment, the interpreter's own module path and a wall-clock limit. The
+pipes, a scrubbed environment, the interpreter's own module path and a wall-clock limit (the
+checker makes itself non-dumpable first, so the child, of the same uid, can neither trace it nor
+open its ``/proc/PID/mem`` to rewrite the verdict). The
 launcher refuses to start unless ``AISMM_SANDBOX`` is set (the sandbox sets it to its isolation
 level; ``AISMM_SANDBOX=rlimits-only`` opts in to running agent code unconfined on purpose) or it
 runs inside the test suite (``PYTEST_CURRENT_TEST``).
@@ -27,13 +29,16 @@ How a verdict is derived, outside the child:
 
 A test that digs the nonce out of the runner's frames can still forge "pass" lines; the same
 forgery then passes every stub mutant as well, so the ``mutants`` check (a mutant is killed only
-by a complete run in which a test raised) fails it.
+by a complete run in which a test raised) fails it — unless it forges only when no function is a
+stub, which beats both checks: tests/test_check_forgery.py keeps that forgery as an expected
+failure until the report has a channel agent code cannot write.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
 import os
 import secrets
 import selectors
@@ -210,6 +215,15 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _dumpable(on: bool) -> None:
+    """``prctl(PR_SET_DUMPABLE)``: a process that is not dumpable cannot be traced, nor its
+    ``/proc/PID/mem`` opened, by a process of its uid without CAP_SYS_PTRACE (the test run)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, ctypes.c_ulong(int(on)), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0)) != 0:  # 4: PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+
+
 def _fork(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, int, int, int]:
     """Start the child as ``python -P -m aismm.checks.testrun ARGS`` would, without starting
     an interpreter: a fork of this checker (which has run no agent code) that takes a session,
@@ -221,10 +235,12 @@ def _fork(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, int, in
                                     and p != str(_package_root()))]
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    _dumpable(False)  # the checker: the child (same uid) may neither ptrace it nor open its mem
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 125
         try:
+            _dumpable(True)  # its own memory, as after an exec: its /proc/self is its own
             os.setsid()
             for fd, (read, write) in enumerate(ends):
                 os.dup2(read if fd == 0 else write, fd)

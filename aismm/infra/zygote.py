@@ -188,9 +188,17 @@ def _program(argv: list[str], env: dict[str, str]) -> str | None:
     if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
             and argv[2].rpartition(".")[0] in PROGRAMS \
             and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH") \
+            and not any(k.startswith("PYTHON") and k not in _SAME_START for k in env) \
             and (argv[2] in sys.modules or _found(argv[2])):
         return argv[2]
     return None
+
+
+# The interpreter settings a run's environment may hold and still run in-process: what this
+# process was started with (PYTHONPATH, compared above) or does as well (-B, -s). Any other
+# PYTHON* variable (PYTHONHASHSEED, PYTHONWARNINGS, PYTHONIOENCODING, ...) is read only when an
+# interpreter starts, so such a run gets a fresh one (exec), as the command says.
+_SAME_START = frozenset({"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE"})
 
 
 def _found(module: str) -> bool:
@@ -229,6 +237,9 @@ def _job(request: dict[str, Any]) -> int:
     module = _program(argv, request["env"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # the zygote ignores SIGINT (the hub's ^C is the caller's to handle); the run starts with it
+    # as a fresh process does: default, and KeyboardInterrupt in a program of ours
+    signal.signal(signal.SIGINT, signal.SIG_DFL if module is None else signal.default_int_handler)
     if module is None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
             signal.signal(sig, signal.SIG_DFL)
@@ -240,9 +251,14 @@ def _job(request: dict[str, Any]) -> int:
     import runpy  # noqa: PLC0415 - only a run of a program of ours needs it
     import traceback  # noqa: PLC0415 - idem
 
+    # site runs before the run's folder is on the path, as at an interpreter's start: with it
+    # there, a sitecustomize.py, usercustomize.py or a module a .pth imports would be taken from
+    # the workdir and run inside the program (a check) before it starts
+    if sys.path[:1] == [""]:
+        del sys.path[0]
     _site()
     sys.argv = [argv[2], *argv[3:]]
-    sys.path[0] = os.getcwd()  # as `python -m` has it
+    sys.path.insert(0, os.getcwd())  # as `python -m` has it
     sys.modules.pop(module, None)  # run afresh as __main__ (what it imports stays imported)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
