@@ -251,14 +251,14 @@ def _job(request: dict[str, Any]) -> int:
     import runpy  # noqa: PLC0415 - only a run of a program of ours needs it
     import traceback  # noqa: PLC0415 - idem
 
-    # site runs before the run's folder is on the path, as at an interpreter's start: with it
+    # site runs without the run's folder on the path, as at an interpreter's start: with it
     # there, a sitecustomize.py, usercustomize.py or a module a .pth imports would be taken from
-    # the workdir and run inside the program (a check) before it starts
-    if sys.path[:1] == [""]:
-        del sys.path[0]
+    # the workdir and run inside the program (a check) before it starts (see _site)
     _site()
+    if sys.path[:1] == [""]:
+        del sys.path[0]  # the run's folder by its own name instead, as `python -m` has it
     sys.argv = [argv[2], *argv[3:]]
-    sys.path.insert(0, os.getcwd())  # as `python -m` has it
+    sys.path.insert(0, os.getcwd())
     sys.modules.pop(module, None)  # run afresh as __main__ (what it imports stays imported)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
