@@ -283,10 +283,12 @@ def _wait_status(pid: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def _child(request: dict[str, Any], out: int, err: int) -> int:
+def _child(request: dict[str, Any], out: int, err: int, zygote: int) -> int:
     """C: new namespaces, then P1 (pid 1 of the run) builds the view and starts J."""
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != zygote:  # the zygote died before the death signal was armed
+        return 125
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)
@@ -361,10 +363,11 @@ def _serve_jobs(sock: socket.socket) -> None:
         request = json.loads(message)
         sys.stdout.flush()
         sys.stderr.flush()
+        zygote = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
-                code = _child(request, *fds)
+                code = _child(request, fds[0], fds[1], zygote)
             except BaseException as exc:  # never back into the loop
                 with suppress(OSError):
                     os.write(2, f"aismm sandbox: {exc}\n".encode(errors="replace"))
