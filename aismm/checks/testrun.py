@@ -195,10 +195,11 @@ def _child_env(home: Path) -> dict[str, str]:
         "TMPDIR": str(home),
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(_package_root()),
-        "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
     }
+    if not sys.flags.hash_randomization:  # the child (a fork) hashes as this checker does:
+        env["PYTHONHASHSEED"] = "0"  # with seed 0 (as every check in the sandbox), say so
     if os.environ.get("AISMM_SANDBOX"):
         env["AISMM_SANDBOX"] = os.environ["AISMM_SANDBOX"]
     return env

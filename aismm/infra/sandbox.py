@@ -730,7 +730,7 @@ class Zygote:
             self.proc = subprocess.Popen(
                 [PYTHON, "-B", "-S", "-s", "-m", "aismm.infra.zygote", str(theirs.fileno()),
                  *(["cold"] if cold else [])],
-                cwd="/", env=base_env(), stdin=subprocess.DEVNULL,
+                cwd="/", env={**base_env(), "PYTHONHASHSEED": "0"}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
                 start_new_session=True)
         except OSError:
