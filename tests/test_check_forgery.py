@@ -33,6 +33,20 @@ CONTRACT = Path(__file__).resolve().parent.parent / "contracts" / "unit_tests"
 TASKS = benchmark_tasks(CONTRACT)
 FAILING = "def test_real():\n    assert parse_amount('1') == 1  # wrong: it is 100\n"
 HEADER = "from module import parse_amount, format_cents, split_evenly, apply_discount\n"
+# The body of a test that digs the report's nonce out of the runner's frames and writes a
+# complete, passing report on every descriptor, then exits (needs os and sys imported).
+FORGE_A_PASS = textwrap.dedent("""\
+    frame, nonce = sys._getframe(), None
+    while frame is not None and nonce is None:
+        nonce = frame.f_locals.get("nonce")
+        frame = frame.f_back
+    for fd in range(3, 64):
+        try:
+            os.write(fd, f"{nonce} test pass test_real\\n{nonce} done\\n".encode())
+        except OSError:
+            pass
+    os._exit(0)
+    """)
 
 
 def _checkout(tmp_path: Path, tests: str | None = None, task: str = "money") -> Path:
@@ -255,23 +269,8 @@ def test_a_crash_or_exit_on_the_mutant_kills_nothing(tmp_path: Path) -> None:
 def test_a_forgery_that_reads_the_nonce_passes_every_mutant_too(tmp_path: Path) -> None:
     # The one forgery a child process cannot stop: dig the nonce out of the runner's frames and
     # write a complete report. It is the same on every mutant, so tests-catch-stubs fails.
-    root = _checkout(tmp_path, HEADER + textwrap.dedent("""\
-        import os
-        import sys
-
-
-        def test_real():
-            frame, nonce = sys._getframe(), None
-            while frame is not None and nonce is None:
-                nonce = frame.f_locals.get("nonce")
-                frame = frame.f_back
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, f"{nonce} test pass test_real\\n{nonce} done\\n".encode())
-                except OSError:
-                    pass
-            os._exit(0)
-        """))
+    root = _checkout(tmp_path, HEADER + "import os\nimport sys\n\n\ndef test_real():\n"
+                     + textwrap.indent(FORGE_A_PASS, "    "))
     (root / "deliverable" / "report.json").unlink()
     mutants = _check(root, "mutants")
     assert mutants.returncode == 1
@@ -497,18 +496,8 @@ CONDITIONAL_FORGERY = HEADER + textwrap.dedent("""\
         real = None not in (parse_amount('1'), format_cents(1), split_evenly(2, 2),
                             apply_discount(100, 10))
         if real:  # the real module, no stub: forge a complete, passing report
-            frame, nonce = sys._getframe(), None
-            while frame is not None and nonce is None:
-                nonce = frame.f_locals.get("nonce")
-                frame = frame.f_back
-            for fd in range(3, 64):
-                try:
-                    os.write(fd, f"{nonce} test pass test_real\\n{nonce} done\\n".encode())
-                except OSError:
-                    pass
-            os._exit(0)
-        assert parse_amount('1') == 1  # wrong (it is 100), so every stub mutant is killed
-    """)
+    """) + textwrap.indent(FORGE_A_PASS, "        ") \
+    + "    assert parse_amount('1') == 1  # wrong (it is 100), so every stub mutant is killed\n"
 
 
 @pytest.mark.xfail(strict=True, reason=(
