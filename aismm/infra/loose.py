@@ -356,7 +356,6 @@ class Loose:
         return out
 
 
-
 def count_paths(tree: str, subtrees: Callable[[str], Iterable[str | None]], cap: int, depth: int,
                 memo: dict[tuple[str, int], int]) -> int:
     """How many paths the tree ``tree`` names, for both readers (:meth:`Loose.count_paths` and

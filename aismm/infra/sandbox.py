@@ -586,16 +586,16 @@ def _unconfined(job: Job, command: list[str], env: dict[str, str]) -> Result:
         kill_group(proc.pid)
         proc.wait()
     code: int | None = None if timed_out else proc.returncode
-    return result(job, start, streams, timed_out, code, prelude=False)
+    return result(job, start, streams, timed_out, code, namespaced=False)
 
 
 def result(job: Job, start: float, streams: list[tuple[bytes, bool]], timed_out: bool,
-           code: int | None, *, prelude: bool) -> Result:
-    """The run's Result from its output and exit status (``prelude``: the status and stderr
+           code: int | None, *, namespaced: bool) -> Result:
+    """The run's Result from its output and exit status (``namespaced``: the status and stderr
     come through the run's pid 1, which signals readiness and reports signals as 128+N)."""
     limits = job.limits
     (out, out_over), (err, err_over) = streams
-    if prelude:
+    if namespaced:
         if not err.startswith(READY):
             if timed_out:
                 raise SandboxError("sandbox: the isolation did not come up in time; check the host")
@@ -604,7 +604,7 @@ def result(job: Job, start: float, streams: list[tuple[bytes, bool]], timed_out:
                                f" ({said[-1] if said else f'exit {code}'});"
                                " check namespace support")
         err = err[len(READY):]
-    if code is not None and prelude and 128 < code <= 128 + 64:
+    if code is not None and namespaced and 128 < code <= 128 + 64:
         code = 128 - code  # pid 1 reports death by signal N as exit status 128+N
     stdout = _text(out, out_over, limits.output_bytes)
     stderr = _text(err, err_over, limits.output_bytes)
@@ -816,7 +816,7 @@ class Zygote:
             self.broken = True
             raise SandboxError("sandbox: the zygote died during a run; check the host")
         code = None if timed_out else status[0]
-        return result(job, start, streams, timed_out, code, prelude=True)
+        return result(job, start, streams, timed_out, code, namespaced=True)
 
     def _status(self) -> list[int]:
         try:

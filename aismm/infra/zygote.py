@@ -207,23 +207,20 @@ def _found(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+_site_added = False  # site-packages are on this process's path
+
+
 def _site() -> None:
     """Add site-packages, as a normal interpreter start does (the zygote starts with ``-S``,
-    so a run that executes a command never pays for it). As at a normal start, the current
-    folder (the run's workdir) is not on the path meanwhile: a ``sitecustomize.py`` or a
-    ``.pth`` there is never read."""
+    so a run that executes a command never pays for it). Called while the current folder is
+    not on the path, as at a normal start."""
+    global _site_added
+    if not sys.flags.no_site or _site_added:
+        return
     import site  # noqa: PLC0415 - see the docstring
 
-    if not sys.flags.no_site or getattr(_site, "done", False):
-        return
-    here = {"", os.getcwd()}
-    saved = sys.path[:]
-    sys.path[:] = [p for p in saved if p not in here]
-    try:
-        site.main()
-    finally:
-        sys.path[:] = [*(p for p in saved if p in here), *sys.path]
-    _site.done = True  # type: ignore[attr-defined]  # once per process
+    site.main()
+    _site_added = True
 
 
 def _job(request: dict[str, Any]) -> int:
@@ -253,12 +250,12 @@ def _job(request: dict[str, Any]) -> int:
 
     # site runs without the run's folder on the path, as at an interpreter's start: with it
     # there, a sitecustomize.py, usercustomize.py or a module a .pth imports would be taken from
-    # the workdir and run inside the program (a check) before it starts (see _site)
-    _site()
+    # the workdir and run inside the program (a check) before it starts
     if sys.path[:1] == [""]:
-        del sys.path[0]  # the run's folder by its own name instead, as `python -m` has it
+        del sys.path[0]
+    _site()
     sys.argv = [argv[2], *argv[3:]]
-    sys.path.insert(0, os.getcwd())
+    sys.path.insert(0, os.getcwd())  # the run's folder, as `python -m` has it
     sys.modules.pop(module, None)  # run afresh as __main__ (what it imports stays imported)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
