@@ -54,6 +54,39 @@ def test_without_a_compiler_the_hooks_are_python(tmp_path: Path,
     assert 'script("post-receive")' in text and "aismm-hook\" " not in text
 
 
+def test_the_client_is_compiled_once_per_machine_and_copied_into_each_hub(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = tmp_path / "calls"
+    compiler = tmp_path / "cc-logged"
+    compiler.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec cc "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert provision.build_client(first) == first / provision.CLIENT
+    assert len(calls.read_text().splitlines()) == 1
+    assert provision.build_client(second) == second / provision.CLIENT
+    assert len(calls.read_text().splitlines()) == 1  # the second hub copied the cached build
+    [cached] = [p for p in (tmp_path / "cache" / "aismm").iterdir() if p.suffix != ".sha256"]
+    client = second / provision.CLIENT
+    assert client.read_bytes() == cached.read_bytes() == (first / provision.CLIENT).read_bytes()
+    assert os.access(client, os.X_OK) and client.stat().st_ino != cached.stat().st_ino
+    cached.write_bytes(cached.read_bytes()[:100])  # a cache gone bad is not trusted: compiled
+    assert provision.build_client(tmp_path / "third") == tmp_path / "third" / provision.CLIENT
+    assert len(calls.read_text().splitlines()) == 2
+    assert (tmp_path / "third" / provision.CLIENT).read_bytes() == client.read_bytes()
+    assert cached.read_bytes() == client.read_bytes()  # and the cache mended
+
+
+def test_an_unwritable_cache_still_builds_the_client(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert provision.build_client(tmp_path / "hub") == tmp_path / "hub" / provision.CLIENT
+    assert os.access(tmp_path / "hub" / provision.CLIENT, os.X_OK)
+
+
 @pytest.mark.parametrize(("behaviour", "whys"), [
     ("silent", ("did not answer in time",)),
     ("hangs up", ("closed without an answer", "dropped the request")),  # as the race falls

@@ -7,8 +7,10 @@ scripts that exec it; elsewhere they are the stdlib-only Python client (``hooks/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -70,17 +72,71 @@ def build_client(hub_root: Path) -> Path | None:
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{digest} {shutil.which(compiler)} {platform.machine()}".encode())
+    cached = _cache_dir() / f"aismm-hook-{key.hexdigest()[:24]}"
+    if not _from_cache(cached, target):
+        if not _compile(compiler, source, target):
+            return None
+        _to_cache(target, cached)
+    stamp.write_text(digest + "\n")
+    return target
+
+
+def _cache_dir() -> Path:
+    """Where this user keeps one compiled client per source, compiler and machine, so a new hub
+    copies it instead of compiling (``$XDG_CACHE_HOME/aismm``, by default ``~/.cache/aismm``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aismm"
+
+
+def _compile(compiler: str, source: Path, target: Path) -> bool:
+    """Compile ``source`` into ``target`` atomically; False when the compiler fails."""
     fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
     os.close(fd)
     done = subprocess.run([compiler, "-O2", "-o", tmp, str(source)], capture_output=True,
                           check=False)
     if done.returncode != 0:
         Path(tmp).unlink(missing_ok=True)
-        return None
+        return False
     os.chmod(tmp, 0o755)
     os.replace(tmp, target)
-    stamp.write_text(digest + "\n")
-    return target
+    return True
+
+
+def _from_cache(cached: Path, target: Path) -> bool:
+    """Copy a cached client whose bytes still match the sha256 kept beside it (a copy, not a
+    link: the hub stays whole when the cache goes); False when there is none to trust."""
+    try:
+        data = cached.read_bytes()
+        kept = cached.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == kept and _write(target, data)
+
+
+def _to_cache(client: Path, cached: Path) -> None:
+    """Keep a fresh build for the next hub (best effort: without a cache each hub compiles)."""
+    with contextlib.suppress(OSError):
+        data = client.read_bytes()
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        if _write(cached, data):
+            cached.with_suffix(".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+
+
+def _write(target: Path, data: bytes) -> bool:
+    """Write an executable atomically; False when its folder cannot be written."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return False
+    return True
 
 
 def settings(max_input: int = 64 << 20) -> dict[str, str | int | bool]:
