@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,3 +44,34 @@ def run(hub: Path, capsys: pytest.CaptureFixture[str] | None, *args: str) -> Res
         code = int(exc.code or 0)
     out, err = capsys.readouterr() if capsys is not None else ("", "")
     return Result(code, out, err)
+
+
+#: A variable that makes the CLI kill its own process where it says: only in a process of its own.
+CRASH = "AISMM_CRASH_AT"
+
+
+def in_process(args: Sequence[str], env: Mapping[str, str | None]) -> Result:
+    """``aismm ARGS`` through ``main()`` in this process, with ``env`` set for the call (None
+    removes a variable) and its output captured: what a new process would do, without the
+    interpreter's start (a call that sets :data:`CRASH` needs a process of its own)."""
+    assert CRASH not in env, "a crash point kills the process: run that call in a subprocess"
+    saved = {key: os.environ.get(key) for key in env}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return Result(code, out.getvalue(), err.getvalue())

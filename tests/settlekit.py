@@ -9,9 +9,7 @@ clock moves never reach another test's missions.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import os
 import subprocess
@@ -20,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aismm.cli import main
 from aismm.core.clock import FixedClock, iso
 from aismm.core.model import dump_yaml, load_yaml
 from aismm.core.signing import generate_key
@@ -29,6 +26,7 @@ from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
 from aismm.services import delivery, lifecycle, mission, registrar, worker
 from tests import hubkit
+from tests.clikit import CRASH, in_process
 from tests.hubkit import copy_hub, copy_tree
 
 __all__ = [
@@ -145,30 +143,16 @@ class Site:
         return env
 
     def cli(self, *args: str, **extra: str) -> Result:
-        """``aismm --hub H ARGS`` at the site's clock time: the CLI's ``main()`` in this process,
-        with its own output captured, or a new process when ``extra`` sets variables (such as
-        ``AISMM_CRASH_AT``, which kills the process where it says)."""
-        if extra:
+        """``aismm --hub H ARGS`` at the site's clock time, with ``extra`` variables set:
+        ``main()`` in this process, or a new process for a call that sets a crash point
+        (``AISMM_CRASH_AT`` kills the process where it says)."""
+        if CRASH in extra:
             proc = subprocess.run(self.cli_args(*args), capture_output=True, text=True,
                                   env=self.cli_env(**extra), timeout=180, check=False)
             return Result(proc.returncode, proc.stdout, proc.stderr)
-        out, err = io.StringIO(), io.StringIO()
-        saved = {key: os.environ.get(key) for key in ("AISMM_NOW", "AISMM_DEBUG")}
-        os.environ["AISMM_NOW"] = self.now()
-        os.environ.pop("AISMM_DEBUG", None)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                main(["--hub", str(self.root), *args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        return Result(code, out.getvalue(), err.getvalue())
+        done = in_process(["--hub", str(self.root), *args],
+                          {"AISMM_NOW": self.now(), "AISMM_DEBUG": None, **extra})
+        return Result(done.code, done.out, done.err)
 
     def popen(self, *args: str, **extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.cli_args(*args), stdout=subprocess.PIPE,
