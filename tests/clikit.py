@@ -58,20 +58,20 @@ def in_process(args: Sequence[str], env: Mapping[str, str | None]) -> Result:
     saved = {key: os.environ.get(key) for key in env}
     out, err = io.StringIO(), io.StringIO()
     try:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(env)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main(list(args))
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(saved)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def _apply(env: Mapping[str, str | None]) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
