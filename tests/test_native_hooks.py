@@ -78,13 +78,23 @@ def test_the_client_is_compiled_once_per_machine_and_copied_into_each_hub(
     assert cached.read_bytes() == client.read_bytes()  # and the cache mended
 
 
-def test_an_unwritable_cache_still_builds_the_client(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    blocked = tmp_path / "not-a-folder"
-    blocked.write_text("")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+@pytest.mark.parametrize("where", ["a file in the way", "no home folder"])
+def test_without_a_usable_cache_each_hub_compiles_its_client(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    if where == "a file in the way":
+        blocked = tmp_path / "not-a-folder"
+        blocked.write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    else:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        monkeypatch.delenv("HOME")
+        monkeypatch.setattr("pwd.getpwuid", _no_such_user)
     assert provision.build_client(tmp_path / "hub") == tmp_path / "hub" / provision.CLIENT
     assert os.access(tmp_path / "hub" / provision.CLIENT, os.X_OK)
+
+
+def _no_such_user(uid: int) -> object:
+    raise KeyError(f"getpwuid(): uid not found: {uid}")
 
 
 @pytest.mark.parametrize(("behaviour", "whys"), [

@@ -73,19 +73,25 @@ def build_client(hub_root: Path) -> Path | None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{digest} {shutil.which(compiler)} {platform.machine()}".encode())
-    cached = _cache_dir() / f"aismm-hook-{key.hexdigest()[:24]}"
-    if not _from_cache(cached, target):
+    cache = _cache_dir()
+    cached = cache / f"aismm-hook-{key.hexdigest()[:24]}" if cache else None
+    if cached is None or not _from_cache(cached, target):
         if not _compile(compiler, source, target):
             return None
-        _to_cache(target, cached)
+        if cached is not None:
+            _to_cache(target, cached)
     stamp.write_text(digest + "\n")
     return target
 
 
-def _cache_dir() -> Path:
+def _cache_dir() -> Path | None:
     """Where this user keeps one compiled client per source, compiler and machine, so a new hub
-    copies it instead of compiling (``$XDG_CACHE_HOME/aismm``, by default ``~/.cache/aismm``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aismm"
+    copies it instead of compiling (``$XDG_CACHE_HOME/aismm``, by default ``~/.cache/aismm``;
+    None for a user without a home folder: each hub compiles its own)."""
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aismm"
+    except RuntimeError:  # Path.home(): no $HOME and no entry in the user database
+        return None
 
 
 def _compile(compiler: str, source: Path, target: Path) -> bool:
