@@ -10,11 +10,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from hubkit import findings
+from test_serve import _clone, _hub
 
 from aismm.core.refs import SOCKET
 from aismm.state import provision
-from hubkit import findings
-from test_serve import _clone, _hub
 
 
 def _deliver(clone: Path) -> None:
