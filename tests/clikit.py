@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,18 @@ def run(hub: Path, capsys: pytest.CaptureFixture[str] | None, *args: str) -> Res
 
 #: A variable that makes the CLI kill its own process where it says: only in a process of its own.
 CRASH = "AISMM_CRASH_AT"
+
+
+def call(args: Sequence[str], env: Mapping[str, str | None], timeout: float = 300) -> Result:
+    """``aismm ARGS`` with ``env`` set (None removes a variable): :func:`in_process`, or a
+    process of its own for a call that sets :data:`CRASH`."""
+    if CRASH not in env:
+        return in_process(args, env)
+    full = {**os.environ, **env}
+    proc = subprocess.run([sys.executable, "-m", "aismm", *args], capture_output=True,
+                          text=True, env={k: v for k, v in full.items() if v is not None},
+                          timeout=timeout, check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def in_process(args: Sequence[str], env: Mapping[str, str | None]) -> Result:

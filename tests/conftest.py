@@ -46,7 +46,7 @@ def _tmpfs_with_room(path: Path, room: int = 2 << 30) -> bool:
         stat = os.statvfs(path)
     except OSError:
         return False
-    tmpfs = any(f.split()[1:3] == [str(path), "tmpfs"] for f in mounts if len(f.split()) > 2)
+    tmpfs = any(line.split()[1:3] == [str(path), "tmpfs"] for line in mounts)
     return tmpfs and os.access(path, os.W_OK | os.X_OK) and stat.f_bavail * stat.f_frsize >= room
 
 

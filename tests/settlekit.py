@@ -26,7 +26,7 @@ from aismm.infra.ledger import Closure, Ledger
 from aismm.infra.store import Store
 from aismm.services import delivery, lifecycle, mission, registrar, worker
 from tests import hubkit
-from tests.clikit import CRASH, in_process
+from tests.clikit import call
 from tests.hubkit import copy_hub, copy_tree
 
 __all__ = [
@@ -146,12 +146,8 @@ class Site:
         """``aismm --hub H ARGS`` at the site's clock time, with ``extra`` variables set:
         ``main()`` in this process, or a new process for a call that sets a crash point
         (``AISMM_CRASH_AT`` kills the process where it says)."""
-        if CRASH in extra:
-            proc = subprocess.run(self.cli_args(*args), capture_output=True, text=True,
-                                  env=self.cli_env(**extra), timeout=180, check=False)
-            return Result(proc.returncode, proc.stdout, proc.stderr)
-        done = in_process(["--hub", str(self.root), *args],
-                          {"AISMM_NOW": self.now(), "AISMM_DEBUG": None, **extra})
+        done = call(["--hub", str(self.root), *args],
+                    {"AISMM_NOW": self.now(), "AISMM_DEBUG": None, **extra}, timeout=180)
         return Result(done.code, done.out, done.err)
 
     def popen(self, *args: str, **extra: str) -> subprocess.Popen[str]:

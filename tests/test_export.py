@@ -26,7 +26,7 @@ from aismm.core.envelope import seal
 from aismm.core.signing import PrivateKey
 from aismm.infra.ledger import Ledger
 from aismm.services import client, export, mission, registrar, settlement
-from tests.clikit import CRASH, in_process
+from tests.clikit import call
 from tests.hubkit import copy_hub
 from tests.settlekit import AGENT, CLIENT, REVIEW, REVIEW_INPUTS, Site, make_site, run_git
 
@@ -52,14 +52,8 @@ def cli(*args: str, hub: Path | None = None, now: str = "2026-01-01T00:00:00Z",
     """``aismm ARGS`` with ``env`` set: ``main()`` in this process, or a subprocess for a call
     that sets a crash point (it kills the process)."""
     head = ["--hub", str(hub)] if hub else []
-    if CRASH not in env:
-        done = in_process([*head, *args], {"AISMM_NOW": now, "AISMM_DEBUG": None, **env})
-        return subprocess.CompletedProcess(["aismm", *head, *args], done.code, done.out,
-                                           done.err)
-    full = {**os.environ, "AISMM_NOW": now, **env}
-    full.pop("AISMM_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "aismm", *head, *args], capture_output=True,
-                          text=True, env=full, timeout=300, check=False)
+    done = call([*head, *args], {"AISMM_NOW": now, "AISMM_DEBUG": None, **env})
+    return subprocess.CompletedProcess(["aismm", *head, *args], done.code, done.out, done.err)
 
 
 def unpack(archive: Path, dest: Path) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -55,8 +54,9 @@ def compile_package(hub_root: Path) -> Path | None:
 
 
 def build_client(hub_root: Path) -> Path | None:
-    """Compile the native hook client into the hub (None without a C compiler: Python hooks),
-    and the package's bytecode (:func:`compile_package`): what makes a hook start fast.
+    """Put the native hook client into the hub, compiled or copied from this user's cache
+    (None without a C compiler: Python hooks), and compile the package's bytecode
+    (:func:`compile_package`): what makes a hook start fast.
 
     Built atomically and only when the source changed (its sha256 is kept beside it).
     """
@@ -72,14 +72,17 @@ def build_client(hub_root: Path) -> Path | None:
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{digest} {shutil.which(compiler)} {platform.machine()}".encode())
+    key = hashlib.sha256(f"{digest} {shutil.which(compiler)} {os.uname().machine}".encode())
     cache = _cache_dir()
     cached = cache / f"aismm-hook-{key.hexdigest()[:24]}" if cache else None
-    if cached is None or not _from_cache(cached, target):
-        if not _compile(compiler, source, target):
+    client = _from_cache(cached) if cached else None
+    if client is None:
+        client = _compile(compiler, source)
+        if client is None:
             return None
         if cached is not None:
-            _to_cache(target, cached)
+            _to_cache(cached, client)
+    _write(target, client)
     stamp.write_text(digest + "\n")
     return target
 
@@ -94,55 +97,45 @@ def _cache_dir() -> Path | None:
         return None
 
 
-def _compile(compiler: str, source: Path, target: Path) -> bool:
-    """Compile ``source`` into ``target`` atomically; False when the compiler fails."""
-    fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
-    os.close(fd)
-    done = subprocess.run([compiler, "-O2", "-o", tmp, str(source)], capture_output=True,
-                          check=False)
-    if done.returncode != 0:
-        Path(tmp).unlink(missing_ok=True)
-        return False
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
-    return True
+def _compile(compiler: str, source: Path) -> bytes | None:
+    """The compiled client; None when the compiler fails."""
+    with tempfile.TemporaryDirectory(prefix="aismm-hook-") as tmp:
+        out = Path(tmp) / "aismm-hook"
+        done = subprocess.run([compiler, "-O2", "-o", str(out), str(source)],
+                              capture_output=True, check=False)
+        return out.read_bytes() if done.returncode == 0 else None
 
 
-def _from_cache(cached: Path, target: Path) -> bool:
-    """Copy a cached client whose bytes still match the sha256 kept beside it (a copy, not a
-    link: the hub stays whole when the cache goes); False when there is none to trust."""
+def _from_cache(cached: Path) -> bytes | None:
+    """A cached client whose bytes still match the sha256 kept beside it (copied into each hub,
+    not linked: the hub stays whole when the cache goes); None when there is none to trust."""
     try:
         data = cached.read_bytes()
         kept = cached.with_suffix(".sha256").read_text().strip()
     except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == kept and _write(target, data)
+        return None
+    return data if hashlib.sha256(data).hexdigest() == kept else None
 
 
-def _to_cache(client: Path, cached: Path) -> None:
+def _to_cache(cached: Path, client: bytes) -> None:
     """Keep a fresh build for the next hub (best effort: without a cache each hub compiles)."""
     with contextlib.suppress(OSError):
-        data = client.read_bytes()
         cached.parent.mkdir(parents=True, exist_ok=True)
-        if _write(cached, data):
-            cached.with_suffix(".sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+        _write(cached, client)
+        cached.with_suffix(".sha256").write_text(hashlib.sha256(client).hexdigest() + "\n")
 
 
-def _write(target: Path, data: bytes) -> bool:
-    """Write an executable atomically; False when its folder cannot be written."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
-    except OSError:
-        return False
+def _write(target: Path, data: bytes) -> None:
+    """Write an executable atomically (OSError when its folder cannot be written)."""
+    fd, tmp = tempfile.mkstemp(prefix=".aismm-hook-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
-    except OSError:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        return False
-    return True
+        raise
 
 
 def settings(max_input: int = 64 << 20) -> dict[str, str | int | bool]:
