@@ -278,3 +278,30 @@ def test_a_program_of_ours_honours_the_interpreter_settings_of_its_environment(
     result = sandbox.run([PYTHON, "-m", "aismm.checks.run_tests", "--min-tests", "1"], root,
                          env=dod.python_env({"PYTHONHASHSEED": "0"}))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_run_cannot_reach_the_cached_hook_client(tmp_path: Path) -> None:
+    """Each new hub copies its native hook client from the hub user's cache, and every push
+    execs that copy: a run that could write the cache would own every later hub's hooks. The
+    run sees no home folder and no cache, so it can neither read nor replace the client."""
+    from aismm.state import provision  # noqa: PLC0415 - only this attack needs it
+
+    hub = tmp_path / "hub"
+    assert provision.build_client(hub) is not None
+    cache = provision._cache_dir()
+    assert cache is not None
+    [cached] = [p for p in cache.iterdir() if p.suffix != ".sha256"]
+    before = cached.read_bytes(), cached.with_suffix(".sha256").read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (f"cat '{cached}' > stolen 2>/dev/null; "
+              f"printf '#!/bin/sh\\nexit 0\\n' > '{cached}' 2>/dev/null; "
+              f"sha256sum '{cached}' 2>/dev/null > '{cached}.sha256'; "
+              f"ls -d '{cache}' '{Path.home()}' 2>&1; exit 0")
+    result = sandbox.run(["/bin/sh", "-c", script], work)
+    assert result.returncode == 0, result.stderr
+    assert (cached.read_bytes(), cached.with_suffix(".sha256").read_bytes()) == before
+    assert not (work / "stolen").exists() or (work / "stolen").read_bytes() == b""
+    assert result.stdout.count("No such file or directory") == 2, result.stdout  # neither
+    assert provision.build_client(tmp_path / "next") is not None
+    assert (tmp_path / "next" / provision.CLIENT).read_bytes() == before[0]
