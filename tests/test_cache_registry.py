@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from aismm.core.model import dump_yaml
+from aismm.core.actor import Actor
+from aismm.core.errors import RepositoryError
+from aismm.core.model import dump_yaml, load_document
 from aismm.core.refs import MAIN
 from aismm.core.signing import generate_key
 from aismm.infra import cache
@@ -113,3 +115,36 @@ def test_listing_reports_the_judged_registry_not_a_write_that_skipped_the_gate(h
     assert "forged-agent" not in [r.agent for r in rows]
     assert rows == before
     assert repo.ref(MAIN) == logged  # put back by the judged view before it was read
+
+
+def test_a_new_registry_commit_parses_only_the_documents_it_changed(hub: Hub) -> None:
+    """Documents are memoised by blob id: an unchanged actor at a new commit is the very object
+    read before; a changed one is read again and shows its change."""
+    registry.drop_disk_cache(hub)  # derived from the YAML documents, not read from disk
+    registry.forget()
+    repo = Repo(hub.registry_path)
+    before = registry.snapshot(repo).actors
+    registrar.add_actor(hub, "zed-client", ["client"], None, None, True)
+    registrar.revoke_actor(hub, "zed-client")
+    after = registry.snapshot(repo).actors
+    assert after["zed-client"].revoked
+    assert set(after) == set(before) | {"zed-client"}
+    assert all(after[a] is before[a] for a in before)  # not parsed again
+    registry.forget()  # a new process: equal documents, parsed anew
+    fresh = registry.snapshot(repo, repo.ref(MAIN)).actors
+    assert fresh == after and fresh["zed-client"] is not after["zed-client"]
+
+
+def test_a_memoised_document_still_needs_its_blob_in_the_repository(hub: Hub,
+                                                                   tmp_path: Path) -> None:
+    """The memo saves the parse, never the read: a repository lacking the blob fails as it would
+    with an empty memo (the gate must not accept a document it cannot read)."""
+    repo = Repo(hub.registry_path)
+    tip = repo.ref(MAIN)
+    assert tip is not None
+    path, entry = next((p, e) for p, e in repo.flatten(tip).items() if p.startswith("actors/"))
+    actor = load_document(Actor, entry.oid, repo.blob, path)
+    assert load_document(Actor, entry.oid, repo.blob, path) is actor
+    empty = Repo.init_bare(tmp_path / "empty.git")
+    with pytest.raises((KeyError, RepositoryError)):
+        load_document(Actor, entry.oid, empty.blob, path)

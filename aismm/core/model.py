@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["CONFIG", "Strict", "defaults", "describe_validation", "dump_yaml", "load_yaml"]
+__all__ = ["CONFIG", "Strict", "defaults", "describe_validation", "dump_yaml", "forget_documents",
+           "load_document", "load_yaml"]
 
 
 #: The shared model configuration. ``defer_build``: a model's validator is built when it first
@@ -83,3 +85,35 @@ def load_yaml(text: str | bytes, where: str) -> Any:
 def dump_yaml(data: Any) -> str:
     """Reproducible YAML: keys in the given order, block style, trailing newline."""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# -- documents by blob id ------------------------------------------------------------------------
+# A git blob id names its content, so a document validated from a blob never goes stale: the
+# registry's actors, manifests and contracts, and a mission's plan records, are parsed once per
+# process however many commits (and registry snapshots) hold the same blob. The models are
+# frozen; the memo is emptied when it reaches MEMO_MAX entries. Failures are not memoised.
+MEMO_MAX = 20_000
+_MEMO: dict[tuple[type[BaseModel], str], BaseModel] = {}
+
+
+def forget_documents() -> None:
+    """Empty the memo (as a new process starts)."""
+    _MEMO.clear()
+
+
+def load_document(model: type[_M], oid: str, blob: Callable[[str], bytes], where: str,
+                  parse: Callable[[bytes, str], _M] | None = None) -> _M:
+    """``model`` made from the YAML blob ``oid`` (its bytes from ``blob(oid)``): by ``parse(data,
+    where)``, or by validating it with :func:`load_yaml`. Made once per process per (model,
+    blob id), as said above; raises what ``parse`` (or load_yaml and validation) raise, and
+    ``parse`` must depend on the content alone (its error messages may name ``where``)."""
+    data = blob(oid)  # read even when memoised: a blob this repository lacks fails as before
+    key = (model, oid)
+    found = _MEMO.get(key)
+    if found is None:
+        found = parse(data, where) if parse is not None else \
+            model.model_validate(load_yaml(data, where))
+        if len(_MEMO) >= MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = found
+    return cast(_M, found)

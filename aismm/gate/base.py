@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from aismm.core.actor import Actor
 from aismm.core.errors import GateRejection, Problem, SignatureError
-from aismm.core.model import describe_validation, load_yaml
+from aismm.core.model import describe_validation, load_document
 from aismm.core.safepath import path_problem
 from aismm.core.safepath import printable as _printable
 from aismm.core.signing import verify
@@ -139,8 +139,7 @@ class Judge:
     def document(self, ref: str, path: str, oid: str, model: type[BaseModel]) -> Any:
         """Parse and validate a YAML document blob; None (with a problem) when invalid."""
         try:
-            data = load_yaml(self.repo.blob(oid), path)
-            return model.model_validate(data)
+            return load_document(model, oid, self.repo.blob, path)
         except ValueError as exc:
             first = describe_validation(exc)[0] if isinstance(exc, ValidationError) else \
                 str(exc).split(": ", 1)[-1]

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from aismm.core.actor import Actor, Manifest
 from aismm.core.contract import Contract
 from aismm.core.document import MissionDoc
-from aismm.core.model import describe_validation, load_yaml
+from aismm.core.model import describe_validation, load_document, load_yaml
 from aismm.core.plan import (
     DECISION_NAME,
     OUTCOME_NAME,
@@ -52,13 +52,11 @@ def read_plan(repo: Repo, commit: str, contract: Contract, budget: int
     for path, entry in files.items():
         try:
             if (m := DECISION_NAME.match(path)) is not None:
-                decisions[int(m.group(1))] = Decision.model_validate(
-                    load_yaml(repo.blob(entry.oid), path))
+                decisions[int(m.group(1))] = load_document(Decision, entry.oid, repo.blob, path)
             elif (m := OUTCOME_NAME.match(path)) is not None:
-                outcomes[int(m.group(1))] = Outcome.model_validate(
-                    load_yaml(repo.blob(entry.oid), path))
+                outcomes[int(m.group(1))] = load_document(Outcome, entry.oid, repo.blob, path)
             elif path == ROUTING:
-                routing = Routing.model_validate(load_yaml(repo.blob(entry.oid), path))
+                routing = load_document(Routing, entry.oid, repo.blob, path)
         except ValueError:
             continue
     return view(contract, budget, decisions, outcomes), routing

@@ -15,7 +15,7 @@ from aismm.core.actor import Actor
 from aismm.core.contract import Contract, parse_contract
 from aismm.core.document import MissionDoc, Verdict
 from aismm.core.errors import GateRejection, Problem
-from aismm.core.model import load_yaml
+from aismm.core.model import load_document, load_yaml
 from aismm.core.refs import ACCEPTED, ATTEMPT, MAIN, TAGS
 from aismm.infra.git import Repo
 from aismm.state.registry import Snapshot
@@ -116,7 +116,7 @@ def quorum(repo: Repo, policy: MissionPolicy, head: str, registry: Snapshot) -> 
                                                         "verdicts/arbiter.yaml"):
             continue
         try:
-            v = Verdict.model_validate(load_yaml(repo.blob(entry.oid), path))
+            v = load_document(Verdict, entry.oid, repo.blob, path)
         except (ValueError, ValidationError):
             continue
         reviewer = actors.get(v.reviewer)

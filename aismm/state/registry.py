@@ -16,7 +16,7 @@ from aismm.core.actor import Actor, Manifest
 from aismm.core.assessment import AssessmentRecord
 from aismm.core.contract import Contract, digest, parse_contract, parse_ref
 from aismm.core.errors import ActorError, AismmError, ConflictError, ContractError
-from aismm.core.model import Strict, describe_validation, load_yaml
+from aismm.core.model import Strict, describe_validation, forget_documents, load_document
 from aismm.core.refs import MAIN
 from aismm.infra import cache
 from aismm.infra.git import Identity, Repo
@@ -68,7 +68,7 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
         return out
     for path, entry in repo.flatten(commit).items():
         if path.startswith("actors/") and path.endswith(".yaml"):
-            actor = Actor.model_validate(load_yaml(repo.blob(entry.oid), path))
+            actor = load_document(Actor, entry.oid, repo.blob, path)
             out[actor.id] = actor
     return out
 
@@ -92,7 +92,9 @@ _ASSESSMENTS = TypeAdapter(dict[str, list[AssessmentRecord]], config=_DEFERRED)
 
 
 def forget() -> None:
-    """Empty the in-memory caches (as a new process starts; the disk entries stay)."""
+    """Empty the in-memory caches (as a new process starts; the disk entries stay), the
+    documents memoised by blob id included."""
+    forget_documents()
     _SNAPSHOTS.clear()
     _ASSESSED.clear()
     _CATALOGS.clear()
@@ -156,7 +158,7 @@ def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
     if commit is not None:
         for path, entry in repo.flatten(commit).items():
             if path.startswith("agents/") and path.endswith(".yaml"):
-                man = Manifest.model_validate(load_yaml(repo.blob(entry.oid), path))
+                man = load_document(Manifest, entry.oid, repo.blob, path)
                 mans[man.id] = man
     return _snapshot(commit, acts, mans)
 
@@ -213,7 +215,8 @@ def contracts(hub: Hub) -> dict[str, Contract]:
     for path, entry in repo.flatten(tip).items():
         parts = path.split("/")
         if len(parts) == 4 and parts[0] == "contracts" and parts[3] == "contract.yaml":
-            contract = parse_contract(repo.blob(entry.oid), f"registry.git:{path}")
+            contract = load_document(Contract, entry.oid, repo.blob, f"registry.git:{path}",
+                                     parse_contract)
             out[contract.ref] = contract
     return out
 
@@ -330,7 +333,7 @@ def _read_assessments(repo: Repo, tip: str) -> dict[str, list[AssessmentRecord]]
         if parts[0] == "assessments" and len(parts) == 3:
             where = f"registry.git:{path}"
             try:
-                record = AssessmentRecord.model_validate(load_yaml(repo.blob(entry.oid), where))
+                record = load_document(AssessmentRecord, entry.oid, repo.blob, where)
             except ValidationError as exc:  # only the platform writes these: the hub's fault
                 raise AismmError(f"{where}: not an assessment record "
                                  f"({'; '.join(describe_validation(exc))}); "
