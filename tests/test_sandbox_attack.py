@@ -6,6 +6,8 @@ and runs for real (one-shot, through a cold zygote).
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import signal
@@ -133,16 +135,65 @@ def test_a_caller_killed_mid_run_leaves_no_process(tmp_path: Path) -> None:
     assert left == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the caller's clean-up (chown back, removing the view's root folder) runs in the killed"
-    " process: the workdir stays owned by the run's uid and an empty aismm-root-* folder stays"
-    " in TMPDIR. Fix: sweep both on the next run (as sandbox.workspace() sweeps workspaces of"
-    " dead pids), e.g. name the root aismm-root-<pid>-* and record the owners beside it"))
 @pytest.mark.skipif(os.geteuid() != 0, reason="the run's own uid exists only as root")
-def test_a_caller_killed_mid_run_leaves_no_file(tmp_path: Path) -> None:
-    work, tmp, _, _ = _kill_the_caller_mid_run(tmp_path)
-    assert work.stat().st_uid == os.geteuid()
+def test_a_caller_killed_mid_run_leaves_no_file_after_the_next_run(tmp_path: Path) -> None:
+    """The killed caller's clean-up (give the workdir back, remove the view's root folder) is
+    done by the next run on the machine, from what the caller wrote down in its private folder
+    before the files changed hands."""
+    work, tmp, _, token = _kill_the_caller_mid_run(tmp_path)
+    runs = tmp / f"aismm-runs-{os.geteuid()}"
+    left = sorted(p.name.partition("-")[2].partition("-")[0] for p in runs.iterdir())
+    assert left == ["owners", "root"], left  # as the killed caller left them
+    assert {p.lstat().st_uid for p in [work, *work.rglob("*")]} != {os.geteuid()}
+    for _ in range(200):  # its run uid's processes die with the namespace; poll, do not wait
+        if not [pid for pid, (_, cmd) in _processes().items() if f"sleep {token}" in cmd]:
+            break
+        time.sleep(0.05)
+    nxt = tmp_path / "next"
+    nxt.mkdir()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""\
+        from pathlib import Path
+        from aismm.infra import sandbox
+        print(sandbox.run(["/bin/true"], Path({str(nxt)!r})).returncode)
+        """)], env={**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).parents[2]),
+                    "TMPDIR": str(tmp)}, capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout == "0\n", done.stdout + done.stderr
+    assert {p.lstat().st_uid for p in [work, *work.rglob("*")]} == {os.geteuid()}
+    assert (work / "started").read_text() == "up\n"  # given back, not removed
+    assert list(runs.iterdir()) == []
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("aismm-root-")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only runs with their own uid (as root) leave records")
+def test_a_record_of_a_live_runs_uid_waits_for_that_run(tmp_path: Path) -> None:
+    """A dead caller's record whose run uid another run holds now is left for a later sweep:
+    the sweep never touches files while a live run may own that uid."""
+    runs = tmp_path / "runs"
+    runs.mkdir(mode=0o700)
+    work = tmp_path / "work"
+    work.mkdir()
+    dead = _dead_pid()
+    uid = sandbox.UID_BASE + 4095
+    record = runs / f"{dead}-owners-x.json"
+    record.write_text(json.dumps({"uid": uid, "owners": [[str(work), 0, 0]], "readonly": []}))
+    lock = os.open(sandbox._uid_locks() / "4095.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert sandbox.sweep_workspaces(runs) == []
+        assert record.exists()
+    finally:
+        os.close(lock)
+    forged = runs / f"{dead}-owners-y.json"  # a uid outside the run uids: never acted on
+    forged.write_text(json.dumps({"uid": 0, "owners": [["/", 0, 0]], "readonly": []}))
+    assert sandbox.sweep_workspaces(runs) == [record]
+    assert not record.exists() and forged.exists()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.run(["/bin/sh", "-c", "echo $$"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)
 
 
 def test_a_zygote_killed_under_a_run_is_the_hubs_fault_not_a_verdict(tmp_path: Path) -> None:

@@ -302,9 +302,14 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
         with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
             env = {**env, "HOME": home, "TMPDIR": home}
             return _unconfined(job, [*_prlimit(job, own_uid=False), *job.argv], env)
+    runs = _runs_dir()
+    sweep_workspaces(runs)  # what a killed run left: its root folder, files it still owns
     with _run_uid(job.isolation == "namespaces+uid") as uid:
-        root = Path(tempfile.mkdtemp(prefix="aismm-root-"))
+        # the view's root folder and the owners to give back live in this process' private
+        # folder, named by its pid: if this process is killed, the next run puts them right
+        root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-root-", dir=runs))
         owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
+        record = _record_owners(runs, uid, owners, job.readonly) if uid is not None else None
         pruned: list[str] = []
         try:
             if uid is not None:
@@ -315,11 +320,10 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
         finally:
             if uid is not None:
                 _kill_uid(uid)
-            for path in (job.workdir, *job.writable):  # before any walk of what the run left
-                pruned += _prune_deep(path)
-            for path, st in owners:
-                _chown_tree(path, uid or 0, (st.st_uid, st.st_gid), set(job.readonly),
-                            exclusive=False)
+            pruned = _give_back(uid, [(p, st.st_uid, st.st_gid) for p, st in owners],
+                                (job.workdir, *job.writable), job.readonly)
+            if record is not None:
+                record.unlink(missing_ok=True)
             with suppress(OSError):
                 root.rmdir()
     if not pruned:
@@ -331,6 +335,57 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
 
 
 MAX_DEPTH = 64  # folder levels a run may leave behind; deeper trees are the agent's fault
+
+
+def _give_back(uid: int | None, owners: Sequence[tuple[Path, int, int]],
+               written: Sequence[Path], readonly: Sequence[Path]) -> list[str]:
+    """After a run (its uid's processes gone): prune what it nested too deep in ``written``,
+    then give what ``uid`` owns under each owner path back to (uid, gid); what was pruned."""
+    pruned: list[str] = []
+    for path in written:  # before any walk of what the run left
+        pruned += _prune_deep(path)
+    for path, to_uid, to_gid in owners:
+        _chown_tree(path, uid or 0, (to_uid, to_gid), set(readonly), exclusive=False)
+    return pruned
+
+
+def _record_owners(runs: Path, uid: int, owners: Sequence[tuple[Path, os.stat_result]],
+                   readonly: Sequence[Path]) -> Path:
+    """Write down, before a run's files change hands, what :func:`_give_back` needs should this
+    process die mid-run (``<pid>-owners-*.json`` in its private folder; see sweep_workspaces)."""
+    fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-owners-", suffix=".json", dir=runs)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"uid": uid, "owners": [[str(p), st.st_uid, st.st_gid] for p, st in owners],
+                   "readonly": [str(p) for p in readonly]}, out)
+    return Path(name)
+
+
+def _restore_owners(record: Path) -> bool:
+    """Finish the clean-up of a run whose process died (its ``-owners-`` record): kill what its
+    uid still runs, prune, give its files back, drop the record. False, leaving the record for
+    a later sweep, while another run holds that uid (its lock) or the record is unreadable."""
+    try:
+        data = json.loads(record.read_text())
+        uid = int(data["uid"])
+        owners = [(Path(p), int(u), int(g)) for p, u, g in data["owners"]]
+        readonly = [Path(p) for p in data["readonly"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not UID_BASE <= uid < UID_BASE + UID_SLOTS:
+        return False
+    fd = os.open(_uid_locks() / f"{uid - UID_BASE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live run holds this uid now: its own clean-up comes first
+        _kill_uid(uid)
+        present = [o for o in owners if o[0].is_dir() and not o[0].is_symlink()]
+        _give_back(uid, present, [p for p, _u, _g in present], readonly)
+        record.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _cold(job: Job, root: Path, env: dict[str, str], uid: int | None) -> Result:
@@ -479,15 +534,21 @@ def _prlimit(job: Job, *, own_uid: bool) -> list[str]:
     return [*prefix, "--"]
 
 
+def _uid_locks() -> Path:
+    """The folder of the run uids' lock files (one per slot, held with flock by its run)."""
+    locks = Path("/run/aismm-sandbox") if Path("/run").is_dir() else Path(tempfile.gettempdir(),
+                                                                         "aismm-sandbox-uids")
+    locks.mkdir(mode=0o700, exist_ok=True)
+    return locks
+
+
 @contextmanager
 def _run_uid(wanted: bool) -> Iterator[int | None]:
     """Hold a uid no other run holds (a locked slot), cleared of any process before and after."""
     if not wanted:
         yield None
         return
-    locks = Path("/run/aismm-sandbox") if Path("/run").is_dir() else Path(tempfile.gettempdir(),
-                                                                         "aismm-sandbox-uids")
-    locks.mkdir(mode=0o700, exist_ok=True)
+    locks = _uid_locks()
     start = random.randrange(UID_SLOTS)
     for step in range(UID_SLOTS):
         slot = (start + step) % UID_SLOTS
@@ -709,9 +770,13 @@ def sweep_workspaces(runs: Path | None = None) -> list[Path]:
     except FileNotFoundError:
         return []
     for entry in entries:
-        pid = entry.name.partition("-")[0]
+        pid, _, rest = entry.name.partition("-")
         if pid.isdigit() and not Path("/proc", pid).exists():
-            shutil.rmtree(entry.path, ignore_errors=True)
+            if rest.startswith("owners-"):  # a run's files still to give back
+                if not _restore_owners(Path(entry.path)):
+                    continue
+            else:
+                shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
 
