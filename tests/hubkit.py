@@ -16,7 +16,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -499,6 +501,37 @@ def build_kit(root: Path) -> Kit:
     with Ledger(hub.db_path, hub.clock) as ledger:
         ledger.deposit("alice", 1_000_000, cause="seed")
     return kit
+
+
+@contextmanager
+def served(hub: Hub) -> Iterator[list[int]]:
+    """The hub's hook socket answered from this process, by ``aismm serve``'s own socket
+    server (:class:`aismm.serve.Server`'s listener alone: no loop, watcher or warm workers).
+
+    The installed hooks then hand each push to it, as on a served hub: the real ``git``, the
+    real hook client and socket, the gate judging in this (already warm) process instead of a
+    fresh interpreter per push. Yields the list that grows by one per request answered."""
+    from aismm.serve import Server  # noqa: PLC0415 - only the served kits need it
+
+    listener = Server(hub, lambda _line: None)._listen()
+    handled: list[int] = []  # one entry per hook request answered (the caller may check)
+    answer = listener.RequestHandlerClass
+
+    class Counted(answer):  # type: ignore[valid-type,misc]  # a class made at runtime
+        def handle(self) -> None:
+            handled.append(1)
+            super().handle()
+
+    listener.RequestHandlerClass = Counted
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield handled
+    finally:
+        listener.shutdown()
+        listener.server_close()
+        (hub.root / "run" / "aismm.sock").unlink(missing_ok=True)
+        thread.join()
 
 
 def kit_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:

@@ -33,6 +33,17 @@ SETTLED, REFUNDED = "refs/tags/settled", "refs/tags/refunded"
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+    """A served kit: every push's hooks are answered by the hub's socket server (see
+    :func:`hubkit.served`), as on a hub that runs ``aismm serve``."""
+    for kit in hubkit.kit_fixture(tmp_path_factory):
+        with hubkit.served(kit.hub) as handled:
+            yield kit
+        assert handled, "no push of this module reached the server"
+
+
+@pytest.fixture(scope="module")
+def unserved_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+    """A kit whose hooks find no server: each push's hooks judge in a process of their own."""
     yield from hubkit.kit_fixture(tmp_path_factory)
 
 
@@ -803,6 +814,19 @@ def test_attack_is_rejected_and_leaves_no_trace(kit: Kit, name: str) -> None:
     assert not [oid for oid in sent if a.clone.remote_has(oid)], "quarantined objects were kept"
 
 
+# The same attacks with no server: the hook judges in-process (a sample: each kind of rule).
+WITHOUT_A_SERVER = ("unsigned commit", "signed by someone else than the pusher",
+                    "agent forges verdicts/platform.yaml", "force-push rewriting an attempt",
+                    "symbolic link", "deliverable fails its schema", "settled before anything "
+                    "was accepted", "history spliced in from another mission")
+
+
+@pytest.mark.parametrize("name", WITHOUT_A_SERVER)
+def test_attack_is_rejected_without_a_server(unserved_kit: Kit, name: str) -> None:
+    assert not (unserved_kit.hub.root / "run" / "aismm.sock").exists()
+    test_attack_is_rejected_and_leaves_no_trace(unserved_kit, name)
+
+
 @pytest.mark.parametrize("label", [k for k, v in _names().items() if v[3]])
 def test_fsck_stops_dotgit_and_dotdot_names_before_the_gate(kit: Kit, label: str) -> None:
     raw, _shown, _what, fsck = _names()[label]
@@ -942,8 +966,9 @@ def _bomb(c: Clone, width: int, depth: int) -> str:
     (10, 5, "bomb"),  # 10^5 paths, each one a problem: 100,000 lines before the bound
     (9, 4, "bomb"),  # 6,561 paths: within the hub's limit, walked; the problem lines are capped
 ])
-def test_a_tree_bomb_is_refused_without_walking_it(kit: Kit, width: int, depth: int,
+def test_a_tree_bomb_is_refused_without_walking_it(unserved_kit: Kit, width: int, depth: int,
                                                    where: str) -> None:
+    kit = unserved_kit  # the peak memory measured is the hook's own: it judges in-process
     s = Scene(kit)
     bomb = _bomb(s.c, width, depth)
     tree = s.c.craft(s.c.rev("HEAD"), {where.encode(): ("040000", bomb)})
