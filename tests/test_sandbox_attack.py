@@ -164,7 +164,7 @@ def test_a_caller_killed_mid_run_leaves_no_file_after_the_next_run(tmp_path: Pat
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("aismm-root-")) == []
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only runs with their own uid (as root) leave records")
+@pytest.mark.skipif(os.geteuid() != 0, reason="only runs with their own uid (root) leave records")
 def test_a_record_of_a_live_runs_uid_waits_for_that_run(tmp_path: Path) -> None:
     """A dead caller's record whose run uid another run holds now is left for a later sweep:
     the sweep never touches files while a live run may own that uid."""
