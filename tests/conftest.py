@@ -23,15 +23,16 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
     "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
 }
-#: Variables of the user's shell that would point the code under test somewhere else.
-UNSET = ("AISMM_HUB", "AISMM_NOW", "AISMM_PUSHER", "AISMM_DEBUG", "REMOTE_USER")
+#: Variables of the user's shell that would point the code under test somewhere else (and every
+#: ``AISMM_*`` one: the hub, the clock, the sandbox, the warm workers, the hook's shortcuts).
+UNSET = ("REMOTE_USER",)
 
 
 def isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
     """Apply the session's isolation through ``mp`` (undone when ``mp`` is)."""
     mp.setenv("HOME", str(home))
     for key in list(os.environ):
-        if key.startswith("GIT_") and key not in GIT_ENV:
+        if (key.startswith("GIT_") and key not in GIT_ENV) or key.startswith("AISMM_"):
             mp.delenv(key)
     for key, value in GIT_ENV.items():
         mp.setenv(key, value)
