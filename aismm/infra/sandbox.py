@@ -570,19 +570,23 @@ def _run_uid(wanted: bool) -> Iterator[int | None]:
 
 def processes_of(uid: int) -> list[int]:
     """Pids of the processes whose real or effective uid is uid."""
-    found = []
+    found, wanted = [], str(uid).encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"Uid:"):
-                        if str(uid).encode() in line.split()[1:3]:
-                            found.append(int(entry.name))
-                        break
+            fd = os.open(f"/proc/{entry.name}/status", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
+        try:
+            status = os.read(fd, 8192)  # one read: the kernel writes the file whole
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        start = status.find(b"\nUid:")
+        if start >= 0 and wanted in status[start:status.find(b"\n", start + 1)].split()[1:3]:
+            found.append(int(entry.name))
     return found
 
 
