@@ -89,8 +89,9 @@ def dump_yaml(data: Any) -> str:
 
 # -- documents by blob id ------------------------------------------------------------------------
 # A git blob id names its content, so a document validated from a blob never goes stale: the
-# registry's actors, manifests and contracts, and a mission's plan records, are parsed once per
-# process however many commits (and registry snapshots) hold the same blob. The models are
+# registry's documents, a mission's verdicts and plan records, and every document the gate
+# validates are parsed once per process however many commits (and registry snapshots) hold the
+# same blob. The models are
 # frozen; the memo is emptied when it reaches MEMO_MAX entries. Failures are not memoised.
 MEMO_MAX = 20_000
 _MEMO: dict[tuple[type[BaseModel], str], BaseModel] = {}
