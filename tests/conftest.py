@@ -23,21 +23,19 @@ GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
     "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
 }
-#: Variables of the user's shell that would point the code under test somewhere else (and every
-#: ``AISMM_*`` one: the hub, the clock, the sandbox, the warm workers, the hook's shortcuts).
-UNSET = ("REMOTE_USER",)
 
 
 def isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
     """Apply the session's isolation through ``mp`` (undone when ``mp`` is)."""
     mp.setenv("HOME", str(home))
+    # the user's shell must not point the code under test elsewhere: its git settings, and every
+    # AISMM_* variable (the hub, the clock, the sandbox, the warm workers, the hook's shortcuts)
     for key in list(os.environ):
-        if (key.startswith("GIT_") and key not in GIT_ENV) or key.startswith("AISMM_"):
+        if (key.startswith("GIT_") and key not in GIT_ENV) or key.startswith("AISMM_") \
+                or key == "REMOTE_USER":
             mp.delenv(key)
     for key, value in GIT_ENV.items():
         mp.setenv(key, value)
-    for key in UNSET:
-        mp.delenv(key, raising=False)
 
 
 def _tmpfs_with_room(path: Path, room: int = 2 << 30) -> bool:

@@ -513,7 +513,8 @@ def served(hub: Hub) -> Iterator[list[int]]:
     fresh interpreter per push. Yields the list that grows by one per request answered."""
     from aismm.serve import Server  # noqa: PLC0415 - only the served kits need it
 
-    listener = Server(hub, lambda _line: None)._listen()
+    server = Server(hub, lambda _line: None)
+    listener = server._listen()
     handled: list[int] = []  # one entry per hook request answered (the caller may check)
     answer = listener.RequestHandlerClass
 
@@ -530,7 +531,7 @@ def served(hub: Hub) -> Iterator[list[int]]:
     finally:
         listener.shutdown()
         listener.server_close()
-        (hub.root / "run" / "aismm.sock").unlink(missing_ok=True)
+        server.socket_path.unlink(missing_ok=True)
         thread.join()
 
 

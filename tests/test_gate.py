@@ -20,6 +20,7 @@ import pytest
 
 from aismm import gate
 from aismm.core.model import dump_yaml
+from aismm.core.refs import SOCKET
 from aismm.services import registrar
 from aismm.state import registry
 from tests import hubkit
@@ -823,7 +824,7 @@ WITHOUT_A_SERVER = ("unsigned commit", "signed by someone else than the pusher",
 
 @pytest.mark.parametrize("name", WITHOUT_A_SERVER)
 def test_attack_is_rejected_without_a_server(unserved_kit: Kit, name: str) -> None:
-    assert not (unserved_kit.hub.root / "run" / "aismm.sock").exists()
+    assert not (unserved_kit.hub.root / SOCKET).exists()
     test_attack_is_rejected_and_leaves_no_trace(unserved_kit, name)
 
 

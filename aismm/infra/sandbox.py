@@ -308,20 +308,20 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
         # the view's root folder and the owners to give back live in this process' private
         # folder, named by its pid: if this process is killed, the next run puts them right
         root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-root-", dir=runs))
-        owners = [(p, p.stat()) for p in (job.workdir, *job.writable)] if uid is not None else []
+        owners = [(p, (st := p.stat()).st_uid, st.st_gid)
+                  for p in (job.workdir, *job.writable)] if uid is not None else []
         record = _record_owners(runs, uid, owners, job.readonly) if uid is not None else None
         pruned: list[str] = []
         try:
             if uid is not None:
-                for path, st in owners:
-                    _chown_tree(path, st.st_uid, (uid, uid), set(job.readonly), exclusive=True)
+                for path, owner, _group in owners:
+                    _chown_tree(path, owner, (uid, uid), set(job.readonly), exclusive=True)
             warm = _warm(job, root, env, uid) if _warm is not None and not one_shot else None
             result = warm or _cold(job, root, env, uid)
         finally:
             if uid is not None:
                 _kill_uid(uid)
-            pruned = _give_back(uid, [(p, st.st_uid, st.st_gid) for p, st in owners],
-                                (job.workdir, *job.writable), job.readonly)
+            pruned = _give_back(uid, owners, (job.workdir, *job.writable), job.readonly)
             if record is not None:
                 record.unlink(missing_ok=True)
             with suppress(OSError):
@@ -349,13 +349,13 @@ def _give_back(uid: int | None, owners: Sequence[tuple[Path, int, int]],
     return pruned
 
 
-def _record_owners(runs: Path, uid: int, owners: Sequence[tuple[Path, os.stat_result]],
+def _record_owners(runs: Path, uid: int, owners: Sequence[tuple[Path, int, int]],
                    readonly: Sequence[Path]) -> Path:
     """Write down, before a run's files change hands, what :func:`_give_back` needs should this
     process die mid-run (``<pid>-owners-*.json`` in its private folder; see sweep_workspaces)."""
     fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-owners-", suffix=".json", dir=runs)
     with os.fdopen(fd, "w") as out:
-        json.dump({"uid": uid, "owners": [[str(p), st.st_uid, st.st_gid] for p, st in owners],
+        json.dump({"uid": uid, "owners": [[str(p), u, g] for p, u, g in owners],
                    "readonly": [str(p) for p in readonly]}, out)
     return Path(name)
 
