@@ -356,3 +356,22 @@ def test_a_run_cannot_reach_the_cached_hook_client(tmp_path: Path) -> None:
     assert result.stdout.count("No such file or directory") == 2, result.stdout  # neither
     assert provision.build_client(tmp_path / "next") is not None
     assert (tmp_path / "next" / provision.CLIENT).read_bytes() == before[0]
+
+
+def test_a_run_cannot_plant_a_record_for_the_sweep(tmp_path: Path) -> None:
+    """The sweep acts on ``<pid>-owners-*.json`` records in the caller's private runs folder
+    (chown, kill): a run that could write one there would have the next run chown any folder to
+    anyone. The run sees neither that folder nor its own root folder's host path."""
+    runs = sandbox._runs_dir()
+    dead = _dead_pid()
+    planted = runs / f"{dead}-owners-planted.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    record = json.dumps({"uid": sandbox.UID_BASE + 1, "owners": [["/etc", 0, 0]], "readonly": []})
+    script = (f"printf '%s' '{record}' > '{planted}' 2>/dev/null; "
+              f"ls -d '{runs}' 2>&1; ls '{runs}' 2>&1 | grep -c root; exit 0")
+    result = sandbox.run(["/bin/sh", "-c", script], work)
+    assert result.returncode == 0, result.stderr
+    assert not planted.exists()
+    assert "No such file or directory" in result.stdout, result.stdout
+    assert Path("/etc").stat().st_uid == 0
