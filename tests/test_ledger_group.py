@@ -288,3 +288,57 @@ def test_the_writer_takes_a_group_as_large_as_its_last_and_close_ends_a_linger(
     late.join()  # close() committed the job the writer lingered for
     assert sorted(done) == list(range(8))
     assert writer.groups == groups + 2
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_caller_interrupted_while_it_waits_does_not_hold_up_the_rest_of_its_group(
+        tmp_path: Path) -> None:
+    """Callers are woken as a relay (each wakes the next); one interrupted by a signal never
+    passes it on, and those after it still return once their group is committed."""
+    db = tmp_path / "hub.db"
+    Ledger(db).close()
+    hold, started = threading.Event(), threading.Event()
+    done: list[int] = []
+    main = threading.main_thread()
+    assert threading.current_thread() is main  # a signal interrupts the main thread's wait
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        with group_commit(db) as writer:
+            writer.relay_wait = 0.001  # how soon a caller looks for itself (the injected poll)
+            blocker = threading.Thread(target=writer.run,
+                                       args=(lambda _conn: (started.set(), hold.wait()),))
+            blocker.start()
+            started.wait()
+            followers = [threading.Thread(target=writer.run,
+                                          args=(lambda conn, n=n: done.append(n),))
+                         for n in (1, 2, 3)]
+
+            def queue_then_interrupt() -> None:
+                while writer.queued() < 1:  # the main thread's job is first in the group
+                    threading.Event().wait(0.001)
+                for t in followers:
+                    t.start()
+                while writer.queued() < 4:
+                    threading.Event().wait(0.001)
+                signal.pthread_kill(main.ident or 0, signal.SIGUSR1)
+
+            helper = threading.Thread(target=queue_then_interrupt)
+            helper.start()
+            with pytest.raises(_Interrupted):
+                writer.run(lambda conn: done.append(0))
+            hold.set()  # the group [0, 1, 2, 3] commits; 0's caller is gone
+            for t in [helper, blocker, *followers]:
+                t.join(timeout=30)
+                assert not t.is_alive(), "a caller after the interrupted one was left waiting"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert sorted(done) == [0, 1, 2, 3]  # the interrupted caller's job was committed too
+    with Ledger(db) as ledger:
+        assert ledger.check() == []

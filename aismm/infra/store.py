@@ -86,19 +86,39 @@ def connect(path: Path, thread_bound: bool = True) -> sqlite3.Connection:
 
 
 class _Job:
-    """One caller's transaction, waiting for the commit that makes it durable."""
+    """One caller's transaction, waiting for the commit that makes it durable.
 
-    __slots__ = ("done", "error", "fn", "result")
+    A group's callers are woken as a relay: the writer wakes the first, and each caller, once
+    awake, wakes the next (:meth:`wait`). Waking all of them at once would set every caller
+    fighting for the interpreter lock at the same instant; the relay hands it on one by one.
+    """
+
+    __slots__ = ("done", "error", "fn", "next", "ready", "result")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self.fn = fn
-        self.done = threading.Lock()  # held until the writer releases it: the job is durable
-        self.done.acquire()
+        self.done = threading.Lock()  # released once: by the writer (a group's first job) or
+        self.done.acquire()  # by the caller of the job before it in the group
         self.result: Any = None
         self.error: BaseException | None = None
+        self.next: _Job | None = None  # the job whose caller this one wakes
+        self.ready = False  # the group's commit is over: result and error are final
+
+    def wait(self, relay_wait: float) -> None:
+        """Block until the job's group is committed (or failed), then wake the next caller.
+
+        A caller interrupted while it waited (a signal in the main thread) never passes the
+        relay on; the one after it finds its job ``ready`` within ``relay_wait`` seconds and
+        goes on by itself."""
+        while not self.done.acquire(timeout=relay_wait):
+            if self.ready:
+                break
+        if self.next is not None:
+            self.next.done.release()
 
 
 _LINGER = 0.002  # seconds the writer waits for the rest of an expected group
+_RELAY_WAIT = 0.05  # seconds a caller waits before it checks whether its group is over
 _CHECKPOINT_PAGES = 10_000  # the group writer's WAL autocheckpoint (SQLite's default: 1,000)
 
 
@@ -108,9 +128,10 @@ class GroupCommit:
     Callers from any thread hand a function of the connection to :meth:`run` and block. The
     writer takes every job waiting, runs each in its own SAVEPOINT inside one ``BEGIN
     IMMEDIATE`` (a failing job is undone alone and gets its exception), commits once with
-    ``synchronous=FULL`` and only then wakes the callers: a caller returns only after its
-    transaction's commit is durable, and one fdatasync serves the whole group. A failed
-    COMMIT fails every job of the group (none of them returns as done).
+    ``synchronous=FULL`` and only then wakes the callers (as a relay, :class:`_Job`): a
+    caller returns only after its transaction's commit is durable, and one fdatasync serves
+    the whole group. A failed COMMIT fails every job of the group (none of them returns as
+    done).
 
     The writer takes a group once as many jobs wait as its last group held (the callers it
     just woke hand in their next ones), or ``linger`` seconds after the first one arrived,
@@ -126,6 +147,7 @@ class GroupCommit:
         self.path = Path(path)
         self.max_group = max_group
         self.linger = linger
+        self.relay_wait = _RELAY_WAIT  # see _Job.wait
         self._lock = threading.Lock()  # guards the fields below
         self._pending: list[_Job] = []
         self._want = 1  # jobs the writer waits for: its last group's size
@@ -163,7 +185,7 @@ class GroupCommit:
             if self._waiting and (len(pending) == 1 or len(pending) >= self._want):
                 self._waiting = False
                 self._wake.release()
-        job.done.acquire()
+        job.wait(self.relay_wait)
         if job.error is not None:
             raise job.error
         result: _T = job.result
@@ -227,8 +249,9 @@ class GroupCommit:
                 conn.execute("ROLLBACK")
             for job in group:
                 job.result, job.error = None, exc
-        for job in group:
-            job.done.release()
+        for job, after in zip(group, [*group[1:], None], strict=True):
+            job.next, job.ready = after, True
+        group[0].done.release()  # the relay: each caller wakes the next (_Job.wait)
 
     def _run_group(self, group: list[_Job], isolated: bool) -> bool:
         """Run the group's jobs in one transaction; False at the first failing job when not
