@@ -13,6 +13,7 @@ import yaml
 from aismm.checks import findings, mutants, run_tests, schema_fit
 from aismm.checks.expect import evaluate
 from aismm.core.contract import Contract, load_contract_dir, parse_ref
+from aismm.core.errors import ContractError
 from aismm.services.mission import check_inputs, read_inputs
 from tests.dodkit import benchmark_checkout, benchmark_tasks, run_dod, schemas_of
 
@@ -330,3 +331,20 @@ def test_manifest_matches_the_agent(agent: str) -> None:
 
 def test_every_manifest_is_listed() -> None:
     assert sorted(p.stem for p in MANIFESTS.glob("*.yaml")) == sorted(EXPECTED_AGENTS)
+
+
+def test_a_schema_checked_again_after_it_changed_is_judged_anew(tmp_path: Path) -> None:
+    """The meta-schema check is kept per schema text: the same text is not checked twice, and
+    a changed file is judged by what it says now (valid, broken, valid again)."""
+    folder = tmp_path / "code_review"
+    shutil.copytree(CATALOG / "code_review", folder)
+    schema_file = folder / "schemas" / "deliverable.schema.json"
+    good = schema_file.read_text()
+    assert load_contract_dir(folder).id == "contract.code_review"
+    schema_file.write_text('{"type": "record"}')
+    with pytest.raises(ContractError, match=r"not a valid JSON Schema \('record' is not valid"):
+        load_contract_dir(folder)
+    with pytest.raises(ContractError, match="not a valid JSON Schema"):  # the kept answer
+        load_contract_dir(folder)
+    schema_file.write_text(good)
+    assert load_contract_dir(folder).id == "contract.code_review"

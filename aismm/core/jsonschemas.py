@@ -8,6 +8,7 @@ never loads it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema
@@ -23,10 +24,29 @@ def document_errors(schema: Any, data: Any) -> list[tuple[str, str]]:
     return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
 
 
+_CHECKED: dict[str, str | None] = {}  # a schema's JSON text -> its problem (None: valid)
+_CHECKED_MAX = 1_000
+
+
 def schema_problem(schema: Any) -> str | None:
-    """Why ``schema`` is not a valid draft 2020-12 JSON Schema (the first line), or None."""
+    """Why ``schema`` is not a valid draft 2020-12 JSON Schema (the first line), or None.
+
+    Checking a schema against the meta-schema takes milliseconds and the answer depends on
+    the schema alone, so it is kept per process by the schema's JSON text (the same contract
+    schemas are checked at every load of their contract)."""
+    try:
+        key: str | None = json.dumps(schema)
+    except (TypeError, ValueError):  # not JSON data (a YAML date, a cycle): checked each time
+        key = None
+    if key is not None and key in _CHECKED:
+        return _CHECKED[key]
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
+        problem = None
     except jsonschema.SchemaError as exc:
-        return str(exc).splitlines()[0]
-    return None
+        problem = str(exc).splitlines()[0]
+    if key is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = problem
+    return problem
