@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if ("PYTEST_DEBUG_TEMPROOT" not in os.environ and config.option.basetemp is None
             and _tmpfs_with_room(shm)):
         os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
+    # PYTHONDONTWRITEBYTECODE (some machines set it) also stops pytest from keeping the test
+    # modules it rewrote for its assert reports: each worker of each run rewrote them all, ~3 s
+    # of its start. They are kept while the tests are collected; the tests run as configured.
+    if sys.dont_write_bytecode:
+        sys.dont_write_bytecode = False
+        config.stash[_DONT_WRITE] = True
+
+
+_DONT_WRITE = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.stash.get(_DONT_WRITE, False):
+        sys.dont_write_bytecode = True
 
 
 @pytest.fixture(scope="session", autouse=True)
