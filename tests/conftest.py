@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -69,6 +70,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if sys.dont_write_bytecode:
         sys.dont_write_bytecode = False
         config.stash[_DONT_WRITE] = True
+    # A run started in the background by a shell without job control (``cmd &`` in a script)
+    # inherits SIGINT ignored, and so would every `aismm serve` the tests stop with SIGINT as
+    # Ctrl-C would: give SIGINT its usual meaning back (children then start with the default).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _DONT_WRITE = pytest.StashKey[bool]()

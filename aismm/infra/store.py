@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -245,13 +245,18 @@ class GroupCommit:
             conn.execute("COMMIT")
             self.groups += 1
         except BaseException as exc:  # nothing of this group is durable: fail every job
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failing ROLLBACK must not leave callers waiting
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             for job in group:
                 job.result, job.error = None, exc
+        # the relay (_Job.wait): every link first, then every job ready (a caller that finds
+        # its job ready may pass the relay on at once), then the first caller woken
         for job, after in zip(group, [*group[1:], None], strict=True):
-            job.next, job.ready = after, True
-        group[0].done.release()  # the relay: each caller wakes the next (_Job.wait)
+            job.next = after
+        for job in group:
+            job.ready = True
+        group[0].done.release()
 
     def _run_group(self, group: list[_Job], isolated: bool) -> bool:
         """Run the group's jobs in one transaction; False at the first failing job when not
