@@ -342,3 +342,37 @@ def test_a_caller_interrupted_while_it_waits_does_not_hold_up_the_rest_of_its_gr
     assert sorted(done) == [0, 1, 2, 3]  # the interrupted caller's job was committed too
     with Ledger(db) as ledger:
         assert ledger.check() == []
+
+
+def test_a_served_store_reuses_its_connection_only_while_the_path_names_the_same_file(
+        tmp_path: Path) -> None:
+    """In serve (a group writer runs), a closed Store's connection serves the next Store, from
+    any thread; a hub.db replaced meanwhile is read afresh, never through the old file."""
+    db, other = tmp_path / "hub.db", tmp_path / "other.db"
+    update = [("0" * 40, "1" * 40, "refs/heads/main")]
+    Store(db).close()
+    with Store(other) as store:
+        store.record_updates("elsewhere.git", update, None, START)
+    with group_commit(db):
+        with Store(db) as store:
+            first = store.conn
+            store.record_updates("registry.git", update, None, START)
+        seen: list[Any] = []
+
+        def read() -> None:
+            with Store(db) as store:
+                seen.append((store.conn, [e.repo for e in store.events("registry.git")]))
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+        assert seen == [(first, ["registry.git"])]  # the same connection, in another thread
+        for leftover in (tmp_path / "hub.db-wal", tmp_path / "hub.db-shm"):
+            leftover.unlink()  # the old file's (its open connections keep theirs)
+        os.replace(other, db)  # the path now names another file
+        with Store(db) as store:
+            assert store.conn is not first
+            assert [e.repo for e in store.events("elsewhere.git")] == ["elsewhere.git"]
+            assert store.events("registry.git") == []
+    with Store(db) as store:  # no writer: a connection of its own, as before
+        assert store.conn is not first

@@ -118,6 +118,7 @@ class _Job:
 
 
 _LINGER = 0.002  # seconds the writer waits for the rest of an expected group
+_READERS_MAX = 8  # read connections a group writer keeps for Store (see Store)
 _RELAY_WAIT = 0.05  # seconds a caller waits before it checks whether its group is over
 _CHECKPOINT_PAGES = 10_000  # the group writer's WAL autocheckpoint (SQLite's default: 1,000)
 
@@ -150,6 +151,7 @@ class GroupCommit:
         self.relay_wait = _RELAY_WAIT  # see _Job.wait
         self._lock = threading.Lock()  # guards the fields below
         self._pending: list[_Job] = []
+        self._readers: list[tuple[tuple[int, int], sqlite3.Connection]] = []  # Store's, kept
         self._want = 1  # jobs the writer waits for: its last group's size
         self._waiting = False  # the writer sleeps on _wake and nobody woke it yet
         self._closed = False
@@ -191,6 +193,34 @@ class GroupCommit:
         result: _T = job.result
         return result
 
+    def reader(self) -> sqlite3.Connection | None:
+        """A kept read connection to this writer's file (see :class:`Store`), or None."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        with self._lock:
+            while self._readers:
+                identity, conn = self._readers.pop()
+                if identity == (st.st_dev, st.st_ino):
+                    return conn
+                conn.close()  # the path names another file now
+        return None
+
+    def keep_reader(self, conn: sqlite3.Connection) -> bool:
+        """Keep ``conn`` for :meth:`reader` (False: not kept; the caller closes it)."""
+        if conn.in_transaction:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        with self._lock:
+            if self._closed or len(self._readers) >= _READERS_MAX:
+                return False
+            self._readers.append(((st.st_dev, st.st_ino), conn))
+            return True
+
     def queued(self) -> int:
         """Jobs handed in and not yet taken by the writer."""
         with self._lock:
@@ -207,6 +237,10 @@ class GroupCommit:
                 self._wake.release()
         self._thread.join()
         self._conn.close()
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for _identity, conn in readers:
+            conn.close()
 
     def _loop(self) -> None:
         lingered = False  # the writer already waited ``linger`` for the group in hand
@@ -439,17 +473,27 @@ class Incident:
 
 
 class Store:
-    """Outbox and execution records in ``hub.db``."""
+    """Outbox and execution records in ``hub.db``.
+
+    While this process runs a group writer for the file (``aismm serve``), a closed Store's
+    connection is kept for the next one (:class:`GroupCommit` holds them; opening one and
+    reading the schema took ~0.4 ms, some ten times per served mission): a kept connection is
+    reused only while the path still names the same file (device and inode)."""
 
     def __init__(self, path: Path) -> None:
-        self.conn = connect(path)
         self._group = group_for(path)
+        kept = self._group.reader() if self._group is not None else None
+        if kept is not None:
+            self.conn = kept
+            return
+        self.conn = connect(path, thread_bound=self._group is None)
         have = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master")}
         if not have >= _SCHEMA_NAMES:  # create what is missing; a ready file takes no write lock
             self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self.conn.close()
+        if self._group is None or not self._group.keep_reader(self.conn):
+            self.conn.close()
 
     def __enter__(self) -> Store:
         return self
