@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -367,9 +368,18 @@ def test_a_served_store_reuses_its_connection_only_while_the_path_names_the_same
         thread.start()
         thread.join()
         assert seen == [(first, ["registry.git"])]  # the same connection, in another thread
+        twice = Store(db)
+        twice.close()
+        twice.close()  # closing again hands nothing back a second time
+        with pytest.raises(sqlite3.ProgrammingError):
+            twice.events()  # nor does a closed Store read through a connection now another's
+        with Store(db) as store, Store(db) as other_store:
+            assert store.conn is not other_store.conn
+        held = Store(db)  # open while the file is replaced: its connection is the old file's
         for leftover in (tmp_path / "hub.db-wal", tmp_path / "hub.db-shm"):
             leftover.unlink()  # the old file's (its open connections keep theirs)
         os.replace(other, db)  # the path now names another file
+        held.close()  # not kept: it was opened on the old file
         with Store(db) as store:
             assert store.conn is not first
             assert [e.repo for e in store.events("elsewhere.git")] == ["elsewhere.git"]

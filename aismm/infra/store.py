@@ -193,8 +193,9 @@ class GroupCommit:
         result: _T = job.result
         return result
 
-    def reader(self) -> sqlite3.Connection | None:
-        """A kept read connection to this writer's file (see :class:`Store`), or None."""
+    def reader(self) -> tuple[tuple[int, int], sqlite3.Connection] | None:
+        """A kept read connection to this writer's file (see :class:`Store`) with the file's
+        (device, inode) it was opened on, or None."""
         try:
             st = os.stat(self.path)
         except OSError:
@@ -203,22 +204,25 @@ class GroupCommit:
             while self._readers:
                 identity, conn = self._readers.pop()
                 if identity == (st.st_dev, st.st_ino):
-                    return conn
+                    return identity, conn
                 conn.close()  # the path names another file now
         return None
 
-    def keep_reader(self, conn: sqlite3.Connection) -> bool:
-        """Keep ``conn`` for :meth:`reader` (False: not kept; the caller closes it)."""
+    def keep_reader(self, conn: sqlite3.Connection, identity: tuple[int, int]) -> bool:
+        """Keep ``conn``, opened on the file ``identity`` names, for :meth:`reader`, while the
+        path still names that file (False: not kept; the caller closes it)."""
         if conn.in_transaction:
             return False
         try:
             st = os.stat(self.path)
         except OSError:
             return False
+        if (st.st_dev, st.st_ino) != identity:
+            return False
         with self._lock:
             if self._closed or len(self._readers) >= _READERS_MAX:
                 return False
-            self._readers.append(((st.st_dev, st.st_ino), conn))
+            self._readers.append((identity, conn))
             return True
 
     def queued(self) -> int:
@@ -472,28 +476,53 @@ class Incident:
     at: str
 
 
+_CLOSED: list[sqlite3.Connection] = []
+
+
+def _closed() -> sqlite3.Connection:
+    """A closed connection: what a closed Store holds, so using it raises as before."""
+    if not _CLOSED:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        conn.close()
+        _CLOSED.append(conn)
+    return _CLOSED[0]
+
+
 class Store:
     """Outbox and execution records in ``hub.db``.
 
     While this process runs a group writer for the file (``aismm serve``), a closed Store's
     connection is kept for the next one (:class:`GroupCommit` holds them; opening one and
     reading the schema took ~0.4 ms, some ten times per served mission): a kept connection is
-    reused only while the path still names the same file (device and inode)."""
+    reused only while the path still names the file it was opened on (device and inode). A
+    Store method reads its rows whole (no cursor outlives the call), so a kept connection
+    holds no read snapshot."""
 
     def __init__(self, path: Path) -> None:
         self._group = group_for(path)
-        kept = self._group.reader() if self._group is not None else None
-        if kept is not None:
-            self.conn = kept
-            return
+        self._identity: tuple[int, int] | None = None  # the file the connection was opened on
+        if self._group is not None:
+            kept = self._group.reader()
+            if kept is not None:
+                self._identity, self.conn = kept
+                return
+            with suppress(OSError):  # before connecting: a race can only fail the reuse
+                st = os.stat(path)
+                self._identity = (st.st_dev, st.st_ino)
         self.conn = connect(path, thread_bound=self._group is None)
         have = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master")}
         if not have >= _SCHEMA_NAMES:  # create what is missing; a ready file takes no write lock
             self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:
-        if self._group is None or not self._group.keep_reader(self.conn):
-            self.conn.close()
+        """Close (or hand back) the connection; a closed Store raises if used (as sqlite3 does)."""
+        conn = self.conn
+        if conn is _closed():
+            return
+        self.conn = _closed()
+        if self._group is None or self._identity is None or \
+                not self._group.keep_reader(conn, self._identity):
+            conn.close()
 
     def __enter__(self) -> Store:
         return self
