@@ -8,6 +8,7 @@ never loads it.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -24,10 +25,6 @@ def document_errors(schema: Any, data: Any) -> list[tuple[str, str]]:
     return [("/".join(str(p) for p in err.path) or "(document)", err.message) for err in errors]
 
 
-_CHECKED: dict[str, str | None] = {}  # a schema's JSON text -> its problem (None: valid)
-_CHECKED_MAX = 1_000
-
-
 def schema_problem(schema: Any) -> str | None:
     """Why ``schema`` is not a valid draft 2020-12 JSON Schema (the first line), or None.
 
@@ -35,18 +32,20 @@ def schema_problem(schema: Any) -> str | None:
     the schema alone, so it is kept per process by the schema's JSON text (the same contract
     schemas are checked at every load of their contract)."""
     try:
-        key: str | None = json.dumps(schema)
+        text = json.dumps(schema)
     except (TypeError, ValueError):  # not JSON data (a YAML date, a cycle): checked each time
-        key = None
-    if key is not None and key in _CHECKED:
-        return _CHECKED[key]
+        return _problem(schema)
+    return _problem_of_text(text)
+
+
+@functools.lru_cache(maxsize=1_000)
+def _problem_of_text(text: str) -> str | None:
+    return _problem(json.loads(text))
+
+
+def _problem(schema: Any) -> str | None:
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
-        problem = None
     except jsonschema.SchemaError as exc:
-        problem = str(exc).splitlines()[0]
-    if key is not None:
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[key] = problem
-    return problem
+        return str(exc).splitlines()[0]
+    return None

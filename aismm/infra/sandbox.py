@@ -373,19 +373,17 @@ def _restore_owners(record: Path) -> bool:
         return False
     if not UID_BASE <= uid < UID_BASE + UID_SLOTS:
         return False
-    fd = os.open(_uid_locks() / f"{uid - UID_BASE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _take_slot(uid - UID_BASE)
+    if fd is None:
+        return False  # a live run holds this uid now: its own clean-up comes first
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a live run holds this uid now: its own clean-up comes first
         _kill_uid(uid)
         present = [o for o in owners if o[0].is_dir() and not o[0].is_symlink()]
         _give_back(uid, present, [p for p, _u, _g in present], readonly)
         record.unlink(missing_ok=True)
         return True
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 def _cold(job: Job, root: Path, env: dict[str, str], uid: int | None) -> Result:
@@ -542,21 +540,29 @@ def _uid_locks() -> Path:
     return locks
 
 
+def _take_slot(slot: int) -> int | None:
+    """Lock run uid slot ``slot`` (flock on its lock file) without waiting: the open
+    descriptor, whose closing releases it, or None while another run holds the slot."""
+    fd = os.open(_uid_locks() / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextmanager
 def _run_uid(wanted: bool) -> Iterator[int | None]:
     """Hold a uid no other run holds (a locked slot), cleared of any process before and after."""
     if not wanted:
         yield None
         return
-    locks = _uid_locks()
     start = random.randrange(UID_SLOTS)
     for step in range(UID_SLOTS):
         slot = (start + step) % UID_SLOTS
-        fd = os.open(locks / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = _take_slot(slot)
+        if fd is None:
             continue
         try:
             uid = UID_BASE + slot

@@ -6,6 +6,7 @@ statement in AISMM lives here.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -476,16 +477,12 @@ class Incident:
     at: str
 
 
-_CLOSED: list[sqlite3.Connection] = []
-
-
+@functools.cache
 def _closed() -> sqlite3.Connection:
     """A closed connection: what a closed Store holds, so using it raises as before."""
-    if not _CLOSED:
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
-        conn.close()
-        _CLOSED.append(conn)
-    return _CLOSED[0]
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.close()
+    return conn
 
 
 class Store:
