@@ -177,3 +177,23 @@ def test_alternates_and_a_quarantine(history: tuple[Path, list[str], Path],
             env=ENV)
     with pytest.raises(Unsure):
         Loose(borrowed)
+
+
+def test_a_folder_flattened_alone_is_what_the_whole_tree_holds_under_it(
+        history: tuple[Path, list[str], Path]) -> None:
+    """Repo.flatten_folder (the registry reads actors/, agents/, contracts/ with it) against
+    Repo.flatten of the whole tree: every folder at every depth, a file's name, a missing name."""
+    bare, commits, _ = history
+    repo = Repo(bare)
+    checked = 0
+    for commit in commits:
+        whole = repo.flatten(commit)
+        folders = {"absent", "absent/deeper"} | {path.rsplit("/", 1)[0] for path in whole}
+        folders |= {"/".join(p.split("/")[:n]) for p in whole for n in range(1, p.count("/") + 1)}
+        folders |= {path for path in whole if not path.endswith("/")}  # files: nothing under them
+        for folder in folders:
+            expected = {p: e for p, e in whole.items()
+                        if p.startswith(f"{folder}/") and p != f"{folder}/"}
+            assert repo.flatten_folder(commit, folder) == expected, (commit, folder)
+            checked += bool(expected)
+    assert checked > 10

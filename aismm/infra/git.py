@@ -341,6 +341,20 @@ class Repo:
         self._walk(self._root(tree_or_commit), prefix, out)
         return out
 
+    def flatten_folder(self, commit: str, folder: str) -> dict[str, Entry]:
+        """:meth:`flatten` of the folder ``folder`` of a commit, paths named from the commit's
+        root (``folder/...``): the entries of the whole tree that start with ``folder/``, read
+        without walking the rest of it. Empty when the commit has no such folder."""
+        out: dict[str, Entry] = {}
+        try:
+            entry = self._r[commit].tree[folder]
+        except KeyError:
+            return out
+        sub = self._tree_if_present(entry.id) if entry.filemode == FileMode.TREE else None
+        if sub is not None:
+            self._walk(sub, f"{folder}/", out)
+        return out
+
     def count_paths(self, tree_or_commit: str, cap: int, max_depth: int,
                     memo: dict[tuple[str, int], int] | None = None) -> int:
         """How many paths :meth:`flatten` would return, without walking them: each distinct

@@ -66,8 +66,8 @@ def load_actors(repo: Repo, commit: str | None) -> dict[str, Actor]:
     out: dict[str, Actor] = {}
     if commit is None:
         return out
-    for path, entry in repo.flatten(commit).items():
-        if path.startswith("actors/") and path.endswith(".yaml"):
+    for path, entry in repo.flatten_folder(commit, "actors").items():
+        if path.endswith(".yaml"):
             actor = load_document(Actor, entry.oid, repo.blob, path)
             out[actor.id] = actor
     return out
@@ -156,8 +156,8 @@ def _read_snapshot(repo: Repo, commit: str | None) -> Snapshot:
     acts = load_actors(repo, commit)
     mans: dict[str, Manifest] = {}
     if commit is not None:
-        for path, entry in repo.flatten(commit).items():
-            if path.startswith("agents/") and path.endswith(".yaml"):
+        for path, entry in repo.flatten_folder(commit, "agents").items():
+            if path.endswith(".yaml"):
                 man = load_document(Manifest, entry.oid, repo.blob, path)
                 mans[man.id] = man
     return _snapshot(commit, acts, mans)
@@ -212,9 +212,9 @@ def contracts(hub: Hub) -> dict[str, Contract]:
     out: dict[str, Contract] = {}
     if tip is None:
         return out
-    for path, entry in repo.flatten(tip).items():
+    for path, entry in repo.flatten_folder(tip, "contracts").items():
         parts = path.split("/")
-        if len(parts) == 4 and parts[0] == "contracts" and parts[3] == "contract.yaml":
+        if len(parts) == 4 and parts[3] == "contract.yaml":
             contract = load_document(Contract, entry.oid, repo.blob, f"registry.git:{path}",
                                      parse_contract)
             out[contract.ref] = contract
@@ -240,9 +240,9 @@ def resolve_contract(hub: Hub, ref: str) -> tuple[Contract, dict[str, bytes], st
     tip = repo.ref(MAIN)
     if tip is None:  # it held the contract a moment ago
         raise ConflictError(f"registry.git: {MAIN} vanished while {ref} was read; retry")
-    base = f"contracts/{contract.id}/{contract.version}/"
-    files = {p[len(base):]: repo.blob(e.oid) for p, e in repo.flatten(tip).items()
-             if p.startswith(base)}
+    base = f"contracts/{contract.id}/{contract.version}"
+    files = {p[len(base) + 1:]: repo.blob(e.oid)
+             for p, e in repo.flatten_folder(tip, base).items()}
     frozen = {p: d for p, d in files.items() if p == "contract.yaml" or p in
               contract.schema_paths()}
     return contract, files, digest(frozen)
@@ -328,9 +328,9 @@ def _read_catalog(repo: Repo, tip: str) -> list[CatalogEntry]:
 
 def _read_assessments(repo: Repo, tip: str) -> dict[str, list[AssessmentRecord]]:
     out: dict[str, list[AssessmentRecord]] = {}
-    for path, entry in sorted(repo.flatten(tip).items()):
+    for path, entry in sorted(repo.flatten_folder(tip, "assessments").items()):
         parts = path.split("/")
-        if parts[0] == "assessments" and len(parts) == 3:
+        if len(parts) == 3:
             where = f"registry.git:{path}"
             try:
                 record = load_document(AssessmentRecord, entry.oid, repo.blob, where)
