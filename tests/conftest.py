@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,6 +129,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         isolate(mp, tmp_path_factory.mktemp("home"))
+        # The code under test makes its temporary folders (every sandbox run's workspace among
+        # them) under $TMPDIR: give it the session's own, beside the tests' folders (on tmpfs,
+        # see pytest_configure), not the machine's /tmp, where some 1,000 runs' workspaces
+        # made and removed inodes on disk and any left behind would outlive the run.
+        mp.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmp")))
+        mp.setattr(tempfile, "tempdir", None)  # found again from TMPDIR, as a new process would
         yield
 
 

@@ -52,7 +52,8 @@ def unprivileged() -> Iterator[dict[str, object]]:
         pytest.skip("already unprivileged: test_claim_through_a_warm_worker covers it")
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"no {SYSTEM_PYTHON} readable by an unprivileged user")
-    with tempfile.TemporaryDirectory(prefix="aismm-unpriv-warm-") as tmp:
+    # in /tmp: the other uid must reach it (the session's TMPDIR is private)
+    with tempfile.TemporaryDirectory(prefix="aismm-unpriv-warm-", dir="/tmp") as tmp:
         top = Path(tmp)
         for name in ("__init__.py", "core/__init__.py", "core/errors.py", "infra/__init__.py",
                      "infra/sandbox.py", "infra/warm.py", "infra/zygote.py"):
