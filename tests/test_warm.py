@@ -70,6 +70,26 @@ def test_a_warm_run_has_the_outcome_of_a_one_shot_run(tmp_path: Path, name: str)
     assert warm_review[1] == cold_review[1]
 
 
+def test_a_worker_imports_a_program_the_first_time_a_run_asks_for_it(tmp_path: Path) -> None:
+    """A warm zygote starts with no program imported (cheap to start); the first run of one
+    imports it in the zygote, the runs after start from that import. Seen in the zygote's memory:
+    pydantic's compiled core, which of the programs only the orchestrator loads."""
+    argv = [sandbox.PYTHON, "-m", "aismm.agents.orchestrator"]  # no checkout: fails alike
+    with warm.pool(size=1) as workers:
+        maps = Path(f"/proc/{workers._idle[0].proc.pid}/maps")
+        assert "pydantic_core" not in maps.read_text()
+        assert sandbox.run(["/bin/true"], tmp_path).ok  # a command imports nothing
+        assert "pydantic_core" not in maps.read_text()
+        first = sandbox.run(argv, tmp_path)
+        assert "pydantic_core" in maps.read_text()
+        second = sandbox.run(argv, tmp_path)
+        assert (workers.warm_runs, workers.started) == (3, 1)
+    cold = sandbox.run(argv, tmp_path)
+    assert first.returncode == second.returncode == cold.returncode == 2
+    assert first.stderr == second.stderr == cold.stderr
+    assert cold.stderr.startswith("aismm: orchestrator: ")
+
+
 def test_a_worker_is_replaced_after_its_jobs(tmp_path: Path) -> None:
     with warm.pool(size=1, jobs_per_worker=2) as workers:
         for _ in range(3):

@@ -816,7 +816,7 @@ class Zygote:
         self.sock = ours
 
     def wait_ready(self) -> None:
-        """Wait until the zygote has imported the programs (OSError: it did not start)."""
+        """Wait until the zygote says it is ready (OSError: it did not start)."""
         self.sock.settimeout(_START_SECONDS)
         try:
             ready = self.sock.recv(64)

@@ -3,8 +3,9 @@
 Every namespace run goes through a zygote (:mod:`aismm.infra.zygote`). A one-shot run starts a
 cold one for itself, which then imports the program in the run's own process: ~35 ms before the
 program starts, ~250 ms more for the reviewer's imports. A resident ``aismm serve`` keeps a few
-*warm* zygotes instead: processes that have imported the programs and fork, for each run, a child
-that enters exactly the same isolation. The caller's process keeps every other duty of a run (the
+*warm* zygotes instead: processes that import each program the first time a run asks for it
+(so a zygote holds only the programs the hub uses) and fork, for each run, a child that enters
+exactly the same isolation. The caller's process keeps every other duty of a run (the
 uid slot, ownership of the workdir, output caps, the timeout, the leftovers sweep), so a warm run
 and a one-shot run differ only in how fast the program starts.
 

@@ -2,9 +2,10 @@
 
 Started by :class:`aismm.infra.sandbox.Zygote` as a plain process of the hub's user, with the
 scrubbed environment and nothing of the hub in it. A *warm* zygote (kept by
-:mod:`aismm.infra.warm` for ``aismm serve``) first imports every module of ``aismm.checks`` and
-``aismm.agents`` (the hub's own code: nothing an agent supplied); a *cold* one (``cold``: the
-one-shot path, one run) imports only the standard library it needs. Either says ``ready`` on the
+:mod:`aismm.infra.warm` for ``aismm serve``) imports a module of ``aismm.checks`` or
+``aismm.agents`` (the hub's own code: nothing an agent supplied) the first time a run asks for
+it, and keeps it for the runs after; a *cold* one (``cold``: the one-shot path, one run) imports
+only the standard library it needs. Either says ``ready`` on the
 control socket FD, then serves one run at a time. For each run it forks a child that
 establishes the isolation by system calls::
 
@@ -44,7 +45,7 @@ import sys
 from contextlib import suppress
 
 # Standard library only, and as little of it as a run needs: a cold zygote's start-up is part
-# of every one-shot run. What only the in-process programs or the warm preload need is imported
+# of every one-shot run. What only the in-process programs or a warm zygote need is imported
 # where it is used; site-packages too (the zygote starts with ``-S``; see :func:`_site`).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -328,23 +329,23 @@ def _exit(code: int) -> None:
     os._exit(code & 0xFF)
 
 
-def _preload() -> None:
-    """Import every program module (ours only: nothing an agent supplied)."""
-    import importlib  # noqa: PLC0415 - a cold zygote preloads nothing
-    import pkgutil  # noqa: PLC0415 - idem
+def _import_program(request: dict[str, Any]) -> None:
+    """A warm zygote's import of the run's program, the first time a run asks for it: the
+    child forked next, and every later one, find it imported. Only a module :func:`_program`
+    accepts (one of ours in :data:`PROGRAMS`, on this process's own path: nothing an agent
+    supplied), looked up without the runs' folder ("") on the path."""
+    path = sys.path[:]
+    del sys.path[0]  # "": see main()
+    try:
+        name = _program(request["argv"], request["env"])
+        if name is not None and name not in sys.modules:
+            with suppress(Exception):  # a module that fails to import fails in the run, as cold
+                __import__(name)
+    finally:
+        sys.path[:] = path
 
-    _site()
-    for package in PROGRAMS:
-        try:
-            base = importlib.import_module(package)
-        except ImportError:
-            continue
-        for info in pkgutil.iter_modules(base.__path__):
-            with suppress(Exception):  # a module that fails to import runs as a command
-                importlib.import_module(f"{package}.{info.name}")
 
-
-def _serve_jobs(sock: socket.socket) -> None:
+def _serve_jobs(sock: socket.socket, *, warm: bool) -> None:
     """The zygote's loop: one job at a time, until the control socket closes."""
     while True:
         try:
@@ -358,6 +359,8 @@ def _serve_jobs(sock: socket.socket) -> None:
                 os.close(fd)
             return
         request = json.loads(message)
+        if warm:
+            _import_program(request)
         sys.stdout.flush()
         sys.stderr.flush()
         zygote = os.getpid()
@@ -409,20 +412,21 @@ def _await(sock: socket.socket, pid: int) -> bool:
         os.close(pidfd)
 
 
-def main(fd: int, *, preload: bool = True) -> None:
-    """Serve runs on the control socket ``fd``; a cold zygote (``preload=False``, one run of
+def main(fd: int, *, warm: bool = True) -> None:
+    """Serve runs on the control socket ``fd``. A warm zygote imports each program the first
+    time a run asks for it (:func:`_import_program`); a cold one (``warm=False``, one run of
     the one-shot path) imports a program only in the run's own process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] in ("", "/", os.getcwd()):
         del sys.path[0]  # the zygote's folder ("/") is no module folder
     sock = socket.socket(fileno=fd)
-    if preload:
-        _preload()
+    if warm:
+        _site()
     sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
     sock.send(f"ready {os.getpid()}".encode())
-    _serve_jobs(sock)
+    _serve_jobs(sock, warm=warm)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), preload=sys.argv[2:] != ["cold"])
+    main(int(sys.argv[1]), warm=sys.argv[2:] != ["cold"])
