@@ -171,13 +171,17 @@ def test_a_warm_run_leaves_no_descriptor_open(tmp_path: Path) -> None:
     ["-m", "aismm.checks.findings"],  # reports the missing deliverable, exit 1
     ["-m", "aismm.agents.reviewer"],  # no contract.yaml: an uncaught exception, exit 1
     ["-m", "aismm.checks.run_tests", "--min-tests", "x"],  # argparse: usage, exit 2
+    ["-m", "aismm.agents.no_such_program"],  # no such module: python's error, exit 1
+    ["-m", "aismm.agents."],  # not a module name: python's error, exit 1
 ])
 def test_a_failing_program_fails_the_same_way_warm(tmp_path: Path, argv: list[str]) -> None:
+    """Also: a program the zygote cannot import leaves the zygote serving the next run."""
     command = [sandbox.PYTHON, *argv]
     cold = sandbox.run(command, tmp_path, env=dod.python_env())
     with warm.pool(size=1) as workers:
         hot = sandbox.run(command, tmp_path, env=dod.python_env())
-        assert workers.warm_runs == 1
+        assert sandbox.run(["/bin/true"], tmp_path).ok
+        assert (workers.warm_runs, workers.started) == (2, 1)
     assert cold.returncode == hot.returncode != 0
     assert hot.stdout == cold.stdout
     last = [(r.stderr.strip().splitlines() or [""])[-1] for r in (hot, cold)]

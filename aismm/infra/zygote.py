@@ -335,11 +335,13 @@ def _import_program(request: dict[str, Any]) -> None:
     accepts (one of ours in :data:`PROGRAMS`, on this process's own path: nothing an agent
     supplied), looked up without the runs' folder ("") on the path."""
     path = sys.path[:]
-    del sys.path[0]  # "": see main()
+    if sys.path[:1] == [""]:  # see main()
+        del sys.path[0]
     try:
-        name = _program(request["argv"], request["env"])
-        if name is not None and name not in sys.modules:
-            with suppress(Exception):  # a module that fails to import fails in the run, as cold
+        # whatever goes wrong here happens again in the run's own process, as on a cold start
+        with suppress(Exception):
+            name = _program(request["argv"], request["env"])
+            if name is not None and name not in sys.modules:
                 __import__(name)
     finally:
         sys.path[:] = path
