@@ -197,3 +197,8 @@ def test_a_folder_flattened_alone_is_what_the_whole_tree_holds_under_it(
             assert repo.flatten_folder(commit, folder) == expected, (commit, folder)
             checked += bool(expected)
     assert checked > 10
+    # a commit the store lacks is an error, as for flatten (never an empty folder: the registry
+    # would cache an empty snapshot under that commit)
+    for read in (lambda: repo.flatten("1" * 40), lambda: repo.flatten_folder("1" * 40, "a")):
+        with pytest.raises(KeyError):
+            read()

@@ -346,8 +346,9 @@ class Repo:
         root (``folder/...``): the entries of the whole tree that start with ``folder/``, read
         without walking the rest of it. Empty when the commit has no such folder."""
         out: dict[str, Entry] = {}
+        tree = self._r[commit].tree  # a missing commit raises (KeyError), as flatten does
         try:
-            entry = self._r[commit].tree[folder]
+            entry = tree[folder]
         except KeyError:
             return out
         sub = self._tree_if_present(entry.id) if entry.filemode == FileMode.TREE else None

@@ -793,8 +793,8 @@ def sweep_workspaces(runs: Path | None = None) -> list[Path]:
 
 class Zygote:
     """A zygote (:mod:`aismm.infra.zygote`) seen from the caller: its process and its control
-    socket. Warm (the default) it imports the programs first and serves many runs
-    (:mod:`aismm.infra.warm`); cold it serves the one run of the one-shot path."""
+    socket. Warm (the default) it serves many runs, importing each program the first time a
+    run asks for it (:mod:`aismm.infra.warm`); cold it serves the one run of the one-shot path."""
 
     def __init__(self, stamp: str = "", *, cold: bool = False) -> None:
         self.stamp, self.jobs, self.broken = stamp, 0, False
