@@ -186,3 +186,22 @@ def test_a_failing_program_fails_the_same_way_warm(tmp_path: Path, argv: list[st
     assert hot.stdout == cold.stdout
     last = [(r.stderr.strip().splitlines() or [""])[-1] for r in (hot, cold)]
     assert last[0] == last[1]
+
+
+def test_a_program_in_the_runs_folder_is_never_imported_by_the_zygote(tmp_path: Path) -> None:
+    """A warm zygote imports a program itself, outside the sandbox: a workdir that holds its
+    own ``aismm/agents/evil.py`` (or a whole ``aismm`` package) gets nothing imported there.
+    Imported outside the sandbox, the module would write ``outside``; inside, it cannot see it."""
+    outside = tmp_path / "outside"
+    work = tmp_path / "work"
+    for package in ("aismm", "aismm/agents"):
+        (work / package).mkdir(parents=True)
+        (work / package / "__init__.py").write_text("")
+    (work / "aismm" / "agents" / "evil.py").write_text(
+        f"open({str(outside)!r}, 'w').write('imported outside the sandbox')\n")
+    argv = [sandbox.PYTHON, "-m", "aismm.agents.evil"]
+    with warm.pool(size=1) as workers:
+        for _ in range(2):
+            sandbox.run(argv, work, env=dod.python_env())
+        assert (workers.warm_runs, workers.started) == (2, 1)
+    assert not outside.exists()
