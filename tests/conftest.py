@@ -81,6 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
 _DONT_WRITE = pytest.StashKey[bool]()
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.stash.get(_DONT_WRITE, False):
+        sys.dont_write_bytecode = True
+
+
 #: Test files handed out first, longest first (their summed seconds, measured): a long file
 #: handed out last keeps the whole run waiting for it alone. The first of them builds the shared
 #: templates (:func:`reference_hub`, :func:`settle_template`, tests/orchkit.py) while the next
@@ -120,10 +125,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None  # pytest-xdist's own hook reads it
     return len(os.sched_getaffinity(0)) + 1
 
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.stash.get(_DONT_WRITE, False):
-        sys.dont_write_bytecode = True
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -302,7 +302,7 @@ class Repo:
             raise RepositoryError(f"{oid}: is a {obj.type_str}, not a tree")
         return obj
 
-    def _tree_if_present(self, oid: pygit2.Oid) -> pygit2.Tree | None:
+    def _tree_if_present(self, oid: pygit2.Oid | str) -> pygit2.Tree | None:
         """The tree ``oid`` names, or None when the store lacks it."""
         obj = self._r.get(oid)
         if obj is not None and not isinstance(obj, pygit2.Tree):
@@ -346,12 +346,8 @@ class Repo:
         root (``folder/...``): the entries of the whole tree that start with ``folder/``, read
         without walking the rest of it. Empty when the commit has no such folder."""
         out: dict[str, Entry] = {}
-        tree = self._r[commit].tree  # a missing commit raises (KeyError), as flatten does
-        try:
-            entry = tree[folder]
-        except KeyError:
-            return out
-        sub = self._tree_if_present(entry.id) if entry.filemode == FileMode.TREE else None
+        tree = self.subtree_id(commit, folder)  # a missing commit raises KeyError, as in flatten
+        sub = None if tree is None else self._tree_if_present(tree)
         if sub is not None:
             self._walk(sub, f"{folder}/", out)
         return out

@@ -197,14 +197,13 @@ class GroupCommit:
     def reader(self) -> tuple[tuple[int, int], sqlite3.Connection] | None:
         """A kept read connection to this writer's file (see :class:`Store`) with the file's
         (device, inode) it was opened on, or None."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
+        now = _file_identity(self.path)
+        if now is None:
             return None
         with self._lock:
             while self._readers:
                 identity, conn = self._readers.pop()
-                if identity == (st.st_dev, st.st_ino):
+                if identity == now:
                     return identity, conn
                 conn.close()  # the path names another file now
         return None
@@ -212,13 +211,7 @@ class GroupCommit:
     def keep_reader(self, conn: sqlite3.Connection, identity: tuple[int, int]) -> bool:
         """Keep ``conn``, opened on the file ``identity`` names, for :meth:`reader`, while the
         path still names that file (False: not kept; the caller closes it)."""
-        if conn.in_transaction:
-            return False
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino) != identity:
+        if conn.in_transaction or _file_identity(self.path) != identity:
             return False
         with self._lock:
             if self._closed or len(self._readers) >= _READERS_MAX:
@@ -477,6 +470,15 @@ class Incident:
     at: str
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file ``path`` names, or None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 @functools.cache
 def _closed() -> sqlite3.Connection:
     """A closed connection: what a closed Store holds, so using it raises as before."""
@@ -503,9 +505,8 @@ class Store:
             if kept is not None:
                 self._identity, self.conn = kept
                 return
-            with suppress(OSError):  # before connecting: a race can only fail the reuse
-                st = os.stat(path)
-                self._identity = (st.st_dev, st.st_ino)
+            # taken before connecting: a race can only fail the reuse
+            self._identity = _file_identity(path)
         self.conn = connect(path, thread_bound=self._group is None)
         have = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master")}
         if not have >= _SCHEMA_NAMES:  # create what is missing; a ready file takes no write lock
