@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import marshal
 import os
 import random
 import resource
@@ -803,8 +804,8 @@ class Zygote:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker
         try:
             self.proc = subprocess.Popen(
-                [PYTHON, "-B", "-S", "-s", "-m", "aismm.infra.zygote", str(theirs.fileno()),
-                 *(["cold"] if cold else [])],
+                [PYTHON, "-B", "-S", "-s", "-c", "from aismm.infra.zygote import start; start()",
+                 str(theirs.fileno()), *(["cold"] if cold else [])],
                 cwd="/", env={**base_env(), "PYTHONHASHSEED": "0"}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self.log, pass_fds=(theirs.fileno(),),
                 start_new_session=True)
@@ -845,11 +846,11 @@ class Zygote:
                 uid: int | None) -> Result | None:
         """Run one job in a forked child; None when it could not be started (nothing ran)."""
         limits = job.limits
-        request = json.dumps({
-            "argv": job.argv, "workdir": str(job.workdir), "root": str(root),
-            "view": view(job, env), "env": env, "uid": uid,
+        request = marshal.dumps({  # the zygote's wire format (aismm.infra.zygote)
+            "argv": list(job.argv), "workdir": str(job.workdir), "root": str(root),
+            "view": view(job, env), "env": dict(env), "uid": uid,
             "rlimits": rlimits(job, own_uid=True),
-        }).encode()
+        })
         start = time.monotonic()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

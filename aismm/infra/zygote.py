@@ -1,4 +1,5 @@
-"""A zygote: ``python -S -m aismm.infra.zygote FD [cold]``, the one way a namespace run starts.
+"""A zygote: ``python -S -c 'from aismm.infra.zygote import start; start()' FD [cold]``, the one
+way a namespace run starts.
 
 Started by :class:`aismm.infra.sandbox.Zygote` as a plain process of the hub's user, with the
 scrubbed environment and nothing of the hub in it. A *warm* zygote (kept by
@@ -26,32 +27,37 @@ kills everything else in the run's pid namespace. The zygote reports C's pid, th
 status, and reaps C only when the caller says so (so the caller may kill C's process group
 without racing a reused pid). It exits when the control socket closes.
 
-Protocol on the control socket (SOCK_SEQPACKET): the caller sends the run as JSON with the run's
-stdout and stderr write ends attached (SCM_RIGHTS); the zygote answers ``pid N``, later
-``exit S`` (S: the status, or -N for a signal); the caller sends ``reap``.
+Protocol on the control socket (SOCK_SEQPACKET): the caller sends the run (a dict of strings,
+lists, ints and None, in :mod:`marshal`'s format: the hub and its zygote run the same
+interpreter, and only the hub writes to this private socket) with the run's stdout and stderr
+write ends attached (SCM_RIGHTS); the zygote answers ``pid N``, later ``exit S`` (S: the
+status, or -N for a signal); the caller sends ``reap``.
 """
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
-import json
+import marshal
 import os
 import resource
-import selectors
-import signal
-import socket
+import select
 import sys
-from contextlib import suppress
 
 # Standard library only, and as little of it as a run needs: a cold zygote's start-up is part
-# of every one-shot run. What only the in-process programs or a warm zygote need is imported
-# where it is used; site-packages too (the zygote starts with ``-S``; see :func:`_site`).
+# of every one-shot run (``json``, ``selectors``, ``socket``, ``signal``, ``contextlib`` and
+# ``-m``'s ``runpy`` would pull in ``re`` and ``enum``, ~20 ms of CPU: so the C modules under
+# them). What only the in-process programs or a warm zygote need is imported where it is used;
+# site-packages too (the zygote starts with ``-S``; see :func:`_site`).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+else:
+    import _signal as signal  # the C module (``signal`` itself imports enum)
 
-__all__ = ["PROGRAMS", "PYTHON", "READY", "main"]
+__all__ = ["PROGRAMS", "PYTHON", "READY", "main", "start"]
 
 PROGRAMS = ("aismm.checks", "aismm.agents")  # packages whose modules run in-process
 PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
@@ -70,6 +76,19 @@ _LOCKED = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS
            (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
            (os.ST_RELATIME, MS_RELATIME))
 _MOUNT_WORDS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+class _Suppress:
+    """``contextlib.suppress``, without contextlib's imports (see the note on imports)."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)
 
 
 _libc: ctypes.CDLL | None = None
@@ -324,7 +343,7 @@ def _child(request: dict[str, Any], out: int, err: int, zygote: int) -> int:
 
 def _exit(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
+        with _Suppress(Exception):
             stream.flush()
     os._exit(code & 0xFF)
 
@@ -339,7 +358,7 @@ def _import_program(request: dict[str, Any]) -> None:
         del sys.path[0]
     try:
         # whatever goes wrong here happens again in the run's own process, as on a cold start
-        with suppress(Exception):
+        with _Suppress(Exception):
             name = _program(request["argv"], request["env"])
             if name is not None and name not in sys.modules:
                 __import__(name)
@@ -347,11 +366,22 @@ def _import_program(request: dict[str, Any]) -> None:
         sys.path[:] = path
 
 
-def _serve_jobs(sock: socket.socket, *, warm: bool) -> None:
+def _receive(sock: _socket.socket) -> tuple[bytes, list[int]]:
+    """One message and the descriptors attached to it (what ``socket.recv_fds`` does)."""
+    message, ancillary, _flags, _addr = sock.recvmsg(1 << 20, _socket.CMSG_LEN(2 * 4))
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(data[i:i + 4], sys.byteorder)
+                    for i in range(0, len(data) - len(data) % 4, 4)]
+    return message, fds
+
+
+def _serve_jobs(sock: _socket.socket, *, warm: bool) -> None:
     """The zygote's loop: one job at a time, until the control socket closes."""
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
+            message, fds = _receive(sock)
         except OSError:
             return
         if not message:
@@ -360,7 +390,7 @@ def _serve_jobs(sock: socket.socket, *, warm: bool) -> None:
             for fd in fds:
                 os.close(fd)
             return
-        request = json.loads(message)
+        request = marshal.loads(message)
         if warm:
             _import_program(request)
         sys.stdout.flush()
@@ -371,7 +401,7 @@ def _serve_jobs(sock: socket.socket, *, warm: bool) -> None:
             try:
                 code = _child(request, fds[0], fds[1], zygote)
             except BaseException as exc:  # never back into the loop
-                with suppress(OSError):
+                with _Suppress(OSError):
                     os.write(2, f"aismm sandbox: {exc}\n".encode(errors="replace"))
                 code = 125
             _exit(code)
@@ -382,34 +412,33 @@ def _serve_jobs(sock: socket.socket, *, warm: bool) -> None:
             return
 
 
-def _await(sock: socket.socket, pid: int) -> bool:
+def _await(sock: _socket.socket, pid: int) -> bool:
     """Report the child's exit (unreaped) and reap it when the caller says so; False: the
     caller is gone (the child's group is killed)."""
     pidfd = os.pidfd_open(pid)
     try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(pidfd, selectors.EVENT_READ)
-            selector.register(sock, selectors.EVENT_READ)
-            reported = False
-            while True:
-                for key, _ in selector.select():
-                    if key.fd == pidfd and not reported:
-                        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-                        if info is None:  # not yet: the pidfd said it exited
-                            continue
-                        code = info.si_status if info.si_code == os.CLD_EXITED \
-                            else -info.si_status
-                        sock.send(f"exit {code}".encode())
-                        selector.unregister(pidfd)
-                        reported = True
-                    elif key.fd == sock.fileno():
-                        said = sock.recv(64)
-                        if said == b"reap" or not said:
-                            if not said:
-                                with suppress(ProcessLookupError):
-                                    os.killpg(pid, signal.SIGKILL)
-                            os.waitpid(pid, 0)
-                            return bool(said)
+        poll = select.poll()
+        poll.register(pidfd, select.POLLIN)
+        poll.register(sock.fileno(), select.POLLIN)
+        reported = False
+        while True:
+            for fd, _event in poll.poll():
+                if fd == pidfd and not reported:
+                    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                    if info is None:  # not yet: the pidfd said it exited
+                        continue
+                    code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+                    sock.send(f"exit {code}".encode())
+                    poll.unregister(pidfd)
+                    reported = True
+                elif fd == sock.fileno():
+                    said = sock.recv(64)
+                    if said == b"reap" or not said:
+                        if not said:
+                            with _Suppress(ProcessLookupError):
+                                os.killpg(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        return bool(said)
     finally:
         os.close(pidfd)
 
@@ -422,7 +451,7 @@ def main(fd: int, *, warm: bool = True) -> None:
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] in ("", "/", os.getcwd()):
         del sys.path[0]  # the zygote's folder ("/") is no module folder
-    sock = socket.socket(fileno=fd)
+    sock = _socket.socket(fileno=fd)
     if warm:
         _site()
     sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
@@ -430,5 +459,10 @@ def main(fd: int, *, warm: bool = True) -> None:
     _serve_jobs(sock, warm=warm)
 
 
-if __name__ == "__main__":
+def start() -> None:
+    """The process's entry (``-c``, not ``-m``, which would import ``runpy``): ``FD [cold]``."""
     main(int(sys.argv[1]), warm=sys.argv[2:] != ["cold"])
+
+
+if __name__ == "__main__":
+    start()
