@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aismm.infra.git import Repo
-from aismm.infra.loose import Loose, Unsure
+from aismm.infra.loose import Loose, Unsure, count_paths
 from tests import hubkit
 from tests.hubkit import run_git
 
@@ -74,6 +74,55 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], 
     run_git("update-ref", "refs/heads/main", commits[-1], cwd=bare, env=ENV)
     run_git("update-ref", "refs/heads/attempts/x", commits[2], cwd=bare, env=ENV)
     return bare, commits, key
+
+
+def test_one_memo_serves_every_cap_and_depth(history: tuple[Path, list[str], Path]) -> None:
+    """The gate shares one count memo across its caps (the registry's whole tree, then each
+    new commit's): a memo filled under other caps and depths gives what a fresh count gives."""
+    bare, commits, _key = history
+    repo, loose = Repo(bare), Loose(bare)
+    asks = [(oid, cap, depth) for oid in commits for cap in (1 << 40, 1, 3, 9, 10, 1000)
+            for depth in (1 << 20, 24, 8, 5, 2, 1)]
+    shared: dict[tuple[str, int], int] = {}
+    for ask in [*asks, *reversed(asks)]:
+        oid, cap, depth = ask
+        fresh = repo.count_paths(oid, cap, depth)
+        assert repo.count_paths(oid, cap, depth, shared) == fresh, ask
+        assert loose.count_paths(repo.tree_of(oid), cap, depth, shared) == fresh, ask
+
+
+def test_a_tree_bomb_is_counted_reading_each_subtree_once(tmp_path: Path) -> None:
+    """Twelve levels of a tree naming the next ten times over ten files: 10^13 paths from 14
+    objects. Counting stops past the cap, and no tree is read twice, whatever the memo holds."""
+    bare = tmp_path / "bomb.git"
+    run_git("init", "-q", "--bare", str(bare), env=ENV)
+
+    def made(*args: str, data: bytes) -> str:
+        return run_git(*args, cwd=bare, env=ENV, input=data).stdout.decode().strip()
+
+    blob = made("hash-object", "-w", "--stdin", data=b"x")
+    tree = made("mktree", data=b"".join(f"100644 blob {blob}\tf{i}\n".encode()
+                                        for i in range(10)))
+    for _ in range(12):
+        tree = made("mktree", data=b"".join(f"040000 tree {tree}\td{i}\n".encode()
+                                            for i in range(10)))
+    loose = Loose(bare)
+    reads: list[str] = []
+
+    def subtrees(t: str) -> list[str | None]:
+        reads.append(t)
+        return [loose._subtree(e) for e in loose.tree(t)]
+
+    memo: dict[tuple[str, int], int] = {}
+    for cap, count in ((10**4, 10**4 + 1), (10**6, 10**6 + 1), (10**13, 10**13),
+                       (10**12, 10**12 + 1), (10**13, 10**13)):
+        reads.clear()
+        assert count_paths(tree, subtrees, cap, 64, memo) == count
+        assert len(reads) == len(set(reads)) <= 13
+    assert reads == []  # the last count was the memo's alone
+    assert count_paths(tree, subtrees, 10**13, 12, {}) == -1  # 13 components deep
+    assert count_paths(tree, subtrees, 10**13, 13, {}) == 10**13
+    assert Repo(bare).count_paths(tree, 10**5, 64) == 10**5 + 1
 
 
 def test_every_answer_is_pygit2s(history: tuple[Path, list[str], Path]) -> None:

@@ -123,7 +123,7 @@ def _judge_registry(j: Judge, updates: list[tuple[str | None, str | None, str]],
         # ref itself already points at the new commits
         commits = j.repo.new_commits(new, [old] if old else [])
         current = j.repo.ref(MAIN)
-        grown = j.repo.count_paths(current, 1 << 40, 1 << 20) if current else 0
+        grown = j.repo.count_paths(current, 1 << 40, 1 << 20, j.paths) if current else 0
         j.bounded(ref, commits, grown + j.ctx.limits.max_files)
         for oid in commits:
             info = j.repo.commit(oid)

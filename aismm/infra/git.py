@@ -358,8 +358,8 @@ class Repo:
         subtree is read once however often it repeats (a 7-object tree can name 10^14 paths).
 
         Counting stops early: the result is ``cap + 1`` as soon as it exceeds ``cap``, and
-        ``-1`` when some path is deeper than ``max_depth`` components. ``memo`` may be shared
-        across calls with the same ``cap``.
+        ``-1`` when some path is deeper than ``max_depth`` components. ``memo`` (exact counts
+        of subtrees) may be shared across calls, whatever their ``cap``.
         """
         return count_paths(str(self._root(tree_or_commit).id), self._subtrees, cap, max_depth,
                            {} if memo is None else memo)

@@ -360,27 +360,29 @@ def count_paths(tree: str, subtrees: Callable[[str], Iterable[str | None]], cap:
                 memo: dict[tuple[str, int], int]) -> int:
     """How many paths the tree ``tree`` names, for both readers (:meth:`Loose.count_paths` and
     :meth:`aismm.infra.git.Repo.count_paths`): ``subtrees(t)`` gives, per entry of tree ``t``,
-    the id of the tree it names or None for any other entry. Each distinct subtree is counted
-    once per depth (``memo``); the count stops at ``cap + 1`` past ``cap``, and is -1 when a
-    path would be deeper than ``depth`` components."""
+    the id of the tree it names or None for any other entry. The count stops at ``cap + 1``
+    past ``cap``, and is -1 when a path would be deeper than ``depth`` components.
+
+    ``memo`` keeps the exact count of each distinct subtree counted to its end at a depth
+    (never a stopped or too-deep one), so each is read once however often it repeats, and one
+    memo serves any ``cap``: a subtree without a too-deep path gives ``min(count, cap + 1)``
+    whatever the order of its entries."""
     key = (tree, depth)
-    if key in memo:
-        return memo[key]
+    known = memo.get(key)
+    if known is not None:
+        return known if known <= cap else cap + 1
     total = 0
     for sub in subtrees(tree):
         if depth < 1:
-            total = -1  # a path would be deeper than allowed
-            break
+            return -1  # a path would be deeper than allowed
         if sub is None:
             total += 1  # a file, link or gitlink
         else:
             inner = count_paths(sub, subtrees, cap, depth - 1, memo)
             if inner < 0:
-                total = -1
-                break
+                return -1
             total += inner
         if total > cap:
-            total = cap + 1
-            break
+            return cap + 1
     memo[key] = total
     return total
