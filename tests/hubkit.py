@@ -106,7 +106,11 @@ def copy_tree(template: Path, dest: Path) -> Path:
     name ``dest`` wherever they named ``template``. The ledger, the outbox and the registry
     name repositories relative to the hub, and the hooks find the hub from their repository,
     so the copy is a hub of its own (:func:`_assert_relocatable` checks the template)."""
-    shutil.copytree(template, dest, symlinks=True)
+    if dest.exists():
+        raise FileExistsError(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # coreutils' cp copies a hub (~1,700 files and folders) in two thirds of copytree's CPU
+    subprocess.run(["cp", "-a", "--", str(template), str(dest)], check=True)
     names = sorted({str(template), str(template.resolve())}, key=len, reverse=True)
     old = re.compile(b"(?:" + b"|".join(re.escape(n.encode()) for n in names) + b")"
                      rb"(?=/|\s|\"|$)", re.MULTILINE)

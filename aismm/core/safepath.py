@@ -38,8 +38,9 @@ def printable(text: object, *, keep: str = "", limit: int | None = None) -> str:
 
 def _is_dotgit(component: str) -> bool:
     # NTFS and HFS+ ignore trailing dots/spaces, case and some zero-width characters.
-    folded = "".join(ch for ch in component if unicodedata.category(ch) != "Cf")
-    folded = folded.rstrip(". ").casefold()
+    if not component.isascii():  # format characters (Cf) are never ASCII
+        component = "".join(ch for ch in component if unicodedata.category(ch) != "Cf")
+    folded = component.rstrip(". ").casefold()
     return folded == ".git" or folded.startswith("git~")
 
 
@@ -49,12 +50,17 @@ def path_problem(path: str, max_length: int = 255, max_depth: int = 12) -> str |
         path.encode("utf-8")
     except UnicodeEncodeError:
         return "name is not valid UTF-8; rename it to UTF-8"
-    if unicodedata.normalize("NFC", path) != path:
-        return "name is not in Unicode NFC form; rename it (NFC-normalise the name)"
-    if any(unicodedata.category(ch) == "Cc" for ch in path):  # C0, DEL and C1 (e.g. 8-bit CSI)
-        return "name contains a control character; rename it"
-    if any(ch in _BIDI for ch in path):
-        return "name contains a bidirectional-text control (it can disguise the name); rename it"
+    if path.isascii():  # the usual name, checked at C speed: ASCII is NFC, has no
+        if not path.isprintable():  # bidirectional controls, and its only Cc are C0 and DEL
+            return "name contains a control character; rename it"
+    else:
+        if unicodedata.normalize("NFC", path) != path:
+            return "name is not in Unicode NFC form; rename it (NFC-normalise the name)"
+        if any(unicodedata.category(ch) == "Cc" for ch in path):  # C0, DEL and C1 (8-bit CSI)
+            return "name contains a control character; rename it"
+        if any(ch in _BIDI for ch in path):
+            return ("name contains a bidirectional-text control (it can disguise the name); "
+                    "rename it")
     if "\\" in path:
         return "name contains a backslash; use forward slashes only"
     if path.startswith("/"):
