@@ -1,7 +1,7 @@
 """Warm sandbox workers: the check and agent programs imported once, one forked child per run.
 
 Every namespace run goes through a zygote (:mod:`aismm.infra.zygote`). A one-shot run starts a
-cold one for itself, which then imports the program in the run's own process: ~20 ms before the
+cold one for itself, which then imports the program in the run's own process: ~25 ms before the
 program starts, ~250 ms more for the reviewer's imports. A resident ``aismm serve`` keeps a few
 *warm* zygotes instead: processes that import each program the first time a run asks for it
 (so a zygote holds only the programs the hub uses) and fork, for each run, a child that enters
