@@ -64,6 +64,50 @@ def test_a_workdir_module_never_runs_before_a_program_of_ours(name: str, tmp_pat
     assert MARK not in real.stderr and "usage:" in real.stdout  # the behaviour copied
 
 
+# Standard modules a check imports after it starts (found by planting each one in turn): a run's
+# folder on the module path, as `python -m` has it, would let any of them run inside the check.
+LATE = ["_weakrefset", "argparse", "ast", "base64", "binascii", "bisect", "bz2", "collections",
+        "contextlib", "copy", "copyreg", "ctypes", "dataclasses", "datetime", "decimal", "dis",
+        "enum", "fractions", "functools", "gettext", "hashlib", "heapq", "hmac", "importlib",
+        "inspect", "json", "keyword", "linecache", "locale", "lzma", "math", "numbers", "opcode",
+        "operator", "platform", "pprint", "random", "re", "reprlib", "runpy", "secrets", "select",
+        "selectors", "shutil", "signal", "struct", "tempfile", "textwrap", "threading", "token",
+        "tokenize", "traceback", "typing", "unicodedata", "uuid", "warnings", "weakref",
+        "zipfile", "zlib"]
+
+
+@pytest.mark.parametrize("how", ["cold", "warm"])
+def test_no_module_a_run_left_in_its_folder_runs_inside_a_program_of_ours(
+        how: str, tmp_path: Path) -> None:
+    """An agent's tests, run by one check, may write anything into the checkout; the next check
+    runs there. Each standard module it would import, planted there, prints a forged verdict and
+    exits 0 if imported: the program of ours must run as itself, cold or warm."""
+    for name in [*LATE, *SHADOWS]:
+        (tmp_path / f"{name}.py").write_text(
+            f"import os\nos.write(2, b'{MARK} {name}\\n')\n"
+            "os.write(1, b'{\"score\": 100}\\n')\nos._exit(0)\n")
+    runs = [[PYTHON, "-m", "aismm.checks.expect", "--help"],
+            [PYTHON, "-m", "aismm.checks.expect", "unit_tests", "task", "deliverable"]]
+    with warm.pool(size=1 if how == "warm" else 0) as workers:
+        results = [sandbox.run(argv, tmp_path, env=dod.python_env()) for argv in runs * 2]
+        assert workers.warm_runs == (4 if how == "warm" else 0)
+    for result in results:
+        assert MARK not in result.stdout + result.stderr, result.stderr
+        assert '"score": 100' not in result.stdout
+    assert "usage:" in results[0].stdout and results[0].returncode == 0
+    assert results[1].returncode != 0 or '"score": 0' in results[1].stdout, results[1]
+
+
+def test_a_run_takes_str_subclasses_as_the_strings_they_are(tmp_path: Path) -> None:
+    """The run goes to the zygote as plain strings: a caller's str subclass is not refused."""
+
+    class Name(str):
+        pass
+
+    result = sandbox.run([Name("/bin/sh"), "-c", "echo $X"], tmp_path, env={Name("X"): Name("v")})
+    assert (result.returncode, result.stdout) == (0, "v\n"), result.stderr
+
+
 def _ignored(status: str) -> int:
     return int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
 

@@ -123,7 +123,11 @@ def _judge_registry(j: Judge, updates: list[tuple[str | None, str | None, str]],
         # ref itself already points at the new commits
         commits = j.repo.new_commits(new, [old] if old else [])
         current = j.repo.ref(MAIN)
-        grown = j.repo.count_paths(current, 1 << 40, 1 << 20, j.paths) if current else 0
+        # counted as deep as bounded() counts, so the two share the memo's subtrees (a judged
+        # registry is never that deep; if it were, it is counted in full)
+        grown = j.repo.count_paths(current, 1 << 40, j.nesting, j.paths) if current else 0
+        if current and grown < 0:
+            grown = j.repo.count_paths(current, 1 << 40, 1 << 20)
         j.bounded(ref, commits, grown + j.ctx.limits.max_files)
         for oid in commits:
             info = j.repo.commit(oid)

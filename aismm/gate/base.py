@@ -66,12 +66,16 @@ class Judge:
         exc.unlisted = self.unlisted  # type: ignore[attr-defined]
         return exc
 
+    @property
+    def nesting(self) -> int:
+        """How deep :meth:`bounded` counts: up to here each too-deep path gets its own line."""
+        return 2 * self.ctx.limits.max_path_depth
+
     def bounded(self, ref: str, commits: list[str], cap: int) -> None:
         """Before any walk: each commit's tree holds at most ``cap`` paths, none deeper than the
         hub allows. Counting reads each distinct subtree once and stops past the limit, so a
         tree bomb (a few objects naming 10^14 paths) is refused at the cost of its size."""
-        depth = self.ctx.limits.max_path_depth
-        nesting = 2 * depth  # up to here each too-deep path gets its own line later
+        depth, nesting = self.ctx.limits.max_path_depth, self.nesting
         for oid in commits:
             count = self.repo.count_paths(oid, cap, nesting, self.paths)
             if count > cap:

@@ -846,9 +846,10 @@ class Zygote:
                 uid: int | None) -> Result | None:
         """Run one job in a forked child; None when it could not be started (nothing ran)."""
         limits = job.limits
-        request = marshal.dumps({  # the zygote's wire format (aismm.infra.zygote)
-            "argv": list(job.argv), "workdir": str(job.workdir), "root": str(root),
-            "view": view(job, env), "env": dict(env), "uid": uid,
+        request = marshal.dumps({  # the zygote's wire format (aismm.infra.zygote): plain str
+            "argv": [str(a) for a in job.argv], "workdir": str(job.workdir), "root": str(root),
+            "view": [str(op) for op in view(job, env)],
+            "env": {str(k): str(v) for k, v in env.items()}, "uid": uid,
             "rlimits": rlimits(job, own_uid=True),
         })
         start = time.monotonic()

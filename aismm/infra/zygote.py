@@ -268,14 +268,13 @@ def _job(request: dict[str, Any]) -> int:
     import runpy  # noqa: PLC0415 - only a run of a program of ours needs it
     import traceback  # noqa: PLC0415 - idem
 
-    # site runs without the run's folder on the path, as at an interpreter's start: with it
-    # there, a sitecustomize.py, usercustomize.py or a module a .pth imports would be taken from
-    # the workdir and run inside the program (a check) before it starts
-    if sys.path[:1] == [""]:
-        del sys.path[0]
+    # The run's folder is never on the module path, as with `python -P -m` (the folder holds
+    # what earlier runs wrote: an agent's tests run by one check could leave a json.py,
+    # sitecustomize.py or a module a .pth imports there, which would run inside the next check
+    # and print its verdict). A program that imports from a folder of the run says which (the
+    # unit-test child: inputs/).
     _site()
     sys.argv = [argv[2], *argv[3:]]
-    sys.path.insert(0, os.getcwd())  # the run's folder, as `python -m` has it
     sys.modules.pop(module, None)  # run afresh as __main__ (what it imports stays imported)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -352,18 +351,12 @@ def _import_program(request: dict[str, Any]) -> None:
     """A warm zygote's import of the run's program, the first time a run asks for it: the
     child forked next, and every later one, find it imported. Only a module :func:`_program`
     accepts (one of ours in :data:`PROGRAMS`, on this process's own path: nothing an agent
-    supplied), looked up without the runs' folder ("") on the path."""
-    path = sys.path[:]
-    if sys.path[:1] == [""]:  # see main()
-        del sys.path[0]
-    try:
-        # whatever goes wrong here happens again in the run's own process, as on a cold start
-        with _Suppress(Exception):
-            name = _program(request["argv"], request["env"])
-            if name is not None and name not in sys.modules:
-                __import__(name)
-    finally:
-        sys.path[:] = path
+    supplied; a run's folder is never on the path, see main())."""
+    # whatever goes wrong here happens again in the run's own process, as on a cold start
+    with _Suppress(Exception):
+        name = _program(request["argv"], request["env"])
+        if name is not None and name not in sys.modules:
+            __import__(name)
 
 
 def _receive(sock: _socket.socket) -> tuple[bytes, list[int]]:
@@ -450,11 +443,12 @@ def main(fd: int, *, warm: bool = True) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.dont_write_bytecode = True
     if sys.path and sys.path[0] in ("", "/", os.getcwd()):
-        del sys.path[0]  # the zygote's folder ("/") is no module folder
+        # the zygote's folder ("" for -c: "/") is no module folder, and no run's folder (the
+        # current one once a run's process is in it) is ever put on the path (see _job)
+        del sys.path[0]
     sock = _socket.socket(fileno=fd)
     if warm:
         _site()
-    sys.path.insert(0, "")  # each run's own folder, as `python -m` has it (set in _job)
     sock.send(f"ready {os.getpid()}".encode())
     _serve_jobs(sock, warm=warm)
 
