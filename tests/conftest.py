@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,13 +78,43 @@ def pytest_configure(config: pytest.Config) -> None:
         # ... and every process the tests start (hooks, the CLI, agents and checks in the
         # sandbox) would compile each module it imports from source, ~25 ms a program run: the
         # package's bytecode is written once here, as `pip install .` writes it at install.
-        if not hasattr(config, "workerinput"):
-            compileall.compile_dir(ROOT / "aismm", quiet=2)
+        if not hasattr(config, "workerinput"):  # beside the workers' start, not before it
+            threading.Thread(target=compileall.compile_dir, args=(ROOT / "aismm",),
+                             kwargs={"quiet": 2}, daemon=True).start()
+    _rewrite_my_share(config)
     # A run started in the background by a shell without job control (``cmd &`` in a script)
     # inherits SIGINT ignored, and so would every `aismm serve` the tests stop with SIGINT as
     # Ctrl-C would: give SIGINT its usual meaning back (children then start with the default).
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _rewrite_my_share(config: pytest.Config) -> None:
+    """On a clean clone, every worker rewrote the asserts of every test module at once (pytest
+    keeps the result beside each module, but all of them found it missing): ~2 s of CPU each.
+    Each worker now first writes the rewritten bytecode of its own share of the modules, as
+    pytest's import hook would, and finds the others' written when it collects them. Only a
+    shortcut: a module missed here, or a pytest whose internals differ, is rewritten on import."""
+    worker = getattr(config, "workerinput", {}).get("workerid", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not worker.startswith("gw") or count < 2 or sys.dont_write_bytecode:
+        return
+    try:
+        from _pytest.assertion import rewrite  # pytest's own cache format
+
+        state = config.stash[rewrite.assertstate_key]
+        files = sorted(p for p in Path(__file__).parent.rglob("test_*.py")
+                       if "__pycache__" not in p.parts)
+        index = int(worker[2:])
+        for fn in files[len(files) * index // count:len(files) * (index + 1) // count]:
+            cache = rewrite.get_cache_dir(fn)
+            pyc = cache / (fn.name[:-3] + rewrite.PYC_TAIL)
+            if pyc.exists() or not rewrite.try_makedirs(cache):
+                continue
+            source, code = rewrite._rewrite_test(fn, config)
+            rewrite._write_pyc(state, code, source, pyc)
+    except Exception:  # pytest's import hook does the work instead
+        pass
 
 
 _DONT_WRITE = pytest.StashKey[bool]()
