@@ -76,21 +76,27 @@ LATE = ["_weakrefset", "argparse", "ast", "base64", "binascii", "bisect", "bz2",
         "zipfile", "zlib"]
 
 
-@pytest.mark.parametrize("how", ["cold", "warm"])
+@pytest.mark.parametrize("how", ["cold", "warm", "fresh", "rlimits-only"])
 def test_no_module_a_run_left_in_its_folder_runs_inside_a_program_of_ours(
-        how: str, tmp_path: Path) -> None:
+        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent's tests, run by one check, may write anything into the checkout; the next check
     runs there. Each standard module it would import, planted there, prints a forged verdict and
-    exits 0 if imported: the program of ours must run as itself, cold or warm."""
+    exits 0 if imported: the program of ours must run as itself, cold or warm, in-process or
+    (a Python setting in its environment: "fresh") as a new interpreter, and without
+    namespaces."""
     for name in [*LATE, *SHADOWS]:
         (tmp_path / f"{name}.py").write_text(
             f"import os\nos.write(2, b'{MARK} {name}\\n')\n"
             "os.write(1, b'{\"score\": 100}\\n')\nos._exit(0)\n")
+    if how == "rlimits-only":
+        monkeypatch.setenv("AISMM_SANDBOX", "rlimits-only")
+    env = dod.python_env({"PYTHONWARNINGS": "default"} if how == "fresh" else None)
     runs = [[PYTHON, "-m", "aismm.checks.expect", "--help"],
             [PYTHON, "-m", "aismm.checks.expect", "unit_tests", "task", "deliverable"]]
     with warm.pool(size=1 if how == "warm" else 0) as workers:
-        results = [sandbox.run(argv, tmp_path, env=dod.python_env()) for argv in runs * 2]
+        results = [sandbox.run(argv, tmp_path, env=env) for argv in runs * 2]
         assert workers.warm_runs == (4 if how == "warm" else 0)
+    assert {r.isolation == "rlimits-only" for r in results} == {how == "rlimits-only"}
     for result in results:
         assert MARK not in result.stdout + result.stderr, result.stderr
         assert '"score": 100' not in result.stdout

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import aismm
 from aismm.core.errors import SandboxError, UsageError
-from aismm.infra.zygote import PYTHON, READY
+from aismm.infra.zygote import PYTHON, READY, safe_path
 
 __all__ = [
     "ISOLATIONS",
@@ -302,7 +302,7 @@ def _run(job: Job, *, one_shot: bool = False) -> Result:
     if job.isolation == "rlimits-only":
         with tempfile.TemporaryDirectory(prefix="aismm-home-") as home:
             env = {**env, "HOME": home, "TMPDIR": home}
-            return _unconfined(job, [*_prlimit(job, own_uid=False), *job.argv], env)
+            return _unconfined(job, [*_prlimit(job, own_uid=False), *safe_path(job.argv)], env)
     runs = _runs_dir()
     sweep_workspaces(runs)  # what a killed run left: its root folder, files it still owns
     with _run_uid(job.isolation == "namespaces+uid") as uid:

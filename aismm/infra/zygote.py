@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 else:
     import _signal as signal  # the C module (``signal`` itself imports enum)
 
-__all__ = ["PROGRAMS", "PYTHON", "READY", "main", "start"]
+__all__ = ["PROGRAMS", "PYTHON", "READY", "main", "safe_path", "start"]
 
 PROGRAMS = ("aismm.checks", "aismm.agents")  # packages whose modules run in-process
 PYTHON = os.path.abspath(sys.executable)  # the hub's interpreter, as checks and agents run it
@@ -214,6 +214,16 @@ def _program(argv: list[str], env: dict[str, str]) -> str | None:
     return None
 
 
+def safe_path(argv: list[str]) -> list[str]:
+    """``{python} -m aismm.checks.X`` / ``aismm.agents.X`` started as a fresh interpreter gets
+    ``-P``: like a run in-process, it never has the run's folder on its module path (see
+    :func:`_job`). Any other command is left as it is."""
+    if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
+            and argv[2].rpartition(".")[0] in PROGRAMS:
+        return [argv[0], "-P", *argv[1:]]
+    return argv
+
+
 # The interpreter settings a run's environment may hold and still run in-process: what this
 # process was started with (PYTHONPATH, compared above) or does as well (-B, -s). Any other
 # PYTHON* variable (PYTHONHASHSEED, PYTHONWARNINGS, PYTHONIOENCODING, ...) is read only when an
@@ -261,7 +271,7 @@ def _job(request: dict[str, Any]) -> int:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
             signal.signal(sig, signal.SIG_DFL)
         try:
-            os.execvpe(argv[0], argv, request["env"])
+            os.execvpe(argv[0], safe_path(argv), request["env"])
         except OSError as exc:
             os.write(2, f"aismm sandbox: cannot run {argv[0]}: {exc.strerror}\n".encode())
             return 127
