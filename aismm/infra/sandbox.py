@@ -142,10 +142,10 @@ def run(
             raise UsageError(f"sandbox: {path} does not exist; pass existing paths only")
     chosen = _choose(isolation)
     job = Job(
-        argv=[str(a) for a in argv],
+        argv=[str(a) for a in argv],  # plain strings, as the zygote's wire format takes them
         workdir=Path(workdir).resolve(),
         limits=limits,
-        env=dict(env or {}),
+        env={str(k): str(v) for k, v in (env or {}).items()},
         readonly=tuple(Path(p).resolve() for p in readonly_paths),
         writable=tuple(Path(p).resolve() for p in writable_paths),
         hidden=tuple(Path(p).resolve() for p in hidden_paths),
@@ -846,10 +846,9 @@ class Zygote:
                 uid: int | None) -> Result | None:
         """Run one job in a forked child; None when it could not be started (nothing ran)."""
         limits = job.limits
-        request = marshal.dumps({  # the zygote's wire format (aismm.infra.zygote): plain str
-            "argv": [str(a) for a in job.argv], "workdir": str(job.workdir), "root": str(root),
-            "view": [str(op) for op in view(job, env)],
-            "env": {str(k): str(v) for k, v in env.items()}, "uid": uid,
+        request = marshal.dumps({  # the zygote's wire format (aismm.infra.zygote)
+            "argv": job.argv, "workdir": str(job.workdir), "root": str(root),
+            "view": view(job, env), "env": env, "uid": uid,
             "rlimits": rlimits(job, own_uid=True),
         })
         start = time.monotonic()

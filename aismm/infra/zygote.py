@@ -205,9 +205,7 @@ def _program(argv: list[str], env: dict[str, str]) -> str | None:
     """The module to run in-process: ``{python} -m aismm.checks.X`` / ``aismm.agents.X`` (a
     module of ours, imported already by a warm zygote, found on this process's own path by a
     cold one), when the run's module path is this process's own."""
-    if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
-            and argv[2].rpartition(".")[0] in PROGRAMS \
-            and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH") \
+    if _ours(argv) and env.get("PYTHONPATH") == os.environ.get("PYTHONPATH") \
             and not any(k.startswith("PYTHON") and k not in _SAME_START for k in env) \
             and (argv[2] in sys.modules or _found(argv[2])):
         return argv[2]
@@ -218,10 +216,13 @@ def safe_path(argv: list[str]) -> list[str]:
     """``{python} -m aismm.checks.X`` / ``aismm.agents.X`` started as a fresh interpreter gets
     ``-P``: like a run in-process, it never has the run's folder on its module path (see
     :func:`_job`). Any other command is left as it is."""
-    if len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
-            and argv[2].rpartition(".")[0] in PROGRAMS:
-        return [argv[0], "-P", *argv[1:]]
-    return argv
+    return [argv[0], "-P", *argv[1:]] if _ours(argv) else argv
+
+
+def _ours(argv: list[str]) -> bool:
+    """Whether ``argv`` is ``{python} -m`` a module of :data:`PROGRAMS`."""
+    return len(argv) >= 3 and argv[0] == PYTHON and argv[1] == "-m" \
+        and argv[2].rpartition(".")[0] in PROGRAMS
 
 
 # The interpreter settings a run's environment may hold and still run in-process: what this
